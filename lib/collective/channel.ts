@@ -1,0 +1,108 @@
+/**
+ * Message channels: the one transport abstraction the rest of the library
+ * talks through.
+ *
+ * A {@linkcode Channel} is an ordered, reliable, bidirectional link that
+ * carries {@linkcode Message} objects and can move `ArrayBuffer`s without
+ * copying them. {@linkcode PostMessageChannel} implements it over anything with
+ * `postMessage` (a `Worker`, the worker's own global scope, a `MessagePort`);
+ * a TCP transport between hosts implements the same interface by framing and
+ * encoding the messages.
+ *
+ * @module
+ */
+
+/** A message: a `type` tag plus fields that depend on the type. */
+export interface Message {
+  /** Discriminates the message kinds of a protocol. */
+  type: string;
+  /** Payload fields. */
+  [field: string]: unknown;
+}
+
+/** An ordered, reliable, bidirectional message link between two endpoints. */
+export interface Channel {
+  /**
+   * Sends `message`. Buffers listed in `transfer` are moved to the other side
+   * without copying and become detached (unusable) here.
+   */
+  send(message: Message, transfer?: Transferable[]): void;
+  /** Receives every incoming message, in order. */
+  onMessage: ((message: Message) => void) | null;
+  /** Called when the link or the peer fails; no messages follow. */
+  onError: ((error: Error) => void) | null;
+  /** Closes the link. */
+  close(): void;
+}
+
+/** What {@linkcode PostMessageChannel} needs from a `Worker`, `MessagePort` or worker scope. */
+export interface PostMessageEndpoint {
+  /** Posts a message, transferring the listed buffers. */
+  postMessage(message: unknown, transfer: Transferable[]): void;
+  /** Incoming messages. */
+  onmessage: ((event: MessageEvent) => void) | null;
+  /** A message that could not be deserialised. */
+  onmessageerror?: ((event: MessageEvent) => void) | null;
+}
+
+/**
+ * A {@linkcode Channel} over `postMessage`.
+ *
+ * On a `Worker`, an uncaught error inside the worker arrives through
+ * `onError` (and is kept from crashing the parent).
+ *
+ * @example Talking to a worker
+ * ```ts ignore
+ * import { PostMessageChannel } from "./channel.ts";
+ *
+ * const worker = new Worker(new URL("./echo_worker.ts", import.meta.url), { type: "module" });
+ * const channel = new PostMessageChannel(worker, { close: () => worker.terminate() });
+ * channel.onMessage = (message) => console.log("got", message.type);
+ * channel.onError = (error) => console.error("worker failed:", error.message);
+ * const data = new Float32Array(1024);
+ * channel.send({ type: "data", data }, [data.buffer]); // moved, not copied
+ * ```
+ */
+export class PostMessageChannel implements Channel {
+  /** Receives every incoming message, in order. */
+  onMessage: ((message: Message) => void) | null = null;
+  /** Called when the peer fails. */
+  onError: ((error: Error) => void) | null = null;
+  readonly #endpoint: PostMessageEndpoint;
+  readonly #close: () => void;
+
+  /**
+   * Wraps `endpoint`. `options.close` is what {@linkcode PostMessageChannel.close}
+   * does (e.g. `worker.terminate()`); by default it only detaches the handlers.
+   */
+  constructor(endpoint: PostMessageEndpoint, options: { close?: () => void } = {}) {
+    this.#endpoint = endpoint;
+    this.#close = options.close ?? (() => {});
+    endpoint.onmessage = (event) => this.onMessage?.(event.data as Message);
+    endpoint.onmessageerror = () =>
+      this.onError?.(new Error("received a message that could not be decoded"));
+    if (isWorker(endpoint)) {
+      endpoint.onerror = (event) => {
+        event.preventDefault();
+        this.onError?.(new Error(event.message || "uncaught error"));
+      };
+    }
+  }
+
+  /** Posts `message`, moving the buffers in `transfer`. */
+  send(message: Message, transfer: Transferable[] = []): void {
+    this.#endpoint.postMessage(message, transfer);
+  }
+
+  /** Detaches the handlers and runs the `close` option. */
+  close(): void {
+    this.#endpoint.onmessage = null;
+    this.#endpoint.onmessageerror = null;
+    if (isWorker(this.#endpoint)) this.#endpoint.onerror = null;
+    this.#close();
+  }
+}
+
+function isWorker(endpoint: PostMessageEndpoint): endpoint is Worker {
+  return typeof Worker !== "undefined" && endpoint instanceof Worker;
+}

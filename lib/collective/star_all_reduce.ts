@@ -1,0 +1,125 @@
+/**
+ * The coordinator-centred ("star") all-reduce: every replica sends its vector
+ * to a hub, the hub averages them in rank order and sends the result back.
+ *
+ * Simple and exact; the hub moves `2 × (replicas) × vector size` bytes per
+ * step. Vectors travel as transferred buffers in both directions, never as
+ * structured-clone copies, and the hub reuses the buffers it received for the
+ * replies.
+ *
+ * @module
+ */
+
+import { type AllReduce, weightedAverage } from "./all_reduce.ts";
+import type { Message } from "./channel.ts";
+import type { Mailbox } from "./mailbox.ts";
+
+/** A replica's contribution, replica → hub. */
+export interface AllReduceRequest extends Message {
+  type: "allreduce";
+  /** Sequence number; every replica's n-th call carries the same one. */
+  seq: number;
+  /** Weight of this contribution. */
+  weight: number;
+  /** The local vector (transferred). */
+  data: Float32Array<ArrayBuffer>;
+}
+
+/** The averaged vector, hub → replica. */
+export interface AllReduceReply extends Message {
+  type: "allreduce:result";
+  /** Sequence number of the request answered. */
+  seq: number;
+  /** The average (transferred). */
+  data: Float32Array<ArrayBuffer>;
+}
+
+/**
+ * The replica side of the star all-reduce.
+ *
+ * @example Inside a worker
+ * ```ts ignore
+ * import { StarAllReduce } from "./star_all_reduce.ts";
+ *
+ * const allReduce = new StarAllReduce(mailbox); // mailbox to the coordinator
+ * const average = await allReduce.average(localGradient, localExamples);
+ * ```
+ */
+export class StarAllReduce implements AllReduce {
+  readonly #hub: Mailbox;
+  #seq = 0;
+
+  /** Talks to the hub through `hub`. */
+  constructor(hub: Mailbox) {
+    this.#hub = hub;
+  }
+
+  /** Sends `data` to the hub (transferring its buffer) and waits for the average. */
+  async average(
+    data: Float32Array<ArrayBuffer>,
+    weight: number,
+  ): Promise<Float32Array<ArrayBuffer>> {
+    const seq = this.#seq++;
+    const request: AllReduceRequest = { type: "allreduce", seq, weight, data };
+    this.#hub.send(request, [data.buffer]);
+    const reply = await this.#hub.receive<AllReduceReply>("allreduce:result");
+    if (reply.seq !== seq) {
+      throw new Error(`all-reduce out of step: expected result ${seq}, got ${reply.seq}`);
+    }
+    return reply.data;
+  }
+}
+
+/**
+ * The hub side of the star all-reduce: serves the replicas reachable through
+ * `replicas` (index = rank) until the mailboxes close.
+ *
+ * @example In the coordinator
+ * ```ts ignore
+ * import { StarAllReduceHub } from "./star_all_reduce.ts";
+ *
+ * const hub = new StarAllReduceHub(mailboxes);
+ * // ... replicas call StarAllReduce.average(); the hub answers each round.
+ * console.log(`${hub.rounds} rounds averaged`);
+ * ```
+ */
+export class StarAllReduceHub {
+  readonly #replicas: readonly Mailbox[];
+  readonly #pending = new Map<number, (AllReduceRequest | undefined)[]>();
+  #rounds = 0;
+
+  /** Starts handling `allreduce` messages on every mailbox. */
+  constructor(replicas: readonly Mailbox[]) {
+    this.#replicas = replicas;
+    replicas.forEach((mailbox, rank) => {
+      mailbox.handle<AllReduceRequest>("allreduce", (request) => this.#collect(rank, request));
+    });
+  }
+
+  /** Number of completed reductions. */
+  get rounds(): number {
+    return this.#rounds;
+  }
+
+  #collect(rank: number, request: AllReduceRequest): void {
+    const round = this.#pending.get(request.seq) ??
+      Array.from<AllReduceRequest | undefined>({ length: this.#replicas.length });
+    if (round[rank] !== undefined) {
+      throw new Error(`rank ${rank} sent all-reduce ${request.seq} twice`);
+    }
+    round[rank] = request;
+    this.#pending.set(request.seq, round);
+    if (round.includes(undefined)) return;
+    this.#pending.delete(request.seq);
+    const requests = round as AllReduceRequest[];
+    const result = weightedAverage(requests, { out: requests[0].data });
+    // Rank 0's buffer holds the result: answer it last, after copying from it.
+    for (let r = this.#replicas.length - 1; r >= 0; r--) {
+      const data = requests[r].data;
+      if (r !== 0) data.set(result);
+      const reply: AllReduceReply = { type: "allreduce:result", seq: request.seq, data };
+      this.#replicas[r].send(reply, [data.buffer]);
+    }
+    this.#rounds++;
+  }
+}

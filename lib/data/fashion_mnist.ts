@@ -1,0 +1,263 @@
+/**
+ * Fashion-MNIST: finding, downloading, verifying and decoding the four files.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { DataError } from "../errors.ts";
+import { ProgressBar } from "../util/progress.ts";
+import { downloadVerified } from "./download.ts";
+import { parseIdxImages, parseIdxLabels } from "./idx.ts";
+
+/** The ten Fashion-MNIST classes, indexed by label. */
+export const FASHION_MNIST_CLASSES: readonly string[] = Object.freeze([
+  "T-shirt/top",
+  "Trouser",
+  "Pullover",
+  "Dress",
+  "Coat",
+  "Sandal",
+  "Shirt",
+  "Sneaker",
+  "Bag",
+  "Ankle boot",
+]);
+
+/** Where the official Fashion-MNIST files are published. */
+export const FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+
+/** The four official files and their SHA-256 checksums. */
+export const FASHION_MNIST_FILES: Readonly<
+  Record<"trainImages" | "trainLabels" | "testImages" | "testLabels", FileSpec>
+> = Object.freeze({
+  trainImages: {
+    name: "train-images-idx3-ubyte.gz",
+    sha256: "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+  },
+  trainLabels: {
+    name: "train-labels-idx1-ubyte.gz",
+    sha256: "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+  },
+  testImages: {
+    name: "t10k-images-idx3-ubyte.gz",
+    sha256: "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+  },
+  testLabels: {
+    name: "t10k-labels-idx1-ubyte.gz",
+    sha256: "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+  },
+});
+
+/** One published file: its name and SHA-256. */
+export interface FileSpec {
+  /** File name, e.g. `train-images-idx3-ubyte.gz`. */
+  name: string;
+  /** SHA-256 of the file as published, lowercase hex. */
+  sha256: string;
+}
+
+/** A split of an image-classification data set held in memory. */
+export interface Dataset {
+  /** `count × rows × cols` pixels, row-major, 0 to 255. */
+  images: Uint8Array;
+  /** One label per image, 0 to 9. */
+  labels: Uint8Array;
+  /** Number of examples. */
+  count: number;
+  /** Image height in pixels (28). */
+  rows: number;
+  /** Image width in pixels (28). */
+  cols: number;
+}
+
+/** Options for {@linkcode loadFashionMNIST}. */
+export interface LoadFashionMnistOptions {
+  /**
+   * Directory holding the four files (gzipped as published, or unpacked
+   * without `.gz`). Defaults to `$FASHION_MNIST_DIR`; when neither is set the
+   * files are looked for in, and downloaded to, `cacheDir`.
+   */
+  dataDir?: string;
+  /** Whether to download missing files into `cacheDir`. Default true. */
+  download?: boolean;
+  /** Download cache. Default: {@linkcode defaultCacheDir}. */
+  cacheDir?: string;
+  /** Where to download from. Default {@linkcode FASHION_MNIST_URL}. */
+  baseUrl?: string;
+  /** Suppress download messages on stderr. */
+  quiet?: boolean;
+}
+
+/**
+ * Loads the Fashion-MNIST training (60,000) and test (10,000) sets.
+ *
+ * Looks in `dataDir` (or `$FASHION_MNIST_DIR`) when given; otherwise in the
+ * cache directory, downloading missing files from the official location with
+ * SHA-256 verification. Every failure is a {@linkcode DataError} with one line
+ * naming the file and what is wrong, or where to put the files.
+ *
+ * @example
+ * ```ts ignore
+ * import { FASHION_MNIST_CLASSES, loadFashionMNIST } from "./fashion_mnist.ts";
+ *
+ * const { train, test } = await loadFashionMNIST({ dataDir: "./data/fashion-mnist" });
+ * console.log(train.count, test.count, FASHION_MNIST_CLASSES[train.labels[0]]);
+ * ```
+ */
+export async function loadFashionMNIST(
+  options: LoadFashionMnistOptions = {},
+): Promise<{ train: Dataset; test: Dataset }> {
+  const files = FASHION_MNIST_FILES;
+  const localDir = options.dataDir ?? readEnv("FASHION_MNIST_DIR");
+  const paths = localDir === undefined
+    ? await ensureCached(options)
+    : await findLocal(localDir, options.dataDir === undefined ? "FASHION_MNIST_DIR" : "data dir");
+  const train = await readSplit(paths.trainImages, paths.trainLabels);
+  const test = await readSplit(paths.testImages, paths.testLabels);
+  if (train.rows !== test.rows || train.cols !== test.cols) {
+    throw new DataError(
+      `${files.trainImages.name} has ${train.rows}×${train.cols} images but ${files.testImages.name} has ${test.rows}×${test.cols}`,
+    );
+  }
+  return { train, test };
+}
+
+/**
+ * The default download cache: `$XDG_CACHE_HOME/deno-ddp/fashion-mnist`, or
+ * `~/.cache/deno-ddp/fashion-mnist`.
+ *
+ * @example
+ * ```ts
+ * import { defaultCacheDir } from "./fashion_mnist.ts";
+ *
+ * console.assert(defaultCacheDir().endsWith("fashion-mnist"));
+ * ```
+ */
+export function defaultCacheDir(): string {
+  const base = readEnv("XDG_CACHE_HOME") ??
+    join(readEnv("HOME") ?? readEnv("USERPROFILE") ?? ".", ".cache");
+  return join(base, "deno-ddp", "fashion-mnist");
+}
+
+type FilePaths = Record<keyof typeof FASHION_MNIST_FILES, string>;
+
+async function findLocal(dir: string, what: string): Promise<FilePaths> {
+  const stat = await Deno.stat(dir).catch(() => null);
+  if (stat === null || !stat.isDirectory) {
+    throw new DataError(`${what} ${dir} is not a directory; ${whereToPut(dir)}`);
+  }
+  const paths: Partial<FilePaths> = {};
+  for (const [key, spec] of entries()) {
+    const candidates = [join(dir, spec.name), join(dir, spec.name.replace(/\.gz$/, ""))];
+    for (const candidate of candidates) {
+      if (await isFile(candidate)) {
+        paths[key] = candidate;
+        break;
+      }
+    }
+    if (paths[key] === undefined) {
+      throw new DataError(`${dir} has no ${spec.name}; ${whereToPut(dir)}`);
+    }
+  }
+  return paths as FilePaths;
+}
+
+async function ensureCached(options: LoadFashionMnistOptions): Promise<FilePaths> {
+  const dir = options.cacheDir ?? defaultCacheDir();
+  const baseUrl = options.baseUrl ?? FASHION_MNIST_URL;
+  const paths: Partial<FilePaths> = {};
+  for (const [key, spec] of entries()) {
+    const path = join(dir, spec.name);
+    paths[key] = path;
+    if (await isFile(path)) continue;
+    if (options.download === false) {
+      throw new DataError(`${path} is missing and downloading is off; ${whereToPut(dir, true)}`);
+    }
+    await Deno.mkdir(dir, { recursive: true });
+    const url = new URL(spec.name, baseUrl).href;
+    const bar = new ProgressBar(1, { label: `downloading ${spec.name}` });
+    if (!options.quiet && !bar.enabled) console.error(`downloading ${url}`);
+    try {
+      await downloadVerified(url, path, {
+        sha256: spec.sha256,
+        onProgress: (received, total) => {
+          if (options.quiet || total === undefined) return;
+          bar.update(received / total, `${(received / 1e6).toFixed(1)} MB`);
+        },
+      });
+    } catch (error) {
+      if (error instanceof DataError) {
+        throw new DataError(`${error.message}; ${whereToPut(dir, true)}`, { cause: error });
+      }
+      throw error;
+    } finally {
+      bar.clear();
+    }
+  }
+  return paths as FilePaths;
+}
+
+async function readSplit(imagesPath: string, labelsPath: string): Promise<Dataset> {
+  const images = parseIdxImages(await readMaybeGzip(imagesPath), { name: imagesPath });
+  const labels = parseIdxLabels(await readMaybeGzip(labelsPath), {
+    name: labelsPath,
+    numClasses: FASHION_MNIST_CLASSES.length,
+  });
+  if (images.count !== labels.length) {
+    throw new DataError(
+      `${imagesPath} has ${images.count} images but ${labelsPath} has ${labels.length} labels`,
+    );
+  }
+  return {
+    images: images.pixels,
+    labels,
+    count: images.count,
+    rows: images.rows,
+    cols: images.cols,
+  };
+}
+
+async function readMaybeGzip(path: string): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (error) {
+    throw new DataError(`cannot read ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  if (!path.endsWith(".gz")) return bytes;
+  try {
+    const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+      .pipeThrough(new DecompressionStream("gzip"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  } catch (error) {
+    throw new DataError(`${path}: not a valid gzip file (${(error as Error).message})`, {
+      cause: error,
+    });
+  }
+}
+
+function whereToPut(dir: string, isCache = false): string {
+  const names = entries().map(([, spec]) => spec.name).join(", ");
+  const put = `put the four Fashion-MNIST files (${names}) from ${FASHION_MNIST_URL} into ${dir}`;
+  return isCache
+    ? `${put}, or pass --data-dir (or FASHION_MNIST_DIR) naming a directory that holds them`
+    : put;
+}
+
+function entries(): [keyof typeof FASHION_MNIST_FILES, FileSpec][] {
+  return Object.entries(FASHION_MNIST_FILES) as [keyof typeof FASHION_MNIST_FILES, FileSpec][];
+}
+
+async function isFile(path: string): Promise<boolean> {
+  const stat = await Deno.stat(path).catch(() => null);
+  return stat !== null && stat.isFile;
+}
+
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined; // no --allow-env: behave as if unset
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Error classes shared by the library and its command-line scripts.
+ *
+ * The scripts map {@linkcode UsageError} and {@linkcode DataError} to exit
+ * code 2 (the user must change something) and every other error to exit
+ * code 1.
+ *
+ * @module
+ */
+
+/**
+ * An option or flag has a value the library cannot work with.
+ *
+ * @example Reject an invalid worker count
+ * ```ts
+ * import { UsageError } from "./errors.ts";
+ *
+ * const workers = 0;
+ * if (workers < 1) {
+ *   const error = new UsageError(`--workers must be a positive integer, got ${workers}`);
+ *   console.assert(error.name === "UsageError");
+ * }
+ * ```
+ */
+export class UsageError extends Error {
+  /** Creates a usage error with a one-line message. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/**
+ * The data set is missing, truncated, corrupt or does not match its checksum.
+ *
+ * @example
+ * ```ts
+ * import { DataError } from "./errors.ts";
+ *
+ * const error = new DataError("train-labels-idx1-ubyte.gz: bad magic number 2051, expected 2049");
+ * console.assert(error instanceof Error);
+ * ```
+ */
+export class DataError extends Error {
+  /** Creates a data error with a one-line message naming the file. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "DataError";
+  }
+}
+
+/**
+ * A worker replica threw, died or reported a problem. `rank` names which one.
+ *
+ * @example
+ * ```ts
+ * import { WorkerError } from "./errors.ts";
+ *
+ * const error = new WorkerError(2, "out of memory");
+ * console.assert(error.message === "worker 2 failed: out of memory");
+ * ```
+ */
+export class WorkerError extends Error {
+  /** Rank of the worker that failed. */
+  readonly rank: number;
+
+  /** Creates an error for the worker with the given rank. */
+  constructor(rank: number, reason: string) {
+    super(`worker ${rank} failed: ${reason}`);
+    this.name = "WorkerError";
+    this.rank = rank;
+  }
+}
+
+/**
+ * Replicas that must hold identical weights do not.
+ *
+ * @example
+ * ```ts
+ * import { ReplicaDivergenceError } from "./errors.ts";
+ *
+ * const error = new ReplicaDivergenceError("after epoch 3: worker 1 weights differ from worker 0");
+ * console.assert(error.name === "ReplicaDivergenceError");
+ * ```
+ */
+export class ReplicaDivergenceError extends Error {
+  /** Creates a divergence error. */
+  constructor(message: string) {
+    super(`replicas diverged ${message}`);
+    this.name = "ReplicaDivergenceError";
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Choosing the TensorFlow.js backend and describing the device it runs on.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import "@tensorflow/tfjs-backend-webgpu";
+import { UsageError } from "../errors.ts";
+
+/** The TensorFlow.js backends the library trains on. */
+export type BackendName = "webgpu" | "cpu";
+
+/** The backends accepted by {@linkcode initBackend}. */
+export const BACKENDS: readonly BackendName[] = ["webgpu", "cpu"];
+
+/** What {@linkcode initBackend} found. */
+export interface DeviceInfo {
+  /** The backend in use. */
+  backend: BackendName;
+  /** The adapter's description as WebGPU reports it (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`), or the CPU backend's name. */
+  adapter: string;
+  /** True on a software rasteriser (llvmpipe, lavapipe, SwiftShader) or the CPU backend. */
+  software: boolean;
+}
+
+/**
+ * Makes `backend` the active TensorFlow.js backend in this thread.
+ *
+ * Throws an error saying how to get a WebGPU adapter when none is found.
+ *
+ * @example
+ * ```ts ignore
+ * import { initBackend } from "./backend.ts";
+ *
+ * const device = await initBackend("webgpu");
+ * console.log(device.adapter, device.software ? "(software)" : "");
+ * ```
+ */
+export async function initBackend(backend: BackendName): Promise<DeviceInfo> {
+  if (backend === "cpu") {
+    await setBackend("cpu");
+    return { backend, adapter: "tfjs cpu backend (JavaScript)", software: true };
+  }
+  if (backend !== "webgpu") {
+    throw new UsageError(`backend must be one of ${BACKENDS.join(", ")}, got ${backend}`);
+  }
+  silenceWaylandProbe();
+  const adapter = await navigator.gpu?.requestAdapter();
+  if (!adapter) {
+    throw new Error(
+      "no WebGPU adapter found: install a GPU driver or Mesa's software drivers " +
+        "(Debian: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend cpu",
+    );
+  }
+  const info = adapter.info;
+  const description = info.description || [info.vendor, info.architecture, info.device]
+    .filter((part) => part).join(" ") ||
+    "unknown WebGPU adapter";
+  await setBackend("webgpu");
+  return { backend, adapter: description, software: isSoftwareAdapter(description) };
+}
+
+/**
+ * Whether an adapter description names a software rasteriser.
+ *
+ * @example
+ * ```ts
+ * import { isSoftwareAdapter } from "./backend.ts";
+ *
+ * console.assert(isSoftwareAdapter("llvmpipe (LLVM 15.0.6, 256 bits)"));
+ * console.assert(!isSoftwareAdapter("NVIDIA H100 80GB HBM3"));
+ * ```
+ */
+export function isSoftwareAdapter(description: string): boolean {
+  return /llvmpipe|lavapipe|softpipe|swiftshader|software|cpu/i.test(description);
+}
+
+async function setBackend(name: BackendName): Promise<void> {
+  // Production mode: no debug checks, and no advertisement for tfjs-node on stderr.
+  tf.env().set("PROD", true);
+  if (!(await tf.setBackend(name))) {
+    throw new Error(`TensorFlow.js could not initialise its ${name} backend`);
+  }
+  await tf.ready();
+}
+
+/**
+ * Mesa's Vulkan drivers probe for a Wayland display and, when
+ * `XDG_RUNTIME_DIR` is unset (as on servers and in CI), print "error:
+ * XDG_RUNTIME_DIR is invalid or not set" once per device, although compute
+ * needs no display. An absolute path that holds no Wayland socket makes the
+ * probe fail quietly instead.
+ */
+function silenceWaylandProbe(): void {
+  try {
+    if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", "/nonexistent");
+  } catch {
+    // Without --allow-env the message stays; it is harmless.
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * Options of {@linkcode train}, their defaults (d2l §7.3's configuration) and
+ * their validation, shared by the library and the command line.
+ *
+ * @module
+ */
+
+import type { Dataset } from "../data/fashion_mnist.ts";
+import { UsageError } from "../errors.ts";
+import { type KernelInit, type NiNOptions, resolveNiNOptions } from "../model/nin.ts";
+import { type BackendName, BACKENDS, type DeviceInfo } from "./backend.ts";
+
+/** Options of {@linkcode train}. Every field is optional; defaults are d2l's. */
+export interface TrainOptions {
+  /** Number of data-parallel worker replicas. Default 1. */
+  workers?: number;
+  /** Passes over the training set. Default 10. */
+  epochs?: number;
+  /** Global batch size, split across the workers. Default 128. */
+  batchSize?: number;
+  /** SGD learning rate. Default 0.1. */
+  lr?: number;
+  /** Seed of the weight initialisation, the shuffle and dropout. Default 0. */
+  seed?: number;
+  /** TensorFlow.js backend in every worker. Default `"webgpu"`. */
+  backend?: BackendName;
+  /** Side of the square model input; images are resized to it. Default 224. */
+  inputSize?: number;
+  /** Channel-width multiplier of NiN's first three blocks. Default 1. */
+  width?: number;
+  /** Dropout rate before the last NiN block. Default 0.5. */
+  dropout?: number;
+  /** Kernel initialisation. Default `"he-normal"`. */
+  init?: KernelInit;
+  /** Directory with the Fashion-MNIST files (see `loadFashionMNIST`). */
+  dataDir?: string;
+  /** Download the data set when no copy is found. Default true. */
+  download?: boolean;
+  /** Data already in memory; `dataDir` and `download` are then ignored. */
+  data?: { train: Dataset; test: Dataset };
+  /** Train on the first `trainLimit` training examples only. */
+  trainLimit?: number;
+  /** Evaluate on the first `testLimit` test examples only. */
+  testLimit?: number;
+  /** Called once the workers are ready, before the first step. */
+  onStart?: (info: TrainStart) => void;
+  /** Called after every global step. */
+  onStep?: (progress: StepProgress) => void;
+  /** Called after every epoch with its metrics; training waits for a returned promise. */
+  onEpoch?: (record: EpochRecord) => void | Promise<void>;
+}
+
+/** The options with every default filled in and every value checked. */
+export interface ResolvedTrainOptions {
+  /** Number of worker replicas. */
+  workers: number;
+  /** Number of epochs. */
+  epochs: number;
+  /** Global batch size. */
+  batchSize: number;
+  /** Learning rate. */
+  lr: number;
+  /** Seed. */
+  seed: number;
+  /** Backend. */
+  backend: BackendName;
+  /** Model configuration, seed included. */
+  model: Required<NiNOptions>;
+  /** Number of training examples used, or undefined for all. */
+  trainLimit: number | undefined;
+  /** Number of test examples used, or undefined for all. */
+  testLimit: number | undefined;
+}
+
+/** What {@linkcode TrainOptions.onStart} is told. */
+export interface TrainStart {
+  /** The device of worker 0 (all workers use the same backend). */
+  device: DeviceInfo;
+  /** The resolved configuration. */
+  options: ResolvedTrainOptions;
+  /** Number of model parameters. */
+  numParams: number;
+  /** Global steps per epoch. */
+  stepsPerEpoch: number;
+  /** Training examples used. */
+  trainCount: number;
+  /** Test examples used. */
+  testCount: number;
+  /** Seconds spent loading data and starting the workers. */
+  startupSeconds: number;
+}
+
+/** What {@linkcode TrainOptions.onStep} is told after each global step. */
+export interface StepProgress {
+  /** Epoch, from 1. */
+  epoch: number;
+  /** Steps done in this epoch, from 1. */
+  step: number;
+  /** Steps in this epoch. */
+  steps: number;
+  /** Mean training loss over the epoch so far. */
+  loss: number;
+  /** Training accuracy over the epoch so far. */
+  trainAcc: number;
+  /** Seconds since the epoch started. */
+  seconds: number;
+}
+
+/** Metrics of one epoch, as d2l prints them. */
+export interface EpochRecord {
+  /** Epoch, from 1. */
+  epoch: number;
+  /** Mean training cross-entropy over the epoch's examples (with dropout, as trained). */
+  loss: number;
+  /** Training accuracy over the epoch's examples (with dropout, as trained). */
+  trainAcc: number;
+  /** Accuracy on the test set after the epoch (no dropout). */
+  testAcc: number;
+  /** Training examples per second over the epoch's steps (evaluation excluded). */
+  examplesPerSec: number;
+  /** Wall-clock seconds of the epoch, evaluation included. */
+  seconds: number;
+}
+
+/**
+ * Fills in defaults and validates every option, throwing a
+ * {@linkcode UsageError} with a one-line message for the first bad one.
+ *
+ * @example
+ * ```ts
+ * import { resolveTrainOptions } from "./options.ts";
+ *
+ * const options = resolveTrainOptions({ workers: 4 });
+ * console.assert(options.batchSize === 128 && options.lr === 0.1 && options.epochs === 10);
+ * ```
+ */
+export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOptions {
+  const workers = options.workers ?? 1;
+  const epochs = options.epochs ?? 10;
+  const batchSize = options.batchSize ?? 128;
+  const lr = options.lr ?? 0.1;
+  const seed = options.seed ?? 0;
+  const backend = options.backend ?? "webgpu";
+  positiveInteger("workers", workers);
+  positiveInteger("epochs", epochs);
+  positiveInteger("batch size", batchSize);
+  if (batchSize < workers) {
+    throw new UsageError(
+      `batch size ${batchSize} is smaller than the ${workers} workers: each worker needs at least one example per step`,
+    );
+  }
+  if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0) {
+    throw new UsageError(`learning rate must be a positive number, got ${lr}`);
+  }
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new UsageError(`seed must be a non-negative integer, got ${seed}`);
+  }
+  if (!BACKENDS.includes(backend)) {
+    throw new UsageError(`backend must be one of ${BACKENDS.join(", ")}, got ${backend}`);
+  }
+  if (options.trainLimit !== undefined) positiveInteger("train limit", options.trainLimit);
+  if (options.testLimit !== undefined) positiveInteger("test limit", options.testLimit);
+  const model = resolveNiNOptions({
+    inputSize: options.inputSize,
+    width: options.width,
+    dropout: options.dropout,
+    init: options.init,
+    seed,
+  });
+  return {
+    workers,
+    epochs,
+    batchSize,
+    lr,
+    seed,
+    backend,
+    model,
+    trainLimit: options.trainLimit,
+    testLimit: options.testLimit,
+  };
+}
+
+function positiveInteger(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new UsageError(`${name} must be a positive integer, got ${value}`);
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The messages exchanged between the coordinator and its replica workers.
+ *
+ * One training run, as seen on the channel of one worker:
+ *
+ * ```
+ * coordinator → worker   init        rank, world size, config, shared data set
+ * worker → coordinator   ready       device; rank 0 adds its initial weights
+ * coordinator → worker   setWeights  rank 0's initial weights (ranks ≠ 0)
+ * coordinator → worker   epoch       run one epoch
+ * worker ↔ coordinator   allreduce   once per step (see star_all_reduce.ts)
+ * worker → coordinator   step        loss sum, correct, count of its shard
+ * worker → coordinator   epochEnd    test-set counts and weight checksum
+ * coordinator → worker   getWeights  / worker → coordinator weights
+ * worker → coordinator   error       anything that went wrong, then it stops
+ * ```
+ *
+ * @module
+ */
+
+import type { Message } from "../collective/channel.ts";
+import type { Dataset } from "../data/fashion_mnist.ts";
+import type { NiNOptions } from "../model/nin.ts";
+import type { BackendName, DeviceInfo } from "./backend.ts";
+
+/** Everything a replica needs to know to train; identical on every rank. */
+export interface ReplicaConfig {
+  /** TensorFlow.js backend. */
+  backend: BackendName;
+  /** Fully resolved model options. */
+  model: Required<NiNOptions>;
+  /** SGD learning rate. */
+  lr: number;
+  /** Seed of the sampler's shuffle and of the dropout masks. */
+  seed: number;
+  /** Global batch size. */
+  batchSize: number;
+  /** Examples per forward pass when evaluating. */
+  evalBatchSize: number;
+}
+
+/** Coordinator → worker: become replica `rank` of `worldSize`. */
+export interface InitMessage extends Message {
+  type: "init";
+  rank: number;
+  worldSize: number;
+  config: ReplicaConfig;
+  /** Training set; its arrays live in shared memory. */
+  train: Dataset;
+  /** Test set; its arrays live in shared memory. */
+  test: Dataset;
+}
+
+/** Worker → coordinator: the replica is built. */
+export interface ReadyMessage extends Message {
+  type: "ready";
+  rank: number;
+  device: DeviceInfo;
+  numParams: number;
+  /** Rank 0 only: its initial weights, to be broadcast. */
+  weights?: Float32Array<ArrayBuffer>;
+}
+
+/** Coordinator → worker: overwrite the weights. */
+export interface SetWeightsMessage extends Message {
+  type: "setWeights";
+  weights: Float32Array<ArrayBuffer>;
+}
+
+/** Coordinator → worker: train one epoch, then evaluate. */
+export interface EpochMessage extends Message {
+  type: "epoch";
+  epoch: number;
+}
+
+/** Worker → coordinator: one step done; metrics of this worker's shard. */
+export interface StepMessage extends Message {
+  type: "step";
+  rank: number;
+  epoch: number;
+  step: number;
+  lossSum: number;
+  correct: number;
+  count: number;
+}
+
+/** Worker → coordinator: the epoch is done. */
+export interface EpochEndMessage extends Message {
+  type: "epochEnd";
+  rank: number;
+  epoch: number;
+  testCorrect: number;
+  testCount: number;
+  /** SHA-256 of the replica's weights after the epoch. */
+  checksum: string;
+}
+
+/** Coordinator → worker: send your weights. */
+export interface GetWeightsMessage extends Message {
+  type: "getWeights";
+}
+
+/** Worker → coordinator: the weights asked for. */
+export interface WeightsMessage extends Message {
+  type: "weights";
+  weights: Float32Array<ArrayBuffer>;
+  checksum: string;
+}
+
+/** Worker → coordinator: something failed; the worker does nothing more. */
+export interface ErrorMessage extends Message {
+  type: "error";
+  message: string;
+}

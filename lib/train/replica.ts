@@ -1,0 +1,193 @@
+/**
+ * One model replica: turns a batch of raw images into a flat gradient, and
+ * applies an averaged gradient with SGD. It knows nothing about workers or
+ * message channels, so the same code runs inside a worker, in a test, or in a
+ * single-process loop.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import type * as tfl from "@tensorflow/tfjs-layers";
+import type { Batch } from "../data/batches.ts";
+import { createNiN, type NiNOptions, NUM_CLASSES, setDropoutSeed } from "../model/nin.ts";
+import { sha256Hex } from "../util/sha256.ts";
+import { sgdUpdate } from "./optimizer.ts";
+
+/** Options for {@linkcode Replica}. */
+export interface ReplicaOptions {
+  /** Model configuration (the seed there fixes the initial weights). */
+  model?: NiNOptions;
+  /** SGD learning rate. */
+  lr: number;
+}
+
+/** The result of {@linkcode Replica.computeGradients}. */
+export interface LocalGradients {
+  /** Gradient of the mean loss over the batch, all weights flattened in `getWeights()` order. */
+  gradients: Float32Array<ArrayBuffer>;
+  /** Sum of the per-example cross-entropy losses. */
+  lossSum: number;
+  /** Number of examples whose arg-max prediction equals the label. */
+  correct: number;
+  /** Number of examples in the batch. */
+  count: number;
+}
+
+/**
+ * A NiN replica on the active TensorFlow.js backend.
+ *
+ * @example One SGD step on a batch of two blank images
+ * ```ts ignore
+ * import { Replica } from "./replica.ts";
+ *
+ * const replica = new Replica({ lr: 0.1, model: { inputSize: 67, width: 0.125 } });
+ * const batch = {
+ *   images: new Uint8Array(2 * 28 * 28),
+ *   labels: new Uint8Array([3, 5]),
+ *   count: 2,
+ *   rows: 28,
+ *   cols: 28,
+ * };
+ * const local = await replica.computeGradients(batch);
+ * replica.applyGradients(local.gradients);
+ * replica.dispose();
+ * ```
+ */
+export class Replica {
+  /** The underlying tfjs model. */
+  readonly model: tfl.Sequential;
+  /** Total number of weights; the length of every gradient and weight vector. */
+  readonly numParams: number;
+  /** Side of the square model input. */
+  readonly inputSize: number;
+  readonly #variables: tf.Variable[];
+  readonly #lr: tf.Scalar;
+
+  /** Builds the model; the initial weights depend only on `options.model.seed`. */
+  constructor(options: ReplicaOptions) {
+    this.model = createNiN(options.model);
+    this.inputSize = this.model.inputs[0].shape[1] as number;
+    this.#variables = this.model.weights.map((w) => w.read() as tf.Variable);
+    this.numParams = this.#variables.reduce((sum, v) => sum + v.size, 0);
+    this.#lr = tf.keep(tf.scalar(options.lr));
+  }
+
+  /**
+   * Forward and backward pass over `batch` in training mode: the gradient of
+   * the mean cross-entropy over the batch, read back into one Float32Array,
+   * plus the loss sum and number correct for the metrics.
+   *
+   * `dropoutSeed` fixes the dropout masks, making the step reproducible.
+   */
+  async computeGradients(
+    batch: Batch,
+    options: { dropoutSeed?: number } = {},
+  ): Promise<LocalGradients> {
+    if (batch.count === 0) {
+      return { gradients: new Float32Array(this.numParams), lossSum: 0, correct: 0, count: 0 };
+    }
+    if (options.dropoutSeed !== undefined) setDropoutSeed(this.model, options.dropoutSeed);
+    const x = this.#toInput(batch);
+    const y = tf.tensor1d(Int32Array.from(batch.labels), "int32");
+    let logits: tf.Tensor | undefined;
+    const { value, grads } = tf.variableGrads(() => {
+      logits = tf.keep(this.model.apply(x, { training: true }) as tf.Tensor);
+      const oneHot = tf.oneHot(y, NUM_CLASSES);
+      return tf.losses.softmaxCrossEntropy(oneHot, logits, undefined, 0, tf.Reduction.MEAN);
+    }, this.#variables);
+    // One read-back for everything: the flat gradient, then loss sum and correct count.
+    const flat = tf.tidy(() =>
+      tf.concat([
+        ...this.#variables.map((v) => tf.reshape(grads[v.name], [-1])),
+        tf.reshape(tf.mul(value, batch.count), [1]),
+        tf.reshape(correctCount(logits!, y), [1]),
+      ])
+    );
+    tf.dispose([x, y, value, logits!, ...Object.values(grads)]);
+    const data = await flat.data() as Float32Array<ArrayBuffer>;
+    flat.dispose();
+    const n = this.numParams;
+    return {
+      gradients: data.subarray(0, n),
+      lossSum: data[n],
+      correct: data[n + 1],
+      count: batch.count,
+    };
+  }
+
+  /** Applies one SGD step `w ← w − lr·g` with the flat gradient `gradients`. */
+  applyGradients(gradients: Float32Array): void {
+    sgdUpdate(this.#variables, gradients, { lr: this.#lr });
+  }
+
+  /** Number of correct arg-max predictions on `batch` in inference mode (no dropout). */
+  async countCorrect(batch: Batch): Promise<number> {
+    if (batch.count === 0) return 0;
+    const x = this.#toInput(batch);
+    const y = tf.tensor1d(Int32Array.from(batch.labels), "int32");
+    const correct = tf.tidy(() => correctCount(this.model.apply(x) as tf.Tensor, y));
+    tf.dispose([x, y]);
+    const value = (await correct.data())[0];
+    correct.dispose();
+    return value;
+  }
+
+  /** All weights, flattened in `model.getWeights()` order. */
+  async getWeights(): Promise<Float32Array<ArrayBuffer>> {
+    const flat = tf.tidy(() => tf.concat(this.#variables.map((v) => tf.reshape(v, [-1]))));
+    const data = await flat.data() as Float32Array<ArrayBuffer>;
+    flat.dispose();
+    return data;
+  }
+
+  /** Overwrites all weights from a flat vector in `model.getWeights()` order. */
+  setWeights(weights: Float32Array): void {
+    if (weights.length !== this.numParams) {
+      throw new RangeError(`expected ${this.numParams} weights, got ${weights.length}`);
+    }
+    tf.tidy(() => {
+      let offset = 0;
+      for (const v of this.#variables) {
+        v.assign(tf.tensor(weights.subarray(offset, offset + v.size), v.shape, "float32"));
+        offset += v.size;
+      }
+    });
+  }
+
+  /** Frees the model's tensors. */
+  dispose(): void {
+    this.model.dispose();
+    this.#lr.dispose();
+  }
+
+  /** Uploads 28×28 bytes, resizes them bilinearly on the device and scales to [0, 1]. */
+  #toInput(batch: Batch): tf.Tensor4D {
+    return tf.tidy(() => {
+      const shape: [number, number, number, number] = [batch.count, batch.rows, batch.cols, 1];
+      const raw = tf.tensor4d(Float32Array.from(batch.images), shape);
+      const resized = tf.image.resizeBilinear(raw, [this.inputSize, this.inputSize], false, true);
+      return tf.div(resized, 255);
+    });
+  }
+}
+
+function correctCount(logits: tf.Tensor, labels: tf.Tensor): tf.Tensor {
+  return tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), "float32"));
+}
+
+/**
+ * SHA-256 of a flat weight vector: equal checksums mean bit-identical replicas.
+ *
+ * @example
+ * ```ts
+ * import { weightsChecksum } from "./replica.ts";
+ *
+ * const a = await weightsChecksum(new Float32Array([0.5, 1]));
+ * const b = await weightsChecksum(new Float32Array([0.5, 1.0000001]));
+ * console.assert(a !== b);
+ * ```
+ */
+export function weightsChecksum(weights: Float32Array): Promise<string> {
+  return sha256Hex(weights);
+}

@@ -1,0 +1,171 @@
+/**
+ * What a worker does: build a replica, then follow the coordinator's commands
+ * (see protocol.ts). One training step, on every worker at once:
+ *
+ * 1. take this rank's share of the global batch (`batchShard`),
+ * 2. copy those examples out of the shared data set (`gatherBatch`),
+ * 3. forward and backward pass on the device, read the gradient back
+ *    (`Replica.computeGradients`),
+ * 4. average the gradients of all ranks, weighted by their example counts
+ *    (`AllReduce.average`),
+ * 5. apply the same SGD update on every rank (`Replica.applyGradients`).
+ *
+ * @module
+ */
+
+import type { Channel } from "../collective/channel.ts";
+import { Mailbox } from "../collective/mailbox.ts";
+import { StarAllReduce } from "../collective/star_all_reduce.ts";
+import { batchShard, gatherBatch, stepsPerEpoch } from "../data/batches.ts";
+import type { Dataset } from "../data/fashion_mnist.ts";
+import { DistributedSampler } from "../data/sampler.ts";
+import { mixSeed } from "../util/random.ts";
+import { initBackend } from "./backend.ts";
+import type {
+  EpochEndMessage,
+  EpochMessage,
+  ErrorMessage,
+  GetWeightsMessage,
+  InitMessage,
+  ReadyMessage,
+  SetWeightsMessage,
+  StepMessage,
+  WeightsMessage,
+} from "./protocol.ts";
+import { Replica, weightsChecksum } from "./replica.ts";
+
+/**
+ * Runs one replica worker over `channel` until the coordinator closes it.
+ * Any failure is reported to the coordinator as an `error` message.
+ *
+ * @example The whole of a worker entry point
+ * ```ts ignore
+ * import { PostMessageChannel } from "../collective/channel.ts";
+ * import { serveReplica } from "./replica_service.ts";
+ *
+ * await serveReplica(new PostMessageChannel(self));
+ * ```
+ */
+export async function serveReplica(channel: Channel): Promise<void> {
+  const mailbox = new Mailbox(channel);
+  try {
+    const init = await mailbox.receive<InitMessage>("init");
+    const worker = await ReplicaWorker.create(mailbox, init);
+    for (;;) {
+      const command = await mailbox.receive<EpochMessage | GetWeightsMessage>([
+        "epoch",
+        "getWeights",
+      ]);
+      if (command.type === "epoch") await worker.runEpoch(command.epoch);
+      else await worker.sendWeights();
+    }
+  } catch (error) {
+    if (mailbox.error) return; // the coordinator closed the channel
+    const message: ErrorMessage = {
+      type: "error",
+      message: error instanceof Error ? error.message : String(error),
+    };
+    mailbox.send(message);
+  }
+}
+
+class ReplicaWorker {
+  readonly #mailbox: Mailbox;
+  readonly #init: InitMessage;
+  readonly #replica: Replica;
+  readonly #allReduce: StarAllReduce;
+  readonly #sampler: DistributedSampler;
+
+  private constructor(mailbox: Mailbox, init: InitMessage, replica: Replica) {
+    this.#mailbox = mailbox;
+    this.#init = init;
+    this.#replica = replica;
+    this.#allReduce = new StarAllReduce(mailbox);
+    this.#sampler = new DistributedSampler(init.train.count, {
+      rank: init.rank,
+      worldSize: init.worldSize,
+      seed: init.config.seed,
+    });
+  }
+
+  static async create(mailbox: Mailbox, init: InitMessage): Promise<ReplicaWorker> {
+    const device = await initBackend(init.config.backend);
+    const replica = new Replica({ lr: init.config.lr, model: init.config.model });
+    const ready: ReadyMessage = {
+      type: "ready",
+      rank: init.rank,
+      device,
+      numParams: replica.numParams,
+    };
+    if (init.rank === 0) {
+      // Rank 0's initial weights are broadcast, as DDP does at construction.
+      const weights = await replica.getWeights();
+      mailbox.send({ ...ready, weights }, [weights.buffer]);
+    } else {
+      mailbox.send(ready);
+      const { weights } = await mailbox.receive<SetWeightsMessage>("setWeights");
+      replica.setWeights(weights);
+    }
+    return new ReplicaWorker(mailbox, init, replica);
+  }
+
+  async runEpoch(epoch: number): Promise<void> {
+    const { rank, worldSize, config, train } = this.#init;
+    const shardOptions = { rank, worldSize, batchSize: config.batchSize };
+    this.#sampler.setEpoch(epoch);
+    const indices = this.#sampler.indices();
+    const steps = stepsPerEpoch(this.#sampler.totalSize, config);
+    for (let step = 0; step < steps; step++) {
+      const batch = gatherBatch(train, batchShard(indices, step, shardOptions));
+      const local = await this.#replica.computeGradients(batch, {
+        dropoutSeed: mixSeed([config.seed, epoch, step, rank]),
+      });
+      const average = await this.#allReduce.average(local.gradients, local.count);
+      this.#replica.applyGradients(average);
+      const message: StepMessage = {
+        type: "step",
+        rank,
+        epoch,
+        step,
+        lossSum: local.lossSum,
+        correct: local.correct,
+        count: local.count,
+      };
+      this.#mailbox.send(message);
+    }
+    const test = await this.#evaluate(this.#init.test);
+    const checksum = await weightsChecksum(await this.#replica.getWeights());
+    const end: EpochEndMessage = {
+      type: "epochEnd",
+      rank,
+      epoch,
+      testCorrect: test.correct,
+      testCount: test.count,
+      checksum,
+    };
+    this.#mailbox.send(end);
+  }
+
+  async sendWeights(): Promise<void> {
+    const weights = await this.#replica.getWeights();
+    const message: WeightsMessage = {
+      type: "weights",
+      weights,
+      checksum: await weightsChecksum(weights),
+    };
+    this.#mailbox.send(message, [weights.buffer]);
+  }
+
+  /** Accuracy counts on this rank's slice (every `worldSize`-th example) of `dataset`. */
+  async #evaluate(dataset: Dataset): Promise<{ correct: number; count: number }> {
+    const { rank, worldSize, config } = this.#init;
+    const indices: number[] = [];
+    for (let i = rank; i < dataset.count; i += worldSize) indices.push(i);
+    let correct = 0;
+    for (let start = 0; start < indices.length; start += config.evalBatchSize) {
+      const chunk = indices.slice(start, start + config.evalBatchSize);
+      correct += await this.#replica.countCorrect(gatherBatch(dataset, chunk));
+    }
+    return { correct, count: indices.length };
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Text and JSON renderings of training progress, in d2l's wording.
+ *
+ * @module
+ */
+
+import type { EpochRecord } from "./options.ts";
+
+/**
+ * One line per epoch: `epoch 3/10: loss 0.512, train acc 0.811, test acc 0.802, 1480.2 examples/sec, 40.5 s`.
+ *
+ * @example
+ * ```ts
+ * import { formatEpoch } from "./report.ts";
+ *
+ * const line = formatEpoch(
+ *   { epoch: 1, loss: 2.30259, trainAcc: 0.1, testAcc: 0.1, examplesPerSec: 99.94, seconds: 12.25 },
+ *   { epochs: 10 },
+ * );
+ * console.assert(line === "epoch 1/10: loss 2.303, train acc 0.100, test acc 0.100, 99.9 examples/sec, 12.3 s");
+ * ```
+ */
+export function formatEpoch(record: EpochRecord, options: { epochs: number }): string {
+  return `epoch ${record.epoch}/${options.epochs}: ${formatMetrics(record)}, ` +
+    `${record.examplesPerSec.toFixed(1)} examples/sec, ${record.seconds.toFixed(1)} s`;
+}
+
+/**
+ * d2l's summary line: `loss 0.335, train acc 0.877, test acc 0.871`.
+ *
+ * @example
+ * ```ts
+ * import { formatMetrics } from "./report.ts";
+ *
+ * console.assert(
+ *   formatMetrics({ loss: 0.3351, trainAcc: 0.8774, testAcc: 0.871 }) ===
+ *     "loss 0.335, train acc 0.877, test acc 0.871",
+ * );
+ * ```
+ */
+export function formatMetrics(record: Pick<EpochRecord, "loss" | "trainAcc" | "testAcc">): string {
+  return `loss ${record.loss.toFixed(3)}, train acc ${record.trainAcc.toFixed(3)}, ` +
+    `test acc ${record.testAcc.toFixed(3)}`;
+}
+
+/**
+ * A duration for humans: `42 s`, `7 min 05 s`, `3 h 12 min`.
+ *
+ * @example
+ * ```ts
+ * import { formatDuration } from "./report.ts";
+ *
+ * console.assert(formatDuration(425) === "7 min 05 s");
+ * console.assert(formatDuration(11520) === "3 h 12 min");
+ * ```
+ */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+  const minutes = Math.round(s / 60);
+  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+}
+
+/**
+ * The history as JSON Lines, one object per epoch (the `--metrics` file).
+ *
+ * @example
+ * ```ts
+ * import { historyToJsonl } from "./report.ts";
+ *
+ * const text = historyToJsonl([
+ *   { epoch: 1, loss: 2.3, trainAcc: 0.1, testAcc: 0.1, examplesPerSec: 100, seconds: 12 },
+ * ]);
+ * console.assert(JSON.parse(text.trim()).epoch === 1);
+ * ```
+ */
+export function historyToJsonl(history: readonly EpochRecord[]): string {
+  return history.map((record) => JSON.stringify(record) + "\n").join("");
+}

@@ -1,0 +1,330 @@
+/**
+ * The coordinator: starts one worker per replica, shares the data set with
+ * them, runs the epochs, serves the all-reduce, gathers the metrics and checks
+ * that every replica holds the same weights.
+ *
+ * @module
+ */
+
+import { PostMessageChannel } from "../collective/channel.ts";
+import { Mailbox } from "../collective/mailbox.ts";
+import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
+import { stepsPerEpoch } from "../data/batches.ts";
+import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
+import { DistributedSampler } from "../data/sampler.ts";
+import { ReplicaDivergenceError, WorkerError } from "../errors.ts";
+import type { DeviceInfo } from "./backend.ts";
+import {
+  type EpochRecord,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+  type TrainOptions,
+} from "./options.ts";
+import type {
+  EpochEndMessage,
+  ErrorMessage,
+  InitMessage,
+  ReadyMessage,
+  ReplicaConfig,
+  StepMessage,
+  WeightsMessage,
+} from "./protocol.ts";
+
+/** What {@linkcode train} resolves to. */
+export interface TrainResult {
+  /** One record per epoch. */
+  history: EpochRecord[];
+  /** Final weights, flattened in `model.getWeights()` order. */
+  weights: Float32Array;
+  /** SHA-256 of `weights`, equal on every replica. */
+  checksum: string;
+  /** The device the workers ran on. */
+  device: DeviceInfo;
+  /** Training examples per second over all epochs (evaluation excluded). */
+  examplesPerSec: number;
+}
+
+/**
+ * Trains NiN on Fashion-MNIST, data-parallel across `options.workers` Deno
+ * workers, and resolves with the per-epoch metrics and the final weights.
+ *
+ * Each worker holds a replica and computes the gradient of its share of every
+ * global batch; the gradients are averaged (weighted by examples) and every
+ * replica applies the same SGD update. Replicas are compared by weight
+ * checksum after every epoch. Throws a `UsageError` for bad options, a
+ * `DataError` for missing or corrupt data, a `WorkerError` naming the worker
+ * that failed (all workers are stopped), or a `ReplicaDivergenceError`.
+ *
+ * @example A small run on two workers
+ * ```ts ignore
+ * import { train } from "../../mod.ts";
+ *
+ * const { history } = await train({
+ *   workers: 2,
+ *   epochs: 2,
+ *   inputSize: 67,
+ *   width: 0.25,
+ *   trainLimit: 2048,
+ *   testLimit: 512,
+ *   onEpoch: (r) => console.log(`epoch ${r.epoch}: test acc ${r.testAcc.toFixed(3)}`),
+ * });
+ * ```
+ */
+export async function train(options: TrainOptions = {}): Promise<TrainResult> {
+  const started = performance.now();
+  const resolved = resolveTrainOptions(options);
+  const data = options.data ??
+    await loadFashionMNIST({ dataDir: options.dataDir, download: options.download });
+  const trainSet = shareDataset(data.train, resolved.trainLimit);
+  const testSet = shareDataset(data.test, resolved.testLimit);
+  const steps = stepsPerEpoch(
+    new DistributedSampler(trainSet.count, { rank: 0, worldSize: resolved.workers }).totalSize,
+    resolved,
+  );
+  const group = await WorkerGroup.start(resolved, trainSet, testSet);
+  try {
+    options.onStart?.({
+      device: group.device,
+      options: resolved,
+      numParams: group.numParams,
+      stepsPerEpoch: steps,
+      trainCount: trainSet.count,
+      testCount: testSet.count,
+      startupSeconds: (performance.now() - started) / 1000,
+    });
+    const history: EpochRecord[] = [];
+    let checksum = "";
+    for (let epoch = 1; epoch <= resolved.epochs; epoch++) {
+      const result = await group.runEpoch(epoch, steps, options.onStep);
+      checksum = result.checksum;
+      history.push(result.record);
+      await options.onEpoch?.(result.record);
+    }
+    const final = await group.fetchWeights();
+    if (final.checksum !== checksum) {
+      throw new ReplicaDivergenceError(
+        "at the end: worker 0's weights changed after the last epoch's check",
+      );
+    }
+    return {
+      history,
+      weights: final.weights,
+      checksum,
+      device: group.device,
+      examplesPerSec: group.examplesSeen / group.trainSeconds,
+    };
+  } finally {
+    group.close();
+  }
+}
+
+/** Copies the first `limit` examples of `dataset` into shared memory, visible to every worker. */
+function shareDataset(dataset: Dataset, limit: number | undefined): Dataset {
+  const count = Math.min(limit ?? dataset.count, dataset.count);
+  const pixels = dataset.rows * dataset.cols;
+  const images = new Uint8Array(new SharedArrayBuffer(count * pixels));
+  images.set(dataset.images.subarray(0, count * pixels));
+  const labels = new Uint8Array(new SharedArrayBuffer(count));
+  labels.set(dataset.labels.subarray(0, count));
+  return { images, labels, count, rows: dataset.rows, cols: dataset.cols };
+}
+
+/** Per-epoch accumulation of the step messages of all ranks. */
+interface EpochProgress {
+  epoch: number;
+  steps: number;
+  startedAt: number;
+  reported: number[];
+  lossSum: number;
+  correct: number;
+  count: number;
+  trainSeconds: number;
+  onStep: TrainOptions["onStep"];
+}
+
+/** The running workers, their mailboxes and the all-reduce hub. */
+class WorkerGroup {
+  readonly device: DeviceInfo;
+  readonly numParams: number;
+  examplesSeen = 0;
+  trainSeconds = 0;
+  readonly #workers: Worker[];
+  readonly #mailboxes: Mailbox[];
+  #progress: EpochProgress | null = null;
+  #failure: Error | null = null;
+
+  private constructor(workers: Worker[], mailboxes: Mailbox[], ready: ReadyMessage[]) {
+    this.#workers = workers;
+    this.#mailboxes = mailboxes;
+    this.device = ready[0].device;
+    this.numParams = ready[0].numParams;
+  }
+
+  /** Spawns the workers, waits until every replica is built and holds rank 0's weights. */
+  static async start(
+    options: ResolvedTrainOptions,
+    train: Dataset,
+    test: Dataset,
+  ): Promise<WorkerGroup> {
+    limitSoftwareRendererThreads(options.workers);
+    const url = new URL("../../workers/replica_worker.ts", import.meta.url);
+    const workers: Worker[] = [];
+    const mailboxes: Mailbox[] = [];
+    let group: WorkerGroup | null = null;
+    let early: Error | null = null;
+    const fail = (error: Error) => {
+      if (group) group.fail(error);
+      else if (!early) {
+        early = error;
+        mailboxes.forEach((m) => m.fail(error));
+      }
+    };
+    for (let rank = 0; rank < options.workers; rank++) {
+      const worker = new Worker(url, { type: "module", name: `replica-${rank}` });
+      const mailbox = new Mailbox(
+        new PostMessageChannel(worker, { close: () => worker.terminate() }),
+        { onError: (error) => fail(new WorkerError(rank, error.message)) },
+      );
+      mailbox.handle<ErrorMessage>("error", (m) => fail(new WorkerError(rank, m.message)));
+      workers.push(worker);
+      mailboxes.push(mailbox);
+    }
+    const config: ReplicaConfig = {
+      backend: options.backend,
+      model: options.model,
+      lr: options.lr,
+      seed: options.seed,
+      batchSize: options.batchSize,
+      evalBatchSize: Math.ceil(options.batchSize / options.workers),
+    };
+    try {
+      mailboxes.forEach((mailbox, rank) => {
+        const init: InitMessage = {
+          type: "init",
+          rank,
+          worldSize: options.workers,
+          config,
+          train,
+          test,
+        };
+        mailbox.send(init);
+      });
+      const ready = await Promise.all(mailboxes.map((m) => m.receive<ReadyMessage>("ready")));
+      const weights = ready[0].weights!;
+      mailboxes.slice(1).forEach((mailbox) => mailbox.send({ type: "setWeights", weights }));
+      group = new WorkerGroup(workers, mailboxes, ready);
+      new StarAllReduceHub(mailboxes);
+      mailboxes.forEach((mailbox) => {
+        mailbox.handle<StepMessage>("step", (message) => group!.#onStep(message));
+      });
+      return group;
+    } catch (error) {
+      mailboxes.forEach((m) => m.close());
+      throw early ?? error;
+    }
+  }
+
+  /** Runs one epoch on every worker; resolves when all have evaluated and checked in. */
+  async runEpoch(
+    epoch: number,
+    steps: number,
+    onStep: TrainOptions["onStep"],
+  ): Promise<{ record: EpochRecord; checksum: string }> {
+    const progress: EpochProgress = {
+      epoch,
+      steps,
+      startedAt: performance.now(),
+      reported: new Array(steps).fill(0),
+      lossSum: 0,
+      correct: 0,
+      count: 0,
+      trainSeconds: 0,
+      onStep,
+    };
+    this.#progress = progress;
+    // Workers count epochs from 0, as DistributedSampler.setEpoch does.
+    this.#mailboxes.forEach((mailbox) => mailbox.send({ type: "epoch", epoch: epoch - 1 }));
+    const ends = await Promise.all(
+      this.#mailboxes.map((m) => m.receive<EpochEndMessage>("epochEnd")),
+    );
+    const seconds = (performance.now() - progress.startedAt) / 1000;
+    const differing = ends.filter((end) => end.checksum !== ends[0].checksum);
+    if (differing.length > 0) {
+      const ranks = differing.map((end) => end.rank).join(", ");
+      throw new ReplicaDivergenceError(
+        `after epoch ${epoch}: the weights of worker(s) ${ranks} differ from worker 0's`,
+      );
+    }
+    const testCorrect = ends.reduce((sum, end) => sum + end.testCorrect, 0);
+    const testCount = ends.reduce((sum, end) => sum + end.testCount, 0);
+    this.examplesSeen += progress.count;
+    this.trainSeconds += progress.trainSeconds;
+    return {
+      checksum: ends[0].checksum,
+      record: {
+        epoch,
+        loss: progress.lossSum / progress.count,
+        trainAcc: progress.correct / progress.count,
+        testAcc: testCorrect / testCount,
+        examplesPerSec: progress.count / progress.trainSeconds,
+        seconds,
+      },
+    };
+  }
+
+  /** Rank 0's weights and their checksum. */
+  async fetchWeights(): Promise<WeightsMessage> {
+    this.#mailboxes[0].send({ type: "getWeights" });
+    return await this.#mailboxes[0].receive<WeightsMessage>("weights");
+  }
+
+  /** Stops every worker, making every pending receive reject with `error`. */
+  fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    for (const mailbox of this.#mailboxes) mailbox.fail(error);
+    this.close();
+  }
+
+  /** Terminates every worker. */
+  close(): void {
+    for (const mailbox of this.#mailboxes) mailbox.close();
+  }
+
+  #onStep(message: StepMessage): void {
+    const progress = this.#progress;
+    if (progress === null || message.epoch !== progress.epoch - 1) {
+      throw new Error(`worker ${message.rank} reported a step of an unexpected epoch`);
+    }
+    progress.lossSum += message.lossSum;
+    progress.correct += message.correct;
+    progress.count += message.count;
+    const done = ++progress.reported[message.step];
+    if (done < this.#workers.length) return;
+    const seconds = (performance.now() - progress.startedAt) / 1000;
+    if (message.step === progress.steps - 1) progress.trainSeconds = seconds;
+    progress.onStep?.({
+      epoch: progress.epoch,
+      step: message.step + 1,
+      steps: progress.steps,
+      loss: progress.lossSum / progress.count,
+      trainAcc: progress.correct / progress.count,
+      seconds,
+    });
+  }
+}
+
+/**
+ * llvmpipe (Mesa's software WebGPU) starts one render thread per CPU core in
+ * every worker; with several workers that oversubscribes the CPU. Unless the
+ * user chose `LP_NUM_THREADS`, give each worker an equal share of the cores.
+ */
+function limitSoftwareRendererThreads(workers: number): void {
+  try {
+    if (Deno.env.get("LP_NUM_THREADS") !== undefined) return;
+    const share = Math.max(1, Math.floor(navigator.hardwareConcurrency / workers));
+    Deno.env.set("LP_NUM_THREADS", String(share));
+  } catch {
+    // Without --allow-env, leave llvmpipe's default.
+  }
+}

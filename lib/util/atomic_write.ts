@@ -1,0 +1,42 @@
+/**
+ * Writing files so that a reader sees either the old content or the new one,
+ * never a half-written file.
+ *
+ * @module
+ */
+
+import { basename, dirname, join } from "node:path";
+
+/**
+ * Writes `data` to `path` atomically: the bytes go to a temporary file in the
+ * same directory, which is flushed to disk and then renamed over `path`. If
+ * anything fails the temporary file is removed and `path` is left as it was.
+ *
+ * @example
+ * ```ts
+ * import { writeFileAtomic } from "./atomic_write.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * await writeFileAtomic(`${dir}/metrics.jsonl`, new TextEncoder().encode('{"epoch":1}\n'));
+ * console.assert((await Deno.readTextFile(`${dir}/metrics.jsonl`)).startsWith("{"));
+ * ```
+ */
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const suffix = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.partial`;
+  const temp = join(dirname(path), `.${basename(path)}.${suffix}`);
+  try {
+    const file = await Deno.open(temp, { write: true, createNew: true });
+    try {
+      let written = 0;
+      while (written < bytes.length) written += await file.write(bytes.subarray(written));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.rename(temp, path);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    throw error;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Helpers shared by the command-line scripts: flag parsing with
+ * `node:util`'s `parseArgs` in strict mode, and one-line errors with the
+ * right exit code instead of stack traces.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { DataError, UsageError } from "../errors.ts";
+
+/**
+ * Runs `main` and exits: 0 on success, 2 with `error: …` on stderr for usage
+ * and data errors (including unknown or malformed flags), 1 with the message
+ * for anything else. Never prints a stack trace unless `DEBUG` is set.
+ *
+ * @example
+ * ```ts ignore
+ * import { runCli } from "./cli.ts";
+ *
+ * await runCli(async () => {
+ *   console.log("hello");
+ * });
+ * ```
+ */
+export async function runCli(main: () => Promise<void>): Promise<never> {
+  try {
+    await main();
+    Deno.exit(0);
+  } catch (error) {
+    const usage = error instanceof UsageError || error instanceof DataError ||
+      isParseArgsError(error);
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`error: ${message.split("\n")[0]}`);
+    if (readDebug() && error instanceof Error) console.error(error.stack);
+    Deno.exit(usage ? 2 : 1);
+  }
+}
+
+/**
+ * `parseArgs` in strict mode over `Deno.args` (or `options.args`); unknown
+ * flags and missing values become {@linkcode UsageError}s.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags } from "./cli.ts";
+ *
+ * const { values } = parseFlags({ options: { workers: { type: "string" } }, args: ["--workers", "4"] });
+ * console.assert(values.workers === "4");
+ * ```
+ */
+export function parseFlags<T extends ParseArgsConfig>(
+  config: T,
+): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs<T>({ ...config, args: config.args ?? Deno.args, strict: true });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new UsageError(`${message.split("\n")[0]} (see --help)`);
+  }
+}
+
+/**
+ * Parses a numeric flag value, throwing a {@linkcode UsageError} that names
+ * the flag when it is not a number (or not an integer when `integer` is set).
+ *
+ * @example
+ * ```ts
+ * import { numberFlag } from "./cli.ts";
+ *
+ * console.assert(numberFlag("--lr", "0.1") === 0.1);
+ * console.assert(numberFlag("--lr", undefined) === undefined);
+ * ```
+ */
+export function numberFlag(
+  name: string,
+  value: string | undefined,
+  options: { integer?: boolean } = {},
+): number | undefined {
+  if (value === undefined) return undefined;
+  const number = value.trim() === "" ? NaN : Number(value);
+  if (!Number.isFinite(number) || (options.integer && !Number.isInteger(number))) {
+    const kind = options.integer ? "an integer" : "a number";
+    throw new UsageError(`${name} must be ${kind}, got "${value}"`);
+  }
+  return number;
+}
+
+function isParseArgsError(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS");
+}
+
+function readDebug(): boolean {
+  try {
+    return Deno.env.get("DEBUG") !== undefined;
+  } catch {
+    return false;
+  }
+}

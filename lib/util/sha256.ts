@@ -1,0 +1,25 @@
+/**
+ * SHA-256 digests as hex strings.
+ *
+ * @module
+ */
+
+/**
+ * Lowercase hex SHA-256 of the bytes `data` views (a typed array's own range
+ * only, not its whole buffer).
+ *
+ * @example
+ * ```ts
+ * import { sha256Hex } from "./sha256.ts";
+ *
+ * console.assert((await sha256Hex(new Uint8Array())).startsWith("e3b0c442"));
+ * console.assert((await sha256Hex(new Float32Array([1]))).length === 64);
+ * ```
+ */
+export async function sha256Hex(data: ArrayBufferView): Promise<string> {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  // crypto.subtle cannot read shared memory: copy such views first.
+  const input = bytes.buffer instanceof ArrayBuffer ? bytes : bytes.slice();
+  const digest = await crypto.subtle.digest("SHA-256", input as Uint8Array<ArrayBuffer>);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}

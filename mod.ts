@@ -1,0 +1,72 @@
+/**
+ * Synchronous data-parallel training in TypeScript on WebGPU, across Deno
+ * workers: d2l.ai §7.3's Network in Network on Fashion-MNIST.
+ *
+ * A coordinator shards the data across workers; each worker holds a NiN
+ * replica on TensorFlow.js' WebGPU backend and computes the gradient of its
+ * share of every batch; the gradients are all-reduced over message channels
+ * and every replica applies the same SGD update.
+ *
+ * @example Train on four workers
+ * ```ts ignore
+ * import { train } from "./mod.ts";
+ *
+ * const { history, weights } = await train({ workers: 4, epochs: 10 });
+ * console.log(history.at(-1), weights.length); // 1,992,166 weights
+ * ```
+ *
+ * @module
+ */
+
+export { DataError, ReplicaDivergenceError, UsageError, WorkerError } from "./lib/errors.ts";
+export {
+  type Dataset,
+  defaultCacheDir,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_FILES,
+  FASHION_MNIST_URL,
+  type FileSpec,
+  loadFashionMNIST,
+  type LoadFashionMnistOptions,
+} from "./lib/data/fashion_mnist.ts";
+export { type DownloadOptions, downloadVerified } from "./lib/data/download.ts";
+export { parseIdxImages, parseIdxLabels } from "./lib/data/idx.ts";
+export { DistributedSampler, type DistributedSamplerOptions } from "./lib/data/sampler.ts";
+export {
+  type Batch,
+  batchShard,
+  type BatchShardOptions,
+  gatherBatch,
+  stepsPerEpoch,
+} from "./lib/data/batches.ts";
+export {
+  createNiN,
+  KERNEL_INITS,
+  type KernelInit,
+  MIN_INPUT_SIZE,
+  type NiNOptions,
+  ninSummary,
+  NUM_CLASSES,
+  type StageSummary,
+} from "./lib/model/nin.ts";
+export { type Channel, type Message, PostMessageChannel } from "./lib/collective/channel.ts";
+export { Mailbox } from "./lib/collective/mailbox.ts";
+export { type AllReduce, type Contribution, weightedAverage } from "./lib/collective/all_reduce.ts";
+export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduce.ts";
+export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
+export {
+  type LocalGradients,
+  Replica,
+  type ReplicaOptions,
+  weightsChecksum,
+} from "./lib/train/replica.ts";
+export { sgdUpdate } from "./lib/train/optimizer.ts";
+export {
+  type EpochRecord,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+  type StepProgress,
+  type TrainOptions,
+  type TrainStart,
+} from "./lib/train/options.ts";
+export { train, type TrainResult } from "./lib/train/train.ts";
