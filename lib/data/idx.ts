@@ -92,15 +92,18 @@ export function parseIdxLabels(
 
 function readHeader(bytes: Uint8Array, magic: number, rank: number, name: string): number[] {
   const headerLength = 4 + 4 * rank;
-  if (bytes.length < headerLength) {
-    throw new DataError(
-      `${name}: truncated, ${bytes.length} bytes is shorter than the ${headerLength}-byte IDX header`,
-    );
+  if (bytes.length < 4) {
+    throw new DataError(`${name}: truncated, ${bytes.length} bytes is too short for an IDX file`);
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const found = view.getUint32(0);
   if (found !== magic) {
     throw new DataError(`${name}: bad magic number ${found}, expected ${magic}`);
+  }
+  if (bytes.length < headerLength) {
+    throw new DataError(
+      `${name}: truncated, ${bytes.length} bytes is shorter than the ${headerLength}-byte IDX header`,
+    );
   }
   const dims: number[] = [];
   for (let i = 0; i < rank; i++) dims.push(view.getUint32(4 + 4 * i));

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { weightedAverage } from "../lib/collective/all_reduce.ts";
+import { PostMessageChannel } from "../lib/collective/channel.ts";
+import { Mailbox } from "../lib/collective/mailbox.ts";
+import { StarAllReduce, StarAllReduceHub } from "../lib/collective/star_all_reduce.ts";
+
+Deno.test("weightedAverage weights each vector by its count", () => {
+  const avg = weightedAverage([
+    { data: new Float32Array([1, 10]), weight: 1 },
+    { data: new Float32Array([4, 40]), weight: 2 },
+    { data: new Float32Array([999, 999]), weight: 0 },
+  ]);
+  assert.deepEqual([...avg], [3, 30]);
+});
+
+Deno.test("weightedAverage of one contribution returns it bit for bit", () => {
+  const data = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 1e-3);
+  assert.deepEqual(weightedAverage([{ data, weight: 37 }]), data);
+});
+
+Deno.test("weightedAverage of gradients of equal-size shards is their mean", () => {
+  const a = Float32Array.from({ length: 64 }, (_, i) => i / 7);
+  const b = Float32Array.from({ length: 64 }, (_, i) => -i / 3);
+  const avg = weightedAverage([{ data: a, weight: 16 }, { data: b, weight: 16 }]);
+  avg.forEach((v, i) => assert.equal(v, Math.fround((a[i] + b[i]) / 2)));
+});
+
+Deno.test("weightedAverage rejects mismatched lengths and zero total weight", () => {
+  assert.throws(
+    () =>
+      weightedAverage([{ data: new Float32Array(2), weight: 1 }, {
+        data: new Float32Array(3),
+        weight: 1,
+      }]),
+    /lengths 2 and 3/,
+  );
+  assert.throws(() => weightedAverage([{ data: new Float32Array(2), weight: 0 }]), /positive/);
+});
+
+function mailboxPair(): [Mailbox, Mailbox] {
+  const { port1, port2 } = new MessageChannel();
+  return [
+    new Mailbox(new PostMessageChannel(port1, { close: () => port1.close() })),
+    new Mailbox(new PostMessageChannel(port2, { close: () => port2.close() })),
+  ];
+}
+
+Deno.test("Mailbox delivers by type, in arrival order, whether awaited before or after", async () => {
+  const [a, b] = mailboxPair();
+  try {
+    b.send({ type: "x", n: 1 });
+    b.send({ type: "y", n: 2 });
+    b.send({ type: "x", n: 3 });
+    assert.equal((await a.receive("y")).n, 2);
+    assert.equal((await a.receive(["x", "y"])).n, 1);
+    const later = a.receive("z");
+    b.send({ type: "z", n: 4 });
+    assert.equal((await later).n, 4);
+    assert.equal((await a.receive("x")).n, 3);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("Mailbox.fail rejects pending and later receives", async () => {
+  const [a, b] = mailboxPair();
+  const pending = a.receive("never");
+  a.fail(new Error("peer died"));
+  await assert.rejects(pending, /peer died/);
+  await assert.rejects(a.receive("other"), /peer died/);
+  a.close();
+  b.close();
+});
+
+Deno.test("star all-reduce: every replica gets the same weighted average; buffers are moved, not copied", async () => {
+  const worldSize = 3;
+  const length = 10_000;
+  const hubSide: Mailbox[] = [];
+  const replicas: StarAllReduce[] = [];
+  const replicaSide: Mailbox[] = [];
+  for (let rank = 0; rank < worldSize; rank++) {
+    const [hub, replica] = mailboxPair();
+    hubSide.push(hub);
+    replicaSide.push(replica);
+    replicas.push(new StarAllReduce(replica));
+  }
+  const hub = new StarAllReduceHub(hubSide);
+  try {
+    for (let round = 0; round < 3; round++) {
+      const inputs = replicas.map((_, rank) =>
+        Float32Array.from({ length }, (_, i) => Math.cos(i * (rank + 1) + round))
+      );
+      const weights = [5, 4, round === 2 ? 0 : 4]; // a replica with no examples weighs 0
+      const expected = weightedAverage(
+        inputs.map((data, r) => ({ data: data.slice(), weight: weights[r] })),
+      );
+      const results = await Promise.all(
+        replicas.map((r, rank) => r.average(inputs[rank], weights[rank])),
+      );
+      for (const input of inputs) assert.equal(input.byteLength, 0, "input buffer was transferred");
+      for (const result of results) assert.deepEqual(result, expected);
+    }
+    assert.equal(hub.rounds, 3);
+  } finally {
+    [...hubSide, ...replicaSide].forEach((m) => m.close());
+  }
+});

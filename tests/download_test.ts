@@ -1,0 +1,171 @@
+import assert from "node:assert/strict";
+import { downloadVerified } from "../lib/data/download.ts";
+import { FASHION_MNIST_FILES, loadFashionMNIST } from "../lib/data/fashion_mnist.ts";
+import { DataError } from "../lib/errors.ts";
+import { mulberry32 } from "../lib/util/random.ts";
+import { sha256Hex } from "../lib/util/sha256.ts";
+import { DATA_DIR, gzip, idxImages } from "./helpers.ts";
+
+/** A local HTTP server on 127.0.0.1 serving `files` (path → bytes); anything else is 404. */
+function serve(files: Record<string, Uint8Array>) {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const body = files[new URL(request.url).pathname];
+    return body
+      ? new Response(body as Uint8Array<ArrayBuffer>)
+      : new Response("not found", { status: 404 });
+  });
+  return { url: `http://127.0.0.1:${server.addr.port}/`, close: () => server.shutdown() };
+}
+
+/** A raw TCP server that promises `declared` bytes, sends `sent` of them and hangs up. */
+function serveTruncated(declared: number, sent: Uint8Array) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    for await (const conn of listener) {
+      const buffer = new Uint8Array(4096);
+      await conn.read(buffer); // the request
+      const head = `HTTP/1.1 200 OK\r\nContent-Length: ${declared}\r\nConnection: close\r\n\r\n`;
+      await conn.write(new TextEncoder().encode(head));
+      await conn.write(sent);
+      conn.close();
+    }
+  })();
+  return {
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/`,
+    close: async () => {
+      listener.close();
+      await done.catch(() => {});
+    },
+  };
+}
+
+async function assertNothingWritten(dir: string): Promise<void> {
+  const left = [];
+  for await (const entry of Deno.readDir(dir)) left.push(entry.name);
+  assert.deepEqual(left, [], "no file and no temporary file may be left behind");
+}
+
+// Pseudo-random pixels, so the gzipped file is large enough to cut short.
+const random = mulberry32(1);
+const good = await gzip(idxImages(50, 28, 28, () => random() & 0xff));
+const goodSha = await sha256Hex(good);
+
+Deno.test("downloadVerified writes a file whose checksum matches", async () => {
+  const server = serve({ "/good.gz": good });
+  const dir = await Deno.makeTempDir();
+  try {
+    let progressCalls = 0;
+    await downloadVerified(`${server.url}good.gz`, `${dir}/good.gz`, {
+      sha256: goodSha,
+      onProgress: (received, total) => {
+        progressCalls++;
+        assert.equal(total, good.length);
+        assert.ok(received <= good.length);
+      },
+    });
+    assert.deepEqual(await Deno.readFile(`${dir}/good.gz`), good);
+    assert.ok(progressCalls > 0);
+  } finally {
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("downloadVerified leaves nothing behind on failure", async (t) => {
+  const corrupt = good.slice();
+  corrupt[100] ^= 0xff;
+  const server = serve({ "/good.gz": good, "/corrupt.gz": corrupt });
+  assert.ok(good.length > 20_000);
+  const truncated = serveTruncated(good.length, good.subarray(0, 10_000));
+  const dir = await Deno.makeTempDir();
+  const attempt = (url: string, sha256 = goodSha) =>
+    downloadVerified(url, `${dir}/file.gz`, { sha256 });
+  const isDataError = (pattern: RegExp) => (e: unknown) =>
+    e instanceof DataError && pattern.test(e.message);
+  try {
+    await t.step("corrupt body: checksum mismatch", async () => {
+      await assert.rejects(
+        attempt(`${server.url}corrupt.gz`),
+        isDataError(
+          /SHA-256 mismatch \(got [0-9a-f]{64}, expected [0-9a-f]{64}\); nothing was written/,
+        ),
+      );
+      await assertNothingWritten(dir);
+    });
+    await t.step("good body, wrong expected checksum", async () => {
+      await assert.rejects(
+        attempt(`${server.url}good.gz`, "0".repeat(64)),
+        isDataError(/SHA-256 mismatch/),
+      );
+      await assertNothingWritten(dir);
+    });
+    await t.step("connection closed before the promised length", async () => {
+      await assert.rejects(attempt(`${truncated.url}x.gz`), isDataError(/cannot download .*x\.gz/));
+      await assertNothingWritten(dir);
+    });
+    await t.step("HTTP 404", async () => {
+      await assert.rejects(attempt(`${server.url}missing.gz`), isDataError(/HTTP 404/));
+      await assertNothingWritten(dir);
+    });
+    await t.step("nobody listening", async () => {
+      const closed = serve({});
+      const url = closed.url;
+      await closed.close();
+      await assert.rejects(
+        attempt(`${url}good.gz`),
+        isDataError(/^cannot download http:\/\/127\.0\.0\.1/),
+      );
+      await assertNothingWritten(dir);
+    });
+  } finally {
+    await server.close();
+    await truncated.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadFashionMNIST with no copy and no network names where to put the files", async () => {
+  const closed = serve({});
+  await closed.close();
+  const cacheDir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(
+      loadFashionMNIST({ cacheDir, baseUrl: closed.url, quiet: true }),
+      (e: unknown) =>
+        e instanceof DataError && !e.message.includes("\n") &&
+        e.message.includes("put the four Fashion-MNIST files") && e.message.includes(cacheDir),
+    );
+    await assertNothingWritten(cacheDir);
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "loadFashionMNIST downloads the four official files into the cache and verifies them",
+  ignore: DATA_DIR === undefined,
+  fn: async () => {
+    const files: Record<string, Uint8Array> = {};
+    for (const spec of Object.values(FASHION_MNIST_FILES)) {
+      files[`/mirror/${spec.name}`] = await Deno.readFile(`${DATA_DIR}/${spec.name}`);
+    }
+    const server = serve(files);
+    const cacheDir = await Deno.makeTempDir();
+    try {
+      const options = { cacheDir, baseUrl: `${server.url}mirror/`, quiet: true };
+      const { train, test } = await loadFashionMNIST(options);
+      assert.equal(train.count, 60000);
+      assert.equal(test.count, 10000);
+      for (const spec of Object.values(FASHION_MNIST_FILES)) {
+        assert.equal(await sha256Hex(await Deno.readFile(`${cacheDir}/${spec.name}`)), spec.sha256);
+      }
+      // A second load uses the cache: it works with the server gone and downloading off.
+      await server.close();
+      const again = await loadFashionMNIST({ ...options, download: false });
+      assert.deepEqual(again.test.labels, test.labels);
+    } finally {
+      await server.close().catch(() => {});
+      await Deno.remove(cacheDir, { recursive: true });
+    }
+  },
+});

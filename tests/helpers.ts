@@ -1,0 +1,85 @@
+/**
+ * Shared test helpers: the local Fashion-MNIST copy and generated IDX files.
+ *
+ * @module
+ */
+
+import { fileURLToPath } from "node:url";
+
+/**
+ * The directory with the real Fashion-MNIST files for tests: `$FASHION_MNIST_DIR`
+ * or `../shared/data/fashion-mnist` beside the checkout; undefined (and a loud
+ * warning) when neither exists, so tests that need it are skipped visibly.
+ */
+export const DATA_DIR: string | undefined = findDataDir();
+
+function findDataDir(): string | undefined {
+  const candidates = [
+    Deno.env.get("FASHION_MNIST_DIR"),
+    fileURLToPath(new URL("../../shared/data/fashion-mnist", import.meta.url)),
+  ];
+  for (const dir of candidates) {
+    if (dir && existsSync(`${dir}/train-images-idx3-ubyte.gz`)) return dir;
+  }
+  console.warn(
+    "\n*** SKIPPING tests that need the real Fashion-MNIST files: set FASHION_MNIST_DIR or " +
+      "put them in ../shared/data/fashion-mnist ***\n",
+  );
+  return undefined;
+}
+
+function existsSync(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** An IDX image file (magic 2051) of `count` images whose pixels are `pixel(i)`. */
+export function idxImages(
+  count: number,
+  rows: number,
+  cols: number,
+  pixel: (index: number) => number = (i) => i % 256,
+): Uint8Array {
+  const bytes = new Uint8Array(16 + count * rows * cols);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, 2051);
+  view.setUint32(4, count);
+  view.setUint32(8, rows);
+  view.setUint32(12, cols);
+  for (let i = 0; i < count * rows * cols; i++) bytes[16 + i] = pixel(i);
+  return bytes;
+}
+
+/** An IDX label file (magic 2049). */
+export function idxLabels(labels: readonly number[]): Uint8Array {
+  const bytes = new Uint8Array(8 + labels.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, 2049);
+  view.setUint32(4, labels.length);
+  bytes.set(labels, 8);
+  return bytes;
+}
+
+/** Gzips `bytes`. */
+export async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+    .pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** Writes a complete, valid, tiny Fashion-MNIST-shaped data set (gzipped) into `dir`. */
+export async function writeTinyDataset(
+  dir: string,
+  options: { train?: number; test?: number } = {},
+): Promise<void> {
+  const train = options.train ?? 20;
+  const test = options.test ?? 10;
+  const labels = (n: number) => Array.from({ length: n }, (_, i) => i % 10);
+  await Deno.writeFile(`${dir}/train-images-idx3-ubyte.gz`, await gzip(idxImages(train, 28, 28)));
+  await Deno.writeFile(`${dir}/train-labels-idx1-ubyte.gz`, await gzip(idxLabels(labels(train))));
+  await Deno.writeFile(`${dir}/t10k-images-idx3-ubyte.gz`, await gzip(idxImages(test, 28, 28)));
+  await Deno.writeFile(`${dir}/t10k-labels-idx1-ubyte.gz`, await gzip(idxLabels(labels(test))));
+}
