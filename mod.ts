@@ -7,6 +7,9 @@
  * share of every batch; the gradients are all-reduced over message channels
  * and every replica applies the same SGD update.
  *
+ * The TensorFlow.js side (the NiN model itself, one replica's training step)
+ * is in `model.ts`, whose signatures use TensorFlow.js types.
+ *
  * @example Train on four workers
  * ```ts ignore
  * import { train } from "./mod.ts";
@@ -30,7 +33,7 @@ export {
   type LoadFashionMnistOptions,
 } from "./lib/data/fashion_mnist.ts";
 export { type DownloadOptions, downloadVerified } from "./lib/data/download.ts";
-export { parseIdxImages, parseIdxLabels } from "./lib/data/idx.ts";
+export { type IdxImages, type IdxOptions, parseIdxImages, parseIdxLabels } from "./lib/data/idx.ts";
 export { DistributedSampler, type DistributedSamplerOptions } from "./lib/data/sampler.ts";
 export {
   type Batch,
@@ -40,27 +43,19 @@ export {
   stepsPerEpoch,
 } from "./lib/data/batches.ts";
 export {
-  createNiN,
   KERNEL_INITS,
   type KernelInit,
   MIN_INPUT_SIZE,
   type NiNOptions,
-  ninSummary,
   NUM_CLASSES,
-  type StageSummary,
+  resolveNiNOptions,
 } from "./lib/model/nin.ts";
 export { type Channel, type Message, PostMessageChannel } from "./lib/collective/channel.ts";
 export { Mailbox } from "./lib/collective/mailbox.ts";
 export { type AllReduce, type Contribution, weightedAverage } from "./lib/collective/all_reduce.ts";
 export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduce.ts";
 export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
-export {
-  type LocalGradients,
-  Replica,
-  type ReplicaOptions,
-  weightsChecksum,
-} from "./lib/train/replica.ts";
-export { sgdUpdate } from "./lib/train/optimizer.ts";
+export { weightsChecksum } from "./lib/train/replica.ts";
 export {
   type EpochRecord,
   type ResolvedTrainOptions,
@@ -70,3 +65,5 @@ export {
   type TrainStart,
 } from "./lib/train/options.ts";
 export { train, type TrainResult } from "./lib/train/train.ts";
+export { formatDuration, formatEpoch, formatMetrics, historyToJsonl } from "./lib/train/report.ts";
+export { type PlotOptions, renderHistorySvg } from "./lib/train/plot.ts";

@@ -8,20 +8,22 @@ import { dirname, resolve } from "node:path";
 import {
   type BackendName,
   BACKENDS,
-  createNiN,
   type EpochRecord,
+  formatDuration,
+  formatEpoch,
+  formatMetrics,
+  historyToJsonl,
   initBackend,
   type KernelInit,
   type NiNOptions,
-  ninSummary,
+  renderHistorySvg,
   resolveTrainOptions,
   train,
   type TrainOptions,
   type TrainStart,
   UsageError,
 } from "../mod.ts";
-import { formatDuration, formatEpoch, formatMetrics, historyToJsonl } from "../lib/train/report.ts";
-import { renderHistorySvg } from "../lib/train/plot.ts";
+import { createNiN, ninSummary } from "../model.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { numberFlag, parseFlags, runCli } from "../lib/util/cli.ts";
 import { ProgressBar } from "../lib/util/progress.ts";

@@ -45,8 +45,8 @@ export class Mailbox {
     this.#onError = options.onError;
     channel.onMessage = (message) => this.#deliver(message);
     channel.onError = (error) => {
+      this.#onError?.(error); // may fail this mailbox with a more specific error first
       this.fail(error);
-      this.#onError?.(error);
     };
   }
 

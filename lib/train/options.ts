@@ -42,6 +42,12 @@ export interface TrainOptions {
   trainLimit?: number;
   /** Evaluate on the first `testLimit` test examples only. */
   testLimit?: number;
+  /**
+   * Module each worker runs. Default: the library's `workers/replica_worker.ts`.
+   * A replacement must serve the same protocol, normally by calling
+   * `serveReplica` (e.g. after registering extra tfjs kernels).
+   */
+  workerUrl?: URL | string;
   /** Called once the workers are ready, before the first step. */
   onStart?: (info: TrainStart) => void;
   /** Called after every global step. */

@@ -81,7 +81,9 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     new DistributedSampler(trainSet.count, { rank: 0, worldSize: resolved.workers }).totalSize,
     resolved,
   );
-  const group = await WorkerGroup.start(resolved, trainSet, testSet);
+  const workerUrl = options.workerUrl ??
+    new URL("../../workers/replica_worker.ts", import.meta.url);
+  const group = await WorkerGroup.start(resolved, { train: trainSet, test: testSet, workerUrl });
   try {
     options.onStart?.({
       device: group.device,
@@ -163,11 +165,10 @@ class WorkerGroup {
   /** Spawns the workers, waits until every replica is built and holds rank 0's weights. */
   static async start(
     options: ResolvedTrainOptions,
-    train: Dataset,
-    test: Dataset,
+    setup: { train: Dataset; test: Dataset; workerUrl: URL | string },
   ): Promise<WorkerGroup> {
+    const { train, test, workerUrl } = setup;
     limitSoftwareRendererThreads(options.workers);
-    const url = new URL("../../workers/replica_worker.ts", import.meta.url);
     const workers: Worker[] = [];
     const mailboxes: Mailbox[] = [];
     let group: WorkerGroup | null = null;
@@ -180,7 +181,7 @@ class WorkerGroup {
       }
     };
     for (let rank = 0; rank < options.workers; rank++) {
-      const worker = new Worker(url, { type: "module", name: `replica-${rank}` });
+      const worker = new Worker(workerUrl, { type: "module", name: `replica-${rank}` });
       const mailbox = new Mailbox(
         new PostMessageChannel(worker, { close: () => worker.terminate() }),
         { onError: (error) => fail(new WorkerError(rank, error.message)) },

@@ -56,7 +56,7 @@ export function parseFlags<T extends ParseArgsConfig>(
     return parseArgs<T>({ ...config, args: config.args ?? Deno.args, strict: true });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    throw new UsageError(`${message.split("\n")[0]} (see --help)`);
+    throw new UsageError(`${message.replaceAll("\n", " ")} (see --help)`);
   }
 }
 

@@ -1,0 +1,163 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { writeTinyDataset } from "./helpers.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+async function runTrain(args: string[], env: Record<string, string> = {}) {
+  const command = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-net",
+      "--allow-env",
+      "scripts/train.ts",
+      ...args,
+    ],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const { code, stdout, stderr } = await command.output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+Deno.test("deno task train --help lists the flags", async () => {
+  const { code, stdout } = await runTrain(["--help"]);
+  assert.equal(code, 0);
+  for (
+    const flag of [
+      "--workers",
+      "--batch-size",
+      "--lr",
+      "--backend",
+      "--preset",
+      "--metrics",
+      "--plot",
+    ]
+  ) {
+    assert.ok(stdout.includes(flag), `${flag} missing from --help`);
+  }
+});
+
+Deno.test("deno task train --summary prints d2l's output shape of each layer", async () => {
+  const { code, stdout } = await runTrain(["--summary"]);
+  assert.equal(code, 0);
+  const shapes = [...stdout.matchAll(/output (\S+)/g)].map((m) => m[1]);
+  assert.deepEqual(shapes, [
+    "54×54×96",
+    "26×26×96",
+    "26×26×256",
+    "12×12×256",
+    "12×12×384",
+    "5×5×384",
+    "5×5×384",
+    "5×5×10",
+    "1×1×10",
+    "10",
+  ]);
+  assert.match(stdout, /total: 1,992,166 parameters/);
+});
+
+Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t) => {
+  const dataDir = await Deno.makeTempDir();
+  const corruptDir = await Deno.makeTempDir();
+  await writeTinyDataset(dataDir);
+  await writeTinyDataset(corruptDir);
+  await Deno.writeTextFile(`${corruptDir}/train-labels-idx1-ubyte.gz`, "garbage");
+  const cases: [string[], RegExp][] = [
+    [["--workers", "0"], /workers must be a positive integer, got 0/],
+    [["--workers", "two"], /--workers must be an integer, got "two"/],
+    [["--lr=-0.1"], /learning rate must be a positive number, got -0.1/],
+    [["--lr", "-0.1"], /Option '--lr' argument is ambiguous\..* use '--lr=-XYZ'/],
+    [["--lr", "NaN"], /--lr must be a number, got "NaN"/],
+    [["--lr", "nan"], /--lr must be a number, got "nan"/],
+    [["--workers", "4", "--batch-size", "2"], /batch size 2 is smaller than the 4 workers/],
+    [["--bogus"], /Unknown option '--bogus'/],
+    [["--epochs"], /--epochs/],
+    [["--preset", "fast"], /--preset must be d2l or quick, got "fast"/],
+    [["--backend", "cuda"], /--backend must be one of webgpu, cpu, got "cuda"/],
+    [["--input-size", "50"], /input size must be an integer of at least 67/],
+    [["--data-dir", "/nonexistent/fm"], /not a directory; put the four Fashion-MNIST files/],
+    [["--data-dir", corruptDir], /train-labels-idx1-ubyte\.gz: not a valid gzip file/],
+    [
+      ["--data-dir", dataDir, "--metrics", "/nonexistent/dir/m.jsonl"],
+      /--metrics .*does not exist/,
+    ],
+  ];
+  try {
+    for (const [args, pattern] of cases) {
+      await t.step(args.join(" "), async () => {
+        const { code, stdout, stderr } = await runTrain(args);
+        assert.equal(code, 2, `exit code for ${args.join(" ")}: stderr ${stderr}`);
+        const lines = stderr.trimEnd().split("\n");
+        assert.equal(lines.length, 1, `expected one line, got:\n${stderr}`);
+        assert.match(lines[0], /^error: /);
+        assert.match(lines[0], pattern);
+        assert.equal(stdout, "");
+      });
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+    await Deno.remove(corruptDir, { recursive: true });
+  }
+});
+
+Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics and the plot", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyDataset(dir, { train: 48, test: 16 });
+    const { code, stdout, stderr } = await runTrain([
+      "--data-dir",
+      dir,
+      "--workers",
+      "2",
+      "--epochs",
+      "2",
+      "--batch-size",
+      "16",
+      "--input-size",
+      "67",
+      "--width",
+      "0.125",
+      "--metrics",
+      `${dir}/metrics.jsonl`,
+      "--plot",
+      `${dir}/curves.svg`,
+    ]);
+    assert.equal(code, 0, stderr);
+    const lines = stdout.trimEnd().split("\n");
+    assert.match(
+      lines[0],
+      /^NiN \(36,646 parameters, 67×67 input, width 0\.125\) on 48 training \/ 16 test examples$/,
+    );
+    assert.match(
+      lines[1],
+      /^2 worker\(s\) on webgpu: .+; batch 16 \(8 per worker\), lr 0\.1, 3 steps per epoch$/,
+    );
+    const epoch =
+      /^epoch (\d)\/2: loss \d+\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}, \d+\.\d examples\/sec, \d+\.\d s$/;
+    assert.equal(lines[2].match(epoch)?.[1], "1");
+    assert.equal(lines[3].match(epoch)?.[1], "2");
+    assert.match(lines[4], /^loss \d+\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}$/);
+    assert.match(lines[5], /^\d+\.\d examples\/sec on .+$/);
+    assert.equal(lines.length, 6);
+
+    const records = (await Deno.readTextFile(`${dir}/metrics.jsonl`)).trimEnd().split("\n")
+      .map((line) => JSON.parse(line));
+    assert.deepEqual(records.map((r) => r.epoch), [1, 2]);
+    for (const key of ["loss", "trainAcc", "testAcc", "examplesPerSec", "seconds"]) {
+      assert.equal(typeof records[1][key], "number", key);
+    }
+    assert.equal(lines[3].includes(records[1].loss.toFixed(3)), true);
+    const svg = await Deno.readTextFile(`${dir}/curves.svg`);
+    assert.match(svg, /^<svg /);
+    assert.equal((svg.match(/<polyline /g) ?? []).length, 3);
+    for (const label of ["train loss", "train acc", "test acc"]) assert.ok(svg.includes(label));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

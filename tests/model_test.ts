@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import type * as tfl from "@tensorflow/tfjs-layers";
+import { createNiN, MIN_INPUT_SIZE, ninSummary } from "../lib/model/nin.ts";
+import { initBackend } from "../lib/train/backend.ts";
+import { UsageError } from "../lib/errors.ts";
+
+await initBackend("cpu"); // building models and reading weights needs no GPU
+
+async function kernels(model: tfl.LayersModel) {
+  const out = [];
+  for (const w of model.weights) {
+    out.push({ name: w.name, shape: w.shape, values: await w.read().data() as Float32Array });
+  }
+  return out;
+}
+
+Deno.test("NiN has d2l's layer shapes and 1,992,166 parameters at 224×224", () => {
+  const model = createNiN();
+  try {
+    assert.equal(model.countParams(), 1_992_166);
+    const rows = ninSummary(model).map((r) => `${r.name} ${r.outputShape.join("×")}`);
+    assert.deepEqual(rows, [
+      "nin1 54×54×96",
+      "maxpool1 26×26×96",
+      "nin2 26×26×256",
+      "maxpool2 12×12×256",
+      "nin3 12×12×384",
+      "maxpool3 5×5×384",
+      "dropout 5×5×384",
+      "nin4 5×5×10",
+      "avgpool 1×1×10",
+      "flatten 10",
+    ]);
+    assert.equal(ninSummary(model).reduce((sum, r) => sum + r.params, 0), 1_992_166);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("NiN's smaller configurations: input size and width multiplier", () => {
+  const model = createNiN({ inputSize: MIN_INPUT_SIZE, width: 0.5 });
+  try {
+    const shapes = ninSummary(model).map((r) => r.outputShape.join("×"));
+    assert.deepEqual(shapes.slice(0, 6), [
+      "15×15×48",
+      "7×7×48",
+      "7×7×128",
+      "3×3×128",
+      "3×3×192",
+      "1×1×192",
+    ]);
+    assert.deepEqual(shapes.slice(-2), ["1×1×10", "10"]);
+  } finally {
+    model.dispose();
+  }
+  assert.throws(
+    () => createNiN({ inputSize: 66 }),
+    (e: unknown) => e instanceof UsageError && /at least 67/.test(e.message),
+  );
+  assert.throws(() => createNiN({ width: 0 }), UsageError);
+  assert.throws(() => createNiN({ dropout: 1 }), UsageError);
+});
+
+Deno.test("NiN kernels are He-normal (std √(2/fan-in)), biases zero, and the seed fixes them", async () => {
+  const a = createNiN({ inputSize: 96, seed: 5 });
+  const b = createNiN({ inputSize: 96, seed: 5 });
+  const c = createNiN({ inputSize: 96, seed: 6 });
+  try {
+    const [ka, kb, kc] = [await kernels(a), await kernels(b), await kernels(c)];
+    for (const [i, w] of ka.entries()) {
+      assert.deepEqual(w.values, kb[i].values, `${w.name} differs between equal seeds`);
+      if (w.shape.length === 1) {
+        assert.ok(w.values.every((v) => v === 0), `${w.name} is not zero`);
+        continue;
+      }
+      assert.notDeepEqual(w.values, kc[i].values, `${w.name} equal across seeds`);
+      const [kh, kw, cin] = w.shape as number[];
+      const expectedStd = Math.sqrt(2 / (kh * kw * cin));
+      const mean = w.values.reduce((s, v) => s + v, 0) / w.values.length;
+      const std = Math.sqrt(w.values.reduce((s, v) => s + (v - mean) ** 2, 0) / w.values.length);
+      if (w.values.length >= 10_000) {
+        assert.ok(
+          Math.abs(std / expectedStd - 1) < 0.03,
+          `${w.name}: std ${std} vs ${expectedStd}`,
+        );
+        assert.ok(Math.abs(mean) < 0.05 * expectedStd, `${w.name}: mean ${mean}`);
+      }
+    }
+  } finally {
+    [a, b, c].forEach((m) => m.dispose());
+  }
+});
+
+Deno.test("NiN can use Glorot-uniform kernels instead", async () => {
+  const model = createNiN({ inputSize: 96, init: "glorot-uniform" });
+  try {
+    const [first] = await kernels(model);
+    const [kh, kw, cin, cout] = first.shape as number[];
+    const limit = Math.sqrt(6 / (kh * kw * cin + kh * kw * cout));
+    assert.ok(first.values.every((v) => Math.abs(v) <= limit));
+    assert.ok(Math.max(...first.values) > 0.9 * limit);
+  } finally {
+    model.dispose();
+  }
+});

@@ -1,0 +1,165 @@
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs-core";
+import { gatherBatch } from "../lib/data/batches.ts";
+import type { Dataset } from "../lib/data/fashion_mnist.ts";
+import { DistributedSampler } from "../lib/data/sampler.ts";
+import { UsageError, WorkerError } from "../lib/errors.ts";
+import { createNiN } from "../lib/model/nin.ts";
+import { initBackend } from "../lib/train/backend.ts";
+import { train } from "../lib/train/train.ts";
+import { mulberry32 } from "../lib/util/random.ts";
+
+await initBackend("webgpu");
+
+/** A synthetic data set: random pixels, labels that depend on them. */
+function syntheticDataset(count: number, seed: number): Dataset {
+  const next = mulberry32(seed);
+  const images = Uint8Array.from({ length: count * 784 }, () => next() & 0xff);
+  const labels = Uint8Array.from({ length: count }, (_, i) => images[i * 784 + 400] % 10);
+  return { images, labels, count, rows: 28, cols: 28 };
+}
+
+const DATA = { train: syntheticDataset(48, 1), test: syntheticDataset(12, 2) };
+const CONFIG = {
+  inputSize: 67,
+  width: 0.125,
+  dropout: 0,
+  lr: 0.1,
+  seed: 5,
+  batchSize: 16,
+  epochs: 2,
+  testLimit: 12,
+} as const;
+
+/**
+ * The single-process reference: tfjs' own SGD over each whole global batch,
+ * batches taken in the order of a one-replica DistributedSampler.
+ */
+async function referenceWeights(trainLimit: number): Promise<Float32Array> {
+  const model = createNiN({ ...CONFIG });
+  const optimizer = tf.train.sgd(CONFIG.lr);
+  const sampler = new DistributedSampler(trainLimit, { rank: 0, worldSize: 1, seed: CONFIG.seed });
+  for (let epoch = 0; epoch < CONFIG.epochs; epoch++) {
+    sampler.setEpoch(epoch);
+    const order = sampler.indices();
+    for (let start = 0; start < order.length; start += CONFIG.batchSize) {
+      const batch = gatherBatch(DATA.train, order.slice(start, start + CONFIG.batchSize));
+      const x = tf.tidy(() =>
+        tf.div(
+          tf.image.resizeBilinear(
+            tf.tensor4d(Float32Array.from(batch.images), [batch.count, 28, 28, 1]),
+            [CONFIG.inputSize, CONFIG.inputSize],
+            false,
+            true,
+          ),
+          255,
+        )
+      );
+      const y = tf.oneHot(tf.tensor1d(Int32Array.from(batch.labels), "int32"), 10);
+      optimizer.minimize(() =>
+        tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor)
+      );
+      tf.dispose([x, y]);
+    }
+  }
+  const flat = tf.concat(model.getWeights().map((w) => tf.reshape(w, [-1])));
+  const weights = await flat.data() as Float32Array;
+  flat.dispose();
+  model.dispose();
+  optimizer.dispose();
+  return weights;
+}
+
+function maxRelativeDifference(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(a[i]));
+  }
+  return diff / scale;
+}
+
+Deno.test("1, 2, 3 and 4 workers reach the weights of a single-process loop over the global batch", async (t) => {
+  // 40 examples: batches of 16, 16 and a short 8 per epoch; 42 for 3 workers (no padding),
+  // whose shares of a batch of 16 are uneven (6, 5, 5).
+  for (const [workers, trainLimit] of [[1, 40], [2, 40], [4, 40], [3, 42]]) {
+    await t.step(`${workers} worker(s), ${trainLimit} examples`, async () => {
+      const expected = await referenceWeights(trainLimit);
+      const epochs: number[] = [];
+      const result = await train({
+        ...CONFIG,
+        workers,
+        trainLimit,
+        data: DATA,
+        onEpoch: (record) => {
+          epochs.push(record.epoch);
+        },
+      });
+      assert.deepEqual(epochs, [1, 2]);
+      assert.equal(result.history.length, 2);
+      const difference = maxRelativeDifference(result.weights, expected);
+      assert.ok(difference < 1e-5, `max relative difference ${difference}`);
+      for (const record of result.history) {
+        assert.ok(record.loss > 0 && Number.isFinite(record.loss));
+        assert.ok(record.trainAcc >= 0 && record.trainAcc <= 1);
+        assert.ok(record.testAcc >= 0 && record.testAcc <= 1);
+        assert.ok(record.examplesPerSec > 0 && record.seconds > 0);
+      }
+    });
+  }
+});
+
+Deno.test("a worker that fails while building its replica stops the run with its rank and reason", async () => {
+  const started = performance.now();
+  await assert.rejects(
+    train({
+      ...CONFIG,
+      workers: 2,
+      data: DATA,
+      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=init", import.meta.url),
+    }),
+    (e: unknown) =>
+      e instanceof WorkerError && e.rank === 1 &&
+      /^worker 1 failed: backend must be one of webgpu, cpu, got no-such-backend$/.test(e.message),
+  );
+  assert.ok(performance.now() - started < 60_000);
+});
+
+Deno.test("a worker that crashes mid-epoch stops every worker; train() rejects instead of hanging", async () => {
+  const steps: number[] = [];
+  await assert.rejects(
+    train({
+      ...CONFIG,
+      workers: 3,
+      trainLimit: 42,
+      data: DATA,
+      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
+      onStep: (progress) => {
+        steps.push(progress.step);
+      },
+    }),
+    (e: unknown) =>
+      e instanceof WorkerError && e.rank === 1 && /injected crash on rank 1/.test(e.message),
+  );
+  assert.ok(steps.length <= 2, `steps after the crash: ${steps}`);
+});
+
+Deno.test("train() rejects bad options before starting any worker", async () => {
+  for (
+    const [options, pattern] of [
+      [{ workers: 0 }, /workers must be a positive integer, got 0/],
+      [{ lr: -0.1 }, /learning rate must be a positive number, got -0.1/],
+      [{ lr: NaN }, /learning rate must be a positive number, got NaN/],
+      [{ workers: 4, batchSize: 3 }, /batch size 3 is smaller than the 4 workers/],
+      [{ epochs: 1.5 }, /epochs must be a positive integer/],
+      [{ inputSize: 32 }, /input size must be an integer of at least 67/],
+    ] as const
+  ) {
+    await assert.rejects(
+      train({ ...options, data: DATA }),
+      (e: unknown) => e instanceof UsageError && pattern.test(e.message),
+    );
+  }
+});
