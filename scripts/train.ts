@@ -6,62 +6,30 @@
 
 import { dirname, resolve } from "node:path";
 import {
-  type BackendName,
-  BACKENDS,
   type EpochRecord,
   formatDuration,
   formatEpoch,
   formatMetrics,
   historyToJsonl,
   initBackend,
-  type KernelInit,
   type NiNOptions,
   renderHistorySvg,
   resolveTrainOptions,
   train,
-  type TrainOptions,
   type TrainStart,
   UsageError,
 } from "../mod.ts";
 import { createNiN, ninSummary } from "../model.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
-import { numberFlag, parseFlags, runCli } from "../lib/util/cli.ts";
+import { parseFlags, runCli } from "../lib/cli/cli.ts";
+import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
-
-/** `--preset quick`: small enough for a 2-core CPU machine in minutes; lr stays 0.1. */
-const QUICK: TrainOptions = {
-  inputSize: 68,
-  width: 0.25,
-  trainLimit: 3072,
-  testLimit: 1024,
-  epochs: 3,
-  batchSize: 64,
-};
-
-function describeQuick(): string {
-  return `${QUICK.inputSize} px, width ${QUICK.width}, ${QUICK.trainLimit} train / ` +
-    `${QUICK.testLimit} test examples, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}`;
-}
 
 const HELP = `Train d2l's Network in Network on Fashion-MNIST, data-parallel across Deno workers.
 
 Usage: deno task train [options]
 
-  --workers N        worker replicas (default 1)
-  --epochs N         passes over the training set (default 10)
-  --batch-size N     global batch, split across the workers (default 128)
-  --lr X             SGD learning rate (default 0.1)
-  --seed N           seed of initialisation, shuffling and dropout (default 0)
-  --backend NAME     webgpu (default) or cpu
-  --input-size N     side images are resized to (default 224, at least 67)
-  --width X          channel multiplier of the first three NiN blocks (default 1)
-  --dropout X        dropout rate (default 0.5)
-  --init NAME        kernel initialisation: he-normal (default) or glorot-uniform
-  --train-limit N    use only the first N training examples
-  --test-limit N     use only the first N test examples
-  --preset NAME      d2l (default) or quick: ${describeQuick()}
-  --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
-  --no-download      fail instead of downloading missing files
+${TRAIN_FLAGS_HELP}
   --metrics FILE     write one JSON object per epoch (JSON Lines)
   --plot FILE        draw train loss, train acc and test acc per epoch as SVG
   --summary          print each layer's output shape and parameter count, then exit
@@ -71,21 +39,7 @@ Usage: deno task train [options]
 async function main(): Promise<void> {
   const { values } = parseFlags({
     options: {
-      workers: { type: "string" },
-      epochs: { type: "string" },
-      "batch-size": { type: "string" },
-      lr: { type: "string" },
-      seed: { type: "string" },
-      backend: { type: "string" },
-      "input-size": { type: "string" },
-      width: { type: "string" },
-      dropout: { type: "string" },
-      init: { type: "string" },
-      "train-limit": { type: "string" },
-      "test-limit": { type: "string" },
-      preset: { type: "string" },
-      "data-dir": { type: "string" },
-      "no-download": { type: "boolean" },
+      ...TRAIN_FLAGS,
       metrics: { type: "string" },
       plot: { type: "string" },
       summary: { type: "boolean" },
@@ -96,34 +50,7 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
-  const preset = values.preset ?? "d2l";
-  if (preset !== "d2l" && preset !== "quick") {
-    throw new UsageError(`--preset must be d2l or quick, got "${preset}"`);
-  }
-  const backend = values.backend ?? "webgpu";
-  if (!BACKENDS.includes(backend as BackendName)) {
-    throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
-  }
-  const flags: TrainOptions = {
-    workers: numberFlag("--workers", values.workers, { integer: true }),
-    epochs: numberFlag("--epochs", values.epochs, { integer: true }),
-    batchSize: numberFlag("--batch-size", values["batch-size"], { integer: true }),
-    lr: numberFlag("--lr", values.lr),
-    seed: numberFlag("--seed", values.seed, { integer: true }),
-    inputSize: numberFlag("--input-size", values["input-size"], { integer: true }),
-    width: numberFlag("--width", values.width),
-    dropout: numberFlag("--dropout", values.dropout),
-    trainLimit: numberFlag("--train-limit", values["train-limit"], { integer: true }),
-    testLimit: numberFlag("--test-limit", values["test-limit"], { integer: true }),
-  };
-  const options: TrainOptions = {
-    ...(preset === "quick" ? QUICK : {}),
-    ...withoutUndefined(flags),
-    backend: backend as BackendName,
-    init: values.init as KernelInit | undefined,
-    dataDir: values["data-dir"],
-    download: !values["no-download"],
-  };
+  const options = trainOptionsFromFlags(values);
   const resolved = resolveTrainOptions(options); // usage errors before any work
   if (values.summary) {
     await printSummary(resolved.model);
@@ -135,6 +62,7 @@ async function main(): Promise<void> {
   const history: EpochRecord[] = [];
   let bar: ProgressBar | null = null;
   let etaShown = false;
+  let firstStepSeconds = 0;
   let software = false;
   const result = await train({
     ...options,
@@ -148,8 +76,12 @@ async function main(): Promise<void> {
         bar = new ProgressBar(progress.steps, {
           label: `epoch ${progress.epoch}/${resolved.epochs}`,
         });
+        firstStepSeconds = progress.seconds;
       }
-      const perStep = progress.seconds / progress.step;
+      // The first step of an epoch also compiles shaders or warms caches: leave it out.
+      const perStep = progress.step > 1
+        ? (progress.seconds - firstStepSeconds) / (progress.step - 1)
+        : progress.seconds;
       const left = perStep * (progress.steps - progress.step);
       bar?.update(
         progress.step,
@@ -158,7 +90,7 @@ async function main(): Promise<void> {
       );
       if (!etaShown && software && progress.epoch === 1 && enoughForEta(progress)) {
         etaShown = true;
-        const total = perStep * progress.steps * resolved.epochs;
+        const total = firstStepSeconds + perStep * (progress.steps * resolved.epochs - 1);
         bar?.clear();
         console.error(
           `note: training on a software adapter (no GPU): ${perStep.toFixed(2)} s per step, ` +
@@ -172,7 +104,12 @@ async function main(): Promise<void> {
       console.log(formatEpoch(record, resolved));
       if (metricsPath) await writeFileAtomic(metricsPath, historyToJsonl(history));
       if (plotPath) {
-        await writeFileAtomic(plotPath, renderHistorySvg(history, { epochs: resolved.epochs }));
+        const title =
+          `NiN on Fashion-MNIST: ${resolved.workers} worker(s), batch ${resolved.batchSize}, lr ${resolved.lr}`;
+        await writeFileAtomic(
+          plotPath,
+          renderHistorySvg(history, { epochs: resolved.epochs, title }),
+        );
       }
     },
   });
@@ -203,9 +140,9 @@ function printStart(info: TrainStart): void {
   }
 }
 
-/** ETA once two steps after the first (which compiles the shaders) are done, or 30 s passed. */
+/** ETA once three steps after the first (which compiles the shaders) are done, or 60 s passed. */
 function enoughForEta(progress: { step: number; steps: number; seconds: number }): boolean {
-  return progress.step >= Math.min(3, progress.steps) || progress.seconds > 30;
+  return progress.step >= Math.min(4, progress.steps) || progress.seconds > 60;
 }
 
 async function printSummary(model: Required<NiNOptions>): Promise<void> {
@@ -234,12 +171,6 @@ async function outputPath(flag: string, path: string): Promise<string> {
   const existing = await Deno.stat(full).catch(() => null);
   if (existing?.isDirectory) throw new UsageError(`${flag} ${path} is a directory`);
   return full;
-}
-
-function withoutUndefined<T extends object>(object: T): Partial<T> {
-  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== undefined)) as Partial<
-    T
-  >;
 }
 
 function readEnv(name: string): string | undefined {

@@ -1,6 +1,7 @@
 /**
- * A one-line progress bar on stderr, drawn only when stderr is a terminal so
- * that logs and CI output stay free of carriage-return noise.
+ * A one-line progress bar on stderr. On a terminal it redraws in place; when
+ * stderr is a file or pipe (logs, CI) it writes a plain line now and then
+ * instead, so long runs still show progress without carriage-return noise.
  *
  * @module
  */
@@ -21,8 +22,10 @@ export interface ProgressBarOptions {
   width?: number;
   /** Where to draw. Default `Deno.stderr`. */
   sink?: ProgressSink;
-  /** Minimum milliseconds between redraws. Default 100. */
+  /** Minimum milliseconds between redraws on a terminal. Default 100. */
   intervalMs?: number;
+  /** Milliseconds between plain progress lines when not on a terminal. Default 30,000. */
+  lineIntervalMs?: number;
 }
 
 /**
@@ -44,6 +47,8 @@ export class ProgressBar {
   readonly #sink: ProgressSink;
   readonly #enabled: boolean;
   readonly #intervalMs: number;
+  readonly #lineIntervalMs: number;
+  readonly #createdAt = performance.now();
   #lastDraw = 0;
   #drawn = false;
 
@@ -55,17 +60,28 @@ export class ProgressBar {
     this.#sink = options.sink ?? Deno.stderr;
     this.#enabled = this.#sink.isTerminal();
     this.#intervalMs = options.intervalMs ?? 100;
+    this.#lineIntervalMs = options.lineIntervalMs ?? 30_000;
   }
 
-  /** Whether the bar draws anything (stderr is a terminal). */
+  /** Whether the bar redraws in place (stderr is a terminal). */
   get enabled(): boolean {
     return this.#enabled;
   }
 
-  /** Shows `done` of `total`, followed by `suffix`. Redraws at most every `intervalMs`. */
+  /**
+   * Shows `done` of `total`, followed by `suffix`: redrawn at most every
+   * `intervalMs` on a terminal, else as a plain line every `lineIntervalMs`.
+   */
   update(done: number, suffix = ""): void {
-    if (!this.#enabled) return;
     const now = performance.now();
+    if (!this.#enabled) {
+      const last = this.#lastDraw || this.#createdAt;
+      if (now - last < this.#lineIntervalMs || done >= this.#total) return;
+      this.#lastDraw = now;
+      const percent = Math.floor((100 * done) / this.#total);
+      this.#write(`${this.#label} ${percent}% ${suffix}`.trimEnd() + "\n");
+      return;
+    }
     if (done < this.#total && now - this.#lastDraw < this.#intervalMs) return;
     this.#lastDraw = now;
     const fraction = Math.min(1, Math.max(0, done / this.#total));

@@ -1,0 +1,116 @@
+/**
+ * The training flags shared by the command-line scripts: their `parseArgs`
+ * specification, their help text, the presets, and their conversion into
+ * {@linkcode TrainOptions}.
+ *
+ * @module
+ */
+
+import { UsageError } from "../errors.ts";
+import type { KernelInit } from "../model/nin.ts";
+import { type BackendName, BACKENDS } from "../train/backend.ts";
+import type { TrainOptions } from "../train/options.ts";
+import { numberFlag } from "./cli.ts";
+
+/** `--preset quick`: minutes on a 2-core CPU machine; lr stays 0.1. */
+export const QUICK_PRESET: Readonly<TrainOptions> = Object.freeze({
+  inputSize: 67,
+  width: 0.125,
+  dropout: 0,
+  trainLimit: 5120,
+  testLimit: 1000,
+  epochs: 3,
+  batchSize: 32,
+});
+
+/** `parseArgs` options of the training flags (all strings or booleans, validated later). */
+export const TRAIN_FLAGS = {
+  workers: { type: "string" },
+  epochs: { type: "string" },
+  "batch-size": { type: "string" },
+  lr: { type: "string" },
+  seed: { type: "string" },
+  backend: { type: "string" },
+  "input-size": { type: "string" },
+  width: { type: "string" },
+  dropout: { type: "string" },
+  init: { type: "string" },
+  "train-limit": { type: "string" },
+  "test-limit": { type: "string" },
+  preset: { type: "string" },
+  "data-dir": { type: "string" },
+  "no-download": { type: "boolean" },
+} as const;
+
+/** Help text of {@linkcode TRAIN_FLAGS}. */
+export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1)
+  --epochs N         passes over the training set (default 10)
+  --batch-size N     global batch, split across the workers (default 128)
+  --lr X             SGD learning rate (default 0.1)
+  --seed N           seed of initialisation, shuffling and dropout (default 0)
+  --backend NAME     webgpu (default) or cpu
+  --input-size N     side images are resized to (default 224, at least 67)
+  --width X          channel multiplier of the first three NiN blocks (default 1)
+  --dropout X        dropout rate (default 0.5)
+  --init NAME        kernel initialisation: he-normal (default) or glorot-uniform
+  --train-limit N    use only the first N training examples
+  --test-limit N     use only the first N test examples
+  --preset NAME      d2l (default) or quick: ${QUICK_PRESET.inputSize} px, width ${QUICK_PRESET.width},
+                     dropout ${QUICK_PRESET.dropout}, the first ${QUICK_PRESET.trainLimit} training and ${QUICK_PRESET.testLimit} test
+                     examples, ${QUICK_PRESET.epochs} epochs, batch ${QUICK_PRESET.batchSize}; flags given override it
+  --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
+  --no-download      fail instead of downloading missing files`;
+
+/** Parsed values of {@linkcode TRAIN_FLAGS}. */
+export type TrainFlagValues = {
+  [K in keyof typeof TRAIN_FLAGS]?: (typeof TRAIN_FLAGS)[K]["type"] extends "boolean" ? boolean
+    : string;
+};
+
+/**
+ * Turns parsed training flags into {@linkcode TrainOptions}: the preset first,
+ * then every flag given. Malformed numbers and unknown names throw a
+ * {@linkcode UsageError} naming the flag; ranges are checked by
+ * `resolveTrainOptions`.
+ *
+ * @example
+ * ```ts
+ * import { trainOptionsFromFlags } from "./train_flags.ts";
+ *
+ * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
+ * console.assert(options.workers === 2 && options.inputSize === 67);
+ * ```
+ */
+export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
+  const preset = values.preset ?? "d2l";
+  if (preset !== "d2l" && preset !== "quick") {
+    throw new UsageError(`--preset must be d2l or quick, got "${preset}"`);
+  }
+  const backend = values.backend ?? "webgpu";
+  if (!BACKENDS.includes(backend as BackendName)) {
+    throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
+  }
+  const flags: TrainOptions = {
+    workers: numberFlag("--workers", values.workers, { integer: true }),
+    epochs: numberFlag("--epochs", values.epochs, { integer: true }),
+    batchSize: numberFlag("--batch-size", values["batch-size"], { integer: true }),
+    lr: numberFlag("--lr", values.lr),
+    seed: numberFlag("--seed", values.seed, { integer: true }),
+    inputSize: numberFlag("--input-size", values["input-size"], { integer: true }),
+    width: numberFlag("--width", values.width),
+    dropout: numberFlag("--dropout", values.dropout),
+    init: values.init as KernelInit | undefined,
+    trainLimit: numberFlag("--train-limit", values["train-limit"], { integer: true }),
+    testLimit: numberFlag("--test-limit", values["test-limit"], { integer: true }),
+  };
+  const given = Object.fromEntries(
+    Object.entries(flags).filter(([, value]) => value !== undefined),
+  ) as TrainOptions;
+  return {
+    ...(preset === "quick" ? QUICK_PRESET : {}),
+    ...given,
+    backend: backend as BackendName,
+    dataDir: values["data-dir"],
+    download: !values["no-download"],
+  };
+}
