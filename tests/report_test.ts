@@ -73,5 +73,7 @@ Deno.test("renderHistorySvg draws the three d2l curves with one point per epoch"
   assert.ok(loss[0] < loss[2]);
   assert.ok(trainAcc[0] > trainAcc[2]);
   assert.ok(svg.includes("NiN &#60;quick&#62;"));
-  for (const label of ["train loss", "train acc", "test acc", "epoch"]) assert.ok(svg.includes(label));
+  for (const label of ["train loss", "train acc", "test acc", "epoch"]) {
+    assert.ok(svg.includes(label));
+  }
 });
