@@ -13,12 +13,13 @@
  *
  * @example Reject an invalid worker count
  * ```ts
+ * import assert from "node:assert/strict";
  * import { UsageError } from "./errors.ts";
  *
  * const workers = 0;
  * if (workers < 1) {
  *   const error = new UsageError(`--workers must be a positive integer, got ${workers}`);
- *   console.assert(error.name === "UsageError");
+ *   assert.ok(error.name === "UsageError");
  * }
  * ```
  */
@@ -35,10 +36,11 @@ export class UsageError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DataError } from "./errors.ts";
  *
  * const error = new DataError("train-labels-idx1-ubyte.gz: bad magic number 2051, expected 2049");
- * console.assert(error instanceof Error);
+ * assert.ok(error instanceof Error);
  * ```
  */
 export class DataError extends Error {
@@ -54,10 +56,11 @@ export class DataError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { WorkerError } from "./errors.ts";
  *
  * const error = new WorkerError(2, "out of memory");
- * console.assert(error.message === "worker 2 failed: out of memory");
+ * assert.ok(error.message === "worker 2 failed: out of memory");
  * ```
  */
 export class WorkerError extends Error {
@@ -77,10 +80,11 @@ export class WorkerError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ReplicaDivergenceError } from "./errors.ts";
  *
  * const error = new ReplicaDivergenceError("after epoch 3: worker 1 weights differ from worker 0");
- * console.assert(error.name === "ReplicaDivergenceError");
+ * assert.ok(error.name === "ReplicaDivergenceError");
  * ```
  */
 export class ReplicaDivergenceError extends Error {

@@ -135,7 +135,7 @@ function printStart(info: TrainStart): void {
   if (info.device.software) {
     console.error(
       `note: ${info.device.adapter} is a software adapter, not a GPU; ` +
-        `LP_NUM_THREADS=${readEnv("LP_NUM_THREADS") ?? "default"} per worker`,
+        `LP_NUM_THREADS=${info.rendererThreads ?? "default"} per worker`,
     );
   }
 }
@@ -171,14 +171,6 @@ async function outputPath(flag: string, path: string): Promise<string> {
   const existing = await Deno.stat(full).catch(() => null);
   if (existing?.isDirectory) throw new UsageError(`${flag} ${path} is a directory`);
   return full;
-}
-
-function readEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
 }
 
 if (import.meta.main) await runCli(main);

@@ -43,10 +43,11 @@ export async function runCli(main: () => Promise<void>): Promise<never> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseFlags } from "./cli.ts";
  *
  * const { values } = parseFlags({ options: { workers: { type: "string" } }, args: ["--workers", "4"] });
- * console.assert(values.workers === "4");
+ * assert.ok(values.workers === "4");
  * ```
  */
 export function parseFlags<T extends ParseArgsConfig>(
@@ -66,10 +67,11 @@ export function parseFlags<T extends ParseArgsConfig>(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { numberFlag } from "./cli.ts";
  *
- * console.assert(numberFlag("--lr", "0.1") === 0.1);
- * console.assert(numberFlag("--lr", undefined) === undefined);
+ * assert.ok(numberFlag("--lr", "0.1") === 0.1);
+ * assert.ok(numberFlag("--lr", undefined) === undefined);
  * ```
  */
 export function numberFlag(

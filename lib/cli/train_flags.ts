@@ -75,10 +75,11 @@ export type TrainFlagValues = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { trainOptionsFromFlags } from "./train_flags.ts";
  *
  * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
- * console.assert(options.workers === 2 && options.inputSize === 67);
+ * assert.ok(options.workers === 2 && options.inputSize === 67);
  * ```
  */
 export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {

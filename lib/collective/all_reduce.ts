@@ -35,13 +35,14 @@ export interface Contribution {
  *
  * @example The gradient of the mean over 3 + 1 examples
  * ```ts
+ * import assert from "node:assert/strict";
  * import { weightedAverage } from "./all_reduce.ts";
  *
  * const avg = weightedAverage([
  *   { data: new Float32Array([1, 2]), weight: 3 },
  *   { data: new Float32Array([5, 6]), weight: 1 },
  * ]);
- * console.assert(avg.join() === "2,3");
+ * assert.ok(avg.join() === "2,3");
  * ```
  */
 export function weightedAverage(

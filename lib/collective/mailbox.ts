@@ -15,6 +15,7 @@ import type { Channel, Message } from "./channel.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Mailbox } from "./mailbox.ts";
  * import { PostMessageChannel } from "./channel.ts";
  *
@@ -23,7 +24,7 @@ import type { Channel, Message } from "./channel.ts";
  * const b = new Mailbox(new PostMessageChannel(port2));
  * b.send({ type: "hello", from: "b" });
  * const message = await a.receive("hello");
- * console.assert(message.from === "b");
+ * assert.ok(message.from === "b");
  * a.close();
  * b.close();
  * ```

@@ -29,9 +29,10 @@ export interface BatchShardOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { stepsPerEpoch } from "./batches.ts";
  *
- * console.assert(stepsPerEpoch(60000, { batchSize: 128 }) === 469);
+ * assert.ok(stepsPerEpoch(60000, { batchSize: 128 }) === 469);
  * ```
  */
 export function stepsPerEpoch(totalSize: number, options: { batchSize: number }): number {
@@ -44,12 +45,13 @@ export function stepsPerEpoch(totalSize: number, options: { batchSize: number })
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DistributedSampler } from "./sampler.ts";
  * import { batchShard } from "./batches.ts";
  *
  * const sampler = new DistributedSampler(10, { rank: 1, worldSize: 2, shuffle: false });
  * const shard = batchShard(sampler.indices(), 0, { rank: 1, worldSize: 2, batchSize: 4 });
- * console.assert(shard.join() === "1,3");
+ * assert.ok(shard.join() === "1,3");
  * ```
  */
 export function batchShard(
@@ -82,6 +84,7 @@ export interface Batch {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { gatherBatch } from "./batches.ts";
  *
  * const dataset = {
@@ -92,7 +95,7 @@ export interface Batch {
  *   cols: 2,
  * };
  * const batch = gatherBatch(dataset, [2, 0]);
- * console.assert(batch.images.join() === "3,3,1,1" && batch.labels.join() === "9,7");
+ * assert.ok(batch.images.join() === "3,3,1,1" && batch.labels.join() === "9,7");
  * ```
  */
 export function gatherBatch(dataset: Dataset, indices: readonly number[]): Batch {

@@ -129,9 +129,10 @@ export async function loadFashionMNIST(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { defaultCacheDir } from "./fashion_mnist.ts";
  *
- * console.assert(defaultCacheDir().endsWith("fashion-mnist"));
+ * assert.ok(defaultCacheDir().endsWith("fashion-mnist"));
  * ```
  */
 export function defaultCacheDir(): string {

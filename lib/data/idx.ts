@@ -42,6 +42,7 @@ export interface IdxOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseIdxImages } from "./idx.ts";
  *
  * const bytes = new Uint8Array(16 + 2 * 2 * 2);
@@ -50,7 +51,7 @@ export interface IdxOptions {
  * new DataView(bytes.buffer).setUint32(8, 2); // rows
  * new DataView(bytes.buffer).setUint32(12, 2); // cols
  * const images = parseIdxImages(bytes, { name: "tiny-images" });
- * console.assert(images.count === 2 && images.pixels.length === 8);
+ * assert.ok(images.count === 2 && images.pixels.length === 8);
  * ```
  */
 export function parseIdxImages(bytes: Uint8Array, options: IdxOptions = {}): IdxImages {
@@ -66,11 +67,12 @@ export function parseIdxImages(bytes: Uint8Array, options: IdxOptions = {}): Idx
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseIdxLabels } from "./idx.ts";
  *
  * const bytes = new Uint8Array([0, 0, 8, 1, 0, 0, 0, 3, 7, 0, 9]);
  * const labels = parseIdxLabels(bytes, { name: "tiny-labels", numClasses: 10 });
- * console.assert(labels.join() === "7,0,9");
+ * assert.ok(labels.join() === "7,0,9");
  * ```
  */
 export function parseIdxLabels(

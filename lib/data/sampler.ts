@@ -36,6 +36,7 @@ export interface DistributedSamplerOptions {
  *
  * @example Two replicas over ten examples
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DistributedSampler } from "./sampler.ts";
  *
  * const rank0 = new DistributedSampler(10, { rank: 0, worldSize: 2, seed: 1 });
@@ -43,7 +44,7 @@ export interface DistributedSamplerOptions {
  * rank0.setEpoch(3);
  * rank1.setEpoch(3);
  * const all = [...rank0.indices(), ...rank1.indices()].sort((a, b) => a - b);
- * console.assert(all.join() === "0,1,2,3,4,5,6,7,8,9");
+ * assert.ok(all.join() === "0,1,2,3,4,5,6,7,8,9");
  * ```
  */
 export class DistributedSampler {

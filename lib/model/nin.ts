@@ -50,10 +50,11 @@ export const NUM_CLASSES = 10;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { resolveNiNOptions } from "./nin.ts";
  *
  * const options = resolveNiNOptions({ width: 0.25 });
- * console.assert(options.inputSize === 224 && options.dropout === 0.5);
+ * assert.ok(options.inputSize === 224 && options.dropout === 0.5);
  * ```
  */
 export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions> {
@@ -95,10 +96,13 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createNiN } from "./nin.ts";
+ * import { initBackend } from "../train/backend.ts";
  *
+ * await initBackend("cpu");
  * const model = createNiN({ inputSize: 67, width: 0.125 });
- * console.assert(model.outputs[0].shape.join() === ",10");
+ * assert.ok(model.outputs[0].shape.join() === ",10");
  * model.dispose();
  * ```
  */
@@ -171,11 +175,14 @@ export interface StageSummary {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createNiN, ninSummary } from "./nin.ts";
+ * import { initBackend } from "../train/backend.ts";
  *
+ * await initBackend("cpu");
  * const model = createNiN();
  * const rows = ninSummary(model);
- * console.assert(rows[0].name === "nin1" && rows[0].outputShape.join("x") === "54x54x96");
+ * assert.ok(rows[0].name === "nin1" && rows[0].outputShape.join("x") === "54x54x96");
  * model.dispose();
  * ```
  */
@@ -205,7 +212,9 @@ export function ninSummary(model: tfl.LayersModel): StageSummary[] {
  * @example
  * ```ts
  * import { createNiN, setDropoutSeed } from "./nin.ts";
+ * import { initBackend } from "../train/backend.ts";
  *
+ * await initBackend("cpu");
  * const model = createNiN({ inputSize: 67, width: 0.125 });
  * setDropoutSeed(model, 1234);
  * model.dispose();

@@ -67,10 +67,11 @@ export async function initBackend(backend: BackendName): Promise<DeviceInfo> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { isSoftwareAdapter } from "./backend.ts";
  *
- * console.assert(isSoftwareAdapter("llvmpipe (LLVM 15.0.6, 256 bits)"));
- * console.assert(!isSoftwareAdapter("NVIDIA H100 80GB HBM3"));
+ * assert.ok(isSoftwareAdapter("llvmpipe (LLVM 15.0.6, 256 bits)"));
+ * assert.ok(!isSoftwareAdapter("NVIDIA H100 80GB HBM3"));
  * ```
  */
 export function isSoftwareAdapter(description: string): boolean {

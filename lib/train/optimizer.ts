@@ -15,6 +15,7 @@ import * as tf from "@tensorflow/tfjs-core";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import * as tf from "@tensorflow/tfjs-core";
  * import "@tensorflow/tfjs-backend-cpu";
  * import { sgdUpdate } from "./optimizer.ts";
@@ -23,7 +24,7 @@ import * as tf from "@tensorflow/tfjs-core";
  * const w = tf.variable(tf.tensor1d([1, 2]));
  * const b = tf.variable(tf.scalar(3));
  * sgdUpdate([w, b], new Float32Array([10, 20, 30]), { lr: 0.1 });
- * console.assert((await w.data()).join() === "0,0" && (await b.data())[0] === 0);
+ * assert.ok((await w.data()).join() === "0,0" && (await b.data())[0] === 0);
  * ```
  */
 export function sgdUpdate(

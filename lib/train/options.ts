@@ -94,6 +94,12 @@ export interface TrainStart {
   testCount: number;
   /** Seconds spent loading data and starting the workers. */
   startupSeconds: number;
+  /**
+   * `LP_NUM_THREADS` (llvmpipe's threads per device) as the workers saw it:
+   * the user's value, or the coordinator's share of the cores per worker;
+   * undefined when it could not be set (no `--allow-env`).
+   */
+  rendererThreads: string | undefined;
 }
 
 /** What {@linkcode TrainOptions.onStep} is told after each global step. */
@@ -134,10 +140,11 @@ export interface EpochRecord {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { resolveTrainOptions } from "./options.ts";
  *
  * const options = resolveTrainOptions({ workers: 4 });
- * console.assert(options.batchSize === 128 && options.lr === 0.1 && options.epochs === 10);
+ * assert.ok(options.batchSize === 128 && options.lr === 0.1 && options.epochs === 10);
  * ```
  */
 export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOptions {

@@ -29,13 +29,14 @@ const SERIES = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { renderHistorySvg } from "./plot.ts";
  *
  * const svg = renderHistorySvg([
  *   { epoch: 1, loss: 1.2, trainAcc: 0.55, testAcc: 0.7, examplesPerSec: 100, seconds: 10 },
  *   { epoch: 2, loss: 0.6, trainAcc: 0.78, testAcc: 0.8, examplesPerSec: 100, seconds: 10 },
  * ], { epochs: 10 });
- * console.assert(svg.startsWith("<svg") && svg.includes("test acc"));
+ * assert.ok(svg.startsWith("<svg") && svg.includes("test acc"));
  * ```
  */
 export function renderHistorySvg(

@@ -181,11 +181,12 @@ function correctCount(logits: tf.Tensor, labels: tf.Tensor): tf.Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { weightsChecksum } from "./replica.ts";
  *
  * const a = await weightsChecksum(new Float32Array([0.5, 1]));
  * const b = await weightsChecksum(new Float32Array([0.5, 1.0000001]));
- * console.assert(a !== b);
+ * assert.ok(a !== b);
  * ```
  */
 export function weightsChecksum(weights: Float32Array): Promise<string> {

@@ -11,13 +11,14 @@ import type { EpochRecord } from "./options.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatEpoch } from "./report.ts";
  *
  * const line = formatEpoch(
  *   { epoch: 1, loss: 2.30259, trainAcc: 0.1, testAcc: 0.1, examplesPerSec: 99.94, seconds: 12.25 },
  *   { epochs: 10 },
  * );
- * console.assert(line === "epoch 1/10: loss 2.303, train acc 0.100, test acc 0.100, 99.9 examples/sec, 12.3 s");
+ * assert.ok(line === "epoch 1/10: loss 2.303, train acc 0.100, test acc 0.100, 99.9 examples/sec, 12.3 s");
  * ```
  */
 export function formatEpoch(record: EpochRecord, options: { epochs: number }): string {
@@ -30,9 +31,10 @@ export function formatEpoch(record: EpochRecord, options: { epochs: number }): s
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatMetrics } from "./report.ts";
  *
- * console.assert(
+ * assert.ok(
  *   formatMetrics({ loss: 0.3351, trainAcc: 0.8774, testAcc: 0.871 }) ===
  *     "loss 0.335, train acc 0.877, test acc 0.871",
  * );
@@ -48,10 +50,11 @@ export function formatMetrics(record: Pick<EpochRecord, "loss" | "trainAcc" | "t
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatDuration } from "./report.ts";
  *
- * console.assert(formatDuration(425) === "7 min 05 s");
- * console.assert(formatDuration(11520) === "3 h 12 min");
+ * assert.ok(formatDuration(425) === "7 min 05 s");
+ * assert.ok(formatDuration(11520) === "3 h 12 min");
  * ```
  */
 export function formatDuration(seconds: number): string {
@@ -67,12 +70,13 @@ export function formatDuration(seconds: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { historyToJsonl } from "./report.ts";
  *
  * const text = historyToJsonl([
  *   { epoch: 1, loss: 2.3, trainAcc: 0.1, testAcc: 0.1, examplesPerSec: 100, seconds: 12 },
  * ]);
- * console.assert(JSON.parse(text.trim()).epoch === 1);
+ * assert.ok(JSON.parse(text.trim()).epoch === 1);
  * ```
  */
 export function historyToJsonl(history: readonly EpochRecord[]): string {

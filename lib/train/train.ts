@@ -93,6 +93,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
       trainCount: trainSet.count,
       testCount: testSet.count,
       startupSeconds: (performance.now() - started) / 1000,
+      rendererThreads: group.rendererThreads,
     });
     const history: EpochRecord[] = [];
     let checksum = "";
@@ -148,6 +149,8 @@ interface EpochProgress {
 class WorkerGroup {
   readonly device: DeviceInfo;
   readonly numParams: number;
+  /** `LP_NUM_THREADS` as the workers saw it when they created their devices. */
+  readonly rendererThreads: string | undefined;
   examplesSeen = 0;
   trainSeconds = 0;
   readonly #workers: Worker[];
@@ -155,11 +158,17 @@ class WorkerGroup {
   #progress: EpochProgress | null = null;
   #failure: Error | null = null;
 
-  private constructor(workers: Worker[], mailboxes: Mailbox[], ready: ReadyMessage[]) {
+  private constructor(
+    workers: Worker[],
+    mailboxes: Mailbox[],
+    ready: ReadyMessage[],
+    rendererThreads: string | undefined,
+  ) {
     this.#workers = workers;
     this.#mailboxes = mailboxes;
     this.device = ready[0].device;
     this.numParams = ready[0].numParams;
+    this.rendererThreads = rendererThreads;
   }
 
   /** Spawns the workers, waits until every replica is built and holds rank 0's weights. */
@@ -168,7 +177,7 @@ class WorkerGroup {
     setup: { train: Dataset; test: Dataset; workerUrl: URL | string },
   ): Promise<WorkerGroup> {
     const { train, test, workerUrl } = setup;
-    limitSoftwareRendererThreads(options.workers);
+    const cores = shareCoresAmongWorkers(options.workers);
     const workers: Worker[] = [];
     const mailboxes: Mailbox[] = [];
     let group: WorkerGroup | null = null;
@@ -210,10 +219,11 @@ class WorkerGroup {
         };
         mailbox.send(init);
       });
-      const ready = await Promise.all(mailboxes.map((m) => m.receive<ReadyMessage>("ready")));
+      const ready = await Promise.all(mailboxes.map((m) => m.receive<ReadyMessage>("ready")))
+        .finally(() => cores.restore()); // every device exists now
       const weights = ready[0].weights!;
       mailboxes.slice(1).forEach((mailbox) => mailbox.send({ type: "setWeights", weights }));
-      group = new WorkerGroup(workers, mailboxes, ready);
+      group = new WorkerGroup(workers, mailboxes, ready, cores.threads);
       new StarAllReduceHub(mailboxes);
       mailboxes.forEach((mailbox) => {
         mailbox.handle<StepMessage>("step", (message) => group!.#onStep(message));
@@ -318,14 +328,19 @@ class WorkerGroup {
 /**
  * llvmpipe (Mesa's software WebGPU) starts one render thread per CPU core in
  * every worker; with several workers that oversubscribes the CPU. Unless the
- * user chose `LP_NUM_THREADS`, give each worker an equal share of the cores.
+ * user chose `LP_NUM_THREADS`, give each worker an equal share of the cores
+ * while the workers create their devices. Returns the value the workers see
+ * (undefined: llvmpipe's default) and a function that restores the
+ * environment.
  */
-function limitSoftwareRendererThreads(workers: number): void {
+function shareCoresAmongWorkers(workers: number): { threads?: string; restore(): void } {
   try {
-    if (Deno.env.get("LP_NUM_THREADS") !== undefined) return;
-    const share = Math.max(1, Math.floor(navigator.hardwareConcurrency / workers));
-    Deno.env.set("LP_NUM_THREADS", String(share));
+    const chosen = Deno.env.get("LP_NUM_THREADS");
+    if (chosen !== undefined) return { threads: chosen, restore: () => {} };
+    const share = String(Math.max(1, Math.floor(navigator.hardwareConcurrency / workers)));
+    Deno.env.set("LP_NUM_THREADS", share);
+    return { threads: share, restore: () => Deno.env.delete("LP_NUM_THREADS") };
   } catch {
-    // Without --allow-env, leave llvmpipe's default.
+    return { restore: () => {} }; // without --allow-env, llvmpipe's default
   }
 }

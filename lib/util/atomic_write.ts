@@ -14,11 +14,12 @@ import { basename, dirname, join } from "node:path";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { writeFileAtomic } from "./atomic_write.ts";
  *
  * const dir = await Deno.makeTempDir();
  * await writeFileAtomic(`${dir}/metrics.jsonl`, new TextEncoder().encode('{"epoch":1}\n'));
- * console.assert((await Deno.readTextFile(`${dir}/metrics.jsonl`)).startsWith("{"));
+ * assert.ok((await Deno.readTextFile(`${dir}/metrics.jsonl`)).startsWith("{"));
  * ```
  */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {

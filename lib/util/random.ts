@@ -11,10 +11,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { mulberry32 } from "./random.ts";
  *
  * const a = mulberry32(7), b = mulberry32(7);
- * console.assert(a() === b() && a() === b());
+ * assert.ok(a() === b() && a() === b());
  * ```
  */
 export function mulberry32(seed: number): () => number {
@@ -33,9 +34,10 @@ export function mulberry32(seed: number): () => number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { mixSeed } from "./random.ts";
  *
- * console.assert(mixSeed([0, 1]) !== mixSeed([1, 0]));
+ * assert.ok(mixSeed([0, 1]) !== mixSeed([1, 0]));
  * ```
  */
 export function mixSeed(parts: readonly number[]): number {
@@ -53,10 +55,11 @@ export function mixSeed(parts: readonly number[]): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { randomPermutation } from "./random.ts";
  *
  * const p = randomPermutation(5, 42);
- * console.assert([...p].sort().join() === "0,1,2,3,4");
+ * assert.ok([...p].sort().join() === "0,1,2,3,4");
  * ```
  */
 export function randomPermutation(n: number, seed: number): number[] {

@@ -10,10 +10,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sha256Hex } from "./sha256.ts";
  *
- * console.assert((await sha256Hex(new Uint8Array())).startsWith("e3b0c442"));
- * console.assert((await sha256Hex(new Float32Array([1]))).length === 64);
+ * assert.ok((await sha256Hex(new Uint8Array())).startsWith("e3b0c442"));
+ * assert.ok((await sha256Hex(new Float32Array([1]))).length === 64);
  * ```
  */
 export async function sha256Hex(data: ArrayBufferView): Promise<string> {
