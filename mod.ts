@@ -52,7 +52,20 @@ export {
 } from "./lib/model/nin.ts";
 export { type Channel, type Message, PostMessageChannel } from "./lib/collective/channel.ts";
 export { Mailbox } from "./lib/collective/mailbox.ts";
-export { type AllReduce, type Contribution, weightedAverage } from "./lib/collective/all_reduce.ts";
+export {
+  ALL_REDUCE_ALGORITHMS,
+  type AllReduce,
+  type AllReduceAlgorithm,
+  type Contribution,
+  weightedAverage,
+  type WeightedAverageOptions,
+} from "./lib/collective/all_reduce.ts";
+export {
+  abortSharedAllReduce,
+  createSharedAllReduceBuffer,
+  SharedAllReduce,
+  type SharedAllReduceShape,
+} from "./lib/collective/shared_all_reduce.ts";
 export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduce.ts";
 export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
 export { weightsChecksum } from "./lib/train/replica.ts";

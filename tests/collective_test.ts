@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { weightedAverage } from "../lib/collective/all_reduce.ts";
 import { PostMessageChannel } from "../lib/collective/channel.ts";
 import { Mailbox } from "../lib/collective/mailbox.ts";
+import {
+  abortSharedAllReduce,
+  createSharedAllReduceBuffer,
+  SharedAllReduce,
+} from "../lib/collective/shared_all_reduce.ts";
 import { StarAllReduce, StarAllReduceHub } from "../lib/collective/star_all_reduce.ts";
+import { contribution } from "./fixtures/shared_inputs.ts";
 
 Deno.test("weightedAverage weights each vector by its count", () => {
   const avg = weightedAverage([
@@ -105,4 +111,72 @@ Deno.test("star all-reduce: every replica gets the same weighted average; buffer
   } finally {
     [...hubSide, ...replicaSide].forEach((m) => m.close());
   }
+});
+
+function startSharedWorkers(
+  worldSize: number,
+  message: { buffer: SharedArrayBuffer; length: number; rounds: number; stall?: number },
+) {
+  const url = new URL("./fixtures/shared_all_reduce_worker.ts", import.meta.url);
+  return Array.from({ length: worldSize }, (_, rank) => {
+    const worker = new Worker(url, { type: "module" });
+    const messages: { round?: number; result?: Float32Array; error?: string }[] = [];
+    const received = new Promise<typeof messages>((resolve) => {
+      worker.onmessage = (event) => {
+        messages.push(event.data);
+        if (event.data.error || messages.length === message.rounds) resolve(messages);
+      };
+    });
+    worker.postMessage({ ...message, rank, worldSize, stall: message.stall === rank });
+    return { worker, received };
+  });
+}
+
+Deno.test("shared-memory all-reduce: every worker gets the star all-reduce's bits", async () => {
+  const worldSize = 4;
+  const length = 100_003; // not a multiple of the world size
+  const rounds = 3;
+  const buffer = createSharedAllReduceBuffer({ worldSize, length });
+  const workers = startSharedWorkers(worldSize, { buffer, length, rounds });
+  try {
+    const results = await Promise.all(workers.map((w) => w.received));
+    for (let round = 0; round < rounds; round++) {
+      const expected = weightedAverage(
+        Array.from({ length: worldSize }, (_, rank) => contribution(rank, round, length)),
+      );
+      for (const messages of results) {
+        assert.equal(messages[round].error, undefined);
+        assert.equal(messages[round].round, round);
+        assert.deepEqual(messages[round].result, expected);
+      }
+    }
+  } finally {
+    workers.forEach((w) => w.worker.terminate());
+  }
+});
+
+Deno.test("shared-memory all-reduce: aborting wakes the replicas waiting for a dead peer", async () => {
+  const worldSize = 3;
+  const length = 1000;
+  const buffer = createSharedAllReduceBuffer({ worldSize, length });
+  const workers = startSharedWorkers(worldSize, { buffer, length, rounds: 1, stall: 2 });
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 300)); // ranks 0 and 1 are waiting
+    abortSharedAllReduce(buffer);
+    for (const { received } of workers.slice(0, 2)) {
+      const [message] = await received;
+      assert.match(message.error ?? "", /aborted: another replica failed/);
+    }
+  } finally {
+    workers.forEach((w) => w.worker.terminate());
+  }
+});
+
+Deno.test("shared-memory all-reduce rejects a buffer of the wrong shape", () => {
+  const buffer = createSharedAllReduceBuffer({ worldSize: 2, length: 10 });
+  assert.throws(
+    () => new SharedAllReduce(buffer, { rank: 0, worldSize: 2, length: 11 }),
+    /does not fit/,
+  );
+  assert.throws(() => new SharedAllReduce(buffer, { rank: 2, worldSize: 2, length: 10 }), /rank/);
 });

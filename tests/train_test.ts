@@ -111,6 +111,17 @@ Deno.test("1, 2, 3 and 4 workers reach the weights of a single-process loop over
   }
 });
 
+Deno.test("the cpu backend trains the same model as WebGPU, within float tolerance", async () => {
+  const options = { ...CONFIG, workers: 2, epochs: 1, trainLimit: 16, batchSize: 8, data: DATA };
+  const gpu = await train(options);
+  const cpu = await train({ ...options, backend: "cpu" });
+  assert.equal(cpu.device.backend, "cpu");
+  assert.equal(cpu.device.software, true);
+  assert.equal(gpu.device.backend, "webgpu");
+  const difference = maxRelativeDifference(cpu.weights, gpu.weights);
+  assert.ok(difference < 1e-5, `max relative difference ${difference}`);
+});
+
 Deno.test("a worker that fails while building its replica stops the run with its rank and reason", async () => {
   const started = performance.now();
   await assert.rejects(
@@ -127,23 +138,38 @@ Deno.test("a worker that fails while building its replica stops the run with its
   assert.ok(performance.now() - started < 60_000);
 });
 
-Deno.test("a worker that crashes mid-epoch stops every worker; train() rejects instead of hanging", async () => {
-  const steps: number[] = [];
-  await assert.rejects(
-    train({
-      ...CONFIG,
-      workers: 3,
-      trainLimit: 42,
-      data: DATA,
-      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
-      onStep: (progress) => {
-        steps.push(progress.step);
-      },
-    }),
-    (e: unknown) =>
-      e instanceof WorkerError && e.rank === 1 && /injected crash on rank 1/.test(e.message),
-  );
-  assert.ok(steps.length <= 2, `steps after the crash: ${steps}`);
+Deno.test("a worker that crashes mid-epoch stops every worker; train() rejects instead of hanging", async (t) => {
+  for (const allReduce of ["shared", "star"] as const) {
+    await t.step(`${allReduce} all-reduce`, async () => {
+      const steps: number[] = [];
+      const started = performance.now();
+      await assert.rejects(
+        train({
+          ...CONFIG,
+          workers: 3,
+          trainLimit: 42,
+          allReduce,
+          data: DATA,
+          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
+          onStep: (progress) => {
+            steps.push(progress.step);
+          },
+        }),
+        (e: unknown) =>
+          e instanceof WorkerError && e.rank === 1 && /injected crash on rank 1/.test(e.message),
+      );
+      assert.deepEqual(steps, [1], "only the step before the crash completes");
+      assert.ok(performance.now() - started < 60_000);
+    });
+  }
+});
+
+Deno.test("the shared-memory and the star all-reduce train bit-identical weights", async () => {
+  const options = { ...CONFIG, workers: 3, trainLimit: 42, data: DATA };
+  const shared = await train({ ...options, allReduce: "shared" });
+  const star = await train({ ...options, allReduce: "star" });
+  assert.equal(shared.checksum, star.checksum);
+  assert.deepEqual(shared.weights, star.weights);
 });
 
 Deno.test("train() rejects bad options before starting any worker", async () => {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import { UsageError } from "../errors.ts";
 import type { KernelInit } from "../model/nin.ts";
 import { type BackendName, BACKENDS } from "../train/backend.ts";
@@ -31,6 +32,7 @@ export const TRAIN_FLAGS = {
   lr: { type: "string" },
   seed: { type: "string" },
   backend: { type: "string" },
+  allreduce: { type: "string" },
   "input-size": { type: "string" },
   width: { type: "string" },
   dropout: { type: "string" },
@@ -49,6 +51,7 @@ export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1
   --lr X             SGD learning rate (default 0.1)
   --seed N           seed of initialisation, shuffling and dropout (default 0)
   --backend NAME     webgpu (default) or cpu
+  --allreduce NAME   shared (default: zero-copy, shared memory) or star (via the coordinator)
   --input-size N     side images are resized to (default 224, at least 67)
   --width X          channel multiplier of the first three NiN blocks (default 1)
   --dropout X        dropout rate (default 0.5)
@@ -111,6 +114,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     ...(preset === "quick" ? QUICK_PRESET : {}),
     ...given,
     backend: backend as BackendName,
+    allReduce: values.allreduce as AllReduceAlgorithm | undefined,
     dataDir: values["data-dir"],
     download: !values["no-download"],
   };

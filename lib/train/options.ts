@@ -5,6 +5,7 @@
  * @module
  */
 
+import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { UsageError } from "../errors.ts";
 import { type KernelInit, type NiNOptions, resolveNiNOptions } from "../model/nin.ts";
@@ -24,6 +25,8 @@ export interface TrainOptions {
   seed?: number;
   /** TensorFlow.js backend in every worker. Default `"webgpu"`. */
   backend?: BackendName;
+  /** How gradients are averaged: `"shared"` (default) or `"star"`. */
+  allReduce?: AllReduceAlgorithm;
   /** Side of the square model input; images are resized to it. Default 224. */
   inputSize?: number;
   /** Channel-width multiplier of NiN's first three blocks. Default 1. */
@@ -70,6 +73,8 @@ export interface ResolvedTrainOptions {
   seed: number;
   /** Backend. */
   backend: BackendName;
+  /** All-reduce algorithm. */
+  allReduce: AllReduceAlgorithm;
   /** Model configuration, seed included. */
   model: Required<NiNOptions>;
   /** Number of training examples used, or undefined for all. */
@@ -154,6 +159,7 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
   const lr = options.lr ?? 0.1;
   const seed = options.seed ?? 0;
   const backend = options.backend ?? "webgpu";
+  const allReduce = options.allReduce ?? "shared";
   positiveInteger("workers", workers);
   positiveInteger("epochs", epochs);
   positiveInteger("batch size", batchSize);
@@ -171,6 +177,11 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
   if (!BACKENDS.includes(backend)) {
     throw new UsageError(`backend must be one of ${BACKENDS.join(", ")}, got ${backend}`);
   }
+  if (!ALL_REDUCE_ALGORITHMS.includes(allReduce)) {
+    throw new UsageError(
+      `all-reduce must be one of ${ALL_REDUCE_ALGORITHMS.join(", ")}, got ${allReduce}`,
+    );
+  }
   if (options.trainLimit !== undefined) positiveInteger("train limit", options.trainLimit);
   if (options.testLimit !== undefined) positiveInteger("test limit", options.testLimit);
   const model = resolveNiNOptions({
@@ -187,6 +198,7 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
     lr,
     seed,
     backend,
+    allReduce,
     model,
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,

@@ -6,9 +6,11 @@
  * ```
  * coordinator → worker   init        rank, world size, config, shared data set
  * worker → coordinator   ready       device; rank 0 adds its initial weights
- * coordinator → worker   setWeights  rank 0's initial weights (ranks ≠ 0)
+ * coordinator → worker   start       rank 0's initial weights (ranks ≠ 0) and,
+ *                                    for the shared all-reduce, its buffer
  * coordinator → worker   epoch       run one epoch
- * worker ↔ coordinator   allreduce   once per step (see star_all_reduce.ts)
+ * worker ↔ coordinator   allreduce   once per step, star all-reduce only
+ *                                    (the shared one needs no messages)
  * worker → coordinator   step        loss sum, correct, count of its shard
  * worker → coordinator   epochEnd    test-set counts and weight checksum
  * coordinator → worker   getWeights  / worker → coordinator weights
@@ -18,6 +20,7 @@
  * @module
  */
 
+import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import type { Message } from "../collective/channel.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import type { NiNOptions } from "../model/nin.ts";
@@ -37,6 +40,8 @@ export interface ReplicaConfig {
   batchSize: number;
   /** Examples per forward pass when evaluating. */
   evalBatchSize: number;
+  /** How gradients are averaged. */
+  allReduce: AllReduceAlgorithm;
 }
 
 /** Coordinator → worker: become replica `rank` of `worldSize`. */
@@ -61,10 +66,13 @@ export interface ReadyMessage extends Message {
   weights?: Float32Array<ArrayBuffer>;
 }
 
-/** Coordinator → worker: overwrite the weights. */
-export interface SetWeightsMessage extends Message {
-  type: "setWeights";
-  weights: Float32Array<ArrayBuffer>;
+/** Coordinator → worker: every replica is built; start from these weights. */
+export interface StartMessage extends Message {
+  type: "start";
+  /** Rank 0's initial weights; absent for rank 0 itself. */
+  weights?: Float32Array<ArrayBuffer>;
+  /** The shared all-reduce's memory (see shared_all_reduce.ts), when that algorithm is used. */
+  allReduceBuffer?: SharedArrayBuffer;
 }
 
 /** Coordinator → worker: train one epoch, then evaluate. */

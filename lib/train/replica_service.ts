@@ -15,6 +15,8 @@
 
 import type { Channel } from "../collective/channel.ts";
 import { Mailbox } from "../collective/mailbox.ts";
+import type { AllReduce } from "../collective/all_reduce.ts";
+import { SharedAllReduce } from "../collective/shared_all_reduce.ts";
 import { StarAllReduce } from "../collective/star_all_reduce.ts";
 import { batchShard, gatherBatch, stepsPerEpoch } from "../data/batches.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
@@ -28,7 +30,7 @@ import type {
   GetWeightsMessage,
   InitMessage,
   ReadyMessage,
-  SetWeightsMessage,
+  StartMessage,
   StepMessage,
   WeightsMessage,
 } from "./protocol.ts";
@@ -73,14 +75,19 @@ class ReplicaWorker {
   readonly #mailbox: Mailbox;
   readonly #init: InitMessage;
   readonly #replica: Replica;
-  readonly #allReduce: StarAllReduce;
+  readonly #allReduce: AllReduce;
   readonly #sampler: DistributedSampler;
 
-  private constructor(mailbox: Mailbox, init: InitMessage, replica: Replica) {
+  private constructor(
+    mailbox: Mailbox,
+    init: InitMessage,
+    replica: Replica,
+    allReduce: AllReduce,
+  ) {
     this.#mailbox = mailbox;
     this.#init = init;
     this.#replica = replica;
-    this.#allReduce = new StarAllReduce(mailbox);
+    this.#allReduce = allReduce;
     this.#sampler = new DistributedSampler(init.train.count, {
       rank: init.rank,
       worldSize: init.worldSize,
@@ -97,16 +104,16 @@ class ReplicaWorker {
       device,
       numParams: replica.numParams,
     };
-    if (init.rank === 0) {
-      // Rank 0's initial weights are broadcast, as DDP does at construction.
-      const weights = await replica.getWeights();
-      mailbox.send({ ...ready, weights }, [weights.buffer]);
-    } else {
-      mailbox.send(ready);
-      const { weights } = await mailbox.receive<SetWeightsMessage>("setWeights");
-      replica.setWeights(weights);
-    }
-    return new ReplicaWorker(mailbox, init, replica);
+    // Rank 0's initial weights are broadcast, as DDP does at construction.
+    const weights = init.rank === 0 ? await replica.getWeights() : undefined;
+    mailbox.send(weights ? { ...ready, weights } : ready, weights ? [weights.buffer] : []);
+    const start = await mailbox.receive<StartMessage>("start");
+    if (start.weights) replica.setWeights(start.weights);
+    const { rank, worldSize } = init;
+    const allReduce = init.config.allReduce === "shared"
+      ? new SharedAllReduce(start.allReduceBuffer!, { rank, worldSize, length: replica.numParams })
+      : new StarAllReduce(mailbox);
+    return new ReplicaWorker(mailbox, init, replica, allReduce);
   }
 
   async runEpoch(epoch: number): Promise<void> {

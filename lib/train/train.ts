@@ -8,6 +8,10 @@
 
 import { PostMessageChannel } from "../collective/channel.ts";
 import { Mailbox } from "../collective/mailbox.ts";
+import {
+  abortSharedAllReduce,
+  createSharedAllReduceBuffer,
+} from "../collective/shared_all_reduce.ts";
 import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import { stepsPerEpoch } from "../data/batches.ts";
 import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
@@ -26,6 +30,7 @@ import type {
   InitMessage,
   ReadyMessage,
   ReplicaConfig,
+  StartMessage,
   StepMessage,
   WeightsMessage,
 } from "./protocol.ts";
@@ -155,20 +160,23 @@ class WorkerGroup {
   trainSeconds = 0;
   readonly #workers: Worker[];
   readonly #mailboxes: Mailbox[];
+  readonly #allReduceBuffer: SharedArrayBuffer | undefined;
   #progress: EpochProgress | null = null;
   #failure: Error | null = null;
 
-  private constructor(
-    workers: Worker[],
-    mailboxes: Mailbox[],
-    ready: ReadyMessage[],
-    rendererThreads: string | undefined,
-  ) {
-    this.#workers = workers;
-    this.#mailboxes = mailboxes;
-    this.device = ready[0].device;
-    this.numParams = ready[0].numParams;
-    this.rendererThreads = rendererThreads;
+  private constructor(parts: {
+    workers: Worker[];
+    mailboxes: Mailbox[];
+    ready: ReadyMessage[];
+    rendererThreads: string | undefined;
+    allReduceBuffer: SharedArrayBuffer | undefined;
+  }) {
+    this.#workers = parts.workers;
+    this.#mailboxes = parts.mailboxes;
+    this.#allReduceBuffer = parts.allReduceBuffer;
+    this.device = parts.ready[0].device;
+    this.numParams = parts.ready[0].numParams;
+    this.rendererThreads = parts.rendererThreads;
   }
 
   /** Spawns the workers, waits until every replica is built and holds rank 0's weights. */
@@ -206,6 +214,7 @@ class WorkerGroup {
       seed: options.seed,
       batchSize: options.batchSize,
       evalBatchSize: Math.ceil(options.batchSize / options.workers),
+      allReduce: options.allReduce,
     };
     try {
       mailboxes.forEach((mailbox, rank) => {
@@ -221,10 +230,22 @@ class WorkerGroup {
       });
       const ready = await Promise.all(mailboxes.map((m) => m.receive<ReadyMessage>("ready")))
         .finally(() => cores.restore()); // every device exists now
-      const weights = ready[0].weights!;
-      mailboxes.slice(1).forEach((mailbox) => mailbox.send({ type: "setWeights", weights }));
-      group = new WorkerGroup(workers, mailboxes, ready, cores.threads);
-      new StarAllReduceHub(mailboxes);
+      const allReduceBuffer = options.allReduce === "shared"
+        ? createSharedAllReduceBuffer({ worldSize: options.workers, length: ready[0].numParams })
+        : undefined;
+      if (options.allReduce === "star") new StarAllReduceHub(mailboxes);
+      mailboxes.forEach((mailbox, rank) => {
+        const weights = rank === 0 ? undefined : ready[0].weights;
+        const start: StartMessage = { type: "start", weights, allReduceBuffer };
+        mailbox.send(start);
+      });
+      group = new WorkerGroup({
+        workers,
+        mailboxes,
+        ready,
+        rendererThreads: cores.threads,
+        allReduceBuffer,
+      });
       mailboxes.forEach((mailbox) => {
         mailbox.handle<StepMessage>("step", (message) => group!.#onStep(message));
       });
@@ -293,6 +314,8 @@ class WorkerGroup {
   fail(error: Error): void {
     if (this.#failure) return;
     this.#failure = error;
+    // Wake replicas blocked in a shared all-reduce barrier, waiting for the one that failed.
+    if (this.#allReduceBuffer) abortSharedAllReduce(this.#allReduceBuffer);
     for (const mailbox of this.#mailboxes) mailbox.fail(error);
     this.close();
   }

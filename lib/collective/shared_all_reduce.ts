@@ -1,0 +1,187 @@
+/**
+ * A zero-copy all-reduce among workers of one process, over a
+ * `SharedArrayBuffer`.
+ *
+ * Each round: every replica writes its vector once into its own slot and its
+ * weight into the weights table; after a barrier, replica `r` reduces chunk
+ * `r` of the vector across all slots (a reduce-scatter, in rank order, with
+ * {@linkcode weightedAverage}'s arithmetic) into the shared result; after a
+ * second barrier every replica copies the whole result out (the all-gather).
+ * Every element is computed once, by one replica, so all replicas get the
+ * same bits — the same bits as `StarAllReduce`.
+ *
+ * Barriers use `Atomics.wait`, so a replica blocks its own worker thread
+ * while it waits. A coordinator that sees a replica fail calls
+ * {@linkcode abortSharedAllReduce}, which wakes every waiting replica with an
+ * error instead of leaving it blocked.
+ *
+ * @module
+ */
+
+import { type AllReduce, weightedAverage } from "./all_reduce.ts";
+
+/** Int32 control words: barrier arrivals, barrier generation, abort flag. */
+const CONTROL_WORDS = 4;
+const ARRIVED = 0;
+const GENERATION = 1;
+const ABORTED = 2;
+const CONTROL_BYTES = CONTROL_WORDS * 4;
+
+/** How long one `Atomics.wait` sleeps before checking the abort flag again. */
+const WAIT_SLICE_MS = 1000;
+
+/** Shape of a shared all-reduce buffer. */
+export interface SharedAllReduceShape {
+  /** Number of replicas. */
+  worldSize: number;
+  /** Number of float32 elements per vector. */
+  length: number;
+}
+
+/**
+ * Allocates the shared memory for {@linkcode SharedAllReduce}: control words,
+ * one weight per replica, one slot per replica and the result.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createSharedAllReduceBuffer } from "./shared_all_reduce.ts";
+ *
+ * const buffer = createSharedAllReduceBuffer({ worldSize: 4, length: 1000 });
+ * assert.ok(buffer.byteLength >= 5 * 1000 * 4);
+ * ```
+ */
+export function createSharedAllReduceBuffer(shape: SharedAllReduceShape): SharedArrayBuffer {
+  const { worldSize, length } = shape;
+  if (!Number.isInteger(worldSize) || worldSize < 1) {
+    throw new RangeError(`worldSize must be a positive integer, got ${worldSize}`);
+  }
+  if (!Number.isInteger(length) || length < 0) {
+    throw new RangeError(`length must be a non-negative integer, got ${length}`);
+  }
+  return new SharedArrayBuffer(CONTROL_BYTES + 8 * worldSize + 4 * (worldSize + 1) * length);
+}
+
+/**
+ * Wakes every replica waiting in a barrier of `buffer` and makes it (and
+ * every later call) throw: for the coordinator, when a replica has failed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   abortSharedAllReduce,
+ *   createSharedAllReduceBuffer,
+ *   SharedAllReduce,
+ * } from "./shared_all_reduce.ts";
+ *
+ * const buffer = createSharedAllReduceBuffer({ worldSize: 2, length: 4 });
+ * abortSharedAllReduce(buffer);
+ * const replica = new SharedAllReduce(buffer, { rank: 0, worldSize: 2, length: 4 });
+ * await assert.rejects(replica.average(new Float32Array(4), 1), /aborted/);
+ * ```
+ */
+export function abortSharedAllReduce(buffer: SharedArrayBuffer): void {
+  const control = new Int32Array(buffer, 0, CONTROL_WORDS);
+  Atomics.store(control, ABORTED, 1);
+  Atomics.notify(control, GENERATION);
+}
+
+/**
+ * The replica side of the shared-memory all-reduce. All replicas of a group
+ * must be built over the same buffer, with the same `worldSize` and `length`,
+ * and call {@linkcode SharedAllReduce.average} the same number of times.
+ *
+ * @example Two replicas in one thread would deadlock; in workers it looks like this
+ * ```ts ignore
+ * import { SharedAllReduce } from "./shared_all_reduce.ts";
+ *
+ * // `buffer` from createSharedAllReduceBuffer(), sent to every worker at start-up.
+ * const allReduce = new SharedAllReduce(buffer, { rank, worldSize, length: gradient.length });
+ * const average = await allReduce.average(gradient, examples);
+ * ```
+ */
+export class SharedAllReduce implements AllReduce {
+  readonly #rank: number;
+  readonly #worldSize: number;
+  readonly #length: number;
+  readonly #control: Int32Array;
+  readonly #weights: Float64Array;
+  readonly #slots: Float32Array[];
+  readonly #result: Float32Array;
+
+  /** Attaches replica `rank` to `buffer`. */
+  constructor(buffer: SharedArrayBuffer, options: SharedAllReduceShape & { rank: number }) {
+    const { rank, worldSize, length } = options;
+    if (buffer.byteLength !== createSharedAllReduceBuffer({ worldSize, length }).byteLength) {
+      throw new RangeError(`buffer does not fit ${worldSize} replicas × ${length} elements`);
+    }
+    if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+      throw new RangeError(`rank must be an integer in [0, ${worldSize - 1}], got ${rank}`);
+    }
+    this.#rank = rank;
+    this.#worldSize = worldSize;
+    this.#length = length;
+    this.#control = new Int32Array(buffer, 0, CONTROL_WORDS);
+    this.#weights = new Float64Array(buffer, CONTROL_BYTES, worldSize);
+    const slotsAt = CONTROL_BYTES + 8 * worldSize;
+    this.#slots = Array.from(
+      { length: worldSize },
+      (_, r) => new Float32Array(buffer, slotsAt + 4 * r * length, length),
+    );
+    this.#result = new Float32Array(buffer, slotsAt + 4 * worldSize * length, length);
+  }
+
+  /**
+   * Contributes `data` with `weight` and resolves with the weighted average,
+   * written into `data` itself (no buffer changes hands).
+   */
+  average(data: Float32Array<ArrayBuffer>, weight: number): Promise<Float32Array<ArrayBuffer>> {
+    try {
+      if (data.length !== this.#length) {
+        throw new RangeError(`expected ${this.#length} elements, got ${data.length}`);
+      }
+      this.#slots[this.#rank].set(data);
+      this.#weights[this.#rank] = weight;
+      this.#barrier(); // every slot written
+      const start = Math.floor((this.#rank * this.#length) / this.#worldSize);
+      const end = Math.floor(((this.#rank + 1) * this.#length) / this.#worldSize);
+      const contributions = this.#slots.map((slot, r) => ({
+        data: slot,
+        weight: this.#weights[r],
+      }));
+      weightedAverage(contributions, { out: this.#result, start, end });
+      this.#barrier(); // every chunk reduced
+      data.set(this.#result);
+      return Promise.resolve(data);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Blocks until all replicas arrive. The last to arrive resets the count and
+   * advances the generation, which releases the others.
+   */
+  #barrier(): void {
+    const control = this.#control;
+    this.#throwIfAborted();
+    const generation = Atomics.load(control, GENERATION);
+    if (Atomics.add(control, ARRIVED, 1) === this.#worldSize - 1) {
+      Atomics.store(control, ARRIVED, 0);
+      Atomics.add(control, GENERATION, 1);
+      Atomics.notify(control, GENERATION);
+      return;
+    }
+    while (Atomics.load(control, GENERATION) === generation) {
+      this.#throwIfAborted();
+      Atomics.wait(control, GENERATION, generation, WAIT_SLICE_MS);
+    }
+  }
+
+  #throwIfAborted(): void {
+    if (Atomics.load(this.#control, ABORTED) !== 0) {
+      throw new Error("shared all-reduce aborted: another replica failed");
+    }
+  }
+}
