@@ -56,6 +56,7 @@ export {
   ALL_REDUCE_ALGORITHMS,
   type AllReduce,
   type AllReduceAlgorithm,
+  type AllReduceTiming,
   type Contribution,
   weightedAverage,
   type WeightedAverageOptions,
@@ -78,5 +79,6 @@ export {
   type TrainStart,
 } from "./lib/train/options.ts";
 export { train, type TrainResult } from "./lib/train/train.ts";
+export type { StepTiming } from "./lib/train/protocol.ts";
 export { formatDuration, formatEpoch, formatMetrics, historyToJsonl } from "./lib/train/report.ts";
 export { type PlotOptions, renderHistorySvg } from "./lib/train/plot.ts";

@@ -17,6 +17,16 @@ export interface AllReduce {
    * `data`'s buffer may be transferred away: do not use it afterwards.
    */
   average(data: Float32Array<ArrayBuffer>, weight: number): Promise<Float32Array<ArrayBuffer>>;
+  /** Where the last {@linkcode AllReduce.average} spent its time. */
+  readonly lastTiming: AllReduceTiming;
+}
+
+/** Where one all-reduce spent its time, on one replica. */
+export interface AllReduceTiming {
+  /** Milliseconds waiting for slower replicas to contribute. */
+  waitMs: number;
+  /** Milliseconds copying, moving and summing, waiting excluded. */
+  reduceMs: number;
 }
 
 /**

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { type AllReduce, weightedAverage } from "./all_reduce.ts";
+import { type AllReduce, type AllReduceTiming, weightedAverage } from "./all_reduce.ts";
 
 /** Int32 control words: barrier arrivals, barrier generation, abort flag. */
 const CONTROL_WORDS = 4;
@@ -102,6 +102,8 @@ export function abortSharedAllReduce(buffer: SharedArrayBuffer): void {
  * ```
  */
 export class SharedAllReduce implements AllReduce {
+  /** Where the last call spent its time: barrier waits, and copying and summing. */
+  lastTiming: AllReduceTiming = { waitMs: 0, reduceMs: 0 };
   readonly #rank: number;
   readonly #worldSize: number;
   readonly #length: number;
@@ -134,16 +136,23 @@ export class SharedAllReduce implements AllReduce {
 
   /**
    * Contributes `data` with `weight` and resolves with the weighted average,
-   * written into `data` itself (no buffer changes hands).
+   * written into `data` itself (no buffer changes hands). With one replica,
+   * `data` is already the average and comes back as it is.
    */
   average(data: Float32Array<ArrayBuffer>, weight: number): Promise<Float32Array<ArrayBuffer>> {
     try {
       if (data.length !== this.#length) {
         throw new RangeError(`expected ${this.#length} elements, got ${data.length}`);
       }
+      if (this.#worldSize === 1) {
+        if (!(weight > 0)) throw new RangeError(`total weight must be positive, got ${weight}`);
+        this.lastTiming = { waitMs: 0, reduceMs: 0 };
+        return Promise.resolve(data);
+      }
+      const started = performance.now();
       this.#slots[this.#rank].set(data);
       this.#weights[this.#rank] = weight;
-      this.#barrier(); // every slot written
+      let waitMs = this.#barrier(); // every slot written
       const start = Math.floor((this.#rank * this.#length) / this.#worldSize);
       const end = Math.floor(((this.#rank + 1) * this.#length) / this.#worldSize);
       const contributions = this.#slots.map((slot, r) => ({
@@ -151,8 +160,9 @@ export class SharedAllReduce implements AllReduce {
         weight: this.#weights[r],
       }));
       weightedAverage(contributions, { out: this.#result, start, end });
-      this.#barrier(); // every chunk reduced
+      waitMs += this.#barrier(); // every chunk reduced
       data.set(this.#result);
+      this.lastTiming = { waitMs, reduceMs: performance.now() - started - waitMs };
       return Promise.resolve(data);
     } catch (error) {
       return Promise.reject(error);
@@ -160,23 +170,26 @@ export class SharedAllReduce implements AllReduce {
   }
 
   /**
-   * Blocks until all replicas arrive. The last to arrive resets the count and
-   * advances the generation, which releases the others.
+   * Blocks until all replicas arrive; returns the milliseconds spent waiting.
+   * The last to arrive resets the count and advances the generation, which
+   * releases the others.
    */
-  #barrier(): void {
+  #barrier(): number {
     const control = this.#control;
     this.#throwIfAborted();
+    const arrived = performance.now();
     const generation = Atomics.load(control, GENERATION);
     if (Atomics.add(control, ARRIVED, 1) === this.#worldSize - 1) {
       Atomics.store(control, ARRIVED, 0);
       Atomics.add(control, GENERATION, 1);
       Atomics.notify(control, GENERATION);
-      return;
+      return 0;
     }
     while (Atomics.load(control, GENERATION) === generation) {
       this.#throwIfAborted();
       Atomics.wait(control, GENERATION, generation, WAIT_SLICE_MS);
     }
+    return performance.now() - arrived;
   }
 
   #throwIfAborted(): void {

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { type AllReduce, weightedAverage } from "./all_reduce.ts";
+import { type AllReduce, type AllReduceTiming, weightedAverage } from "./all_reduce.ts";
 import type { Message } from "./channel.ts";
 import type { Mailbox } from "./mailbox.ts";
 
@@ -32,6 +32,8 @@ export interface AllReduceReply extends Message {
   seq: number;
   /** The average (transferred). */
   data: Float32Array<ArrayBuffer>;
+  /** Milliseconds between this replica's contribution and the last one reaching the hub. */
+  waitMs: number;
 }
 
 /**
@@ -46,6 +48,8 @@ export interface AllReduceReply extends Message {
  * ```
  */
 export class StarAllReduce implements AllReduce {
+  /** Where the last call spent its time: waiting at the hub for the others, and the rest. */
+  lastTiming: AllReduceTiming = { waitMs: 0, reduceMs: 0 };
   readonly #hub: Mailbox;
   #seq = 0;
 
@@ -59,6 +63,7 @@ export class StarAllReduce implements AllReduce {
     data: Float32Array<ArrayBuffer>,
     weight: number,
   ): Promise<Float32Array<ArrayBuffer>> {
+    const started = performance.now();
     const seq = this.#seq++;
     const request: AllReduceRequest = { type: "allreduce", seq, weight, data };
     this.#hub.send(request, [data.buffer]);
@@ -66,6 +71,8 @@ export class StarAllReduce implements AllReduce {
     if (reply.seq !== seq) {
       throw new Error(`all-reduce out of step: expected result ${seq}, got ${reply.seq}`);
     }
+    const total = performance.now() - started;
+    this.lastTiming = { waitMs: reply.waitMs, reduceMs: Math.max(0, total - reply.waitMs) };
     return reply.data;
   }
 }
@@ -86,6 +93,7 @@ export class StarAllReduce implements AllReduce {
 export class StarAllReduceHub {
   readonly #replicas: readonly Mailbox[];
   readonly #pending = new Map<number, (AllReduceRequest | undefined)[]>();
+  readonly #arrivals = new Map<number, number[]>();
   #rounds = 0;
 
   /** Starts handling `allreduce` messages on every mailbox. */
@@ -109,15 +117,25 @@ export class StarAllReduceHub {
     }
     round[rank] = request;
     this.#pending.set(request.seq, round);
+    const arrivals = this.#arrivals.get(request.seq) ?? [];
+    arrivals[rank] = performance.now();
+    this.#arrivals.set(request.seq, arrivals);
     if (round.includes(undefined)) return;
     this.#pending.delete(request.seq);
+    this.#arrivals.delete(request.seq);
+    const last = Math.max(...arrivals);
     const requests = round as AllReduceRequest[];
     const result = weightedAverage(requests, { out: requests[0].data });
     // Rank 0's buffer holds the result: answer it last, after copying from it.
     for (let r = this.#replicas.length - 1; r >= 0; r--) {
       const data = requests[r].data;
       if (r !== 0) data.set(result);
-      const reply: AllReduceReply = { type: "allreduce:result", seq: request.seq, data };
+      const reply: AllReduceReply = {
+        type: "allreduce:result",
+        seq: request.seq,
+        data,
+        waitMs: last - arrivals[r],
+      };
       this.#replicas[r].send(reply, [data.buffer]);
     }
     this.#rounds++;

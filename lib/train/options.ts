@@ -10,6 +10,7 @@ import type { Dataset } from "../data/fashion_mnist.ts";
 import { UsageError } from "../errors.ts";
 import { type KernelInit, type NiNOptions, resolveNiNOptions } from "../model/nin.ts";
 import { type BackendName, BACKENDS, type DeviceInfo } from "./backend.ts";
+import type { StepTiming } from "./protocol.ts";
 
 /** Options of {@linkcode train}. Every field is optional; defaults are d2l's. */
 export interface TrainOptions {
@@ -27,6 +28,11 @@ export interface TrainOptions {
   backend?: BackendName;
   /** How gradients are averaged: `"shared"` (default) or `"star"`. */
   allReduce?: AllReduceAlgorithm;
+  /**
+   * Time the phases of every step on every worker, reported in
+   * {@linkcode StepProgress.timings}. Adds two device synchronisations per step.
+   */
+  profile?: boolean;
   /** Side of the square model input; images are resized to it. Default 224. */
   inputSize?: number;
   /** Channel-width multiplier of NiN's first three blocks. Default 1. */
@@ -75,6 +81,8 @@ export interface ResolvedTrainOptions {
   backend: BackendName;
   /** All-reduce algorithm. */
   allReduce: AllReduceAlgorithm;
+  /** Whether steps are profiled. */
+  profile: boolean;
   /** Model configuration, seed included. */
   model: Required<NiNOptions>;
   /** Number of training examples used, or undefined for all. */
@@ -121,6 +129,8 @@ export interface StepProgress {
   trainAcc: number;
   /** Seconds since the epoch started. */
   seconds: number;
+  /** With `profile`: where this step spent its time on each worker (index = rank). */
+  timings?: StepTiming[];
 }
 
 /** Metrics of one epoch, as d2l prints them. */
@@ -199,6 +209,7 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
     seed,
     backend,
     allReduce,
+    profile: options.profile ?? false,
     model,
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,

@@ -42,6 +42,22 @@ export interface ReplicaConfig {
   evalBatchSize: number;
   /** How gradients are averaged. */
   allReduce: AllReduceAlgorithm;
+  /** Time each step's phases (see {@linkcode StepTiming}). */
+  profile: boolean;
+}
+
+/** Where one step spent its time on one worker, in milliseconds. */
+export interface StepTiming {
+  /** Gathering the batch, upload, resize, forward and backward pass. */
+  computeMs: number;
+  /** Reading the gradient back from the device. */
+  readbackMs: number;
+  /** The all-reduce, waiting for other workers excluded. */
+  allReduceMs: number;
+  /** Waiting in the all-reduce for slower workers. */
+  waitMs: number;
+  /** Uploading the averaged gradient and applying the SGD update on the device. */
+  optimizerMs: number;
 }
 
 /** Coordinator → worker: become replica `rank` of `worldSize`. */
@@ -90,6 +106,8 @@ export interface StepMessage extends Message {
   lossSum: number;
   correct: number;
   count: number;
+  /** When profiling: where the step spent its time. */
+  timing?: StepTiming;
 }
 
 /** Worker → coordinator: the epoch is done. */

@@ -32,6 +32,11 @@ export interface LocalGradients {
   correct: number;
   /** Number of examples in the batch. */
   count: number;
+  /**
+   * With `profile`: milliseconds until forward and backward had finished on
+   * the device (upload and resize included), and then to read the gradient back.
+   */
+  timing?: { computeMs: number; readbackMs: number };
 }
 
 /**
@@ -79,13 +84,18 @@ export class Replica {
    * plus the loss sum and number correct for the metrics.
    *
    * `dropoutSeed` fixes the dropout masks, making the step reproducible.
+   * `profile` waits for the device between the backward pass and the read-back
+   * to time them separately (one extra synchronisation).
    */
   async computeGradients(
     batch: Batch,
-    options: { dropoutSeed?: number } = {},
+    options: { dropoutSeed?: number; profile?: boolean } = {},
   ): Promise<LocalGradients> {
+    const started = performance.now();
     if (batch.count === 0) {
-      return { gradients: new Float32Array(this.numParams), lossSum: 0, correct: 0, count: 0 };
+      const gradients = new Float32Array(this.numParams);
+      const timing = options.profile ? { computeMs: 0, readbackMs: 0 } : undefined;
+      return { gradients, lossSum: 0, correct: 0, count: 0, timing };
     }
     if (options.dropoutSeed !== undefined) setDropoutSeed(this.model, options.dropoutSeed);
     const x = this.#toInput(batch);
@@ -96,6 +106,11 @@ export class Replica {
       const oneHot = tf.oneHot(y, NUM_CLASSES);
       return tf.losses.softmaxCrossEntropy(oneHot, logits, undefined, 0, tf.Reduction.MEAN);
     }, this.#variables);
+    let computed = 0;
+    if (options.profile) {
+      await value.data(); // the device has run everything enqueued so far
+      computed = performance.now();
+    }
     // One read-back for everything: the flat gradient, then loss sum and correct count.
     const flat = tf.tidy(() =>
       tf.concat([
@@ -108,17 +123,29 @@ export class Replica {
     const data = await flat.data() as Float32Array<ArrayBuffer>;
     flat.dispose();
     const n = this.numParams;
+    const timing = options.profile
+      ? { computeMs: computed - started, readbackMs: performance.now() - computed }
+      : undefined;
     return {
       gradients: data.subarray(0, n),
       lossSum: data[n],
       correct: data[n + 1],
       count: batch.count,
+      timing,
     };
   }
 
   /** Applies one SGD step `w ← w − lr·g` with the flat gradient `gradients`. */
   applyGradients(gradients: Float32Array): void {
     sgdUpdate(this.#variables, gradients, { lr: this.#lr });
+  }
+
+  /** Waits until the device has finished all work enqueued so far (e.g. an SGD update). */
+  async sync(): Promise<void> {
+    const last = this.#variables[this.#variables.length - 1];
+    const probe = tf.tidy(() => tf.slice(tf.reshape(last, [-1]), 0, 1));
+    await probe.data();
+    probe.dispose();
   }
 
   /** Number of correct arg-max predictions on `batch` in inference mode (no dropout). */

@@ -32,6 +32,7 @@ import type {
   ReadyMessage,
   StartMessage,
   StepMessage,
+  StepTiming,
   WeightsMessage,
 } from "./protocol.ts";
 import { Replica, weightsChecksum } from "./replica.ts";
@@ -123,12 +124,28 @@ class ReplicaWorker {
     const indices = this.#sampler.indices();
     const steps = stepsPerEpoch(this.#sampler.totalSize, config);
     for (let step = 0; step < steps; step++) {
+      const started = performance.now();
       const batch = gatherBatch(train, batchShard(indices, step, shardOptions));
       const local = await this.#replica.computeGradients(batch, {
         dropoutSeed: mixSeed([config.seed, epoch, step, rank]),
+        profile: config.profile,
       });
+      const reduceStarted = performance.now();
       const average = await this.#allReduce.average(local.gradients, local.count);
+      const updateStarted = performance.now();
       this.#replica.applyGradients(average);
+      let timing: StepTiming | undefined;
+      if (config.profile) {
+        await this.#replica.sync();
+        const { waitMs } = this.#allReduce.lastTiming;
+        timing = {
+          computeMs: reduceStarted - started - local.timing!.readbackMs, // gathering included
+          readbackMs: local.timing!.readbackMs,
+          allReduceMs: updateStarted - reduceStarted - waitMs,
+          waitMs,
+          optimizerMs: performance.now() - updateStarted,
+        };
+      }
       const message: StepMessage = {
         type: "step",
         rank,
@@ -137,6 +154,7 @@ class ReplicaWorker {
         lossSum: local.lossSum,
         correct: local.correct,
         count: local.count,
+        timing,
       };
       this.#mailbox.send(message);
     }

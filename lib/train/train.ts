@@ -32,6 +32,7 @@ import type {
   ReplicaConfig,
   StartMessage,
   StepMessage,
+  StepTiming,
   WeightsMessage,
 } from "./protocol.ts";
 
@@ -143,6 +144,7 @@ interface EpochProgress {
   steps: number;
   startedAt: number;
   reported: number[];
+  timings: StepTiming[][];
   lossSum: number;
   correct: number;
   count: number;
@@ -215,6 +217,7 @@ class WorkerGroup {
       batchSize: options.batchSize,
       evalBatchSize: Math.ceil(options.batchSize / options.workers),
       allReduce: options.allReduce,
+      profile: options.profile,
     };
     try {
       mailboxes.forEach((mailbox, rank) => {
@@ -267,6 +270,7 @@ class WorkerGroup {
       steps,
       startedAt: performance.now(),
       reported: new Array(steps).fill(0),
+      timings: [],
       lossSum: 0,
       correct: 0,
       count: 0,
@@ -333,8 +337,13 @@ class WorkerGroup {
     progress.lossSum += message.lossSum;
     progress.correct += message.correct;
     progress.count += message.count;
+    if (message.timing) {
+      (progress.timings[message.step] ??= [])[message.rank] = message.timing;
+    }
     const done = ++progress.reported[message.step];
     if (done < this.#workers.length) return;
+    const timings = progress.timings[message.step];
+    delete progress.timings[message.step];
     const seconds = (performance.now() - progress.startedAt) / 1000;
     if (message.step === progress.steps - 1) progress.trainSeconds = seconds;
     progress.onStep?.({
@@ -344,6 +353,7 @@ class WorkerGroup {
       loss: progress.lossSum / progress.count,
       trainAcc: progress.correct / progress.count,
       seconds,
+      timings,
     });
   }
 }
