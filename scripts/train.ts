@@ -4,7 +4,6 @@
  * @module
  */
 
-import { dirname, resolve } from "node:path";
 import {
   type EpochRecord,
   formatDuration,
@@ -17,11 +16,10 @@ import {
   resolveTrainOptions,
   train,
   type TrainStart,
-  UsageError,
 } from "../mod.ts";
 import { createNiN, ninSummary } from "../model.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
-import { parseFlags, runCli } from "../lib/cli/cli.ts";
+import { outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 
@@ -159,18 +157,6 @@ async function printSummary(model: Required<NiNOptions>): Promise<void> {
   }
   console.log(`total: ${nin.countParams().toLocaleString("en-US")} parameters`);
   nin.dispose();
-}
-
-/** Resolves an output file path and checks its directory exists, before any training. */
-async function outputPath(flag: string, path: string): Promise<string> {
-  const full = resolve(path);
-  const stat = await Deno.stat(dirname(full)).catch(() => null);
-  if (stat === null || !stat.isDirectory) {
-    throw new UsageError(`${flag} ${path}: directory ${dirname(full)} does not exist`);
-  }
-  const existing = await Deno.stat(full).catch(() => null);
-  if (existing?.isDirectory) throw new UsageError(`${flag} ${path} is a directory`);
-  return full;
 }
 
 if (import.meta.main) await runCli(main);

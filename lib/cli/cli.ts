@@ -6,6 +6,7 @@
  * @module
  */
 
+import { dirname, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { DataError, UsageError } from "../errors.ts";
 
@@ -86,6 +87,31 @@ export function numberFlag(
     throw new UsageError(`${name} must be ${kind}, got "${value}"`);
   }
   return number;
+}
+
+/**
+ * Resolves the path of an output file given by `flag` and checks, before any
+ * work starts, that its directory exists and that it is not a directory.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { outputPath } from "./cli.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * assert.equal(await outputPath("--json", `${dir}/out.json`), `${dir}/out.json`);
+ * await assert.rejects(outputPath("--json", "/nonexistent/dir/out.json"), /does not exist/);
+ * ```
+ */
+export async function outputPath(flag: string, path: string): Promise<string> {
+  const full = resolve(path);
+  const stat = await Deno.stat(dirname(full)).catch(() => null);
+  if (stat === null || !stat.isDirectory) {
+    throw new UsageError(`${flag} ${path}: directory ${dirname(full)} does not exist`);
+  }
+  const existing = await Deno.stat(full).catch(() => null);
+  if (existing?.isDirectory) throw new UsageError(`${flag} ${path} is a directory`);
+  return full;
 }
 
 function isParseArgsError(error: unknown): boolean {

@@ -61,10 +61,11 @@ export interface WeightedAverageOptions {
 /**
  * `Σ wᵣ·xᵣ / Σ wᵣ` over `contributions`, element by element in `[start, end)`.
  *
- * Every element is accumulated in float64, adding the contributions in the
- * order given (skipping zero weights), and rounded once to float32. All
- * all-reduce algorithms of this library use this function, so they agree bit
- * for bit; with one contribution the result equals its data exactly.
+ * Every element is a float64 sum of the weighted contributions, added left to
+ * right in the order given (zero weights skipped), divided by the total
+ * weight and rounded once to float32. All all-reduce algorithms of this
+ * library use this function, so they agree bit for bit; with one
+ * contribution the result equals its data exactly.
  *
  * @example The gradient of the mean over 3 + 1 examples
  * ```ts
@@ -94,13 +95,56 @@ export function weightedAverage(
   const start = options.start ?? 0;
   const end = options.end ?? length;
   const out = options.out ?? new Float32Array(length);
-  // Contribution by contribution over a float64 accumulator: the same additions, in the same
-  // order, for every element as a per-element loop, but with sequential memory access.
-  const sum = new Float64Array(end - start);
-  for (const { data, weight } of contributions) {
-    if (weight === 0) continue;
-    for (let i = start; i < end; i++) sum[i - start] += weight * data[i];
+  const parts = contributions.filter((c) => c.weight !== 0);
+  // Up to four contributions are summed in one pass, in registers, straight into `out`; more
+  // go through a float64 accumulator, one contribution per further pass. Both add left to right.
+  if (parts.length <= 4) {
+    sumUpToFour(parts, { target: out, start, end, divisor: total });
+    return out;
   }
-  for (let i = start; i < end; i++) out[i] = sum[i - start] / total;
+  const sum = new Float64Array(length);
+  sumUpToFour(parts.slice(0, 4), { target: sum, start, end, divisor: 1 });
+  for (const { data, weight } of parts.slice(4)) {
+    for (let i = start; i < end; i++) sum[i] += weight * data[i];
+  }
+  for (let i = start; i < end; i++) out[i] = sum[i] / total;
   return out;
+}
+
+/** `target[i] = (w₀x₀[i] + w₁x₁[i] + …) / divisor` for one to four contributions. */
+function sumUpToFour(
+  parts: readonly Contribution[],
+  into: { target: Float32Array | Float64Array; start: number; end: number; divisor: number },
+): void {
+  const { target, start, end, divisor } = into;
+  const [a, b, c, d] = parts;
+  switch (parts.length) {
+    case 1: {
+      const [xa, wa] = [a.data, a.weight];
+      for (let i = start; i < end; i++) target[i] = (wa * xa[i]) / divisor;
+      break;
+    }
+    case 2: {
+      const [xa, wa, xb, wb] = [a.data, a.weight, b.data, b.weight];
+      for (let i = start; i < end; i++) target[i] = (wa * xa[i] + wb * xb[i]) / divisor;
+      break;
+    }
+    case 3: {
+      const [xa, wa, xb, wb, xc, wc] = [a.data, a.weight, b.data, b.weight, c.data, c.weight];
+      for (let i = start; i < end; i++) {
+        target[i] = (wa * xa[i] + wb * xb[i] + wc * xc[i]) / divisor;
+      }
+      break;
+    }
+    case 4: {
+      const [xa, wa, xb, wb] = [a.data, a.weight, b.data, b.weight];
+      const [xc, wc, xd, wd] = [c.data, c.weight, d.data, d.weight];
+      for (let i = start; i < end; i++) {
+        target[i] = (wa * xa[i] + wb * xb[i] + wc * xc[i] + wd * xd[i]) / divisor;
+      }
+      break;
+    }
+    default:
+      throw new RangeError(`sumUpToFour takes 1 to 4 contributions, got ${parts.length}`);
+  }
 }

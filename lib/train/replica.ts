@@ -188,15 +188,41 @@ export class Replica {
     this.#lr.dispose();
   }
 
-  /** Uploads 28×28 bytes, resizes them bilinearly on the device and scales to [0, 1]. */
   #toInput(batch: Batch): tf.Tensor4D {
-    return tf.tidy(() => {
-      const shape: [number, number, number, number] = [batch.count, batch.rows, batch.cols, 1];
-      const raw = tf.tensor4d(Float32Array.from(batch.images), shape);
-      const resized = tf.image.resizeBilinear(raw, [this.inputSize, this.inputSize], false, true);
-      return tf.div(resized, 255);
-    });
+    return toModelInput(batch, { inputSize: this.inputSize });
   }
+}
+
+/**
+ * The model input for `batch`: its bytes uploaded, resized bilinearly on the
+ * device to `inputSize`×`inputSize` (half-pixel centres, as torchvision) and
+ * scaled to [0, 1], as d2l's `Resize` + `ToTensor`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { initBackend } from "./backend.ts";
+ * import { toModelInput } from "./replica.ts";
+ *
+ * await initBackend("cpu");
+ * const images = new Uint8Array(784).fill(255);
+ * const batch = { images, labels: new Uint8Array([1]), count: 1, rows: 28, cols: 28 };
+ * const x = toModelInput(batch, { inputSize: 67 });
+ * assert.deepEqual(x.shape, [1, 67, 67, 1]);
+ * const max = tf.max(x);
+ * assert.equal((await max.data())[0], 1);
+ * max.dispose();
+ * x.dispose();
+ * ```
+ */
+export function toModelInput(batch: Batch, options: { inputSize: number }): tf.Tensor4D {
+  return tf.tidy(() => {
+    const shape: [number, number, number, number] = [batch.count, batch.rows, batch.cols, 1];
+    const raw = tf.tensor4d(Float32Array.from(batch.images), shape);
+    const side = options.inputSize;
+    return tf.div(tf.image.resizeBilinear(raw, [side, side], false, true), 255);
+  });
 }
 
 function correctCount(logits: tf.Tensor, labels: tf.Tensor): tf.Tensor {

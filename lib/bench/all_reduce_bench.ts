@@ -1,0 +1,232 @@
+/**
+ * All-reduce benchmark: the time of one weighted-average all-reduce of a
+ * vector among W workers, for each algorithm, next to a memory-copy baseline
+ * measured the same way.
+ *
+ * Figures follow nccl-tests: for a vector of `bytes`, algorithm bandwidth is
+ * `bytes / time` and bus bandwidth is `algbw × 2(W−1)/W`. The `copy`
+ * baseline has every worker copy its vector into shared memory and back,
+ * the least traffic any all-reduce among workers of one process has to
+ * cause, so `time / copy time` says how close an algorithm gets to what the
+ * memory can do.
+ *
+ * @module
+ */
+
+import { type AllReduce, type AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import { type Channel, type Message, PostMessageChannel } from "../collective/channel.ts";
+import { Mailbox } from "../collective/mailbox.ts";
+import {
+  abortSharedAllReduce,
+  createSharedAllReduceBuffer,
+  SharedAllReduce,
+} from "../collective/shared_all_reduce.ts";
+import { StarAllReduce, StarAllReduceHub } from "../collective/star_all_reduce.ts";
+import { WorkerError } from "../errors.ts";
+import { summarize, type Summary } from "./stats.ts";
+
+/** What the all-reduce benchmark measures: an algorithm, or the `copy` baseline. */
+export type AllReduceBenchKind = AllReduceAlgorithm | "copy";
+
+/** Options for {@linkcode benchAllReduce}. */
+export interface AllReduceBenchOptions {
+  /** What to measure. Default `["copy", "shared", "star"]`. */
+  kinds?: readonly AllReduceBenchKind[];
+  /** Worker counts. Default `[2, 4]`. */
+  worldSizes?: readonly number[];
+  /** Vector sizes in float32 elements. */
+  lengths: readonly number[];
+  /** Timed repetitions per configuration (after one untimed warm-up). Default 5. */
+  repeats?: number;
+  /** Operations per repetition: enough to fill about this many bytes per worker. Default 64 MiB. */
+  bytesPerRepeat?: number;
+  /** Called after each configuration. */
+  onResult?: (result: AllReduceBenchResult) => void;
+}
+
+/** One configuration's result. */
+export interface AllReduceBenchResult {
+  /** Algorithm or `copy`. */
+  kind: AllReduceBenchKind;
+  /** Number of workers. */
+  worldSize: number;
+  /** Vector length in float32 elements. */
+  length: number;
+  /** Vector size in bytes. */
+  bytes: number;
+  /** Operations per timed repetition. */
+  opsPerRepeat: number;
+  /** Milliseconds per operation over the repetitions. */
+  ms: Summary;
+  /** Algorithm bandwidth at the median, GB/s (10⁹ bytes). */
+  algbwGBps: number;
+  /** Bus bandwidth at the median, GB/s. */
+  busbwGBps: number;
+}
+
+/** The library's own worker module for this benchmark. */
+const WORKER_URL = new URL("../../workers/all_reduce_bench_worker.ts", import.meta.url);
+
+/**
+ * Measures every `kind` × `worldSize` × `length` combination, each with its
+ * own fresh workers.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { benchAllReduce } from "./all_reduce_bench.ts";
+ *
+ * const results = await benchAllReduce({ worldSizes: [2], lengths: [1024], repeats: 2 });
+ * assert.equal(results.length, 3); // copy, shared, star
+ * assert.ok(results.every((r) => r.ms.median > 0 && r.busbwGBps === r.algbwGBps)); // W = 2
+ * ```
+ */
+export async function benchAllReduce(
+  options: AllReduceBenchOptions,
+): Promise<AllReduceBenchResult[]> {
+  const kinds = options.kinds ?? ["copy", "shared", "star"];
+  const worldSizes = options.worldSizes ?? [2, 4];
+  const repeats = options.repeats ?? 5;
+  const bytesPerRepeat = options.bytesPerRepeat ?? 64 * 2 ** 20;
+  const results: AllReduceBenchResult[] = [];
+  for (const length of options.lengths) {
+    for (const worldSize of worldSizes) {
+      for (const kind of kinds) {
+        const bytes = 4 * length;
+        const ops = Math.max(1, Math.min(500, Math.round(bytesPerRepeat / bytes)));
+        const times = await measure({ kind, worldSize, length, ops, repeats });
+        const ms = summarize(times.map((t) => t / ops));
+        const algbwGBps = bytes / (ms.median * 1e6);
+        const result: AllReduceBenchResult = {
+          kind,
+          worldSize,
+          length,
+          bytes,
+          opsPerRepeat: ops,
+          ms,
+          algbwGBps,
+          busbwGBps: (algbwGBps * 2 * (worldSize - 1)) / worldSize,
+        };
+        results.push(result);
+        options.onResult?.(result);
+      }
+    }
+  }
+  return results;
+}
+
+/** Runs one configuration; resolves with the duration of each timed repetition, in ms. */
+async function measure(
+  config: {
+    kind: AllReduceBenchKind;
+    worldSize: number;
+    length: number;
+    ops: number;
+    repeats: number;
+  },
+): Promise<number[]> {
+  const { kind, worldSize, length, ops, repeats } = config;
+  const buffer = kind === "star" ? undefined : createSharedAllReduceBuffer({ worldSize, length });
+  const mailboxes: Mailbox[] = [];
+  let failure: Error | undefined;
+  const fail = (error: Error) => {
+    failure ??= error;
+    if (buffer) abortSharedAllReduce(buffer);
+    mailboxes.forEach((m) => m.fail(error));
+  };
+  for (let rank = 0; rank < worldSize; rank++) {
+    const worker = new Worker(WORKER_URL, { type: "module", name: `allreduce-bench-${rank}` });
+    const mailbox = new Mailbox(
+      new PostMessageChannel(worker, { close: () => worker.terminate() }),
+      { onError: (error) => fail(new WorkerError(rank, error.message)) },
+    );
+    mailbox.handle<Message>("error", (m) => fail(new WorkerError(rank, String(m.message))));
+    mailboxes.push(mailbox);
+  }
+  try {
+    if (kind === "star") new StarAllReduceHub(mailboxes);
+    mailboxes.forEach((mailbox, rank) => {
+      const setup: BenchSetup = { type: "setup", kind, rank, worldSize, length, buffer };
+      mailbox.send(setup);
+    });
+    await Promise.all(mailboxes.map((m) => m.receive("ready")));
+    const times: number[] = [];
+    for (let repeat = 0; repeat <= repeats; repeat++) { // repeat 0 warms up
+      mailboxes.forEach((mailbox) => mailbox.send({ type: "go", ops }));
+      const done = await Promise.all(mailboxes.map((m) => m.receive<BenchDone>("done")));
+      if (repeat > 0) times.push(Math.max(...done.map((d) => d.ms)));
+    }
+    return times;
+  } catch (error) {
+    throw failure ?? error;
+  } finally {
+    mailboxes.forEach((m) => m.close());
+  }
+}
+
+interface BenchSetup extends Message {
+  type: "setup";
+  kind: AllReduceBenchKind;
+  rank: number;
+  worldSize: number;
+  length: number;
+  buffer?: SharedArrayBuffer;
+}
+
+interface BenchDone extends Message {
+  type: "done";
+  ms: number;
+}
+
+/**
+ * The worker side of {@linkcode benchAllReduce}: repeats the operation it is
+ * set up for whenever told to go, and reports how long the batch took.
+ *
+ * @example The whole of the benchmark's worker entry point
+ * ```ts ignore
+ * import { PostMessageChannel } from "../collective/channel.ts";
+ * import { serveAllReduceBench } from "./all_reduce_bench.ts";
+ *
+ * await serveAllReduceBench(new PostMessageChannel(self));
+ * ```
+ */
+export async function serveAllReduceBench(channel: Channel): Promise<void> {
+  const mailbox = new Mailbox(channel);
+  try {
+    const setup = await mailbox.receive<BenchSetup>("setup");
+    let data = new Float32Array(setup.length).fill(setup.rank + 1);
+    const weight = setup.rank + 1;
+    let op: () => Promise<void>;
+    if (setup.kind === "copy") {
+      // Write the vector into this worker's slot of shared memory and read it back.
+      const slot = new Float32Array(setup.buffer!, 0, setup.length * setup.worldSize)
+        .subarray(setup.rank * setup.length, (setup.rank + 1) * setup.length);
+      op = () => {
+        slot.set(data);
+        data.set(slot);
+        return Promise.resolve();
+      };
+    } else {
+      const allReduce: AllReduce = setup.kind === "shared"
+        ? new SharedAllReduce(setup.buffer!, setup)
+        : new StarAllReduce(mailbox);
+      op = async () => {
+        data = await allReduce.average(data, weight);
+      };
+    }
+    mailbox.send({ type: "ready" });
+    for (;;) {
+      const { ops } = await mailbox.receive<Message & { ops: number }>("go");
+      const started = performance.now();
+      for (let i = 0; i < ops; i++) await op();
+      const done: BenchDone = { type: "done", ms: performance.now() - started };
+      mailbox.send(done);
+    }
+  } catch (error) {
+    if (mailbox.error) return; // closed by the coordinator
+    mailbox.send({
+      type: "error",
+      message: error instanceof Error ? error.message : String(error),
+    });
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * A description of the machine a benchmark ran on, for its report.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import { type BackendName, type DeviceInfo, initBackend } from "../train/backend.ts";
+
+/** What a benchmark report says about the machine. */
+export interface MachineInfo {
+  /** CPU model, from `lscpu` where it runs. */
+  cpu: string;
+  /** Logical cores (`navigator.hardwareConcurrency`). */
+  cores: number;
+  /** Total memory in GiB, where readable. */
+  memoryGiB: number | undefined;
+  /** Operating system and architecture. */
+  os: string;
+  /** Deno and V8 versions. */
+  deno: string;
+  /** TensorFlow.js version. */
+  tfjs: string;
+  /** The device the backend runs on, as this thread sees it. */
+  device: DeviceInfo;
+}
+
+/**
+ * Describes this machine and the device `backend` runs on.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { describeMachine } from "./machine.ts";
+ *
+ * const machine = await describeMachine("cpu");
+ * assert.ok(machine.cores >= 1 && machine.device.backend === "cpu");
+ * ```
+ */
+export async function describeMachine(backend: BackendName): Promise<MachineInfo> {
+  let cpu = "unknown CPU";
+  try {
+    // /proc/cpuinfo needs --allow-all in Deno; lscpu needs only --allow-run=lscpu.
+    const { stdout } = await new Deno.Command("lscpu", { stdout: "piped", stderr: "null" })
+      .output();
+    cpu = new TextDecoder().decode(stdout).match(/^Model name:\s*(.+)$/m)?.[1]?.trim() ?? cpu;
+  } catch {
+    // not Linux, or no permission to run lscpu
+  }
+  let memoryGiB: number | undefined;
+  try {
+    memoryGiB = Math.round(Deno.systemMemoryInfo().total / 2 ** 30);
+  } catch {
+    memoryGiB = undefined;
+  }
+  return {
+    cpu,
+    cores: navigator.hardwareConcurrency,
+    memoryGiB,
+    os: `${Deno.build.os} ${Deno.build.arch}`,
+    deno: `Deno ${Deno.version.deno}, V8 ${Deno.version.v8}`,
+    tfjs: tf.version_core,
+    device: await initBackend(backend),
+  };
+}

@@ -1,0 +1,249 @@
+/**
+ * Plain-text tables and goal checks for `deno task bench`.
+ *
+ * @module
+ */
+
+import type { AllReduceBenchResult } from "./all_reduce_bench.ts";
+import type { MachineInfo } from "./machine.ts";
+import type { ScalingResult } from "./scaling_bench.ts";
+import type { Summary } from "./stats.ts";
+
+/** Number of float32 values in d2l's NiN gradient. */
+export const NIN_GRADIENT_LENGTH = 1_992_166;
+
+/**
+ * Lays out rows as a table with aligned columns (first column left-aligned,
+ * the rest right-aligned).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { table } from "./report.ts";
+ *
+ * assert.equal(table([["a", "bb"], ["ccc", "d"]]), "a    bb\nccc   d");
+ * ```
+ */
+export function table(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
+  return rows.map((row) =>
+    row.map((cell, c) => c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])).join("  ")
+      .trimEnd()
+  ).join("\n");
+}
+
+/**
+ * `median (min–max)` with `digits` decimals.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { spread } from "./report.ts";
+ *
+ * assert.equal(spread({ median: 2, min: 1.5, max: 3, count: 3 }, 1), "2.0 (1.5–3.0)");
+ * ```
+ */
+export function spread(summary: Summary, digits: number): string {
+  const f = (x: number) => x.toFixed(digits);
+  return `${f(summary.median)} (${f(summary.min)}–${f(summary.max)})`;
+}
+
+/**
+ * A byte count for humans: `4 KiB`, `7.97 MB (NiN)`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatBytes } from "./report.ts";
+ *
+ * assert.equal(formatBytes(4096), "4 KiB");
+ * assert.equal(formatBytes(64 * 2 ** 20), "64 MiB");
+ * assert.equal(formatBytes(4 * 1_992_166), "7.97 MB (NiN)");
+ * ```
+ */
+export function formatBytes(bytes: number): string {
+  if (bytes === 4 * NIN_GRADIENT_LENGTH) return `${(bytes / 1e6).toFixed(2)} MB (NiN)`;
+  for (const [unit, size] of [["MiB", 2 ** 20], ["KiB", 2 ** 10]] as const) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
+/**
+ * The scaling table: throughput, speed-up, efficiency and the step phases.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { scalingTable } from "./report.ts";
+ *
+ * const summary = { median: 14, min: 13.5, max: 14.2, count: 3 };
+ * const phases = { computeMs: 2000, readbackMs: 5, allReduceMs: 0, waitMs: 0, optimizerMs: 20 };
+ * const text = scalingTable([{
+ *   workers: 1, batchSize: 32, imagesPerSec: summary, stepMs: { ...summary, median: 2280 },
+ *   speedup: 1, efficiency: 1, breakdown: phases,
+ * }]);
+ * assert.match(text.split("\n")[1], /^1\s+32\s+14\.0 \(13\.5–14\.2\)\s+1\.00×\s+100%\s+2280\s+2000/);
+ * ```
+ */
+export function scalingTable(results: readonly ScalingResult[]): string {
+  const rows = [[
+    "workers",
+    "batch",
+    "images/s (min–max)",
+    "speed-up",
+    "efficiency",
+    "step ms",
+    "compute",
+    "read-back",
+    "all-reduce",
+    "wait",
+    "optimizer",
+  ]];
+  for (const r of results) {
+    const b = r.breakdown;
+    rows.push([
+      String(r.workers),
+      String(r.batchSize),
+      spread(r.imagesPerSec, 1),
+      `${r.speedup.toFixed(2)}×`,
+      `${(r.efficiency * 100).toFixed(0)}%`,
+      r.stepMs.median.toFixed(0),
+      b.computeMs.toFixed(0),
+      b.readbackMs.toFixed(1),
+      b.allReduceMs.toFixed(1),
+      b.waitMs.toFixed(1),
+      b.optimizerMs.toFixed(1),
+    ]);
+  }
+  return table(rows);
+}
+
+/**
+ * The all-reduce table, with each algorithm's time relative to the copy baseline.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { allReduceTable } from "./report.ts";
+ *
+ * const row = (kind: "copy" | "shared", median: number) => ({
+ *   kind, worldSize: 2, length: 1024, bytes: 4096, opsPerRepeat: 100,
+ *   ms: { median, min: median, max: median, count: 5 }, algbwGBps: 4096 / (median * 1e6),
+ *   busbwGBps: 4096 / (median * 1e6),
+ * });
+ * const text = allReduceTable([row("copy", 0.001), row("shared", 0.002)]);
+ * assert.match(text, /4 KiB\s+2\s+shared\s+0\.002 \(0\.002–0\.002\)\s+2\.05\s+2\.05\s+2\.00/);
+ * ```
+ */
+export function allReduceTable(results: readonly AllReduceBenchResult[]): string {
+  const rows = [[
+    "size",
+    "workers",
+    "algorithm",
+    "ms (min–max)",
+    "algbw GB/s",
+    "busbw GB/s",
+    "÷ copy",
+  ]];
+  for (const r of results) {
+    const copy = results.find((c) =>
+      c.kind === "copy" && c.length === r.length && c.worldSize === r.worldSize
+    );
+    rows.push([
+      formatBytes(r.bytes),
+      String(r.worldSize),
+      r.kind,
+      spread(r.ms, r.ms.median < 1 ? 3 : 2),
+      r.algbwGBps.toFixed(2),
+      r.busbwGBps.toFixed(2),
+      copy ? (r.ms.median / copy.ms.median).toFixed(2) : "",
+    ]);
+  }
+  return table(rows);
+}
+
+/**
+ * One line about the machine and the device.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { machineLine } from "./report.ts";
+ *
+ * const line = machineLine({
+ *   cpu: "AMD EPYC", cores: 2, memoryGiB: 24, os: "linux x86_64", deno: "Deno 2.9.6", tfjs: "4.22.0",
+ *   device: { backend: "webgpu", adapter: "llvmpipe", software: true },
+ * });
+ * assert.equal(line, "AMD EPYC (2 cores, 24 GiB), linux x86_64, Deno 2.9.6, tfjs 4.22.0; webgpu on llvmpipe (software adapter)");
+ * ```
+ */
+export function machineLine(machine: MachineInfo): string {
+  const memory = machine.memoryGiB === undefined ? "" : `, ${machine.memoryGiB} GiB`;
+  const kind = machine.device.software ? "software adapter" : "hardware adapter";
+  return `${machine.cpu} (${machine.cores} cores${memory}), ${machine.os}, ${machine.deno}, ` +
+    `tfjs ${machine.tfjs}; ${machine.device.backend} on ${machine.device.adapter} (${kind})`;
+}
+
+/** A goal of the benchmark and whether this run met it. */
+export interface GoalCheck {
+  /** What is measured. */
+  name: string;
+  /** The measured value, as text. */
+  value: string;
+  /** The goal, as text. */
+  goal: string;
+  /** Whether the measurement meets the goal; undefined when it was not measured. */
+  met: boolean | undefined;
+}
+
+/**
+ * Checks the benchmark's three goals against the measurements available.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkGoals } from "./report.ts";
+ *
+ * const goals = checkGoals({ overheadRatio: 1.03 });
+ * assert.equal(goals.find((g) => g.name.includes("overhead"))?.met, true);
+ * assert.equal(goals.find((g) => g.name.includes("speed-up"))?.met, undefined);
+ * ```
+ */
+export function checkGoals(measured: {
+  allReduce?: readonly AllReduceBenchResult[];
+  scaling?: readonly ScalingResult[];
+  overheadRatio?: number;
+}): GoalCheck[] {
+  const find = (kind: string) =>
+    measured.allReduce?.find((r) =>
+      r.kind === kind && r.worldSize === 4 && r.length === NIN_GRADIENT_LENGTH
+    );
+  const shared = find("shared");
+  const copy = find("copy");
+  const ratio = shared && copy ? shared.ms.median / copy.ms.median : undefined;
+  const one = measured.scaling?.find((r) => r.workers === 1);
+  const two = measured.scaling?.find((r) => r.workers === 2);
+  const speedup = one && two ? two.imagesPerSec.median / one.imagesPerSec.median : undefined;
+  const overhead = measured.overheadRatio;
+  return [
+    {
+      name: "4-worker shared all-reduce of the NiN gradient, ÷ copy baseline",
+      value: ratio === undefined ? "not measured" : `${ratio.toFixed(2)}×`,
+      goal: "≤ 2×",
+      met: ratio === undefined ? undefined : ratio <= 2,
+    },
+    {
+      name: "--workers 1 overhead over a plain tfjs loop",
+      value: overhead === undefined ? "not measured" : `${((overhead - 1) * 100).toFixed(1)}%`,
+      goal: "≤ 5%",
+      met: overhead === undefined ? undefined : overhead <= 1.05,
+    },
+    {
+      name: "2-worker speed-up",
+      value: speedup === undefined ? "not measured" : `${speedup.toFixed(2)}×`,
+      goal: "≥ 1.60× (PyTorch DDP, NiN 68 px, width ¼, 32 images per worker, 1 thread each)",
+      met: speedup === undefined ? undefined : speedup >= 1.6,
+    },
+  ];
+}

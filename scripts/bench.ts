@@ -1,0 +1,215 @@
+/**
+ * `deno task bench`: how training scales with workers, what the all-reduce
+ * costs next to a plain memory copy, and the overhead of one worker against a
+ * plain tfjs loop.
+ *
+ * @module
+ */
+
+import { benchAllReduce } from "../lib/bench/all_reduce_bench.ts";
+import { describeMachine } from "../lib/bench/machine.ts";
+import {
+  allReduceTable,
+  checkGoals,
+  machineLine,
+  NIN_GRADIENT_LENGTH,
+  scalingTable,
+  spread,
+} from "../lib/bench/report.ts";
+import { benchPlainLoop, benchScaling, type ScalingResult } from "../lib/bench/scaling_bench.ts";
+import { numberFlag, outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
+import {
+  ALL_REDUCE_ALGORITHMS,
+  type AllReduceAlgorithm,
+  type BackendName,
+  BACKENDS,
+  UsageError,
+} from "../mod.ts";
+import { writeFileAtomic } from "../lib/util/atomic_write.ts";
+
+const HELP = `Benchmark data-parallel NiN training and its all-reduce.
+
+Usage: deno task bench [options]
+
+  --workers LIST          worker counts for the scaling table (default 1,2,4)
+  --input-size N          model input side (default 68)
+  --width X               NiN width multiplier (default 0.25)
+  --batch-per-worker N    images per worker per step (default 32)
+  --warmup N              untimed steps first (default 2)
+  --steps N               steps per timed repetition (default 5)
+  --repeats N             timed repetitions; the median is reported (default 3)
+  --threads N|default     LP_NUM_THREADS per worker, i.e. llvmpipe threads (default 1)
+  --backend NAME          webgpu (default) or cpu
+  --allreduce NAME        all-reduce used in the scaling table: shared (default) or star
+  --sizes LIST            all-reduce sizes in bytes, K and M suffixes allowed
+                          (default 4K,64K,1M,16M,64M; the NiN gradient is always added)
+  --allreduce-workers LIST  worker counts for the all-reduce table (default 2,4)
+  --only LIST             scaling, allreduce and/or overhead (default all three)
+  --json FILE             also write every figure, machine and device to FILE
+  --smoke                 a seconds-long run with tiny sizes (for CI)
+  -h, --help              show this help
+`;
+
+const SECTIONS = ["scaling", "allreduce", "overhead"] as const;
+
+async function main(): Promise<void> {
+  const { values } = parseFlags({
+    options: {
+      workers: { type: "string" },
+      "input-size": { type: "string" },
+      width: { type: "string" },
+      "batch-per-worker": { type: "string" },
+      warmup: { type: "string" },
+      steps: { type: "string" },
+      repeats: { type: "string" },
+      threads: { type: "string" },
+      backend: { type: "string" },
+      allreduce: { type: "string" },
+      sizes: { type: "string" },
+      "allreduce-workers": { type: "string" },
+      only: { type: "string" },
+      json: { type: "string" },
+      smoke: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  const smoke = values.smoke ?? false;
+  const config = {
+    workers: integerList("--workers", values.workers ?? (smoke ? "1,2" : "1,2,4")),
+    inputSize: positive("--input-size", values["input-size"], smoke ? 67 : 68),
+    width: numberFlag("--width", values.width) ?? (smoke ? 0.0625 : 0.25),
+    perWorkerBatch: positive("--batch-per-worker", values["batch-per-worker"], smoke ? 2 : 32),
+    warmupSteps: positive("--warmup", values.warmup, smoke ? 1 : 2),
+    stepsPerRepeat: positive("--steps", values.steps, smoke ? 2 : 5),
+    repeats: positive("--repeats", values.repeats, smoke ? 2 : 3),
+    threads: values.threads ?? "1",
+    backend: choice("--backend", values.backend ?? "webgpu", BACKENDS) as BackendName,
+    allReduce: choice(
+      "--allreduce",
+      values.allreduce ?? "shared",
+      ALL_REDUCE_ALGORITHMS,
+    ) as AllReduceAlgorithm,
+    lengths: [
+      ...byteList(values.sizes ?? (smoke ? "4K,64K" : "4K,64K,1M,16M,64M")).map((b) => b / 4),
+      ...(smoke ? [] : [NIN_GRADIENT_LENGTH]),
+    ],
+    allReduceWorkers: integerList(
+      "--allreduce-workers",
+      values["allreduce-workers"] ?? (smoke ? "2" : "2,4"),
+    ),
+    only: (values.only ?? SECTIONS.join(",")).split(",").map((s) => choice("--only", s, SECTIONS)),
+  };
+  if (config.threads !== "default") {
+    positive("--threads", config.threads, 1);
+    Deno.env.set("LP_NUM_THREADS", config.threads); // every worker's device, and this thread's
+  }
+  const jsonPath = values.json && await outputPath("--json", values.json);
+
+  const machine = await describeMachine(config.backend);
+  console.log(`machine: ${machineLine(machine)}`);
+  console.log(
+    `threads: LP_NUM_THREADS=${Deno.env.get("LP_NUM_THREADS") ?? "default"} per worker` +
+      (machine.device.software ? "" : " (llvmpipe only; no effect on a GPU)"),
+  );
+  const report: Record<string, unknown> = { machine, config };
+
+  let scaling: ScalingResult[] | undefined;
+  if (config.only.includes("scaling")) {
+    console.log(
+      `\nScaling: NiN ${config.inputSize}×${config.inputSize}, width ${config.width}, ` +
+        `${config.perWorkerBatch} images per worker, ${config.allReduce} all-reduce, synthetic data; ` +
+        `images/s: median (min–max) of ${config.repeats} × ${config.stepsPerRepeat} steps after ` +
+        `${config.warmupSteps} warm-up; phases (ms per step, mean over workers) from a profiled run`,
+    );
+    scaling = await benchScaling({
+      ...config,
+      onResult: (r) =>
+        console.error(`  ${r.workers} worker(s): ${spread(r.imagesPerSec, 1)} images/s`),
+    });
+    console.log(scalingTable(scaling));
+    report.scaling = scaling;
+  }
+
+  let allReduce;
+  if (config.only.includes("allreduce")) {
+    console.log(
+      "\nAll-reduce: weighted average of a float32 vector among workers of this process; " +
+        "ms per operation, median (min–max) of 5 repetitions;\n" +
+        "copy = each worker copies its vector into shared memory and back (the least traffic " +
+        "an all-reduce needs); busbw = algbw × 2(n−1)/n",
+    );
+    allReduce = await benchAllReduce({
+      lengths: config.lengths,
+      worldSizes: config.allReduceWorkers,
+      repeats: smoke ? 2 : 5,
+    });
+    console.log(allReduceTable(allReduce));
+    report.allReduce = allReduce;
+  }
+
+  let overheadRatio: number | undefined;
+  if (config.only.includes("overhead")) {
+    const oneWorker = scaling?.find((r) => r.workers === 1) ??
+      (await benchScaling({ ...config, workers: [1] }))[0];
+    const plain = await benchPlainLoop({
+      ...config,
+      steps: config.repeats * config.stepsPerRepeat,
+    });
+    overheadRatio = oneWorker.stepMs.median / plain.median;
+    console.log(
+      `\nOverhead: --workers 1 takes ${oneWorker.stepMs.median.toFixed(1)} ms per step, a plain ` +
+        `tfjs loop on the same model and batch in one thread ${plain.median.toFixed(1)} ms ` +
+        `(${spread(plain, 1)}): ${((overheadRatio - 1) * 100).toFixed(1)}%`,
+    );
+    report.overhead = {
+      workersOneStepMs: oneWorker.stepMs,
+      plainLoopStepMs: plain,
+      ratio: overheadRatio,
+    };
+  }
+
+  const goals = checkGoals({ allReduce, scaling, overheadRatio });
+  console.log("\nGoals:");
+  for (const goal of goals) {
+    const verdict = goal.met === undefined ? "" : goal.met ? "  met" : "  NOT met";
+    console.log(`  ${goal.name}: ${goal.value} (goal ${goal.goal})${verdict}`);
+  }
+  report.goals = goals;
+  if (jsonPath) await writeFileAtomic(jsonPath, JSON.stringify(report, null, 2) + "\n");
+}
+
+function positive(flag: string, value: string | undefined, fallback: number): number {
+  const number = numberFlag(flag, value, { integer: true }) ?? fallback;
+  if (number < 1) throw new UsageError(`${flag} must be a positive integer, got ${number}`);
+  return number;
+}
+
+function integerList(flag: string, value: string): number[] {
+  return value.split(",").map((part) => positive(flag, part, 0));
+}
+
+function byteList(value: string): number[] {
+  return value.split(",").map((part) => {
+    const match = part.trim().match(/^(\d+)([KM]?)$/i);
+    const bytes = match
+      ? Number(match[1]) * { "": 1, K: 1024, M: 2 ** 20 }[match[2].toUpperCase() as "" | "K" | "M"]
+      : NaN;
+    if (!(bytes >= 4) || bytes % 4 !== 0) {
+      throw new UsageError(`--sizes takes byte counts divisible by 4 (e.g. 4K,1M), got "${part}"`);
+    }
+    return bytes;
+  });
+}
+
+function choice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T)) {
+    throw new UsageError(`${flag} must be one of ${allowed.join(", ")}, got "${value}"`);
+  }
+  return value as T;
+}
+
+if (import.meta.main) await runCli(main);

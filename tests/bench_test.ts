@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+async function runBench(args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      "--allow-run=lscpu",
+      "scripts/bench.ts",
+      ...args,
+    ],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+Deno.test("deno task bench --smoke prints the three tables and writes every figure as JSON", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { code, stdout, stderr } = await runBench(["--smoke", "--json", `${dir}/bench.json`]);
+    assert.equal(code, 0, stderr);
+    for (const heading of ["machine:", "Scaling:", "All-reduce:", "Overhead:", "Goals:"]) {
+      assert.ok(stdout.includes(heading), `missing ${heading}`);
+    }
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/bench.json`));
+    assert.equal(typeof report.machine.cores, "number");
+    assert.equal(report.machine.device.backend, "webgpu");
+    assert.deepEqual(report.scaling.map((r: { workers: number }) => r.workers), [1, 2]);
+    for (const row of report.scaling) {
+      assert.ok(row.imagesPerSec.median > 0 && row.imagesPerSec.count === 2);
+      assert.ok(row.imagesPerSec.min <= row.imagesPerSec.median);
+      assert.ok(row.breakdown.computeMs > 0);
+    }
+    assert.equal(report.scaling[0].speedup, 1);
+    const kinds = report.allReduce.map((r: { kind: string; bytes: number }) =>
+      `${r.kind} ${r.bytes}`
+    );
+    assert.deepEqual(kinds, [
+      "copy 4096",
+      "shared 4096",
+      "star 4096",
+      "copy 65536",
+      "shared 65536",
+      "star 65536",
+    ]);
+    for (const row of report.allReduce) {
+      assert.ok(row.ms.median > 0);
+      assert.ok(Math.abs(row.algbwGBps - row.bytes / (row.ms.median * 1e6)) < 1e-9);
+    }
+    assert.ok(report.overhead.ratio > 0);
+    assert.equal(report.goals.length, 3);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno task bench rejects bad flags with one line and exit code 2", async () => {
+  for (
+    const [args, pattern] of [
+      [["--sizes", "3"], /--sizes takes byte counts divisible by 4/],
+      [["--workers", "0"], /--workers must be a positive integer/],
+      [["--only", "speed"], /--only must be one of scaling, allreduce, overhead/],
+      [
+        ["--json", "/nonexistent/dir/b.json"],
+        /--json \/nonexistent\/dir\/b\.json: directory \/nonexistent\/dir does not exist/,
+      ],
+    ] as const
+  ) {
+    const { code, stderr } = await runBench([...args]);
+    assert.equal(code, 2, stderr);
+    assert.equal(stderr.trimEnd().split("\n").length, 1, stderr);
+    assert.match(stderr, pattern);
+  }
+});
