@@ -13,7 +13,7 @@
  * @module
  */
 
-import { type AllReduce, type AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import type { AllReduce, AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import { type Channel, type Message, PostMessageChannel } from "../collective/channel.ts";
 import { Mailbox } from "../collective/mailbox.ts";
 import {
