@@ -1,25 +1,16 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { gatherBatch } from "../lib/data/batches.ts";
-import type { Dataset } from "../lib/data/fashion_mnist.ts";
 import { DistributedSampler } from "../lib/data/sampler.ts";
 import { UsageError, WorkerError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
 import { train } from "../lib/train/train.ts";
-import { mulberry32 } from "../lib/util/random.ts";
+import { syntheticDataset } from "../lib/bench/stats.ts";
 
 await initBackend("webgpu");
 
-/** A synthetic data set: random pixels, labels that depend on them. */
-function syntheticDataset(count: number, seed: number): Dataset {
-  const next = mulberry32(seed);
-  const images = Uint8Array.from({ length: count * 784 }, () => next() & 0xff);
-  const labels = Uint8Array.from({ length: count }, (_, i) => images[i * 784 + 400] % 10);
-  return { images, labels, count, rows: 28, cols: 28 };
-}
-
-const DATA = { train: syntheticDataset(48, 1), test: syntheticDataset(12, 2) };
+const DATA = { train: syntheticDataset(48, { seed: 1 }), test: syntheticDataset(12, { seed: 2 }) };
 const CONFIG = {
   inputSize: 67,
   width: 0.125,

@@ -9,7 +9,17 @@ import type { MachineInfo } from "./machine.ts";
 import type { ScalingResult } from "./scaling_bench.ts";
 import type { Summary } from "./stats.ts";
 
-/** Number of float32 values in d2l's NiN gradient. */
+/**
+ * Number of float32 values in d2l's NiN gradient.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { NIN_GRADIENT_LENGTH } from "./report.ts";
+ *
+ * assert.equal(NIN_GRADIENT_LENGTH * 4, 7_968_664); // bytes
+ * ```
+ */
 export const NIN_GRADIENT_LENGTH = 1_992_166;
 
 /**

@@ -13,7 +13,17 @@ import { type BackendName, BACKENDS } from "../train/backend.ts";
 import type { TrainOptions } from "../train/options.ts";
 import { numberFlag } from "./cli.ts";
 
-/** `--preset quick`: minutes on a 2-core CPU machine; lr stays 0.1. */
+/**
+ * `--preset quick`: minutes on a 2-core CPU machine; lr stays 0.1.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { QUICK_PRESET } from "./train_flags.ts";
+ *
+ * assert.equal(QUICK_PRESET.inputSize, 67);
+ * ```
+ */
 export const QUICK_PRESET: Readonly<TrainOptions> = Object.freeze({
   inputSize: 67,
   width: 0.125,
@@ -24,7 +34,19 @@ export const QUICK_PRESET: Readonly<TrainOptions> = Object.freeze({
   batchSize: 32,
 });
 
-/** `parseArgs` options of the training flags (all strings or booleans, validated later). */
+/**
+ * `parseArgs` options of the training flags (all strings or booleans, validated later).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseArgs } from "node:util";
+ * import { TRAIN_FLAGS } from "./train_flags.ts";
+ *
+ * const { values } = parseArgs({ args: ["--workers", "2"], options: TRAIN_FLAGS });
+ * assert.equal(values.workers, "2");
+ * ```
+ */
 export const TRAIN_FLAGS = {
   workers: { type: "string" },
   epochs: { type: "string" },
@@ -44,7 +66,17 @@ export const TRAIN_FLAGS = {
   "no-download": { type: "boolean" },
 } as const;
 
-/** Help text of {@linkcode TRAIN_FLAGS}. */
+/**
+ * Help text of {@linkcode TRAIN_FLAGS}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { TRAIN_FLAGS_HELP } from "./train_flags.ts";
+ *
+ * assert.ok(TRAIN_FLAGS_HELP.includes("--workers N"));
+ * ```
+ */
 export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1)
   --epochs N         passes over the training set (default 10)
   --batch-size N     global batch, split across the workers (default 128)

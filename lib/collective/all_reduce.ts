@@ -37,7 +37,17 @@ export interface AllReduceTiming {
  */
 export type AllReduceAlgorithm = "shared" | "star";
 
-/** The values of {@linkcode AllReduceAlgorithm}. */
+/**
+ * The values of {@linkcode AllReduceAlgorithm}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ALL_REDUCE_ALGORITHMS } from "./all_reduce.ts";
+ *
+ * assert.deepEqual([...ALL_REDUCE_ALGORITHMS], ["shared", "star"]);
+ * ```
+ */
 export const ALL_REDUCE_ALGORITHMS: readonly AllReduceAlgorithm[] = ["shared", "star"];
 
 /** One replica's part in a reduction. */

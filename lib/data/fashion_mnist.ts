@@ -10,7 +10,17 @@ import { ProgressBar } from "../util/progress.ts";
 import { downloadVerified } from "./download.ts";
 import { parseIdxImages, parseIdxLabels } from "./idx.ts";
 
-/** The ten Fashion-MNIST classes, indexed by label. */
+/**
+ * The ten Fashion-MNIST classes, indexed by label.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FASHION_MNIST_CLASSES } from "./fashion_mnist.ts";
+ *
+ * assert.equal(FASHION_MNIST_CLASSES[9], "Ankle boot");
+ * ```
+ */
 export const FASHION_MNIST_CLASSES: readonly string[] = Object.freeze([
   "T-shirt/top",
   "Trouser",
@@ -24,10 +34,32 @@ export const FASHION_MNIST_CLASSES: readonly string[] = Object.freeze([
   "Ankle boot",
 ]);
 
-/** Where the official Fashion-MNIST files are published. */
+/**
+ * Where the official Fashion-MNIST files are published.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FASHION_MNIST_FILES, FASHION_MNIST_URL } from "./fashion_mnist.ts";
+ *
+ * const url = new URL(FASHION_MNIST_FILES.testLabels.name, FASHION_MNIST_URL);
+ * assert.ok(url.href.endsWith("/t10k-labels-idx1-ubyte.gz"));
+ * ```
+ */
 export const FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
 
-/** The four official files and their SHA-256 checksums. */
+/**
+ * The four official files and their SHA-256 checksums.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FASHION_MNIST_FILES } from "./fashion_mnist.ts";
+ *
+ * assert.equal(Object.keys(FASHION_MNIST_FILES).length, 4);
+ * assert.match(FASHION_MNIST_FILES.trainImages.sha256, /^[0-9a-f]{64}$/);
+ * ```
+ */
 export const FASHION_MNIST_FILES: Readonly<
   Record<"trainImages" | "trainLabels" | "testImages" | "testLabels", FileSpec>
 > = Object.freeze({

@@ -11,9 +11,29 @@
 
 import { DataError } from "../errors.ts";
 
-/** Magic number of an IDX file holding unsigned-byte images (N×rows×cols). */
+/**
+ * Magic number of an IDX file holding unsigned-byte images (N×rows×cols).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { IDX_IMAGES_MAGIC } from "./idx.ts";
+ *
+ * assert.equal(IDX_IMAGES_MAGIC, 0x803);
+ * ```
+ */
 export const IDX_IMAGES_MAGIC = 2051;
-/** Magic number of an IDX file holding unsigned-byte labels (N). */
+/**
+ * Magic number of an IDX file holding unsigned-byte labels (N).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { IDX_LABELS_MAGIC } from "./idx.ts";
+ *
+ * assert.equal(IDX_LABELS_MAGIC, 0x801);
+ * ```
+ */
 export const IDX_LABELS_MAGIC = 2049;
 
 /** Images decoded from an IDX file. */

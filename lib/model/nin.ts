@@ -35,13 +35,43 @@ export interface NiNOptions {
 /** Kernel initialisations {@linkcode createNiN} offers. */
 export type KernelInit = "he-normal" | "glorot-uniform";
 
-/** The values of {@linkcode KernelInit}. */
+/**
+ * The values of {@linkcode KernelInit}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { KERNEL_INITS } from "./nin.ts";
+ *
+ * assert.ok(KERNEL_INITS.includes("he-normal"));
+ * ```
+ */
 export const KERNEL_INITS: readonly KernelInit[] = ["he-normal", "glorot-uniform"];
 
-/** Smallest input side for which every pooling stage still has output. */
+/**
+ * Smallest input side for which every pooling stage still has output.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MIN_INPUT_SIZE, resolveNiNOptions } from "./nin.ts";
+ *
+ * assert.throws(() => resolveNiNOptions({ inputSize: MIN_INPUT_SIZE - 1 }));
+ * ```
+ */
 export const MIN_INPUT_SIZE = 67;
 
-/** Number of output classes (Fashion-MNIST). */
+/**
+ * Number of output classes (Fashion-MNIST).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { NUM_CLASSES } from "./nin.ts";
+ *
+ * assert.equal(NUM_CLASSES, 10);
+ * ```
+ */
 export const NUM_CLASSES = 10;
 
 /**

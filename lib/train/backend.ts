@@ -12,7 +12,17 @@ import { UsageError } from "../errors.ts";
 /** The TensorFlow.js backends the library trains on. */
 export type BackendName = "webgpu" | "cpu";
 
-/** The backends accepted by {@linkcode initBackend}. */
+/**
+ * The backends accepted by {@linkcode initBackend}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BACKENDS } from "./backend.ts";
+ *
+ * assert.deepEqual([...BACKENDS], ["webgpu", "cpu"]);
+ * ```
+ */
 export const BACKENDS: readonly BackendName[] = ["webgpu", "cpu"];
 
 /** What {@linkcode initBackend} found. */
