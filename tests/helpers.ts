@@ -5,6 +5,8 @@
  */
 
 import { fileURLToPath } from "node:url";
+import type { Dataset } from "../lib/data/fashion_mnist.ts";
+import { mulberry32 } from "../lib/util/random.ts";
 
 /**
  * The directory with the real Fashion-MNIST files for tests: `$FASHION_MNIST_DIR`
@@ -82,4 +84,29 @@ export async function writeTinyDataset(
   await Deno.writeFile(`${dir}/train-labels-idx1-ubyte.gz`, await gzip(idxLabels(labels(train))));
   await Deno.writeFile(`${dir}/t10k-images-idx3-ubyte.gz`, await gzip(idxImages(test, 28, 28)));
   await Deno.writeFile(`${dir}/t10k-labels-idx1-ubyte.gz`, await gzip(idxLabels(labels(test))));
+}
+
+/**
+ * `count` image-like examples: a bar whose place and brightness encode the
+ * label, and a random block, on a black background — constant regions, as in
+ * Fashion-MNIST. (Pure noise images put near-ties into every max-pooling
+ * window, so that float rounding decides which input gets the gradient and a
+ * few SGD steps amplify the last bit; real images do not behave like that.)
+ */
+export function imageLikeDataset(count: number, seed: number): Dataset {
+  const next = mulberry32(seed);
+  const images = new Uint8Array(count * 784);
+  const labels = new Uint8Array(count);
+  const fill = (n: number, [x0, y0, w, h, value]: number[]) => {
+    for (let y = y0; y < Math.min(28, y0 + h); y++) {
+      for (let x = x0; x < Math.min(28, x0 + w); x++) images[n * 784 + y * 28 + x] = value;
+    }
+  };
+  for (let n = 0; n < count; n++) {
+    const label = next() % 10;
+    labels[n] = label;
+    fill(n, [2 + 2 * label, 4, 4, 20, 120 + 12 * label]);
+    fill(n, [next() % 20, next() % 20, 6, 6, 60 + (next() % 100)]);
+  }
+  return { images, labels, count, rows: 28, cols: 28 };
 }
