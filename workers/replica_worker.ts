@@ -11,4 +11,4 @@
 import { PostMessageChannel } from "../lib/collective/channel.ts";
 import { serveReplica } from "../lib/train/replica_service.ts";
 
-await serveReplica(new PostMessageChannel(self));
+await serveReplica(new PostMessageChannel(self, { label: self.name }));

@@ -12,6 +12,8 @@
  * @module
  */
 
+import { trace } from "../util/trace.ts";
+
 /** A message: a `type` tag plus fields that depend on the type. */
 export interface Message {
   /** Discriminates the message kinds of a protocol. */
@@ -70,15 +72,24 @@ export class PostMessageChannel implements Channel {
   onError: ((error: Error) => void) | null = null;
   readonly #endpoint: PostMessageEndpoint;
   readonly #close: () => void;
+  readonly #label: string;
 
   /**
    * Wraps `endpoint`. `options.close` is what {@linkcode PostMessageChannel.close}
    * does (e.g. `worker.terminate()`); by default it only detaches the handlers.
+   * `options.label` names the channel in `DDP_TRACE` output.
    */
-  constructor(endpoint: PostMessageEndpoint, options: { close?: () => void } = {}) {
+  constructor(
+    endpoint: PostMessageEndpoint,
+    options: { close?: () => void; label?: string } = {},
+  ) {
     this.#endpoint = endpoint;
     this.#close = options.close ?? (() => {});
-    endpoint.onmessage = (event) => this.onMessage?.(event.data as Message);
+    this.#label = options.label ?? "channel";
+    endpoint.onmessage = (event) => {
+      trace(this.#label, `received ${(event.data as Message)?.type}`);
+      this.onMessage?.(event.data as Message);
+    };
     endpoint.onmessageerror = () =>
       this.onError?.(new Error("received a message that could not be decoded"));
     if (isWorker(endpoint)) {
@@ -91,6 +102,7 @@ export class PostMessageChannel implements Channel {
 
   /** Posts `message`, moving the buffers in `transfer`. */
   send(message: Message, transfer: Transferable[] = []): void {
+    trace(this.#label, `sent ${message.type}`);
     this.#endpoint.postMessage(message, transfer);
   }
 

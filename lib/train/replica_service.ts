@@ -22,6 +22,7 @@ import { batchShard, gatherBatch, stepsPerEpoch } from "../data/batches.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { mixSeed } from "../util/random.ts";
+import { trace } from "../util/trace.ts";
 import { initBackend } from "./backend.ts";
 import type {
   EpochEndMessage,
@@ -97,7 +98,10 @@ class ReplicaWorker {
   }
 
   static async create(mailbox: Mailbox, init: InitMessage): Promise<ReplicaWorker> {
+    const who = `worker ${init.rank}`;
+    trace(who, `initialising the ${init.config.backend} backend`);
     const device = await initBackend(init.config.backend);
+    trace(who, `backend ready on ${device.adapter}; building the model`);
     const replica = new Replica({ lr: init.config.lr, model: init.config.model });
     const ready: ReadyMessage = {
       type: "ready",

@@ -202,7 +202,10 @@ class WorkerGroup {
     for (let rank = 0; rank < options.workers; rank++) {
       const worker = new Worker(workerUrl, { type: "module", name: `replica-${rank}` });
       const mailbox = new Mailbox(
-        new PostMessageChannel(worker, { close: () => worker.terminate() }),
+        new PostMessageChannel(worker, {
+          close: () => worker.terminate(),
+          label: `coordinator↔worker ${rank}`,
+        }),
         { onError: (error) => fail(new WorkerError(rank, error.message)) },
       );
       mailbox.handle<ErrorMessage>("error", (m) => fail(new WorkerError(rank, m.message)));
