@@ -176,6 +176,30 @@ Deno.test("a worker that crashes mid-epoch stops every worker; train() rejects i
   }
 });
 
+Deno.test("a worker that hangs is named once the step timeout passes; train() rejects", async (t) => {
+  for (const allReduce of ["shared", "star"] as const) {
+    await t.step(`${allReduce} all-reduce`, async () => {
+      const started = performance.now();
+      await assert.rejects(
+        train({
+          ...CONFIG,
+          workers: 3,
+          trainLimit: 42,
+          allReduce,
+          stepTimeout: 3,
+          data: DATA,
+          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
+        }),
+        (e: unknown) =>
+          e instanceof WorkerError && e.rank === 1 &&
+          /no progress for \d+ s, over the step timeout of 3 s; worker\(s\) 0, 2 waited for it$/
+            .test(e.message),
+      );
+      assert.ok(performance.now() - started < 60_000);
+    });
+  }
+});
+
 Deno.test("the shared-memory and the star all-reduce train bit-identical weights", async () => {
   const options = { ...CONFIG, workers: 3, trainLimit: 42, data: DATA };
   const shared = await train({ ...options, allReduce: "shared" });

@@ -62,6 +62,7 @@ export const TRAIN_FLAGS = {
   "train-limit": { type: "string" },
   "test-limit": { type: "string" },
   preset: { type: "string" },
+  "step-timeout": { type: "string" },
   "data-dir": { type: "string" },
   "no-download": { type: "boolean" },
 } as const;
@@ -93,6 +94,9 @@ export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1
   --preset NAME      d2l (default) or quick: ${QUICK_PRESET.inputSize} px, width ${QUICK_PRESET.width},
                      dropout ${QUICK_PRESET.dropout}, the first ${QUICK_PRESET.trainLimit} training and ${QUICK_PRESET.testLimit} test
                      examples, ${QUICK_PRESET.epochs} epochs, batch ${QUICK_PRESET.batchSize}; flags given override it
+  --step-timeout S   stop with an error naming the stuck worker after S seconds without
+                     progress (default: 30 min before the first step, then 20 × the
+                     slowest step, at least 5 min)
   --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
   --no-download      fail instead of downloading missing files`;
 
@@ -138,6 +142,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     init: values.init as KernelInit | undefined,
     trainLimit: numberFlag("--train-limit", values["train-limit"], { integer: true }),
     testLimit: numberFlag("--test-limit", values["test-limit"], { integer: true }),
+    stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),
   };
   const given = Object.fromEntries(
     Object.entries(flags).filter(([, value]) => value !== undefined),

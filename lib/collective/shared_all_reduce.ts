@@ -30,6 +30,19 @@ const CONTROL_BYTES = CONTROL_WORDS * 4;
 /** How long one `Atomics.wait` sleeps before checking the abort flag again. */
 const WAIT_SLICE_MS = 1000;
 
+/**
+ * Byte offsets in the buffer: control words; per replica, the number of
+ * all-reduces it has entered (for diagnosing a stall); per replica, its
+ * weight; the slots; the result.
+ */
+function layout(worldSize: number, length: number) {
+  const entered = CONTROL_BYTES;
+  const weights = entered + 8 * Math.ceil(worldSize / 2); // keep the float64s aligned
+  const slots = weights + 8 * worldSize;
+  const result = slots + 4 * worldSize * length;
+  return { entered, weights, slots, result, end: result + 4 * length };
+}
+
 /** Shape of a shared all-reduce buffer. */
 export interface SharedAllReduceShape {
   /** Number of replicas. */
@@ -59,7 +72,29 @@ export function createSharedAllReduceBuffer(shape: SharedAllReduceShape): Shared
   if (!Number.isInteger(length) || length < 0) {
     throw new RangeError(`length must be a non-negative integer, got ${length}`);
   }
-  return new SharedArrayBuffer(CONTROL_BYTES + 8 * worldSize + 4 * (worldSize + 1) * length);
+  return new SharedArrayBuffer(layout(worldSize, length).end);
+}
+
+/**
+ * How many all-reduces each replica has entered so far (index = rank): when
+ * the group stalls, the replicas with the lowest count are the ones the
+ * others are waiting for.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createSharedAllReduceBuffer, sharedAllReduceRounds } from "./shared_all_reduce.ts";
+ *
+ * const buffer = createSharedAllReduceBuffer({ worldSize: 3, length: 8 });
+ * assert.deepEqual(sharedAllReduceRounds(buffer, { worldSize: 3 }), [0, 0, 0]);
+ * ```
+ */
+export function sharedAllReduceRounds(
+  buffer: SharedArrayBuffer,
+  shape: { worldSize: number },
+): number[] {
+  const entered = new Int32Array(buffer, CONTROL_BYTES, shape.worldSize);
+  return Array.from(entered, (_, rank) => Atomics.load(entered, rank));
 }
 
 /**
@@ -108,6 +143,7 @@ export class SharedAllReduce implements AllReduce {
   readonly #worldSize: number;
   readonly #length: number;
   readonly #control: Int32Array;
+  readonly #entered: Int32Array;
   readonly #weights: Float64Array;
   readonly #slots: Float32Array[];
   readonly #result: Float32Array;
@@ -124,14 +160,15 @@ export class SharedAllReduce implements AllReduce {
     this.#rank = rank;
     this.#worldSize = worldSize;
     this.#length = length;
+    const at = layout(worldSize, length);
     this.#control = new Int32Array(buffer, 0, CONTROL_WORDS);
-    this.#weights = new Float64Array(buffer, CONTROL_BYTES, worldSize);
-    const slotsAt = CONTROL_BYTES + 8 * worldSize;
+    this.#entered = new Int32Array(buffer, at.entered, worldSize);
+    this.#weights = new Float64Array(buffer, at.weights, worldSize);
     this.#slots = Array.from(
       { length: worldSize },
-      (_, r) => new Float32Array(buffer, slotsAt + 4 * r * length, length),
+      (_, r) => new Float32Array(buffer, at.slots + 4 * r * length, length),
     );
-    this.#result = new Float32Array(buffer, slotsAt + 4 * worldSize * length, length);
+    this.#result = new Float32Array(buffer, at.result, length);
   }
 
   /**
@@ -150,6 +187,7 @@ export class SharedAllReduce implements AllReduce {
         return Promise.resolve(data);
       }
       const started = performance.now();
+      Atomics.add(this.#entered, this.#rank, 1);
       this.#slots[this.#rank].set(data);
       this.#weights[this.#rank] = weight;
       let waitMs = this.#barrier(); // every slot written

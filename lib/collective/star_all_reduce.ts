@@ -109,6 +109,17 @@ export class StarAllReduceHub {
     return this.#rounds;
   }
 
+  /**
+   * The ranks whose contribution to the oldest unfinished reduction has not
+   * arrived, or an empty list when none is under way: when the group stalls,
+   * the replicas the others are waiting for.
+   */
+  missing(): number[] {
+    if (this.#pending.size === 0) return [];
+    const oldest = this.#pending.get(Math.min(...this.#pending.keys()))!;
+    return oldest.flatMap((request, rank) => request === undefined ? [rank] : []);
+  }
+
   #collect(rank: number, request: AllReduceRequest): void {
     const round = this.#pending.get(request.seq) ??
       Array.from<AllReduceRequest | undefined>({ length: this.#replicas.length });

@@ -57,6 +57,13 @@ export interface TrainOptions {
    * `serveReplica` (e.g. after registering extra tfjs kernels).
    */
   workerUrl?: URL | string;
+  /**
+   * Seconds without progress after which the run stops with an error naming
+   * the worker the others wait for. Default: adaptive — 30 minutes until the
+   * first step completes (shader compilation), then 20 × the slowest step so
+   * far, at least 5 minutes.
+   */
+  stepTimeout?: number;
   /** Called once the workers are ready, before the first step. */
   onStart?: (info: TrainStart) => void;
   /** Called after every global step. */
@@ -83,6 +90,8 @@ export interface ResolvedTrainOptions {
   allReduce: AllReduceAlgorithm;
   /** Whether steps are profiled. */
   profile: boolean;
+  /** Step timeout in seconds, or undefined for the adaptive default. */
+  stepTimeout: number | undefined;
   /** Model configuration, seed included. */
   model: Required<NiNOptions>;
   /** Number of training examples used, or undefined for all. */
@@ -192,6 +201,15 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
       `all-reduce must be one of ${ALL_REDUCE_ALGORITHMS.join(", ")}, got ${allReduce}`,
     );
   }
+  if (
+    options.stepTimeout !== undefined &&
+    !(typeof options.stepTimeout === "number" && options.stepTimeout > 0 &&
+      Number.isFinite(options.stepTimeout))
+  ) {
+    throw new UsageError(
+      `step timeout must be a positive number of seconds, got ${options.stepTimeout}`,
+    );
+  }
   if (options.trainLimit !== undefined) positiveInteger("train limit", options.trainLimit);
   if (options.testLimit !== undefined) positiveInteger("test limit", options.testLimit);
   const model = resolveNiNOptions({
@@ -210,6 +228,7 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
     backend,
     allReduce,
     profile: options.profile ?? false,
+    stepTimeout: options.stepTimeout,
     model,
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,

@@ -12,6 +12,7 @@
  * worker ↔ coordinator   allreduce   once per step, star all-reduce only
  *                                    (the shared one needs no messages)
  * worker → coordinator   step        loss sum, correct, count of its shard
+ * worker → coordinator   evalProgress  after each evaluation batch
  * worker → coordinator   epochEnd    test-set counts and weight checksum
  * coordinator → worker   getWeights  / worker → coordinator weights
  * worker → coordinator   error       anything that went wrong, then it stops
@@ -108,6 +109,12 @@ export interface StepMessage extends Message {
   count: number;
   /** When profiling: where the step spent its time. */
   timing?: StepTiming;
+}
+
+/** Worker → coordinator: one evaluation batch done (keeps the watchdog fed). */
+export interface EvalProgressMessage extends Message {
+  type: "evalProgress";
+  rank: number;
 }
 
 /** Worker → coordinator: the epoch is done. */

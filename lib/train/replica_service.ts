@@ -28,6 +28,7 @@ import type {
   EpochEndMessage,
   EpochMessage,
   ErrorMessage,
+  EvalProgressMessage,
   GetWeightsMessage,
   InitMessage,
   ReadyMessage,
@@ -194,6 +195,8 @@ class ReplicaWorker {
     for (let start = 0; start < indices.length; start += config.evalBatchSize) {
       const chunk = indices.slice(start, start + config.evalBatchSize);
       correct += await this.#replica.countCorrect(gatherBatch(dataset, chunk));
+      const message: EvalProgressMessage = { type: "evalProgress", rank };
+      this.#mailbox.send(message);
     }
     return { correct, count: indices.length };
   }

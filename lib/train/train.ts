@@ -11,6 +11,7 @@ import { Mailbox } from "../collective/mailbox.ts";
 import {
   abortSharedAllReduce,
   createSharedAllReduceBuffer,
+  sharedAllReduceRounds,
 } from "../collective/shared_all_reduce.ts";
 import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import { stepsPerEpoch } from "../data/batches.ts";
@@ -18,6 +19,7 @@ import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { ReplicaDivergenceError, WorkerError } from "../errors.ts";
 import type { DeviceInfo } from "./backend.ts";
+import { Watchdog } from "./watchdog.ts";
 import {
   type EpochRecord,
   type ResolvedTrainOptions,
@@ -27,6 +29,7 @@ import {
 import type {
   EpochEndMessage,
   ErrorMessage,
+  EvalProgressMessage,
   InitMessage,
   ReadyMessage,
   ReplicaConfig,
@@ -138,6 +141,9 @@ function shareDataset(dataset: Dataset, limit: number | undefined): Dataset {
   return { images, labels, count, rows: dataset.rows, cols: dataset.cols };
 }
 
+/** How long a worker may take to load, create its device and build its replica. */
+const STARTUP_TIMEOUT_S = 600;
+
 /** Per-epoch accumulation of the step messages of all ranks. */
 interface EpochProgress {
   epoch: number;
@@ -163,8 +169,14 @@ class WorkerGroup {
   readonly #workers: Worker[];
   readonly #mailboxes: Mailbox[];
   readonly #allReduceBuffer: SharedArrayBuffer | undefined;
+  readonly #hub: StarAllReduceHub | undefined;
+  readonly #stepTimeout: number | undefined;
+  readonly #watchdog: Watchdog;
   #progress: EpochProgress | null = null;
   #failure: Error | null = null;
+  #stepsDone = 0;
+  #lastStepAt = performance.now();
+  #slowestStepMs = 0;
 
   private constructor(parts: {
     workers: Worker[];
@@ -172,10 +184,18 @@ class WorkerGroup {
     ready: ReadyMessage[];
     rendererThreads: string | undefined;
     allReduceBuffer: SharedArrayBuffer | undefined;
+    hub: StarAllReduceHub | undefined;
+    stepTimeout: number | undefined;
   }) {
     this.#workers = parts.workers;
     this.#mailboxes = parts.mailboxes;
     this.#allReduceBuffer = parts.allReduceBuffer;
+    this.#hub = parts.hub;
+    this.#stepTimeout = parts.stepTimeout;
+    this.#watchdog = new Watchdog({
+      limitMs: () => this.#stepLimitMs(),
+      onExpire: (idleMs) => this.#onStall(idleMs),
+    });
     this.device = parts.ready[0].device;
     this.numParams = parts.ready[0].numParams;
     this.rendererThreads = parts.rendererThreads;
@@ -234,12 +254,26 @@ class WorkerGroup {
         };
         mailbox.send(init);
       });
-      const ready = await Promise.all(mailboxes.map((m) => m.receive<ReadyMessage>("ready")))
-        .finally(() => cores.restore()); // every device exists now
+      const readyRanks = new Set<number>();
+      const startup = setTimeout(() => {
+        const late = mailboxes.findIndex((_, rank) => !readyRanks.has(rank));
+        fail(new WorkerError(late, `not ready ${STARTUP_TIMEOUT_S} s after it was started`));
+      }, STARTUP_TIMEOUT_S * 1000);
+      const ready = await Promise.all(
+        mailboxes.map((m, rank) =>
+          m.receive<ReadyMessage>("ready").then((message) => {
+            readyRanks.add(rank);
+            return message;
+          })
+        ),
+      ).finally(() => {
+        clearTimeout(startup);
+        cores.restore(); // every device exists now
+      });
       const allReduceBuffer = options.allReduce === "shared"
         ? createSharedAllReduceBuffer({ worldSize: options.workers, length: ready[0].numParams })
         : undefined;
-      if (options.allReduce === "star") new StarAllReduceHub(mailboxes);
+      const hub = options.allReduce === "star" ? new StarAllReduceHub(mailboxes) : undefined;
       mailboxes.forEach((mailbox, rank) => {
         const weights = rank === 0 ? undefined : ready[0].weights;
         const start: StartMessage = { type: "start", weights, allReduceBuffer };
@@ -251,9 +285,12 @@ class WorkerGroup {
         ready,
         rendererThreads: cores.threads,
         allReduceBuffer,
+        hub,
+        stepTimeout: options.stepTimeout,
       });
       mailboxes.forEach((mailbox) => {
         mailbox.handle<StepMessage>("step", (message) => group!.#onStep(message));
+        mailbox.handle<EvalProgressMessage>("evalProgress", () => group!.#watchdog.touch());
       });
       return group;
     } catch (error) {
@@ -281,11 +318,13 @@ class WorkerGroup {
       onStep,
     };
     this.#progress = progress;
+    this.#lastStepAt = progress.startedAt;
     // Workers count epochs from 0, as DistributedSampler.setEpoch does.
     this.#mailboxes.forEach((mailbox) => mailbox.send({ type: "epoch", epoch: epoch - 1 }));
     const ends = await Promise.all(
       this.#mailboxes.map((m) => m.receive<EpochEndMessage>("epochEnd")),
     );
+    this.#watchdog.touch();
     const seconds = (performance.now() - progress.startedAt) / 1000;
     const differing = ends.filter((end) => end.checksum !== ends[0].checksum);
     if (differing.length > 0) {
@@ -329,7 +368,39 @@ class WorkerGroup {
 
   /** Terminates every worker. */
   close(): void {
+    this.#watchdog.stop();
     for (const mailbox of this.#mailboxes) mailbox.close();
+  }
+
+  /** The step timeout now: the user's, or adaptive (see `TrainOptions.stepTimeout`). */
+  #stepLimitMs(): number {
+    if (this.#stepTimeout !== undefined) return this.#stepTimeout * 1000;
+    if (this.#stepsDone === 0) return 30 * 60_000;
+    return Math.max(5 * 60_000, 20 * this.#slowestStepMs);
+  }
+
+  /** No progress for too long: blame the workers the others wait for, and stop. */
+  #onStall(idleMs: number): void {
+    const ranks = this.#workers.map((_, rank) => rank);
+    let laggards: number[] = [];
+    if (this.#allReduceBuffer) {
+      const rounds = sharedAllReduceRounds(this.#allReduceBuffer, { worldSize: ranks.length });
+      laggards = ranks.filter((rank) => rounds[rank] < Math.max(...rounds));
+    } else if (this.#hub) {
+      laggards = this.#hub.missing();
+    }
+    if (laggards.length === 0 || laggards.length === ranks.length) laggards = ranks;
+    const waiting = ranks.filter((rank) => !laggards.includes(rank));
+    const others = waiting.length > 0 ? `; worker(s) ${waiting.join(", ")} waited for it` : "";
+    const rank = laggards[0];
+    const who = laggards.length > 1 ? ` (and worker(s) ${laggards.slice(1).join(", ")})` : "";
+    this.fail(
+      new WorkerError(
+        rank,
+        `no progress for ${Math.round(idleMs / 1000)} s, over the step timeout of ` +
+          `${Math.round(this.#stepLimitMs() / 1000)} s${who}${others}`,
+      ),
+    );
   }
 
   #onStep(message: StepMessage): void {
@@ -343,8 +414,15 @@ class WorkerGroup {
     if (message.timing) {
       (progress.timings[message.step] ??= [])[message.rank] = message.timing;
     }
+    this.#watchdog.touch();
     const done = ++progress.reported[message.step];
     if (done < this.#workers.length) return;
+    const now = performance.now();
+    if (this.#stepsDone > 0) {
+      this.#slowestStepMs = Math.max(this.#slowestStepMs, now - this.#lastStepAt);
+    }
+    this.#stepsDone++;
+    this.#lastStepAt = now;
     const timings = progress.timings[message.step];
     delete progress.timings[message.step];
     const seconds = (performance.now() - progress.startedAt) / 1000;
