@@ -12,7 +12,7 @@ import { KERNEL_INITS, type KernelInit, train } from "../mod.ts";
 import { formatMetrics } from "../lib/train/report.ts";
 import { parseFlags, runCli } from "../lib/cli/cli.ts";
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
-import { UsageError } from "../lib/errors.ts";
+import { DataError, UsageError } from "../lib/errors.ts";
 
 const HELP = `Train NiN with each kernel initialisation and several seeds; print a table.
 
@@ -58,14 +58,21 @@ async function main(): Promise<void> {
   const rows: string[] = [];
   for (const init of inits) {
     for (const seed of seeds) {
-      const { history } = await train({ ...base, init, seed });
-      const last = history.at(-1)!;
-      const stalled = last.testAcc < STALLED_BELOW;
-      console.error(`${init}, seed ${seed}: ${formatMetrics(last)}${stalled ? " (stalled)" : ""}`);
-      rows.push(
-        `| ${init} | ${seed} | ${last.loss.toFixed(3)} | ${last.trainAcc.toFixed(3)} | ` +
-          `${last.testAcc.toFixed(3)} | ${stalled ? "stalled" : "learned"} |`,
-      );
+      try {
+        const { history } = await train({ ...base, init, seed });
+        const last = history.at(-1)!;
+        const stalled = last.testAcc < STALLED_BELOW;
+        console.error(`${init}, seed ${seed}: ${formatMetrics(last)}${stalled ? " (stalled)" : ""}`);
+        rows.push(
+          `| ${init} | ${seed} | ${last.loss.toFixed(3)} | ${last.trainAcc.toFixed(3)} | ` +
+            `${last.testAcc.toFixed(3)} | ${stalled ? "stalled" : "learned"} |`,
+        );
+      } catch (error) {
+        if (error instanceof UsageError || error instanceof DataError) throw error;
+        const reason = error instanceof Error ? error.message : String(error);
+        console.error(`${init}, seed ${seed}: failed: ${reason}`);
+        rows.push(`| ${init} | ${seed} | | | | failed: ${reason} |`);
+      }
     }
   }
   console.log("| init | seed | train loss | train acc | test acc | |");
