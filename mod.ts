@@ -21,7 +21,13 @@
  * @module
  */
 
-export { DataError, ReplicaDivergenceError, UsageError, WorkerError } from "./lib/errors.ts";
+export {
+  DataError,
+  InterruptedError,
+  ReplicaDivergenceError,
+  UsageError,
+  WorkerError,
+} from "./lib/errors.ts";
 export {
   type Dataset,
   defaultCacheDir,
@@ -79,6 +85,21 @@ export {
   type TrainStart,
 } from "./lib/train/options.ts";
 export { train, type TrainResult } from "./lib/train/train.ts";
+export {
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_VERSION,
+  type CheckpointFile,
+  checkpointName,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  type EpochSums,
+  latestCheckpoint,
+  listCheckpoints,
+  readCheckpoint,
+  type RunConfig,
+  type TrainingState,
+  writeCheckpoint,
+} from "./lib/train/checkpoint.ts";
 export type { StepTiming } from "./lib/train/protocol.ts";
 export { formatDuration, formatEpoch, formatMetrics, historyToJsonl } from "./lib/train/report.ts";
 export { type PlotOptions, renderHistorySvg } from "./lib/train/plot.ts";

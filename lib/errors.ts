@@ -76,6 +76,34 @@ export class WorkerError extends Error {
 }
 
 /**
+ * Training was stopped on request (Ctrl-C, or an aborted `signal`) at a step
+ * boundary. `checkpoint` is the file written first, if any.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { InterruptedError } from "./errors.ts";
+ *
+ * const error = new InterruptedError({ epochsDone: 1, stepsDone: 37, checkpoint: "ckpt.msgpack" });
+ * assert.equal(error.message, "interrupted after 1 epoch(s) and 37 step(s); checkpoint ckpt.msgpack");
+ * ```
+ */
+export class InterruptedError extends Error {
+  /** The checkpoint written before stopping, if any. */
+  readonly checkpoint: string | undefined;
+
+  /** Creates an interruption error for the given position. */
+  constructor(where: { epochsDone: number; stepsDone: number; checkpoint?: string }) {
+    const saved = where.checkpoint ? `checkpoint ${where.checkpoint}` : "no checkpoint written";
+    super(
+      `interrupted after ${where.epochsDone} epoch(s) and ${where.stepsDone} step(s); ${saved}`,
+    );
+    this.name = "InterruptedError";
+    this.checkpoint = where.checkpoint;
+  }
+}
+
+/**
  * Replicas that must hold identical weights do not.
  *
  * @example

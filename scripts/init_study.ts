@@ -62,7 +62,9 @@ async function main(): Promise<void> {
         const { history } = await train({ ...base, init, seed });
         const last = history.at(-1)!;
         const stalled = last.testAcc < STALLED_BELOW;
-        console.error(`${init}, seed ${seed}: ${formatMetrics(last)}${stalled ? " (stalled)" : ""}`);
+        console.error(
+          `${init}, seed ${seed}: ${formatMetrics(last)}${stalled ? " (stalled)" : ""}`,
+        );
         rows.push(
           `| ${init} | ${seed} | ${last.loss.toFixed(3)} | ${last.trainAcc.toFixed(3)} | ` +
             `${last.testAcc.toFixed(3)} | ${stalled ? "stalled" : "learned"} |`,

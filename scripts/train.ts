@@ -36,6 +36,7 @@ ${TRAIN_FLAGS_HELP}
 
 async function main(): Promise<void> {
   const { values } = parseFlags({
+    args: withOptionalValue(Deno.args, "--resume"),
     options: {
       ...TRAIN_FLAGS,
       metrics: { type: "string" },
@@ -58,24 +59,48 @@ async function main(): Promise<void> {
   const plotPath = values.plot && await outputPath("--plot", values.plot);
 
   const history: EpochRecord[] = [];
+  let run = resolved; // a resumed run takes its settings from the checkpoint
   let bar: ProgressBar | null = null;
   let etaShown = false;
   let firstStepSeconds = 0;
   let software = false;
+  const interrupt = new AbortController();
+  const onSigint = () => {
+    if (interrupt.signal.aborted) Deno.exit(130); // a second Ctrl-C: quit at once
+    bar?.clear();
+    console.error(
+      run.checkpointDir
+        ? "stopping at the next step boundary to write a checkpoint (Ctrl-C again to quit at once)"
+        : "stopping at the next step boundary; without --checkpoint-dir nothing is saved " +
+          "(Ctrl-C again to quit at once)",
+    );
+    interrupt.abort();
+  };
+  Deno.addSignalListener("SIGINT", onSigint);
   const result = await train({
     ...options,
+    signal: interrupt.signal,
     onStart: (info) => {
+      run = info.options;
       software = info.device.software;
+      if (info.resumedFrom) history.push(...info.resumedFrom.history);
       printStart(info);
+    },
+    onRestart: ({ restart, maxRestarts, error, from }) => {
+      bar?.clear();
+      console.error(
+        `${error.message}; restarting every worker from ${from} (restart ${restart} of ${maxRestarts})`,
+      );
     },
     onStep: (progress) => {
       if (progress.step === 1) {
         bar?.clear();
         bar = new ProgressBar(progress.steps, {
-          label: `epoch ${progress.epoch}/${resolved.epochs}`,
+          label: `epoch ${progress.epoch}/${run.epochs}`,
         });
         firstStepSeconds = progress.seconds;
       }
+      bar ??= new ProgressBar(progress.steps, { label: `epoch ${progress.epoch}/${run.epochs}` });
       // The first step of an epoch also compiles shaders or warms caches: leave it out.
       const perStep = progress.step > 1
         ? (progress.seconds - firstStepSeconds) / (progress.step - 1)
@@ -88,32 +113,43 @@ async function main(): Promise<void> {
       );
       if (!etaShown && software && progress.epoch === 1 && enoughForEta(progress)) {
         etaShown = true;
-        const total = firstStepSeconds + perStep * (progress.steps * resolved.epochs - 1);
+        const total = firstStepSeconds + perStep * (progress.steps * run.epochs - 1);
         bar?.clear();
         console.error(
           `note: training on a software adapter (no GPU): ${perStep.toFixed(2)} s per step, ` +
-            `about ${formatDuration(total)} for ${resolved.epochs} epoch(s) plus evaluation`,
+            `about ${formatDuration(total)} for ${run.epochs} epoch(s) plus evaluation`,
         );
       }
     },
     onEpoch: async (record) => {
       bar?.clear();
       history.push(record);
-      console.log(formatEpoch(record, resolved));
+      console.log(formatEpoch(record, run));
       if (metricsPath) await writeFileAtomic(metricsPath, historyToJsonl(history));
       if (plotPath) {
         const title =
-          `NiN on Fashion-MNIST: ${resolved.workers} worker(s), batch ${resolved.batchSize}, lr ${resolved.lr}`;
-        await writeFileAtomic(
-          plotPath,
-          renderHistorySvg(history, { epochs: resolved.epochs, title }),
-        );
+          `NiN on Fashion-MNIST: ${run.workers} worker(s), batch ${run.batchSize}, lr ${run.lr}`;
+        await writeFileAtomic(plotPath, renderHistorySvg(history, { epochs: run.epochs, title }));
       }
     },
+  }).finally(() => {
+    bar?.clear();
+    Deno.removeSignalListener("SIGINT", onSigint);
   });
   const last = result.history.at(-1)!;
   console.log(formatMetrics(last));
-  console.log(`${result.examplesPerSec.toFixed(1)} examples/sec on ${result.device.adapter}`);
+  const device = result.device ? ` on ${result.device.adapter}` : "";
+  console.log(`${result.examplesPerSec.toFixed(1)} examples/sec${device}`);
+}
+
+/**
+ * Lets `flag` be given without a value (`--resume` alone) in `parseArgs`'
+ * strict mode, by writing it as `--resume=` when no value follows.
+ */
+function withOptionalValue(args: string[], flag: string): string[] {
+  return args.map((arg, i) =>
+    arg === flag && (i + 1 === args.length || args[i + 1].startsWith("-")) ? `${flag}=` : arg
+  );
 }
 
 function printStart(info: TrainStart): void {
@@ -130,6 +166,11 @@ function printStart(info: TrainStart): void {
       `batch ${options.batchSize} (${share} per worker), lr ${options.lr}, ` +
       `${info.stepsPerEpoch} steps per epoch`,
   );
+  if (info.resumedFrom) {
+    const { path, epochsDone, stepsDone, skipped } = info.resumedFrom;
+    for (const { reason } of skipped) console.error(`warning: passed over ${reason}`);
+    console.log(`resuming from ${path}: ${epochsDone} epoch(s) and ${stepsDone} step(s) done`);
+  }
   if (info.device.software) {
     console.error(
       `note: ${info.device.adapter} is a software adapter, not a GPU; ` +

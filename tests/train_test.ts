@@ -127,9 +127,9 @@ Deno.test("the cpu backend trains the same model as WebGPU, within float toleran
   const options = { ...CONFIG, workers: 2, epochs: 1, trainLimit: 16, batchSize: 8, data: DATA };
   const gpu = await train(options);
   const cpu = await train({ ...options, backend: "cpu" });
-  assert.equal(cpu.device.backend, "cpu");
-  assert.equal(cpu.device.software, true);
-  assert.equal(gpu.device.backend, "webgpu");
+  assert.equal(cpu.device?.backend, "cpu");
+  assert.equal(cpu.device?.software, true);
+  assert.equal(gpu.device?.backend, "webgpu");
   const difference = maxRelativeDifference(cpu.weights, gpu.weights);
   assert.ok(difference < 1e-5, `max relative difference ${difference}`);
 });

@@ -8,12 +8,13 @@
 
 import { dirname, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { DataError, UsageError } from "../errors.ts";
+import { DataError, InterruptedError, UsageError } from "../errors.ts";
 
 /**
  * Runs `main` and exits: 0 on success, 2 with `error: …` on stderr for usage
- * and data errors (including unknown or malformed flags), 1 with the message
- * for anything else. Never prints a stack trace unless `DEBUG` is set.
+ * and data errors (including unknown or malformed flags), 130 after an
+ * interruption (Ctrl-C), 1 with the message for anything else. Never prints a
+ * stack trace unless `DEBUG` is set.
  *
  * @example
  * ```ts ignore
@@ -29,6 +30,10 @@ export async function runCli(main: () => Promise<void>): Promise<never> {
     await main();
     Deno.exit(0);
   } catch (error) {
+    if (error instanceof InterruptedError) {
+      console.error(error.message);
+      Deno.exit(130); // as a shell reports a process stopped by SIGINT
+    }
     const usage = error instanceof UsageError || error instanceof DataError ||
       isParseArgsError(error);
     const message = error instanceof Error ? error.message : String(error);

@@ -63,6 +63,11 @@ export const TRAIN_FLAGS = {
   "test-limit": { type: "string" },
   preset: { type: "string" },
   "step-timeout": { type: "string" },
+  "checkpoint-dir": { type: "string" },
+  "checkpoint-every": { type: "string" },
+  keep: { type: "string" },
+  resume: { type: "string" },
+  "max-restarts": { type: "string" },
   "data-dir": { type: "string" },
   "no-download": { type: "boolean" },
 } as const;
@@ -97,6 +102,13 @@ export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1
   --step-timeout S   stop with an error naming the stuck worker after S seconds without
                      progress (default: 30 min before the first step, then 20 × the
                      slowest step, at least 5 min)
+  --checkpoint-dir D save a checkpoint in D after every epoch (and on Ctrl-C)
+  --checkpoint-every N  also save one every N steps within an epoch
+  --keep K           keep the newest K checkpoints (default 3)
+  --resume [FILE]    continue from FILE, or from the newest usable checkpoint in
+                     --checkpoint-dir (a fresh start when it holds none)
+  --max-restarts N   restart every worker from the last checkpoint after a worker fails
+                     or stalls, at most N times (default 0)
   --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
   --no-download      fail instead of downloading missing files`;
 
@@ -143,6 +155,11 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     trainLimit: numberFlag("--train-limit", values["train-limit"], { integer: true }),
     testLimit: numberFlag("--test-limit", values["test-limit"], { integer: true }),
     stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),
+    checkpointEvery: numberFlag("--checkpoint-every", values["checkpoint-every"], {
+      integer: true,
+    }),
+    keep: numberFlag("--keep", values.keep, { integer: true }),
+    maxRestarts: numberFlag("--max-restarts", values["max-restarts"], { integer: true }),
   };
   const given = Object.fromEntries(
     Object.entries(flags).filter(([, value]) => value !== undefined),
@@ -150,8 +167,10 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   return {
     ...(preset === "quick" ? QUICK_PRESET : {}),
     ...given,
-    backend: backend as BackendName,
+    backend: values.backend as BackendName | undefined,
     allReduce: values.allreduce as AllReduceAlgorithm | undefined,
+    checkpointDir: values["checkpoint-dir"],
+    resume: values.resume === undefined ? undefined : values.resume === "" ? true : values.resume,
     dataDir: values["data-dir"],
     download: !values["no-download"],
   };

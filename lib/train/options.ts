@@ -64,12 +64,43 @@ export interface TrainOptions {
    * far, at least 5 minutes.
    */
   stepTimeout?: number;
+  /** Directory for checkpoints; without it nothing is written to disk. */
+  checkpointDir?: string;
+  /** Also checkpoint every this many steps within an epoch (0: only after each epoch). Default 0. */
+  checkpointEvery?: number;
+  /** Checkpoints kept in `checkpointDir`, newest first. Default 3. */
+  keep?: number;
+  /**
+   * Continue from a checkpoint: `true` for the newest usable one in
+   * `checkpointDir` (a fresh start when there is none), or a file's path.
+   * The run then keeps the checkpoint's settings; options that would change
+   * its results (model, batch size, learning rate, seed, data limits) must
+   * match them or be left out. The same number of workers gives bit-identical
+   * weights to an uninterrupted run.
+   */
+  resume?: boolean | string;
+  /**
+   * After a worker fails or stalls, restart all workers from the last
+   * checkpoint (on disk or, without `checkpointDir`, kept in memory) at most
+   * this many times. Default 0.
+   */
+  maxRestarts?: number;
+  /**
+   * Aborting stops training at the next step boundary on every worker; with
+   * `checkpointDir` a checkpoint is written first. `train()` then rejects with
+   * an `InterruptedError`.
+   */
+  signal?: AbortSignal;
   /** Called once the workers are ready, before the first step. */
   onStart?: (info: TrainStart) => void;
   /** Called after every global step. */
   onStep?: (progress: StepProgress) => void;
   /** Called after every epoch with its metrics; training waits for a returned promise. */
   onEpoch?: (record: EpochRecord) => void | Promise<void>;
+  /** Called after each checkpoint is written, with its path. */
+  onCheckpoint?: (path: string) => void;
+  /** Called when the workers are restarted after a failure. */
+  onRestart?: (info: { restart: number; maxRestarts: number; error: Error; from: string }) => void;
 }
 
 /** The options with every default filled in and every value checked. */
@@ -92,6 +123,14 @@ export interface ResolvedTrainOptions {
   profile: boolean;
   /** Step timeout in seconds, or undefined for the adaptive default. */
   stepTimeout: number | undefined;
+  /** Checkpoint directory, if any. */
+  checkpointDir: string | undefined;
+  /** Steps between checkpoints within an epoch (0: only after each epoch). */
+  checkpointEvery: number;
+  /** Checkpoints kept. */
+  keep: number;
+  /** Restarts allowed after a worker failure. */
+  maxRestarts: number;
   /** Model configuration, seed included. */
   model: Required<NiNOptions>;
   /** Number of training examples used, or undefined for all. */
@@ -116,6 +155,19 @@ export interface TrainStart {
   testCount: number;
   /** Seconds spent loading data and starting the workers. */
   startupSeconds: number;
+  /** Set when the run continues from a checkpoint. */
+  resumedFrom?: {
+    /** The checkpoint file. */
+    path: string;
+    /** Epochs it had completed. */
+    epochsDone: number;
+    /** Steps it had completed in the next epoch. */
+    stepsDone: number;
+    /** Newer checkpoints passed over as unusable, with the reason. */
+    skipped: { path: string; reason: string }[];
+    /** The epochs it had completed. */
+    history: EpochRecord[];
+  };
   /**
    * `LP_NUM_THREADS` (llvmpipe's threads per device) as the workers saw it:
    * the user's value, or the coordinator's share of the cores per worker;
@@ -210,6 +262,14 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
       `step timeout must be a positive number of seconds, got ${options.stepTimeout}`,
     );
   }
+  if (options.checkpointEvery !== undefined) {
+    nonNegativeInteger("checkpoint interval", options.checkpointEvery);
+  }
+  if (options.keep !== undefined) positiveInteger("number of checkpoints to keep", options.keep);
+  if (options.maxRestarts !== undefined) nonNegativeInteger("max restarts", options.maxRestarts);
+  if (options.resume === true && options.checkpointDir === undefined) {
+    throw new UsageError("resuming from the latest checkpoint needs a checkpoint directory");
+  }
   if (options.trainLimit !== undefined) positiveInteger("train limit", options.trainLimit);
   if (options.testLimit !== undefined) positiveInteger("test limit", options.testLimit);
   const model = resolveNiNOptions({
@@ -229,10 +289,20 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
     allReduce,
     profile: options.profile ?? false,
     stepTimeout: options.stepTimeout,
+    checkpointDir: options.checkpointDir,
+    checkpointEvery: options.checkpointEvery ?? 0,
+    keep: options.keep ?? 3,
+    maxRestarts: options.maxRestarts ?? 0,
     model,
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,
   };
+}
+
+function nonNegativeInteger(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new UsageError(`${name} must be a non-negative integer, got ${value}`);
+  }
 }
 
 function positiveInteger(name: string, value: number): void {

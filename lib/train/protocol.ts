@@ -4,19 +4,23 @@
  * One training run, as seen on the channel of one worker:
  *
  * ```
- * coordinator → worker   init        rank, world size, config, shared data set
- * worker → coordinator   ready       device; rank 0 adds its initial weights
- * coordinator → worker   start       rank 0's initial weights (ranks ≠ 0) and,
- *                                    for the shared all-reduce, its buffer
- * coordinator → worker   epoch       run one epoch
- * worker ↔ coordinator   allreduce   once per step, star all-reduce only
- *                                    (the shared one needs no messages)
- * worker → coordinator   step        loss sum, correct, count of its shard
+ * coordinator → worker   init          rank, world size, config, shared data set
+ * worker → coordinator   ready         device; rank 0 adds its initial weights
+ * coordinator → worker   start         the weights to start from (rank 0's, or a
+ *                                      checkpoint's) and the shared all-reduce's buffer
+ * coordinator → worker   epoch         run an epoch from a step, up to a granted step
+ * coordinator → worker   grant         you may run steps below `upTo`
+ * worker ↔ coordinator   allreduce     once per step, star all-reduce only
+ * worker → coordinator   step          loss sum, correct, count of its shard
+ * worker → coordinator   checkpoint    rank 0, every `checkpointEvery` steps: weights
  * worker → coordinator   evalProgress  after each evaluation batch
- * worker → coordinator   epochEnd    test-set counts and weight checksum
- * coordinator → worker   getWeights  / worker → coordinator weights
- * worker → coordinator   error       anything that went wrong, then it stops
+ * worker → coordinator   epochEnd      test-set counts, weight checksum (rank 0: weights)
+ * coordinator → worker   getWeights    / worker → coordinator weights
+ * worker → coordinator   error         anything that went wrong, then it stops
  * ```
+ *
+ * Steps are granted a few at a time, so the coordinator can stop every worker
+ * at the same step boundary (to checkpoint on Ctrl-C) without a race.
  *
  * @module
  */
@@ -45,6 +49,8 @@ export interface ReplicaConfig {
   allReduce: AllReduceAlgorithm;
   /** Time each step's phases (see {@linkcode StepTiming}). */
   profile: boolean;
+  /** Rank 0 sends its weights every this many steps within an epoch (0: never). */
+  checkpointEvery: number;
 }
 
 /** Where one step spent its time on one worker, in milliseconds. */
@@ -71,6 +77,8 @@ export interface InitMessage extends Message {
   train: Dataset;
   /** Test set; its arrays live in shared memory. */
   test: Dataset;
+  /** 0 for the first group of workers, n after the n-th restart. */
+  attempt: number;
 }
 
 /** Worker → coordinator: the replica is built. */
@@ -86,16 +94,25 @@ export interface ReadyMessage extends Message {
 /** Coordinator → worker: every replica is built; start from these weights. */
 export interface StartMessage extends Message {
   type: "start";
-  /** Rank 0's initial weights; absent for rank 0 itself. */
+  /** The weights to start from; absent when they are the worker's own (rank 0, fresh run). */
   weights?: Float32Array<ArrayBuffer>;
   /** The shared all-reduce's memory (see shared_all_reduce.ts), when that algorithm is used. */
   allReduceBuffer?: SharedArrayBuffer;
 }
 
-/** Coordinator → worker: train one epoch, then evaluate. */
+/** Coordinator → worker: run epoch `epoch` (from 0) from step `fromStep`. */
 export interface EpochMessage extends Message {
   type: "epoch";
   epoch: number;
+  fromStep: number;
+  /** Steps below this may run without waiting for a grant. */
+  grantUpTo: number;
+}
+
+/** Coordinator → worker: steps of the current epoch below `upTo` may run. */
+export interface GrantMessage extends Message {
+  type: "grant";
+  upTo: number;
 }
 
 /** Worker → coordinator: one step done; metrics of this worker's shard. */
@@ -109,6 +126,15 @@ export interface StepMessage extends Message {
   count: number;
   /** When profiling: where the step spent its time. */
   timing?: StepTiming;
+}
+
+/** Rank 0 → coordinator: the weights after `stepsDone` steps of epoch `epoch`, for a checkpoint. */
+export interface CheckpointMessage extends Message {
+  type: "checkpoint";
+  epoch: number;
+  stepsDone: number;
+  weights: Float32Array<ArrayBuffer>;
+  checksum: string;
 }
 
 /** Worker → coordinator: one evaluation batch done (keeps the watchdog fed). */
@@ -126,6 +152,8 @@ export interface EpochEndMessage extends Message {
   testCount: number;
   /** SHA-256 of the replica's weights after the epoch. */
   checksum: string;
+  /** Rank 0 only: the weights themselves. */
+  weights?: Float32Array<ArrayBuffer>;
 }
 
 /** Coordinator → worker: send your weights. */

@@ -25,11 +25,13 @@ import { mixSeed } from "../util/random.ts";
 import { trace } from "../util/trace.ts";
 import { initBackend } from "./backend.ts";
 import type {
+  CheckpointMessage,
   EpochEndMessage,
   EpochMessage,
   ErrorMessage,
   EvalProgressMessage,
   GetWeightsMessage,
+  GrantMessage,
   InitMessage,
   ReadyMessage,
   StartMessage,
@@ -53,24 +55,22 @@ import { Replica, weightsChecksum } from "./replica.ts";
  */
 export async function serveReplica(channel: Channel): Promise<void> {
   const mailbox = new Mailbox(channel);
-  try {
-    const init = await mailbox.receive<InitMessage>("init");
-    const worker = await ReplicaWorker.create(mailbox, init);
-    for (;;) {
-      const command = await mailbox.receive<EpochMessage | GetWeightsMessage>([
-        "epoch",
-        "getWeights",
-      ]);
-      if (command.type === "epoch") await worker.runEpoch(command.epoch);
-      else await worker.sendWeights();
-    }
-  } catch (error) {
+  const report = (error: unknown) => {
     if (mailbox.error) return; // the coordinator closed the channel
     const message: ErrorMessage = {
       type: "error",
       message: error instanceof Error ? error.message : String(error),
     };
     mailbox.send(message);
+  };
+  try {
+    const init = await mailbox.receive<InitMessage>("init");
+    const worker = await ReplicaWorker.create(mailbox, init);
+    mailbox.handle<GrantMessage>("grant", (message) => worker.grant(message.upTo));
+    mailbox.handle<GetWeightsMessage>("getWeights", () => worker.sendWeights().catch(report));
+    for (;;) await worker.runEpoch(await mailbox.receive<EpochMessage>("epoch"));
+  } catch (error) {
+    report(error);
   }
 }
 
@@ -80,6 +80,8 @@ class ReplicaWorker {
   readonly #replica: Replica;
   readonly #allReduce: AllReduce;
   readonly #sampler: DistributedSampler;
+  #granted = 0;
+  #grantArrived: (() => void) | null = null;
 
   private constructor(
     mailbox: Mailbox,
@@ -122,13 +124,26 @@ class ReplicaWorker {
     return new ReplicaWorker(mailbox, init, replica, allReduce);
   }
 
-  async runEpoch(epoch: number): Promise<void> {
+  /** Allows the steps of the current epoch below `upTo`. */
+  grant(upTo: number): void {
+    this.#granted = Math.max(this.#granted, upTo);
+    this.#grantArrived?.();
+    this.#grantArrived = null;
+  }
+
+  /** Runs the steps of one epoch from `fromStep`, as they are granted, then evaluates. */
+  async runEpoch(command: EpochMessage): Promise<void> {
+    const { epoch, fromStep } = command;
     const { rank, worldSize, config, train } = this.#init;
     const shardOptions = { rank, worldSize, batchSize: config.batchSize };
     this.#sampler.setEpoch(epoch);
     const indices = this.#sampler.indices();
     const steps = stepsPerEpoch(this.#sampler.totalSize, config);
-    for (let step = 0; step < steps; step++) {
+    this.#granted = command.grantUpTo;
+    for (let step = fromStep; step < steps; step++) {
+      while (step >= this.#granted) {
+        await new Promise<void>((resolve) => this.#grantArrived = resolve);
+      }
       const started = performance.now();
       const batch = gatherBatch(train, batchShard(indices, step, shardOptions));
       const local = await this.#replica.computeGradients(batch, {
@@ -162,18 +177,34 @@ class ReplicaWorker {
         timing,
       };
       this.#mailbox.send(message);
+      const stepsDone = step + 1;
+      if (
+        rank === 0 && config.checkpointEvery > 0 && stepsDone % config.checkpointEvery === 0 &&
+        stepsDone < steps // the epoch's end sends the weights anyway
+      ) {
+        const weights = await this.#replica.getWeights();
+        const checkpoint: CheckpointMessage = {
+          type: "checkpoint",
+          epoch,
+          stepsDone,
+          weights,
+          checksum: await weightsChecksum(weights),
+        };
+        this.#mailbox.send(checkpoint, [weights.buffer]);
+      }
     }
     const test = await this.#evaluate(this.#init.test);
-    const checksum = await weightsChecksum(await this.#replica.getWeights());
+    const weights = await this.#replica.getWeights();
     const end: EpochEndMessage = {
       type: "epochEnd",
       rank,
       epoch,
       testCorrect: test.correct,
       testCount: test.count,
-      checksum,
+      checksum: await weightsChecksum(weights),
+      weights: rank === 0 ? weights : undefined,
     };
-    this.#mailbox.send(end);
+    this.#mailbox.send(end, rank === 0 ? [weights.buffer] : []);
   }
 
   async sendWeights(): Promise<void> {

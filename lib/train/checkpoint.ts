@@ -1,0 +1,349 @@
+/**
+ * Checkpoints: everything needed to continue a run exactly where it stopped,
+ * in one self-describing file.
+ *
+ * A checkpoint file is a MessagePack map `{ format, version, sha256, payload }`
+ * whose `payload` is itself MessagePack bytes — the {@linkcode TrainingState}
+ * with the weights as raw little-endian float32 bytes — and `sha256` is the
+ * SHA-256 of those bytes. A truncated or altered file fails to decode or to
+ * match its checksum and is rejected with the file's name and the reason.
+ *
+ * Files are named `ckpt-EEEE-SSSSSS.msgpack` after the epochs and steps done,
+ * so they sort in training order; they are written through a temporary file,
+ * `fsync` and rename, and only the newest `keep` are kept.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { decode, encode } from "@msgpack/msgpack";
+import { DataError } from "../errors.ts";
+import type { NiNOptions } from "../model/nin.ts";
+import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import { writeFileAtomic } from "../util/atomic_write.ts";
+import { sha256Hex } from "../util/sha256.ts";
+import type { BackendName } from "./backend.ts";
+import type { EpochRecord } from "./options.ts";
+
+/** The `format` field of every checkpoint file. */
+export const CHECKPOINT_FORMAT = "deno-ddp-checkpoint";
+/** The format version this library writes and reads. */
+export const CHECKPOINT_VERSION = 1;
+
+/** The settings that define a run; a resumed run must keep the ones that shape its results. */
+export interface RunConfig {
+  /** Number of workers. */
+  workers: number;
+  /** Number of epochs in all. */
+  epochs: number;
+  /** Global batch size. */
+  batchSize: number;
+  /** Learning rate. */
+  lr: number;
+  /** Seed of initialisation, shuffling and dropout. */
+  seed: number;
+  /** Backend. */
+  backend: BackendName;
+  /** All-reduce algorithm. */
+  allReduce: AllReduceAlgorithm;
+  /** Model configuration. */
+  model: Required<NiNOptions>;
+  /** Training examples used, or undefined for all. */
+  trainLimit: number | undefined;
+  /** Test examples used, or undefined for all. */
+  testLimit: number | undefined;
+}
+
+/** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */
+export interface EpochSums {
+  /** Sum of per-example training losses so far. */
+  lossSum: number;
+  /** Correct training predictions so far. */
+  correct: number;
+  /** Training examples so far. */
+  count: number;
+  /** Seconds spent in training steps so far. */
+  trainSeconds: number;
+  /** Seconds of the epoch so far. */
+  seconds: number;
+}
+
+/** Where a run stands: what a checkpoint holds. */
+export interface TrainingState {
+  /** The run's settings. */
+  config: RunConfig;
+  /** Epochs completed, evaluation included. */
+  epochsDone: number;
+  /** Steps completed in epoch `epochsDone + 1`. */
+  stepsDone: number;
+  /** All weights, flattened in `model.getWeights()` order. */
+  weights: Float32Array<ArrayBuffer>;
+  /** SHA-256 of `weights`. */
+  weightsChecksum: string;
+  /** Optimizer and its state: plain SGD keeps none beyond its learning rate. */
+  optimizer: { name: "sgd"; lr: number };
+  /**
+   * The sampler's and the dropout masks' state: both are functions of the
+   * seed and the position (epoch, step, rank), so the seed is all there is.
+   */
+  rng: { seed: number };
+  /** Metrics of the epochs completed. */
+  history: EpochRecord[];
+  /** Sums of the epoch in progress (zero when `stepsDone` is 0). */
+  partial: EpochSums;
+  /** Training examples and seconds of the completed epochs, for the overall throughput. */
+  totals: { examples: number; trainSeconds: number };
+}
+
+/**
+ * Encodes `state` as checkpoint file bytes.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.ts";
+ *
+ * const state = {
+ *   config: {
+ *     workers: 2, epochs: 1, batchSize: 8, lr: 0.1, seed: 0, backend: "cpu" as const,
+ *     allReduce: "shared" as const, trainLimit: undefined, testLimit: undefined,
+ *     model: { inputSize: 67, width: 0.125, dropout: 0, seed: 0, init: "he-normal" as const },
+ *   },
+ *   epochsDone: 0, stepsDone: 3, weights: new Float32Array([0.5, -1]), weightsChecksum: "",
+ *   optimizer: { name: "sgd" as const, lr: 0.1 }, rng: { seed: 0 }, history: [],
+ *   partial: { lossSum: 6.9, correct: 3, count: 24, trainSeconds: 1.5, seconds: 1.5 },
+ *   totals: { examples: 0, trainSeconds: 0 },
+ * };
+ * const bytes = await encodeCheckpoint(state);
+ * const back = await decodeCheckpoint(bytes, { name: "in memory" });
+ * assert.deepEqual(back.weights, state.weights);
+ * assert.equal(back.stepsDone, 3);
+ * ```
+ */
+export async function encodeCheckpoint(state: TrainingState): Promise<Uint8Array> {
+  const payload = encode({
+    ...state,
+    weights: new Uint8Array(
+      state.weights.buffer,
+      state.weights.byteOffset,
+      state.weights.byteLength,
+    ),
+  }, { ignoreUndefined: true });
+  return encode({
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    sha256: await sha256Hex(payload),
+    payload,
+  });
+}
+
+/**
+ * Decodes checkpoint file bytes, verifying format, version and checksum.
+ * Throws a {@linkcode DataError} starting with `options.name` otherwise.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeCheckpoint } from "./checkpoint.ts";
+ *
+ * await assert.rejects(
+ *   decodeCheckpoint(new Uint8Array([1, 2, 3]), { name: "x.msgpack" }),
+ *   /^DataError: x\.msgpack: not a checkpoint/,
+ * );
+ * ```
+ */
+export async function decodeCheckpoint(
+  bytes: Uint8Array,
+  options: { name: string },
+): Promise<TrainingState> {
+  const fail = (reason: string) => new DataError(`${options.name}: ${reason}`);
+  let outer: Record<string, unknown>;
+  try {
+    outer = decode(bytes) as Record<string, unknown>;
+  } catch (error) {
+    throw fail(`not a checkpoint, or truncated (${(error as Error).message})`);
+  }
+  if (typeof outer !== "object" || outer === null || outer.format !== CHECKPOINT_FORMAT) {
+    throw fail("not a checkpoint, or truncated (no checkpoint header)");
+  }
+  if (outer.version !== CHECKPOINT_VERSION) {
+    throw fail(
+      `checkpoint format version ${outer.version}, but this library reads version ${CHECKPOINT_VERSION}`,
+    );
+  }
+  const payload = outer.payload;
+  if (!(payload instanceof Uint8Array)) throw fail("checkpoint without payload");
+  const actual = await sha256Hex(payload);
+  if (actual !== outer.sha256) {
+    throw fail(
+      `checksum mismatch (stored ${outer.sha256}, computed ${actual}): the file is corrupt`,
+    );
+  }
+  let state: Omit<TrainingState, "weights"> & { weights: unknown };
+  try {
+    state = decode(payload) as Omit<TrainingState, "weights"> & { weights: unknown };
+  } catch (error) {
+    throw fail(`corrupt payload (${(error as Error).message})`);
+  }
+  const raw = state.weights;
+  if (!(raw instanceof Uint8Array) || raw.byteLength % 4 !== 0) {
+    throw fail("corrupt payload (weights are not float32 bytes)");
+  }
+  const weights = new Float32Array(raw.slice().buffer);
+  const weightsChecksum = await sha256Hex(weights);
+  if (weightsChecksum !== state.weightsChecksum) {
+    throw fail("the weights do not match their checksum");
+  }
+  return {
+    ...state,
+    config: {
+      ...state.config,
+      trainLimit: state.config.trainLimit,
+      testLimit: state.config.testLimit,
+    },
+    weights,
+  };
+}
+
+/** A checkpoint file in a directory. */
+export interface CheckpointFile {
+  /** Full path. */
+  path: string;
+  /** Epochs done, from the name. */
+  epochsDone: number;
+  /** Steps done in the next epoch, from the name. */
+  stepsDone: number;
+}
+
+const NAME = /^ckpt-(\d{4,})-(\d{6,})\.msgpack$/;
+
+/**
+ * The file name for a checkpoint after `epochsDone` epochs and `stepsDone`
+ * further steps.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkpointName } from "./checkpoint.ts";
+ *
+ * assert.equal(checkpointName({ epochsDone: 2, stepsDone: 120 }), "ckpt-0002-000120.msgpack");
+ * ```
+ */
+export function checkpointName(position: { epochsDone: number; stepsDone: number }): string {
+  const epochs = String(position.epochsDone).padStart(4, "0");
+  const steps = String(position.stepsDone).padStart(6, "0");
+  return `ckpt-${epochs}-${steps}.msgpack`;
+}
+
+/**
+ * The checkpoint files in `dir`, oldest first (none if `dir` does not exist).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { listCheckpoints } from "./checkpoint.ts";
+ *
+ * assert.deepEqual(await listCheckpoints("/nonexistent"), []);
+ * ```
+ */
+export async function listCheckpoints(dir: string): Promise<CheckpointFile[]> {
+  const files: CheckpointFile[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      const match = entry.isFile ? entry.name.match(NAME) : null;
+      if (match) {
+        files.push({
+          path: join(dir, entry.name),
+          epochsDone: Number(match[1]),
+          stepsDone: Number(match[2]),
+        });
+      }
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+  return files.sort((a, b) => a.epochsDone - b.epochsDone || a.stepsDone - b.stepsDone);
+}
+
+/**
+ * Writes `state` into `dir` (created if missing) atomically, then deletes all
+ * but the newest `keep` checkpoints. Resolves with the new file's path.
+ *
+ * @example
+ * ```ts ignore
+ * import { writeCheckpoint } from "./checkpoint.ts";
+ *
+ * const path = await writeCheckpoint("./checkpoints", state, { keep: 3 });
+ * ```
+ */
+export async function writeCheckpoint(
+  dir: string,
+  state: TrainingState,
+  options: { keep: number },
+): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  const path = join(dir, checkpointName(state));
+  await writeFileAtomic(path, await encodeCheckpoint(state));
+  const files = await listCheckpoints(dir);
+  for (const old of files.slice(0, Math.max(0, files.length - options.keep))) {
+    await Deno.remove(old.path).catch(() => {});
+  }
+  return path;
+}
+
+/**
+ * Reads and verifies one checkpoint file; throws a {@linkcode DataError}
+ * naming it and the reason if it cannot be used.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { readCheckpoint } from "./checkpoint.ts";
+ *
+ * await assert.rejects(readCheckpoint("/nonexistent/ckpt.msgpack"), /cannot read/);
+ * ```
+ */
+export async function readCheckpoint(path: string): Promise<TrainingState> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (error) {
+    throw new DataError(`cannot read checkpoint ${path}: ${(error as Error).message}`);
+  }
+  return await decodeCheckpoint(bytes, { name: path });
+}
+
+/**
+ * The newest checkpoint in `dir` that reads and verifies, and the newer ones
+ * skipped as unusable (with the reason). Resolves with `state` undefined when
+ * there is none.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { latestCheckpoint } from "./checkpoint.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/ckpt-0001-000000.msgpack`, "garbage");
+ * const latest = await latestCheckpoint(dir);
+ * assert.equal(latest.state, undefined);
+ * assert.match(latest.skipped[0].reason, /not a checkpoint/);
+ * ```
+ */
+export async function latestCheckpoint(dir: string): Promise<{
+  path?: string;
+  state?: TrainingState;
+  skipped: { path: string; reason: string }[];
+}> {
+  const skipped: { path: string; reason: string }[] = [];
+  for (const file of (await listCheckpoints(dir)).reverse()) {
+    try {
+      return { path: file.path, state: await readCheckpoint(file.path), skipped };
+    } catch (error) {
+      if (!(error instanceof DataError)) throw error;
+      skipped.push({ path: file.path, reason: error.message });
+    }
+  }
+  return { skipped };
+}

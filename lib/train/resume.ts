@@ -1,0 +1,102 @@
+/**
+ * Choosing the checkpoint to resume from, and the options of a resumed run.
+ *
+ * @module
+ */
+
+import { DataError, UsageError } from "../errors.ts";
+import { latestCheckpoint, readCheckpoint, type TrainingState } from "./checkpoint.ts";
+import type { TrainOptions } from "./options.ts";
+
+/** A checkpoint chosen to resume from. */
+export interface ResumePoint {
+  /** Its file. */
+  path: string;
+  /** What it holds. */
+  state: TrainingState;
+  /** Newer checkpoints passed over because they could not be used, with the reason. */
+  skipped: { path: string; reason: string }[];
+}
+
+/**
+ * The checkpoint `resume` asks for: a file's path, or (`true`) the newest
+ * usable one in `checkpointDir`, passing over unusable newer ones. Resolves
+ * to undefined when the directory holds no checkpoint at all (a fresh start);
+ * throws a `DataError` naming the file and the reason when the named file, or
+ * every file in the directory, is unusable.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { findResumePoint } from "./resume.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * assert.equal(await findResumePoint(true, { checkpointDir: dir }), undefined);
+ * ```
+ */
+export async function findResumePoint(
+  resume: true | string,
+  options: { checkpointDir?: string },
+): Promise<ResumePoint | undefined> {
+  if (typeof resume === "string") {
+    return { path: resume, state: await readCheckpoint(resume), skipped: [] };
+  }
+  const dir = options.checkpointDir;
+  if (dir === undefined) {
+    throw new UsageError("resuming from the latest checkpoint needs a checkpoint directory");
+  }
+  const latest = await latestCheckpoint(dir);
+  if (latest.state === undefined) {
+    if (latest.skipped.length === 0) return undefined;
+    throw new DataError(
+      `no usable checkpoint in ${dir}: ${latest.skipped.map((s) => s.reason).join("; ")}`,
+    );
+  }
+  return { path: latest.path!, state: latest.state, skipped: latest.skipped };
+}
+
+/**
+ * The options of a run resumed from `point`: its checkpoint's settings, except
+ * those that may change between runs (workers, epochs, backend, all-reduce,
+ * and everything that does not affect the result). An option that would
+ * change the result and differs from the checkpoint's is a `UsageError`.
+ *
+ * @example
+ * ```ts ignore
+ * import { findResumePoint, resumedOptions } from "./resume.ts";
+ *
+ * const point = await findResumePoint(true, { checkpointDir: "./ckpt" });
+ * const options = point ? resumedOptions(point, { epochs: 20 }) : { epochs: 20 };
+ * ```
+ */
+export function resumedOptions(point: ResumePoint, options: TrainOptions): TrainOptions {
+  const { config } = point.state;
+  const fixed = {
+    batchSize: config.batchSize,
+    lr: config.lr,
+    seed: config.seed,
+    trainLimit: config.trainLimit,
+    testLimit: config.testLimit,
+    inputSize: config.model.inputSize,
+    width: config.model.width,
+    dropout: config.model.dropout,
+    init: config.model.init,
+  };
+  for (const [key, value] of Object.entries(fixed)) {
+    const given = options[key as keyof typeof fixed];
+    if (given !== undefined && given !== value) {
+      throw new UsageError(
+        `${point.path} was trained with ${key} ${value ?? "(all)"}, not ${given}: ` +
+          `leave ${key} out to resume, or start a new run`,
+      );
+    }
+  }
+  return {
+    ...options,
+    ...fixed,
+    workers: options.workers ?? config.workers,
+    epochs: options.epochs ?? config.epochs,
+    backend: options.backend ?? config.backend,
+    allReduce: options.allReduce ?? config.allReduce,
+  };
+}

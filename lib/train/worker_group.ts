@@ -1,0 +1,507 @@
+/**
+ * The coordinator's side of one group of replica workers: starting them,
+ * running an epoch step grant by step grant, pairing rank 0's weights with
+ * the metrics of the same step for checkpoints, halting every worker at one
+ * step boundary, and turning a crash or a stall into a `WorkerError`.
+ *
+ * @module
+ */
+
+import { PostMessageChannel } from "../collective/channel.ts";
+import { Mailbox } from "../collective/mailbox.ts";
+import {
+  abortSharedAllReduce,
+  createSharedAllReduceBuffer,
+  sharedAllReduceRounds,
+} from "../collective/shared_all_reduce.ts";
+import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
+import type { Dataset } from "../data/fashion_mnist.ts";
+import { DataError, ReplicaDivergenceError, WorkerError } from "../errors.ts";
+import type { DeviceInfo } from "./backend.ts";
+import type { EpochSums } from "./checkpoint.ts";
+import type { EpochRecord, ResolvedTrainOptions, StepProgress } from "./options.ts";
+import type {
+  CheckpointMessage,
+  EpochEndMessage,
+  EpochMessage,
+  ErrorMessage,
+  EvalProgressMessage,
+  GrantMessage,
+  InitMessage,
+  ReadyMessage,
+  ReplicaConfig,
+  StartMessage,
+  StepMessage,
+  StepTiming,
+  WeightsMessage,
+} from "./protocol.ts";
+import { Watchdog } from "./watchdog.ts";
+
+/** How long a worker may take to load, create its device and build its replica. */
+const STARTUP_TIMEOUT_S = 600;
+
+/** How many steps the workers may run ahead of the last step every worker finished. */
+const GRANT_AHEAD = 2;
+
+/** The weights at a step boundary, with the metrics summed up to it. */
+export interface StepSnapshot {
+  /** Steps done in the epoch. */
+  stepsDone: number;
+  /** Metric sums of the epoch up to `stepsDone`. */
+  sums: EpochSums;
+  /** Weights after `stepsDone` steps. */
+  weights: Float32Array<ArrayBuffer>;
+  /** SHA-256 of `weights`. */
+  checksum: string;
+}
+
+/** How an epoch ended: completed, or halted at a step boundary. */
+export type EpochOutcome =
+  | {
+    halted: false;
+    record: EpochRecord;
+    sums: EpochSums;
+    weights: Float32Array<ArrayBuffer>;
+    checksum: string;
+  }
+  | ({ halted: true } & StepSnapshot);
+
+/** What {@linkcode WorkerGroup.runEpoch} needs besides the epoch number. */
+export interface EpochPlan {
+  /** Global steps in the epoch. */
+  steps: number;
+  /** Step to start from (0, or where a checkpoint left off). */
+  fromStep: number;
+  /** Metric sums of the steps before `fromStep`. */
+  base: EpochSums;
+  /** Called after every global step. */
+  onStep?: (progress: StepProgress) => void;
+  /** Called with rank 0's weights every `checkpointEvery` steps; awaited before the epoch ends. */
+  onSnapshot?: (snapshot: StepSnapshot) => Promise<void>;
+  /** When aborted, every worker stops at the next step boundary. */
+  halt?: AbortSignal;
+}
+
+/** Per-epoch bookkeeping of the step messages of all ranks. */
+interface EpochProgress {
+  epoch: number;
+  plan: EpochPlan;
+  startedAt: number;
+  sums: EpochSums;
+  reported: number[];
+  timings: StepTiming[][];
+  completed: number;
+  granted: number;
+  /** Sums at the step boundaries where rank 0 sends a checkpoint. */
+  sumsAt: Map<number, EpochSums>;
+  checkpoints: Map<number, CheckpointMessage>;
+  saving: Promise<void>;
+  /** Resolved once every worker waits at the last granted step after a halt request. */
+  halted: PromiseWithResolvers<void>;
+}
+
+/** Spawned workers, their mailboxes, and the all-reduce that joins them. */
+export class WorkerGroup {
+  /** The device of worker 0. */
+  readonly device: DeviceInfo;
+  /** Number of model parameters. */
+  readonly numParams: number;
+  /** `LP_NUM_THREADS` as the workers saw it when they created their devices. */
+  readonly rendererThreads: string | undefined;
+  readonly #options: ResolvedTrainOptions;
+  readonly #workers: Worker[];
+  readonly #mailboxes: Mailbox[];
+  readonly #allReduceBuffer: SharedArrayBuffer | undefined;
+  readonly #hub: StarAllReduceHub | undefined;
+  readonly #watchdog: Watchdog;
+  #progress: EpochProgress | null = null;
+  #failure: Error | null = null;
+  #stepsDone = 0;
+  #lastStepAt = performance.now();
+  #slowestStepMs = 0;
+
+  private constructor(parts: {
+    options: ResolvedTrainOptions;
+    workers: Worker[];
+    mailboxes: Mailbox[];
+    ready: ReadyMessage[];
+    rendererThreads: string | undefined;
+    allReduceBuffer: SharedArrayBuffer | undefined;
+    hub: StarAllReduceHub | undefined;
+  }) {
+    this.#options = parts.options;
+    this.#workers = parts.workers;
+    this.#mailboxes = parts.mailboxes;
+    this.#allReduceBuffer = parts.allReduceBuffer;
+    this.#hub = parts.hub;
+    this.device = parts.ready[0].device;
+    this.numParams = parts.ready[0].numParams;
+    this.rendererThreads = parts.rendererThreads;
+    this.#watchdog = new Watchdog({
+      limitMs: () => this.#stepLimitMs(),
+      onExpire: (idleMs) => this.#onStall(idleMs),
+    });
+  }
+
+  /**
+   * Spawns the workers and waits until every replica is built and holds the
+   * same weights: `startWeights` (a checkpoint's) or rank 0's initial ones.
+   */
+  static async start(
+    options: ResolvedTrainOptions,
+    setup: {
+      train: Dataset;
+      test: Dataset;
+      workerUrl: URL | string;
+      attempt: number;
+      startWeights?: Float32Array<ArrayBuffer>;
+    },
+  ): Promise<WorkerGroup> {
+    const cores = shareCoresAmongWorkers(options.workers);
+    const workers: Worker[] = [];
+    const mailboxes: Mailbox[] = [];
+    let group: WorkerGroup | null = null;
+    let early: Error | null = null;
+    const fail = (error: Error) => {
+      if (group) group.fail(error);
+      else if (!early) {
+        early = error;
+        mailboxes.forEach((m) => m.fail(error));
+      }
+    };
+    for (let rank = 0; rank < options.workers; rank++) {
+      const worker = new Worker(setup.workerUrl, { type: "module", name: `replica-${rank}` });
+      const mailbox = new Mailbox(
+        new PostMessageChannel(worker, {
+          close: () => worker.terminate(),
+          label: `coordinator↔worker ${rank}`,
+        }),
+        { onError: (error) => fail(new WorkerError(rank, error.message)) },
+      );
+      mailbox.handle<ErrorMessage>("error", (m) => fail(new WorkerError(rank, m.message)));
+      workers.push(worker);
+      mailboxes.push(mailbox);
+    }
+    const config: ReplicaConfig = {
+      backend: options.backend,
+      model: options.model,
+      lr: options.lr,
+      seed: options.seed,
+      batchSize: options.batchSize,
+      evalBatchSize: Math.ceil(options.batchSize / options.workers),
+      allReduce: options.allReduce,
+      profile: options.profile,
+      checkpointEvery: options.checkpointEvery,
+    };
+    try {
+      mailboxes.forEach((mailbox, rank) => {
+        const init: InitMessage = {
+          type: "init",
+          rank,
+          worldSize: options.workers,
+          config,
+          train: setup.train,
+          test: setup.test,
+          attempt: setup.attempt,
+        };
+        mailbox.send(init);
+      });
+      const readyRanks = new Set<number>();
+      const startup = setTimeout(() => {
+        const late = mailboxes.findIndex((_, rank) => !readyRanks.has(rank));
+        fail(new WorkerError(late, `not ready ${STARTUP_TIMEOUT_S} s after it was started`));
+      }, STARTUP_TIMEOUT_S * 1000);
+      const ready = await Promise.all(
+        mailboxes.map((m, rank) =>
+          m.receive<ReadyMessage>("ready").then((message) => {
+            readyRanks.add(rank);
+            return message;
+          })
+        ),
+      ).finally(() => {
+        clearTimeout(startup);
+        cores.restore(); // every device exists now
+      });
+      const numParams = ready[0].numParams;
+      if (setup.startWeights && setup.startWeights.length !== numParams) {
+        throw new DataError(
+          `the checkpoint holds ${setup.startWeights.length} weights but this model has ${numParams}`,
+        );
+      }
+      const allReduceBuffer = options.allReduce === "shared"
+        ? createSharedAllReduceBuffer({ worldSize: options.workers, length: numParams })
+        : undefined;
+      const hub = options.allReduce === "star" ? new StarAllReduceHub(mailboxes) : undefined;
+      mailboxes.forEach((mailbox, rank) => {
+        const weights = setup.startWeights ?? (rank === 0 ? undefined : ready[0].weights);
+        const start: StartMessage = { type: "start", weights, allReduceBuffer };
+        mailbox.send(start);
+      });
+      const started: WorkerGroup = new WorkerGroup({
+        options,
+        workers,
+        mailboxes,
+        ready,
+        rendererThreads: cores.threads,
+        allReduceBuffer,
+        hub,
+      });
+      group = started;
+      mailboxes.forEach((mailbox) => {
+        mailbox.handle<StepMessage>("step", (message) => started.#onStep(message));
+        mailbox.handle<CheckpointMessage>("checkpoint", (m) => started.#onCheckpoint(m));
+        mailbox.handle<EvalProgressMessage>("evalProgress", () => started.#watchdog.touch());
+      });
+      return started;
+    } catch (error) {
+      mailboxes.forEach((m) => m.close());
+      throw early ?? error;
+    }
+  }
+
+  /**
+   * Runs epoch `epoch` (from 1) from `plan.fromStep` on every worker.
+   * Resolves when all have evaluated, or, once `plan.halt` is aborted, when
+   * all have stopped at the same step boundary (with rank 0's weights there).
+   */
+  async runEpoch(epoch: number, plan: EpochPlan): Promise<EpochOutcome> {
+    const startedAt = performance.now();
+    const progress: EpochProgress = {
+      epoch,
+      plan,
+      startedAt,
+      sums: { ...plan.base },
+      reported: new Array(plan.steps).fill(0),
+      timings: [],
+      completed: plan.fromStep,
+      granted: Math.min(plan.steps, plan.fromStep + GRANT_AHEAD),
+      sumsAt: new Map(),
+      checkpoints: new Map(),
+      saving: Promise.resolve(),
+      halted: Promise.withResolvers<void>(),
+    };
+    this.#progress = progress;
+    this.#lastStepAt = startedAt;
+    const onAbort = () => this.#maybeHalt();
+    plan.halt?.addEventListener("abort", onAbort);
+    try {
+      this.#mailboxes.forEach((mailbox) => {
+        // Workers count epochs from 0, as DistributedSampler.setEpoch does.
+        const message: EpochMessage = {
+          type: "epoch",
+          epoch: epoch - 1,
+          fromStep: plan.fromStep,
+          grantUpTo: progress.granted,
+        };
+        mailbox.send(message);
+      });
+      this.#maybeHalt();
+      const ends = this.#mailboxes.map((m) => m.receive<EpochEndMessage>("epochEnd"));
+      const first = await Promise.race([
+        Promise.all(ends).then((messages) => ({ ends: messages })),
+        progress.halted.promise.then(() => ({ ends: null })),
+      ]);
+      await progress.saving;
+      if (first.ends === null) {
+        return { halted: true, ...(await this.#snapshotNow(progress)) };
+      }
+      return await this.#finishEpoch(progress, first.ends);
+    } finally {
+      plan.halt?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Stops every worker, making every pending receive reject with `error`. */
+  fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    // Wake replicas blocked in a shared all-reduce barrier, waiting for the one that failed.
+    if (this.#allReduceBuffer) abortSharedAllReduce(this.#allReduceBuffer);
+    for (const mailbox of this.#mailboxes) mailbox.fail(error);
+    this.close();
+  }
+
+  /** Terminates every worker. */
+  close(): void {
+    this.#watchdog.stop();
+    for (const mailbox of this.#mailboxes) mailbox.close();
+  }
+
+  async #finishEpoch(progress: EpochProgress, ends: EpochEndMessage[]): Promise<EpochOutcome> {
+    this.#watchdog.touch();
+    const differing = ends.filter((end) => end.checksum !== ends[0].checksum);
+    if (differing.length > 0) {
+      const ranks = differing.map((end) => end.rank).join(", ");
+      throw new ReplicaDivergenceError(
+        `after epoch ${progress.epoch}: the weights of worker(s) ${ranks} differ from worker 0's`,
+      );
+    }
+    const sums = this.#sumsNow(progress);
+    const testCorrect = ends.reduce((sum, end) => sum + end.testCorrect, 0);
+    const testCount = ends.reduce((sum, end) => sum + end.testCount, 0);
+    return {
+      halted: false,
+      sums,
+      weights: ends[0].weights!,
+      checksum: ends[0].checksum,
+      record: {
+        epoch: progress.epoch,
+        loss: sums.lossSum / sums.count,
+        trainAcc: sums.correct / sums.count,
+        testAcc: testCorrect / testCount,
+        examplesPerSec: sums.count / sums.trainSeconds,
+        seconds: sums.seconds,
+      },
+    };
+  }
+
+  /** The sums of `progress` now; `trainSeconds` stops at the epoch's last step. */
+  #sumsNow(progress: EpochProgress): EpochSums {
+    const elapsed = (performance.now() - progress.startedAt) / 1000;
+    return { ...progress.sums, seconds: progress.plan.base.seconds + elapsed };
+  }
+
+  /** Rank 0's weights at the boundary where the halted workers wait. */
+  async #snapshotNow(progress: EpochProgress): Promise<StepSnapshot> {
+    this.#mailboxes[0].send({ type: "getWeights" });
+    const { weights, checksum } = await this.#mailboxes[0].receive<WeightsMessage>("weights");
+    return { stepsDone: progress.completed, sums: this.#sumsNow(progress), weights, checksum };
+  }
+
+  /** Once halting was asked for: resolve when every worker waits at the last granted step. */
+  #maybeHalt(): void {
+    const progress = this.#progress;
+    if (!progress?.plan.halt?.aborted) return;
+    // With every step granted, the epoch finishes and is checkpointed as usual.
+    if (progress.granted >= progress.plan.steps) return;
+    if (progress.completed === progress.granted) progress.halted.resolve();
+  }
+
+  #onStep(message: StepMessage): void {
+    const progress = this.#progress;
+    if (progress === null || message.epoch !== progress.epoch - 1) {
+      throw new Error(`worker ${message.rank} reported a step of an unexpected epoch`);
+    }
+    this.#watchdog.touch();
+    progress.sums.lossSum += message.lossSum;
+    progress.sums.correct += message.correct;
+    progress.sums.count += message.count;
+    if (message.timing) {
+      (progress.timings[message.step] ??= [])[message.rank] = message.timing;
+    }
+    const done = ++progress.reported[message.step];
+    if (done < this.#workers.length) return;
+    // Every worker has finished this step.
+    const now = performance.now();
+    if (this.#stepsDone > 0) {
+      this.#slowestStepMs = Math.max(this.#slowestStepMs, now - this.#lastStepAt);
+    }
+    this.#stepsDone++;
+    this.#lastStepAt = now;
+    progress.completed = message.step + 1;
+    const seconds = (now - progress.startedAt) / 1000;
+    progress.sums.trainSeconds = progress.plan.base.trainSeconds + seconds;
+    if (
+      this.#options.checkpointEvery > 0 && progress.completed % this.#options.checkpointEvery === 0
+    ) {
+      progress.sumsAt.set(progress.completed, { ...this.#sumsNow(progress) });
+      this.#pairCheckpoint(progress, progress.completed);
+    }
+    if (!progress.plan.halt?.aborted) {
+      const upTo = Math.min(progress.plan.steps, progress.completed + GRANT_AHEAD);
+      if (upTo > progress.granted) {
+        progress.granted = upTo;
+        const grant: GrantMessage = { type: "grant", upTo };
+        this.#mailboxes.forEach((mailbox) => mailbox.send(grant));
+      }
+    }
+    const timings = progress.timings[message.step];
+    delete progress.timings[message.step];
+    progress.plan.onStep?.({
+      epoch: progress.epoch,
+      step: progress.completed,
+      steps: progress.plan.steps,
+      loss: progress.sums.lossSum / progress.sums.count,
+      trainAcc: progress.sums.correct / progress.sums.count,
+      seconds: progress.plan.base.seconds + seconds,
+      timings,
+    });
+    this.#maybeHalt();
+  }
+
+  #onCheckpoint(message: CheckpointMessage): void {
+    const progress = this.#progress;
+    if (progress === null || message.epoch !== progress.epoch - 1) return;
+    progress.checkpoints.set(message.stepsDone, message);
+    this.#pairCheckpoint(progress, message.stepsDone);
+  }
+
+  /** Hands rank 0's weights and the sums of the same step to `onSnapshot`, once both are in. */
+  #pairCheckpoint(progress: EpochProgress, stepsDone: number): void {
+    const sums = progress.sumsAt.get(stepsDone);
+    const checkpoint = progress.checkpoints.get(stepsDone);
+    if (!sums || !checkpoint) return;
+    progress.sumsAt.delete(stepsDone);
+    progress.checkpoints.delete(stepsDone);
+    const onSnapshot = progress.plan.onSnapshot;
+    if (!onSnapshot) return;
+    const snapshot = {
+      stepsDone,
+      sums,
+      weights: checkpoint.weights,
+      checksum: checkpoint.checksum,
+    };
+    progress.saving = progress.saving.then(() => onSnapshot(snapshot));
+    progress.saving.catch((error) => this.fail(error instanceof Error ? error : new Error(error)));
+  }
+
+  /** The step timeout now: the user's, or adaptive (see `TrainOptions.stepTimeout`). */
+  #stepLimitMs(): number {
+    if (this.#options.stepTimeout !== undefined) return this.#options.stepTimeout * 1000;
+    if (this.#stepsDone === 0) return 30 * 60_000;
+    return Math.max(5 * 60_000, 20 * this.#slowestStepMs);
+  }
+
+  /** No progress for too long: blame the workers the others wait for, and stop. */
+  #onStall(idleMs: number): void {
+    const ranks = this.#workers.map((_, rank) => rank);
+    let laggards: number[] = [];
+    if (this.#allReduceBuffer) {
+      const rounds = sharedAllReduceRounds(this.#allReduceBuffer, { worldSize: ranks.length });
+      laggards = ranks.filter((rank) => rounds[rank] < Math.max(...rounds));
+    } else if (this.#hub) {
+      laggards = this.#hub.missing();
+    }
+    if (laggards.length === 0 || laggards.length === ranks.length) laggards = ranks;
+    const waiting = ranks.filter((rank) => !laggards.includes(rank));
+    const others = waiting.length > 0 ? `; worker(s) ${waiting.join(", ")} waited for it` : "";
+    const who = laggards.length > 1 ? ` (and worker(s) ${laggards.slice(1).join(", ")})` : "";
+    this.fail(
+      new WorkerError(
+        laggards[0],
+        `no progress for ${Math.round(idleMs / 1000)} s, over the step timeout of ` +
+          `${Math.round(this.#stepLimitMs() / 1000)} s${who}${others}`,
+      ),
+    );
+  }
+}
+
+/**
+ * llvmpipe (Mesa's software WebGPU) starts one render thread per CPU core in
+ * every worker; with several workers that oversubscribes the CPU. Unless the
+ * user chose `LP_NUM_THREADS`, give each worker an equal share of the cores
+ * while the workers create their devices. Returns the value the workers see
+ * (undefined: llvmpipe's default) and a function that restores the
+ * environment.
+ */
+function shareCoresAmongWorkers(workers: number): { threads?: string; restore(): void } {
+  try {
+    const chosen = Deno.env.get("LP_NUM_THREADS");
+    if (chosen !== undefined) return { threads: chosen, restore: () => {} };
+    const share = String(Math.max(1, Math.floor(navigator.hardwareConcurrency / workers)));
+    Deno.env.set("LP_NUM_THREADS", share);
+    return { threads: share, restore: () => Deno.env.delete("LP_NUM_THREADS") };
+  } catch {
+    return { restore: () => {} }; // without --allow-env, llvmpipe's default
+  }
+}

@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { InterruptedError, WorkerError } from "../lib/errors.ts";
+import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
+import { train } from "../lib/train/train.ts";
+import { imageLikeDataset } from "./helpers.ts";
+
+// Dropout on: resuming must also reproduce the dropout masks.
+const RUN = {
+  inputSize: 67,
+  width: 0.125,
+  dropout: 0.5,
+  lr: 0.1,
+  seed: 11,
+  workers: 2,
+  batchSize: 8,
+  epochs: 2,
+  data: { train: imageLikeDataset(48, 3), test: imageLikeDataset(8, 4) }, // 6 steps per epoch
+} as const;
+
+const reference = await train(RUN);
+
+async function withDir(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("a run interrupted mid-epoch and resumed ends with the uninterrupted run's weights", async () => {
+  await withDir(async (dir) => {
+    const interrupt = new AbortController();
+    const error = await train({
+      ...RUN,
+      checkpointDir: dir,
+      signal: interrupt.signal,
+      onStep: (p) => {
+        if (p.epoch === 1 && p.step === 2) interrupt.abort();
+      },
+    }).then(() => undefined, (e) => e);
+    assert.ok(error instanceof InterruptedError, String(error));
+    const [saved] = await listCheckpoints(dir);
+    assert.equal(saved.epochsDone, 0);
+    assert.ok(saved.stepsDone >= 2 && saved.stepsDone < 6, `stopped at step ${saved.stepsDone}`);
+    assert.equal(error.checkpoint, saved.path);
+
+    let resumedFrom = "";
+    const resumed = await train({
+      ...RUN,
+      checkpointDir: dir,
+      resume: true,
+      onStart: (info) => resumedFrom = info.resumedFrom?.path ?? "",
+    });
+    assert.equal(resumedFrom, saved.path);
+    assert.equal(resumed.checksum, reference.checksum);
+    assert.deepEqual(resumed.weights, reference.weights);
+    assert.deepEqual(resumed.history.map((r) => r.epoch), [1, 2]);
+    assert.equal(resumed.history[1].testAcc, reference.history[1].testAcc);
+  });
+});
+
+Deno.test("resuming from an end-of-epoch checkpoint, with more epochs than first planned", async () => {
+  await withDir(async (dir) => {
+    await train({ ...RUN, epochs: 1, checkpointDir: dir });
+    const [saved] = await listCheckpoints(dir);
+    assert.deepEqual([saved.epochsDone, saved.stepsDone], [1, 0]);
+    const resumed = await train({ ...RUN, checkpointDir: dir, resume: saved.path });
+    assert.deepEqual(resumed.weights, reference.weights);
+  });
+});
+
+Deno.test("a worker killed mid-epoch: every worker restarts from the last checkpoint and the run ends as if uninterrupted", async (t) => {
+  for (const checkpointDir of [true, false]) {
+    await t.step(checkpointDir ? "checkpoints on disk" : "checkpoints kept in memory", async () => {
+      await withDir(async (dir) => {
+        const restarts: string[] = [];
+        const result = await train({
+          ...RUN,
+          checkpointDir: checkpointDir ? dir : undefined,
+          checkpointEvery: 1,
+          maxRestarts: 1,
+          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash-once", import.meta.url),
+          onRestart: ({ error, from }) => restarts.push(`${error.message} → ${from}`),
+        });
+        assert.equal(result.restarts, 1);
+        assert.equal(restarts.length, 1);
+        assert.match(
+          restarts[0],
+          /^worker 1 failed: .*injected crash on rank 1 → epoch 1, step 1$/,
+        );
+        assert.deepEqual(result.weights, reference.weights);
+      });
+    });
+  }
+});
+
+Deno.test("past --max-restarts: one clear error, and the checkpoints are still there", async () => {
+  await withDir(async (dir) => {
+    let restarts = 0;
+    await assert.rejects(
+      train({
+        ...RUN,
+        checkpointDir: dir,
+        checkpointEvery: 1,
+        maxRestarts: 1,
+        workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
+        onRestart: () => restarts++,
+      }),
+      (e: unknown) => e instanceof WorkerError && /injected crash on rank 1/.test(e.message),
+    );
+    assert.equal(restarts, 1);
+    const files = await listCheckpoints(dir);
+    assert.ok(files.length > 0);
+    // The first group checkpointed step 1; the restarted one, which starts there, step 2 —
+    // each crashes instead of reporting its own second step.
+    const last = await readCheckpoint(files.at(-1)!.path);
+    assert.deepEqual([last.epochsDone, last.stepsDone], [0, 2]);
+  });
+});
+
+Deno.test("a checkpoint of another model shape is refused before training", async () => {
+  await withDir(async (dir) => {
+    await train({ ...RUN, epochs: 1, checkpointDir: dir });
+    const [saved] = await listCheckpoints(dir);
+    const state = await readCheckpoint(saved.path);
+    // Claim a different width, as if the file came from another run's directory.
+    const { encodeCheckpoint } = await import("../lib/train/checkpoint.ts");
+    const other = {
+      ...state,
+      config: { ...state.config, model: { ...state.config.model, width: 0.25 } },
+    };
+    await Deno.writeFile(saved.path, await encodeCheckpoint(other));
+    await assert.rejects(
+      train({ ...RUN, checkpointDir: dir, resume: true, width: undefined }),
+      /holds 36646 weights but this model has \d+/,
+    );
+  });
+});
