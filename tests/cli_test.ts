@@ -161,3 +161,77 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the run", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyDataset(dir, { train: 48, test: 8 });
+    const args = [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-net",
+      "--allow-env",
+      "scripts/train.ts",
+      "--data-dir",
+      dir,
+      "--workers",
+      "2",
+      "--epochs",
+      "3",
+      "--batch-size",
+      "8",
+      "--input-size",
+      "67",
+      "--width",
+      "0.125",
+      "--checkpoint-dir",
+      `${dir}/ckpt`,
+      "--metrics",
+      `${dir}/metrics.jsonl`,
+    ];
+    const child = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderrText = new Response(child.stderr).text();
+    let stdout = "";
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stdout) {
+      stdout += decoder.decode(chunk);
+      if (stdout.includes("epoch 1/3:")) {
+        child.kill("SIGINT");
+        break;
+      }
+    }
+    const { code } = await child.status;
+    const stderr = await stderrText;
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /stopping at the next step boundary to write a checkpoint/);
+    assert.match(
+      stderr,
+      /interrupted after 1 epoch\(s\) and \d step\(s\); checkpoint .*ckpt-0001-00000\d\.msgpack/,
+    );
+
+    const resumed = await runTrain([
+      ...args.slice(args.indexOf("scripts/train.ts") + 1),
+      "--resume",
+    ]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(
+      resumed.stdout,
+      /^resuming from .*ckpt-0001-00000\d\.msgpack: 1 epoch\(s\) and \d step\(s\) done$/m,
+    );
+    assert.match(resumed.stdout, /^epoch 2\/3: /m);
+    assert.match(resumed.stdout, /^epoch 3\/3: /m);
+    assert.doesNotMatch(resumed.stdout, /^epoch 1\/3: /m);
+    const epochs = (await Deno.readTextFile(`${dir}/metrics.jsonl`)).trimEnd().split("\n")
+      .map((line) => JSON.parse(line).epoch);
+    assert.deepEqual(epochs, [1, 2, 3], "the metrics file holds the epochs of both runs");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
