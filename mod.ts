@@ -101,5 +101,12 @@ export {
   writeCheckpoint,
 } from "./lib/train/checkpoint.ts";
 export type { StepTiming } from "./lib/train/protocol.ts";
-export { formatDuration, formatEpoch, formatMetrics, historyToJsonl } from "./lib/train/report.ts";
-export { type PlotOptions, renderHistorySvg } from "./lib/train/plot.ts";
+export {
+  formatConfusion,
+  formatDuration,
+  formatEpoch,
+  formatMetrics,
+  formatPerClass,
+  historyToJsonl,
+} from "./lib/train/report.ts";
+export { type PlotOptions, renderConfusionSvg, renderHistorySvg } from "./lib/train/plot.ts";

@@ -4,20 +4,14 @@
  * custom training loops. Its signatures use TensorFlow.js types, which is why
  * it is a separate entry point from `mod.ts`.
  *
- * @example Load weights returned by `train()` into a model for inference
+ * @example Load the weights `train()` returns into a model for inference
  * ```ts ignore
- * import * as tf from "@tensorflow/tfjs-core";
  * import { train } from "./mod.ts";
- * import { createNiN } from "./model.ts";
+ * import { createNiN, setFlatWeights } from "./model.ts";
  *
  * const { weights } = await train({ workers: 2, epochs: 1 });
  * const model = createNiN();
- * let offset = 0;
- * model.setWeights(model.getWeights().map((w) => {
- *   const part = tf.tensor(weights.subarray(offset, offset + w.size), w.shape);
- *   offset += w.size;
- *   return part;
- * }));
+ * setFlatWeights(model, weights);
  * ```
  *
  * @module
@@ -42,4 +36,11 @@ export {
   weightsChecksum,
 } from "./lib/train/replica.ts";
 export { sgdUpdate } from "./lib/train/optimizer.ts";
+export {
+  exportLayersModel,
+  loadLayersModelFromDir,
+  setFlatWeights,
+  WEIGHTS_FILE,
+} from "./lib/model/export.ts";
+export { evaluateModel, type Evaluation } from "./lib/train/evaluate.ts";
 export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";

@@ -16,8 +16,10 @@ import {
   resolveTrainOptions,
   train,
   type TrainStart,
+  UsageError,
 } from "../mod.ts";
 import { createNiN, ninSummary } from "../model.ts";
+import { exportLayersModel } from "../lib/model/export.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
@@ -30,6 +32,8 @@ Usage: deno task train [options]
 ${TRAIN_FLAGS_HELP}
   --metrics FILE     write one JSON object per epoch (JSON Lines)
   --plot FILE        draw train loss, train acc and test acc per epoch as SVG
+  --export DIR       save the trained model in TensorFlow.js LayersModel format
+                     (model.json + weights), for tf.loadLayersModel and deno task eval
   --summary          print each layer's output shape and parameter count, then exit
   -h, --help         show this help
 `;
@@ -41,6 +45,7 @@ async function main(): Promise<void> {
       ...TRAIN_FLAGS,
       metrics: { type: "string" },
       plot: { type: "string" },
+      export: { type: "string" },
       summary: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -57,6 +62,7 @@ async function main(): Promise<void> {
   }
   const metricsPath = values.metrics && await outputPath("--metrics", values.metrics);
   const plotPath = values.plot && await outputPath("--plot", values.plot);
+  const exportDir = values.export && await exportPath(values.export);
 
   const history: EpochRecord[] = [];
   let run = resolved; // a resumed run takes its settings from the checkpoint
@@ -140,6 +146,21 @@ async function main(): Promise<void> {
   console.log(formatMetrics(last));
   const device = result.device ? ` on ${result.device.adapter}` : "";
   console.log(`${result.examplesPerSec.toFixed(1)} examples/sec${device}`);
+  if (exportDir) {
+    await initBackend("cpu"); // building and saving the model needs no GPU
+    await exportLayersModel(result.weights, { dir: exportDir, model: run.model });
+    console.log(`model saved to ${exportDir} (TensorFlow.js LayersModel)`);
+  }
+}
+
+/** `--export DIR`: a directory that exists or can be created, checked before training. */
+async function exportPath(dir: string): Promise<string> {
+  const stat = await Deno.stat(dir).catch(() => null);
+  if (stat !== null && !stat.isDirectory) {
+    throw new UsageError(`--export ${dir} exists and is not a directory`);
+  }
+  if (stat === null) await outputPath("--export", dir); // its parent must exist
+  return dir;
 }
 
 /**

@@ -135,3 +135,79 @@ function niceCeiling(value: number): number {
 function escapeXml(text: string): string {
   return text.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
 }
+
+/**
+ * A confusion matrix as an SVG heat map: rows are true classes, columns
+ * predictions; each cell shows its count, shaded by its share of the row.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { renderConfusionSvg } from "./plot.ts";
+ *
+ * const svg = renderConfusionSvg([[8, 2], [1, 9]], { labels: ["cat", "dog"], title: "test set" });
+ * assert.ok(svg.startsWith("<svg") && svg.includes(">9</text>") && svg.includes("predicted"));
+ * ```
+ */
+export function renderConfusionSvg(
+  confusion: readonly number[][],
+  options: { labels: readonly string[]; title?: string },
+): string {
+  const n = confusion.length;
+  const cellSize = 44;
+  const left = 110;
+  const top = 60;
+  const width = left + n * cellSize + 20;
+  const height = top + n * cellSize + 90;
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+  ];
+  if (options.title) {
+    parts.push(
+      `<text x="${width / 2}" y="22" text-anchor="middle" font-size="13">${
+        escapeXml(options.title)
+      }</text>`,
+    );
+  }
+  confusion.forEach((row, r) => {
+    const total = row.reduce((a, b) => a + b, 0) || 1;
+    row.forEach((count, c) => {
+      const share = count / total;
+      const x = left + c * cellSize;
+      const y = top + r * cellSize;
+      const shade = Math.round(255 - share * 200);
+      const textColor = share > 0.5 ? "white" : "black";
+      parts.push(
+        `<rect x="${x}" y="${y}" width="${cellSize}" height="${cellSize}" ` +
+          `fill="rgb(${shade},${shade},255)" stroke="#ccc"/>`,
+        `<text x="${x + cellSize / 2}" y="${y + cellSize / 2 + 4}" text-anchor="middle" ` +
+          `fill="${textColor}">${count}</text>`,
+      );
+    });
+    parts.push(
+      `<text x="${left - 6}" y="${top + r * cellSize + cellSize / 2 + 4}" text-anchor="end">${
+        escapeXml(options.labels[r])
+      }</text>`,
+    );
+  });
+  options.labels.forEach((label, c) => {
+    const x = left + c * cellSize + cellSize / 2;
+    const y = top + n * cellSize + 8;
+    parts.push(
+      `<text x="${x}" y="${y}" text-anchor="end" transform="rotate(-45 ${x} ${y})">${
+        escapeXml(label)
+      }</text>`,
+    );
+  });
+  parts.push(
+    `<text x="${left + (n * cellSize) / 2}" y="${
+      height - 8
+    }" text-anchor="middle">predicted</text>`,
+    `<text x="14" y="${top + (n * cellSize) / 2}" text-anchor="middle" ` +
+      `transform="rotate(-90 14 ${top + (n * cellSize) / 2})">true class</text>`,
+    "</svg>",
+  );
+  return parts.join("\n") + "\n";
+}

@@ -82,3 +82,55 @@ export function formatDuration(seconds: number): string {
 export function historyToJsonl(history: readonly EpochRecord[]): string {
   return history.map((record) => JSON.stringify(record) + "\n").join("");
 }
+
+/**
+ * Per-class accuracy as a table: class, examples, correct, accuracy.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatPerClass } from "./report.ts";
+ *
+ * const text = formatPerClass([[3, 1], [0, 4]], ["cat", "dog"]);
+ * assert.equal(text.split("\n")[1], "cat           4        3     0.750");
+ * ```
+ */
+export function formatPerClass(confusion: readonly number[][], names: readonly string[]): string {
+  const width = Math.max(5, ...names.map((n) => n.length));
+  const lines = [`${"class".padEnd(width)}  examples  correct  accuracy`];
+  confusion.forEach((row, label) => {
+    const count = row.reduce((a, b) => a + b, 0);
+    const accuracy = count === 0 ? "-" : (row[label] / count).toFixed(3);
+    lines.push(
+      `${names[label].padEnd(width)}  ${String(count).padStart(8)}  ${
+        String(row[label]).padStart(7)
+      }` +
+        `  ${accuracy.padStart(8)}`,
+    );
+  });
+  return lines.join("\n");
+}
+
+/**
+ * The confusion matrix as text: rows are true classes, columns predictions
+ * (headed by the first four letters of each class name).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatConfusion } from "./report.ts";
+ *
+ * const text = formatConfusion([[3, 1], [0, 4]], ["cat", "dog"]);
+ * assert.equal(text, "true \\ predicted  cat  dog\ncat                 3    1\ndog                 0    4");
+ * ```
+ */
+export function formatConfusion(confusion: readonly number[][], names: readonly string[]): string {
+  const width = Math.max("true \\ predicted".length, ...names.map((n) => n.length));
+  const cell = Math.max(5, ...confusion.flat().map((n) => String(n).length + 1));
+  const header = "true \\ predicted".padEnd(width) +
+    names.map((n) => n.slice(0, 4).padStart(cell)).join("");
+  const rows = confusion.map((row, label) =>
+    names[label].padEnd(width) + row.map((n) => String(n).padStart(cell)).join("")
+  );
+  return [header, ...rows].join("\n");
+}

@@ -1,0 +1,151 @@
+/**
+ * Saving and loading NiN in TensorFlow.js' LayersModel format (`model.json`
+ * plus a binary weights file), which `tf.loadLayersModel` reads in a browser
+ * or in Deno.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs-core";
+import * as tfl from "@tensorflow/tfjs-layers";
+import { DataError } from "../errors.ts";
+import { writeFileAtomic } from "../util/atomic_write.ts";
+import { createNiN, type NiNOptions } from "./nin.ts";
+
+/** Name of the weights file next to `model.json`. */
+export const WEIGHTS_FILE = "group1-shard1of1.bin";
+
+/**
+ * Writes NiN with the flat `weights` (in `model.getWeights()` order) to `dir`
+ * as `model.json` and {@linkcode WEIGHTS_FILE}. The weights file is written
+ * first and `model.json` last, each atomically, so a `model.json` is only
+ * ever next to complete weights. Needs an initialised tfjs backend.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { exportLayersModel } from "./export.ts";
+ * import { createNiN } from "./nin.ts";
+ * import { initBackend } from "../train/backend.ts";
+ *
+ * await initBackend("cpu");
+ * const model = createNiN({ inputSize: 67, width: 0.125 });
+ * const weights = new Float32Array(model.countParams());
+ * model.dispose();
+ * const dir = await Deno.makeTempDir();
+ * await exportLayersModel(weights, { dir, model: { inputSize: 67, width: 0.125 } });
+ * const manifest = JSON.parse(await Deno.readTextFile(`${dir}/model.json`));
+ * assert.equal(manifest.format, "layers-model");
+ * ```
+ */
+export async function exportLayersModel(
+  weights: Float32Array,
+  options: { dir: string; model: NiNOptions },
+): Promise<void> {
+  const model = createNiN(options.model);
+  try {
+    setFlatWeights(model, weights);
+    await Deno.mkdir(options.dir, { recursive: true });
+    await model.save(tf.io.withSaveHandler(async (artifacts) => {
+      const data = artifacts.weightData;
+      const bytes = data instanceof ArrayBuffer
+        ? new Uint8Array(data)
+        : new Uint8Array(await new Blob(data as ArrayBuffer[]).arrayBuffer());
+      await writeFileAtomic(join(options.dir, WEIGHTS_FILE), bytes);
+      const manifest = {
+        format: "layers-model",
+        generatedBy: `TensorFlow.js tfjs-layers v${tfl.version_layers}`,
+        convertedBy: null,
+        modelTopology: artifacts.modelTopology,
+        weightsManifest: [{ paths: [WEIGHTS_FILE], weights: artifacts.weightSpecs }],
+      };
+      await writeFileAtomic(join(options.dir, "model.json"), JSON.stringify(manifest));
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: "JSON" } };
+    }));
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * Loads a LayersModel saved by {@linkcode exportLayersModel} (or any
+ * single-shard tfjs LayersModel) from `dir`. Throws a `DataError` naming the
+ * file when it is missing or malformed.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadLayersModelFromDir } from "./export.ts";
+ *
+ * const model = await loadLayersModelFromDir("./nin-model");
+ * model.summary();
+ * ```
+ */
+export async function loadLayersModelFromDir(dir: string): Promise<tfl.LayersModel> {
+  const manifestPath = join(dir, "model.json");
+  let manifest: {
+    modelTopology?: unknown;
+    weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+  };
+  try {
+    manifest = JSON.parse(await Deno.readTextFile(manifestPath));
+  } catch (error) {
+    throw new DataError(`cannot read ${manifestPath}: ${(error as Error).message}`);
+  }
+  if (!manifest.modelTopology || !Array.isArray(manifest.weightsManifest)) {
+    throw new DataError(`${manifestPath} is not a TensorFlow.js LayersModel`);
+  }
+  const specs = manifest.weightsManifest.flatMap((group) => group.weights);
+  const parts: Uint8Array[] = [];
+  for (const path of manifest.weightsManifest.flatMap((group) => group.paths)) {
+    try {
+      parts.push(await Deno.readFile(join(dir, path)));
+    } catch (error) {
+      throw new DataError(`cannot read ${join(dir, path)}: ${(error as Error).message}`);
+    }
+  }
+  const data = await new Blob(parts as Uint8Array<ArrayBuffer>[]).arrayBuffer();
+  try {
+    return await tfl.loadLayersModel(
+      tf.io.fromMemory({
+        modelTopology: manifest.modelTopology,
+        weightSpecs: specs,
+        weightData: data,
+      }),
+    );
+  } catch (error) {
+    throw new DataError(`${manifestPath}: cannot load the model (${(error as Error).message})`);
+  }
+}
+
+/**
+ * Sets all weights of `model` from one flat vector in `model.getWeights()` order.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { setFlatWeights } from "./export.ts";
+ * import { createNiN } from "./nin.ts";
+ * import { initBackend } from "../train/backend.ts";
+ *
+ * await initBackend("cpu");
+ * const model = createNiN({ inputSize: 67, width: 0.125 });
+ * setFlatWeights(model, new Float32Array(model.countParams()).fill(0.5));
+ * assert.equal((await model.getWeights()[0].data())[0], 0.5);
+ * model.dispose();
+ * ```
+ */
+export function setFlatWeights(model: tfl.LayersModel, weights: Float32Array): void {
+  const total = model.countParams();
+  if (weights.length !== total) {
+    throw new RangeError(`expected ${total} weights, got ${weights.length}`);
+  }
+  let offset = 0;
+  const tensors = model.getWeights().map((w) => {
+    const part = tf.tensor(weights.subarray(offset, offset + w.size), w.shape, "float32");
+    offset += w.size;
+    return part;
+  });
+  model.setWeights(tensors);
+  tf.dispose(tensors);
+}

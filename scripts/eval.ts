@@ -1,0 +1,120 @@
+/**
+ * `deno task eval`: test accuracy, per-class accuracy and the confusion
+ * matrix of a trained model (exported with `--export`, or a checkpoint).
+ *
+ * @module
+ */
+
+import type { LayersModel } from "@tensorflow/tfjs-layers";
+import { numberFlag, outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
+import { loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
+import { evaluateModel } from "../lib/train/evaluate.ts";
+import { renderConfusionSvg } from "../lib/train/plot.ts";
+import { formatConfusion, formatPerClass } from "../lib/train/report.ts";
+import { writeFileAtomic } from "../lib/util/atomic_write.ts";
+import { ProgressBar } from "../lib/util/progress.ts";
+import {
+  type BackendName,
+  BACKENDS,
+  FASHION_MNIST_CLASSES,
+  loadFashionMNIST,
+  readCheckpoint,
+  UsageError,
+} from "../mod.ts";
+import { createNiN, initBackend } from "../model.ts";
+
+const HELP = `Evaluate a trained NiN on the Fashion-MNIST test set.
+
+Usage: deno task eval (--model DIR | --checkpoint FILE) [options]
+
+  --model DIR        a model saved by deno task train --export DIR (TensorFlow.js LayersModel)
+  --checkpoint FILE  a checkpoint written by deno task train --checkpoint-dir
+  --backend NAME     webgpu (default) or cpu
+  --batch-size N     images per forward pass (default 128)
+  --test-limit N     evaluate the first N test examples only
+  --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
+  --no-download      fail instead of downloading missing files
+  --plot FILE        draw the confusion matrix as SVG
+  -h, --help         show this help
+`;
+
+async function main(): Promise<void> {
+  const { values } = parseFlags({
+    options: {
+      model: { type: "string" },
+      checkpoint: { type: "string" },
+      backend: { type: "string" },
+      "batch-size": { type: "string" },
+      "test-limit": { type: "string" },
+      "data-dir": { type: "string" },
+      "no-download": { type: "boolean" },
+      plot: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  if ((values.model === undefined) === (values.checkpoint === undefined)) {
+    throw new UsageError("give exactly one of --model DIR and --checkpoint FILE (see --help)");
+  }
+  const backend = values.backend ?? "webgpu";
+  if (!BACKENDS.includes(backend as BackendName)) {
+    throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
+  }
+  const batchSize = numberFlag("--batch-size", values["batch-size"], { integer: true }) ?? 128;
+  const testLimit = numberFlag("--test-limit", values["test-limit"], { integer: true });
+  for (const [flag, value] of [["--batch-size", batchSize], ["--test-limit", testLimit]] as const) {
+    if (value !== undefined && value < 1) {
+      throw new UsageError(`${flag} must be a positive integer, got ${value}`);
+    }
+  }
+  const plotPath = values.plot && await outputPath("--plot", values.plot);
+
+  const device = await initBackend(backend as BackendName);
+  let model: LayersModel;
+  let source: string;
+  if (values.model !== undefined) {
+    model = await loadLayersModelFromDir(values.model);
+    source = values.model;
+  } else {
+    const state = await readCheckpoint(values.checkpoint!);
+    model = createNiN(state.config.model);
+    setFlatWeights(model, state.weights);
+    source =
+      `${values.checkpoint} (after ${state.epochsDone} epoch(s) and ${state.stepsDone} step(s))`;
+  }
+  const { test } = await loadFashionMNIST({
+    dataDir: values["data-dir"],
+    download: !values["no-download"],
+  });
+  const count = Math.min(testLimit ?? test.count, test.count);
+  const dataset = { ...test, count };
+  const side = model.inputs[0].shape[1];
+  console.log(
+    `model: ${source}: ${side}×${side} input, ${model.countParams().toLocaleString("en-US")} ` +
+      `parameters; ${device.backend} on ${device.adapter}`,
+  );
+  const bar = new ProgressBar(count, { label: "evaluating" });
+  const result = await evaluateModel(model, dataset, {
+    batchSize,
+    onProgress: (done) => bar.update(done, `${done}/${count}`),
+  });
+  bar.clear();
+  model.dispose();
+  console.log(`test accuracy ${result.accuracy.toFixed(3)} on ${result.count} examples\n`);
+  console.log(formatPerClass(result.confusion, FASHION_MNIST_CLASSES));
+  console.log(`\n${formatConfusion(result.confusion, FASHION_MNIST_CLASSES)}`);
+  if (plotPath) {
+    const title = `Fashion-MNIST test set: accuracy ${
+      result.accuracy.toFixed(3)
+    } (${count} examples)`;
+    await writeFileAtomic(
+      plotPath,
+      renderConfusionSvg(result.confusion, { labels: FASHION_MNIST_CLASSES, title }),
+    );
+  }
+}
+
+if (import.meta.main) await runCli(main);

@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs-core";
+import { fileURLToPath } from "node:url";
+import { exportLayersModel, loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
+import { createNiN } from "../lib/model/nin.ts";
+import { initBackend } from "../lib/train/backend.ts";
+import { toModelInput } from "../lib/train/replica.ts";
+import { train } from "../lib/train/train.ts";
+import { imageLikeDataset, writeTinyDataset } from "./helpers.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const MODEL = { inputSize: 67, width: 0.125 };
+
+async function run(script: string, args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-net", "--allow-env", script, ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+Deno.test("an exported model loads back with tfjs and predicts exactly as the trained weights do", async () => {
+  const data = { train: imageLikeDataset(16, 1), test: imageLikeDataset(8, 2) };
+  const { weights } = await train({ ...MODEL, workers: 2, epochs: 1, batchSize: 8, data });
+  await initBackend("cpu");
+  const dir = await Deno.makeTempDir();
+  try {
+    await exportLayersModel(weights, { dir, model: MODEL });
+    const loaded = await loadLayersModelFromDir(dir);
+    const direct = createNiN(MODEL);
+    setFlatWeights(direct, weights);
+    const x = toModelInput({ ...data.test, count: 8 }, { inputSize: 67 });
+    const [a, b] = [loaded.predict(x) as tf.Tensor, direct.predict(x) as tf.Tensor];
+    assert.deepEqual(await a.data(), await b.data());
+    assert.equal(loaded.countParams(), direct.countParams());
+    tf.dispose([x, a, b]);
+    loaded.dispose();
+    direct.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("train --export, then eval --model and eval --checkpoint report accuracy, per class and confused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyDataset(dir, { train: 32, test: 20 });
+    const trained = await run("scripts/train.ts", [
+      "--data-dir",
+      dir,
+      "--workers",
+      "2",
+      "--epochs",
+      "1",
+      "--batch-size",
+      "16",
+      "--input-size",
+      "67",
+      "--width",
+      "0.125",
+      "--checkpoint-dir",
+      `${dir}/ckpt`,
+      "--export",
+      `${dir}/model`,
+    ]);
+    assert.equal(trained.code, 0, trained.stderr);
+    assert.match(trained.stdout, /^model saved to .*\/model \(TensorFlow\.js LayersModel\)$/m);
+    const testAcc = Number(trained.stdout.match(/^loss \S+, train acc \S+, test acc (\S+)$/m)![1]);
+
+    for (
+      const source of [["--model", `${dir}/model`], [
+        "--checkpoint",
+        `${dir}/ckpt/ckpt-0001-000000.msgpack`,
+      ]]
+    ) {
+      const evaluated = await run("scripts/eval.ts", [
+        ...source,
+        "--data-dir",
+        dir,
+        "--plot",
+        `${dir}/c.svg`,
+      ]);
+      assert.equal(evaluated.code, 0, evaluated.stderr);
+      const accuracy = Number(evaluated.stdout.match(/^test accuracy (\S+) on 20 examples$/m)![1]);
+      assert.equal(
+        accuracy.toFixed(3),
+        testAcc.toFixed(3),
+        "the same accuracy as training reported",
+      );
+      assert.match(evaluated.stdout, /^class\s+examples\s+correct\s+accuracy$/m);
+      assert.match(evaluated.stdout, /^Ankle boot\s+2\s+\d+\s+\S+$/m);
+      assert.match(evaluated.stdout, /^true \\ predicted\s+T-sh\s+Trou/m);
+      const svg = await Deno.readTextFile(`${dir}/c.svg`);
+      assert.equal((svg.match(/<rect x=/g) ?? []).length, 100);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("eval rejects bad input with one line and exit code 2", async () => {
+  for (
+    const [args, pattern] of [
+      [[], /give exactly one of --model DIR and --checkpoint FILE/],
+      [["--model", "a", "--checkpoint", "b"], /give exactly one of/],
+      [["--model", "/nonexistent/model"], /cannot read \/nonexistent\/model\/model\.json/],
+      [
+        ["--checkpoint", "/nonexistent/c.msgpack"],
+        /cannot read checkpoint \/nonexistent\/c\.msgpack/,
+      ],
+    ] as const
+  ) {
+    const { code, stdout, stderr } = await run("scripts/eval.ts", [...args]);
+    assert.equal(code, 2, stderr);
+    assert.equal(stderr.trimEnd().split("\n").length, 1, stderr);
+    assert.match(stderr, pattern);
+    assert.equal(stdout, "");
+  }
+});
