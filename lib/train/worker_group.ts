@@ -305,7 +305,7 @@ export class WorkerGroup {
       if (first.ends === null) {
         return { halted: true, ...(await this.#snapshotNow(progress)) };
       }
-      return await this.#finishEpoch(progress, first.ends);
+      return this.#finishEpoch(progress, first.ends);
     } finally {
       plan.halt?.removeEventListener("abort", onAbort);
     }
@@ -327,7 +327,7 @@ export class WorkerGroup {
     for (const mailbox of this.#mailboxes) mailbox.close();
   }
 
-  async #finishEpoch(progress: EpochProgress, ends: EpochEndMessage[]): Promise<EpochOutcome> {
+  #finishEpoch(progress: EpochProgress, ends: EpochEndMessage[]): EpochOutcome {
     this.#watchdog.touch();
     const differing = ends.filter((end) => end.checksum !== ends[0].checksum);
     if (differing.length > 0) {
