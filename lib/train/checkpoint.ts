@@ -102,14 +102,16 @@ export interface TrainingState {
  * ```ts
  * import assert from "node:assert/strict";
  * import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.ts";
+ * import { sha256Hex } from "../util/sha256.ts";
  *
+ * const weights = new Float32Array([0.5, -1]);
  * const state = {
  *   config: {
  *     workers: 2, epochs: 1, batchSize: 8, lr: 0.1, seed: 0, backend: "cpu" as const,
  *     allReduce: "shared" as const, trainLimit: undefined, testLimit: undefined,
  *     model: { inputSize: 67, width: 0.125, dropout: 0, seed: 0, init: "he-normal" as const },
  *   },
- *   epochsDone: 0, stepsDone: 3, weights: new Float32Array([0.5, -1]), weightsChecksum: "",
+ *   epochsDone: 0, stepsDone: 3, weights, weightsChecksum: await sha256Hex(weights),
  *   optimizer: { name: "sgd" as const, lr: 0.1 }, rng: { seed: 0 }, history: [],
  *   partial: { lossSum: 6.9, correct: 3, count: 24, trainSeconds: 1.5, seconds: 1.5 },
  *   totals: { examples: 0, trainSeconds: 0 },
