@@ -161,7 +161,9 @@ async function runEpochs(
     save: (state: TrainingState) => Promise<string | undefined>;
   },
 ): Promise<TrainingState> {
-  const { from, steps, history, options, resolved, save } = run;
+  const { from, steps, history, options, resolved } = run;
+  let savedPath: string | undefined; // the checkpoint of `state`, once written in this run
+  const save = async (state: TrainingState) => savedPath = await run.save(state);
   const config = runConfig(resolved);
   const signal = options.signal;
   let state = from;
@@ -170,9 +172,9 @@ async function runEpochs(
   for (let epoch = firstEpoch; epoch <= resolved.epochs; epoch++) {
     if (signal?.aborted) {
       throw new InterruptedError({
-        epochsDone: epoch - 1,
-        stepsDone: 0,
-        checkpoint: resolved.checkpointDir && state ? await save(state) : undefined,
+        epochsDone: state?.epochsDone ?? 0,
+        stepsDone: state?.stepsDone ?? 0,
+        checkpoint: savedPath ?? (state && resolved.checkpointDir ? await save(state) : undefined),
       });
     }
     const resuming = epoch === firstEpoch && from !== undefined && from.stepsDone > 0;
@@ -198,7 +200,7 @@ async function runEpochs(
     });
     if (outcome.halted) {
       state = atStep(outcome);
-      const checkpoint = resolved.checkpointDir ? await save(state) : undefined;
+      const checkpoint = await save(state);
       throw new InterruptedError({
         epochsDone: epoch - 1,
         stepsDone: outcome.stepsDone,
