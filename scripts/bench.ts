@@ -16,7 +16,12 @@ import {
   scalingTable,
   spread,
 } from "../lib/bench/report.ts";
-import { benchPlainLoop, benchScaling, type ScalingResult } from "../lib/bench/scaling_bench.ts";
+import {
+  benchBatchSweep,
+  benchPlainLoop,
+  benchScaling,
+  type ScalingResult,
+} from "../lib/bench/scaling_bench.ts";
 import { numberFlag, outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
 import {
   ALL_REDUCE_ALGORITHMS,
@@ -44,13 +49,14 @@ Usage: deno task bench [options]
   --sizes LIST            all-reduce sizes in bytes, K and M suffixes allowed
                           (default 4K,64K,1M,16M,64M; the NiN gradient is always added)
   --allreduce-workers LIST  worker counts for the all-reduce table (default 2,4)
-  --only LIST             scaling, allreduce and/or overhead (default all three)
+  --batches LIST          images per step for the batch sweep (default 1,4,16,32)
+  --only LIST             scaling, allreduce, overhead and/or batch (default all four)
   --json FILE             also write every figure, machine and device to FILE
   --smoke                 a seconds-long run with tiny sizes (for CI)
   -h, --help              show this help
 `;
 
-const SECTIONS = ["scaling", "allreduce", "overhead"] as const;
+const SECTIONS = ["scaling", "allreduce", "overhead", "batch"] as const;
 
 async function main(): Promise<void> {
   const { values } = parseFlags({
@@ -68,6 +74,7 @@ async function main(): Promise<void> {
       sizes: { type: "string" },
       "allreduce-workers": { type: "string" },
       only: { type: "string" },
+      batches: { type: "string" },
       json: { type: "string" },
       smoke: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -102,6 +109,7 @@ async function main(): Promise<void> {
       values["allreduce-workers"] ?? (smoke ? "2" : "2,4"),
     ),
     only: (values.only ?? SECTIONS.join(",")).split(",").map((s) => choice("--only", s, SECTIONS)),
+    batches: integerList("--batches", values.batches ?? (smoke ? "1,2" : "1,4,16,32")),
   };
   if (config.threads !== "default") {
     positive("--threads", config.threads, 1);
@@ -170,6 +178,20 @@ async function main(): Promise<void> {
       plainLoopStepMs: plain,
       ratio: overheadRatio,
     };
+  }
+
+  if (config.only.includes("batch")) {
+    const sweep = await benchBatchSweep({
+      ...config,
+      steps: config.repeats * config.stepsPerRepeat,
+    });
+    const perStep = sweep.points.map((p) => `${p.batch}: ${spread(p.ms, 0)}`).join(", ");
+    console.log(
+      `\nBatch sweep (plain tfjs loop, one thread, same model): ms per step at images per step ` +
+        `${perStep}; least squares: ${sweep.fixedMs.toFixed(0)} ms per step + ` +
+        `${sweep.perImageMs.toFixed(1)} ms per image`,
+    );
+    report.batchSweep = sweep;
   }
 
   const goals = checkGoals({ allReduce, scaling, overheadRatio });

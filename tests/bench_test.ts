@@ -29,7 +29,9 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
   try {
     const { code, stdout, stderr } = await runBench(["--smoke", "--json", `${dir}/bench.json`]);
     assert.equal(code, 0, stderr);
-    for (const heading of ["machine:", "Scaling:", "All-reduce:", "Overhead:", "Goals:"]) {
+    for (
+      const heading of ["machine:", "Scaling:", "All-reduce:", "Overhead:", "Batch sweep", "Goals:"]
+    ) {
       assert.ok(stdout.includes(heading), `missing ${heading}`);
     }
     const report = JSON.parse(await Deno.readTextFile(`${dir}/bench.json`));
@@ -58,6 +60,8 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
       assert.ok(Math.abs(row.algbwGBps - row.bytes / (row.ms.median * 1e6)) < 1e-9);
     }
     assert.ok(report.overhead.ratio > 0);
+    assert.deepEqual(report.batchSweep.points.map((p: { batch: number }) => p.batch), [1, 2]);
+    assert.equal(typeof report.batchSweep.fixedMs, "number");
     assert.equal(report.goals.length, 3);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -69,7 +73,7 @@ Deno.test("deno task bench rejects bad flags with one line and exit code 2", asy
     const [args, pattern] of [
       [["--sizes", "3"], /--sizes takes byte counts divisible by 4/],
       [["--workers", "0"], /--workers must be a positive integer/],
-      [["--only", "speed"], /--only must be one of scaling, allreduce, overhead/],
+      [["--only", "speed"], /--only must be one of scaling, allreduce, overhead, batch/],
       [
         ["--json", "/nonexistent/dir/b.json"],
         /--json \/nonexistent\/dir\/b\.json: directory \/nonexistent\/dir does not exist/,

@@ -213,3 +213,41 @@ export async function benchPlainLoop(options: PlainLoopOptions): Promise<Summary
   }
   return summarize(times);
 }
+
+/** One point of {@linkcode benchBatchSweep}. */
+export interface BatchPoint {
+  /** Images per step. */
+  batch: number;
+  /** Milliseconds per step. */
+  ms: Summary;
+}
+
+/**
+ * Step time of the plain single-process loop at several batch sizes, and the
+ * least-squares line `ms ≈ fixed + perImage × batch` through the medians: the
+ * fixed part is what a step costs whatever its size (kernel dispatch,
+ * per-op overhead), the slope what each image adds.
+ *
+ * @example
+ * ```ts ignore
+ * import { benchBatchSweep } from "./scaling_bench.ts";
+ *
+ * const sweep = await benchBatchSweep({ inputSize: 67, width: 0.0625, batches: [1, 4, 16], warmupSteps: 2, steps: 5 });
+ * console.log(`${sweep.fixedMs.toFixed(0)} ms per step + ${sweep.perImageMs.toFixed(1)} ms per image`);
+ * ```
+ */
+export async function benchBatchSweep(
+  options: Omit<PlainLoopOptions, "perWorkerBatch"> & { batches: readonly number[] },
+): Promise<{ points: BatchPoint[]; fixedMs: number; perImageMs: number }> {
+  const points: BatchPoint[] = [];
+  for (const batch of options.batches) {
+    points.push({ batch, ms: await benchPlainLoop({ ...options, perWorkerBatch: batch }) });
+  }
+  const n = points.length;
+  const meanX = points.reduce((sum, p) => sum + p.batch, 0) / n;
+  const meanY = points.reduce((sum, p) => sum + p.ms.median, 0) / n;
+  const sxy = points.reduce((sum, p) => sum + (p.batch - meanX) * (p.ms.median - meanY), 0);
+  const sxx = points.reduce((sum, p) => sum + (p.batch - meanX) ** 2, 0);
+  const perImageMs = sxx === 0 ? 0 : sxy / sxx;
+  return { points, fixedMs: meanY - perImageMs * meanX, perImageMs };
+}
