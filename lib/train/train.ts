@@ -86,7 +86,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);
   const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.workers), resolved);
-  if (resume) checkResumable(resume, { steps, count: trainSet.count, options: resolved });
+  if (resume) checkResumable(resume, { count: trainSet.count, options: resolved });
   const history = [...(resume?.state.history ?? [])];
   let last: TrainingState | undefined = resume?.state;
   if (last && last.epochsDone >= resolved.epochs) return result(last, history, undefined, 0);
@@ -103,14 +103,15 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   let restarts = 0;
   for (;;) {
     const from = last;
-    const group = await WorkerGroup.start(resolved, {
-      train: trainSet,
-      test: testSet,
-      workerUrl,
-      attempt: restarts,
-      startWeights: from?.weights,
-    });
+    let group: WorkerGroup | undefined;
     try {
+      group = await WorkerGroup.start(resolved, {
+        train: trainSet,
+        test: testSet,
+        workerUrl,
+        attempt: restarts,
+        startWeights: from?.weights,
+      });
       if (restarts === 0) {
         options.onStart?.({
           device: group.device,
@@ -144,7 +145,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
       });
       history.splice(last?.history.length ?? 0); // epochs after the checkpoint are redone
     } finally {
-      group.close();
+      group?.close();
     }
   }
 }
@@ -288,7 +289,7 @@ function result(
 /** A resumed mid-epoch checkpoint needs the same global batches, i.e. the same padded epoch. */
 function checkResumable(
   point: ResumePoint,
-  run: { steps: number; count: number; options: ResolvedTrainOptions },
+  run: { count: number; options: ResolvedTrainOptions },
 ): void {
   const { state } = point;
   if (state.stepsDone === 0 || state.config.workers === run.options.workers) return;
