@@ -401,9 +401,9 @@ export class WorkerGroup {
     progress.completed = message.step + 1;
     const seconds = (now - progress.startedAt) / 1000;
     progress.sums.trainSeconds = progress.plan.base.trainSeconds + seconds;
-    if (
-      this.#options.checkpointEvery > 0 && progress.completed % this.#options.checkpointEvery === 0
-    ) {
+    const every = this.#options.checkpointEvery;
+    // Rank 0 sends its weights at these boundaries, except the last (the epoch's end has them).
+    if (every > 0 && progress.completed % every === 0 && progress.completed < progress.plan.steps) {
       progress.sumsAt.set(progress.completed, { ...this.#sumsNow(progress) });
       this.#pairCheckpoint(progress, progress.completed);
     }
