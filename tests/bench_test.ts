@@ -1,28 +1,16 @@
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
+import { runScript } from "./helpers.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-
-async function runBench(args: string[]) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
+const runBench = (args: string[]) =>
+  runScript("scripts/bench.ts", args, {
+    permissions: [
       "--allow-read",
       "--allow-write",
       "--allow-env",
       "--allow-sys",
       "--allow-run=lscpu",
-      "scripts/bench.ts",
-      ...args,
     ],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-}
+  });
 
 Deno.test("deno task bench --smoke prints the three tables and writes every figure as JSON", async () => {
   const dir = await Deno.makeTempDir();

@@ -13,6 +13,7 @@ import {
 } from "../lib/train/checkpoint.ts";
 import { findResumePoint, resumedOptions } from "../lib/train/resume.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
+import { withTempDir } from "./helpers.ts";
 
 async function state(epochsDone: number, stepsDone: number): Promise<TrainingState> {
   const weights = Float32Array.from(
@@ -49,15 +50,6 @@ async function state(epochsDone: number, stepsDone: number): Promise<TrainingSta
     partial: { lossSum: 20.5, correct: 3, count: 16, trainSeconds: 1.25, seconds: 1.5 },
     totals: { examples: epochsDone * 64, trainSeconds: epochsDone * 9 },
   };
-}
-
-async function withDir(fn: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 const rejectsWith = (pattern: RegExp) => (e: unknown) =>
@@ -112,7 +104,7 @@ Deno.test("corrupt, truncated and foreign checkpoints are rejected with the file
 });
 
 Deno.test("writeCheckpoint writes atomically and keeps the newest K", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     for (const [e, s] of [[0, 2], [0, 4], [1, 0], [1, 2]]) {
       await writeCheckpoint(dir, await state(e, s), { keep: 2 });
     }
@@ -132,7 +124,7 @@ Deno.test("writeCheckpoint writes atomically and keeps the newest K", async () =
 });
 
 Deno.test("the newest usable checkpoint is used when newer ones are corrupt; all kept on disk", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     await writeCheckpoint(dir, await state(1, 0), { keep: 5 });
     const newest = await writeCheckpoint(dir, await state(1, 4), { keep: 5 });
     const bytes = await Deno.readFile(newest);
@@ -152,7 +144,7 @@ Deno.test("the newest usable checkpoint is used when newer ones are corrupt; all
 });
 
 Deno.test("resuming needs a usable checkpoint, and the settings that shape the result", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     assert.equal(await findResumePoint(true, { checkpointDir: dir }), undefined); // fresh start
     await Deno.writeTextFile(`${dir}/ckpt-0000-000001.msgpack`, "garbage");
     await assert.rejects(

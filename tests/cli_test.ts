@@ -1,29 +1,7 @@
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
-import { writeTinyDataset } from "./helpers.ts";
+import { ROOT, runScript, scriptArgs, writeTinyDataset } from "./helpers.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-
-async function runTrain(args: string[], env: Record<string, string> = {}) {
-  const command = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-net",
-      "--allow-env",
-      "scripts/train.ts",
-      ...args,
-    ],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const { code, stdout, stderr } = await command.output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-}
+const runTrain = (args: string[]) => runScript("scripts/train.ts", args);
 
 Deno.test("deno task train --help lists the flags", async () => {
   const { code, stdout } = await runTrain(["--help"]);
@@ -166,13 +144,7 @@ Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the 
   const dir = await Deno.makeTempDir();
   try {
     await writeTinyDataset(dir, { train: 48, test: 8 });
-    const args = [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-net",
-      "--allow-env",
-      "scripts/train.ts",
+    const flags = [
       "--data-dir",
       dir,
       "--workers",
@@ -191,7 +163,7 @@ Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the 
       `${dir}/metrics.jsonl`,
     ];
     const child = new Deno.Command(Deno.execPath(), {
-      args,
+      args: scriptArgs("scripts/train.ts", flags),
       cwd: ROOT,
       env: { NO_COLOR: "1" },
       stdout: "piped",
@@ -216,10 +188,7 @@ Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the 
       /interrupted after 1 epoch\(s\) and \d step\(s\); checkpoint .*ckpt-0001-00000\d\.msgpack/,
     );
 
-    const resumed = await runTrain([
-      ...args.slice(args.indexOf("scripts/train.ts") + 1),
-      "--resume",
-    ]);
+    const resumed = await runTrain([...flags, "--resume"]);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(
       resumed.stdout,

@@ -1,27 +1,14 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { fileURLToPath } from "node:url";
 import { exportLayersModel, loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
 import { toModelInput } from "../lib/train/replica.ts";
 import { train } from "../lib/train/train.ts";
-import { imageLikeDataset, writeTinyDataset } from "./helpers.ts";
+import { imageLikeDataset, runScript, writeTinyDataset } from "./helpers.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MODEL = { inputSize: 67, width: 0.125 };
-
-async function run(script: string, args: string[]) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-net", "--allow-env", script, ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-}
+const run = (script: string, args: string[]) => runScript(script, args);
 
 Deno.test("an exported model loads back with tfjs and predicts exactly as the trained weights do", async () => {
   const data = { train: imageLikeDataset(16, 1), test: imageLikeDataset(8, 2) };

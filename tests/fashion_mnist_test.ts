@@ -5,20 +5,11 @@ import {
   loadFashionMNIST,
 } from "../lib/data/fashion_mnist.ts";
 import { DataError } from "../lib/errors.ts";
-import { DATA_DIR, gzip, idxImages, idxLabels, writeTinyDataset } from "./helpers.ts";
+import { DATA_DIR, gzip, idxImages, idxLabels, withTempDir, writeTinyDataset } from "./helpers.ts";
 
 const names = Object.values(FASHION_MNIST_FILES).map((f) => f.name);
 const dataError = (pattern: RegExp) => (e: unknown) =>
   e instanceof DataError && pattern.test(e.message) && !e.message.includes("\n");
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("FASHION_MNIST_CLASSES names the ten classes in label order", () => {
   assert.equal(FASHION_MNIST_CLASSES.length, 10);

@@ -110,3 +110,50 @@ export function imageLikeDataset(count: number, seed: number): Dataset {
   }
   return { images, labels, count, rows: 28, cols: 28 };
 }
+
+/** The project's root directory. */
+export const ROOT: string = fileURLToPath(new URL("..", import.meta.url));
+
+/** The permissions `deno task train` and `deno task eval` run with. */
+export const TASK_PERMISSIONS: readonly string[] = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env",
+];
+
+/** `deno run` arguments for `script` (relative to the root) with `args`. */
+export function scriptArgs(
+  script: string,
+  args: readonly string[],
+  permissions: readonly string[] = TASK_PERMISSIONS,
+): string[] {
+  return ["run", ...permissions, script, ...args];
+}
+
+/** Runs `script` to completion in the root directory; resolves with its exit code and output. */
+export async function runScript(
+  script: string,
+  args: readonly string[],
+  options: { permissions?: readonly string[] } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: scriptArgs(script, args, options.permissions),
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+/** Runs `fn` with a fresh temporary directory, removed afterwards. */
+export async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { InterruptedError, WorkerError } from "../lib/errors.ts";
 import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
 import { train } from "../lib/train/train.ts";
-import { imageLikeDataset } from "./helpers.ts";
+import { imageLikeDataset, withTempDir } from "./helpers.ts";
 
 // Dropout on: resuming must also reproduce the dropout masks.
 const RUN = {
@@ -19,17 +19,8 @@ const RUN = {
 
 const reference = await train(RUN);
 
-async function withDir(fn: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 Deno.test("a run interrupted mid-epoch and resumed ends with the uninterrupted run's weights", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const interrupt = new AbortController();
     const error = await train({
       ...RUN,
@@ -61,7 +52,7 @@ Deno.test("a run interrupted mid-epoch and resumed ends with the uninterrupted r
 });
 
 Deno.test("resuming from an end-of-epoch checkpoint, with more epochs than first planned", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     await train({ ...RUN, epochs: 1, checkpointDir: dir });
     const [saved] = await listCheckpoints(dir);
     assert.deepEqual([saved.epochsDone, saved.stepsDone], [1, 0]);
@@ -73,7 +64,7 @@ Deno.test("resuming from an end-of-epoch checkpoint, with more epochs than first
 Deno.test("a worker killed mid-epoch: every worker restarts from the last checkpoint and the run ends as if uninterrupted", async (t) => {
   for (const checkpointDir of [true, false]) {
     await t.step(checkpointDir ? "checkpoints on disk" : "checkpoints kept in memory", async () => {
-      await withDir(async (dir) => {
+      await withTempDir(async (dir) => {
         const restarts: string[] = [];
         const result = await train({
           ...RUN,
@@ -96,7 +87,7 @@ Deno.test("a worker killed mid-epoch: every worker restarts from the last checkp
 });
 
 Deno.test("past --max-restarts: one clear error, and the checkpoints are still there", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     let restarts = 0;
     await assert.rejects(
       train({
@@ -120,7 +111,7 @@ Deno.test("past --max-restarts: one clear error, and the checkpoints are still t
 });
 
 Deno.test("a checkpoint of another model shape is refused before training", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     await train({ ...RUN, epochs: 1, checkpointDir: dir });
     const [saved] = await listCheckpoints(dir);
     const state = await readCheckpoint(saved.path);

@@ -18,41 +18,32 @@
 import { join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
 import { DataError } from "../errors.ts";
-import type { NiNOptions } from "../model/nin.ts";
-import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import { writeFileAtomic } from "../util/atomic_write.ts";
 import { sha256Hex } from "../util/sha256.ts";
-import type { BackendName } from "./backend.ts";
-import type { EpochRecord } from "./options.ts";
+import type { EpochRecord, ResolvedTrainOptions } from "./options.ts";
 
 /** The `format` field of every checkpoint file. */
 export const CHECKPOINT_FORMAT = "deno-ddp-checkpoint";
 /** The format version this library writes and reads. */
 export const CHECKPOINT_VERSION = 1;
 
-/** The settings that define a run; a resumed run must keep the ones that shape its results. */
-export interface RunConfig {
-  /** Number of workers. */
-  workers: number;
-  /** Number of epochs in all. */
-  epochs: number;
-  /** Global batch size. */
-  batchSize: number;
-  /** Learning rate. */
-  lr: number;
-  /** Seed of initialisation, shuffling and dropout. */
-  seed: number;
-  /** Backend. */
-  backend: BackendName;
-  /** All-reduce algorithm. */
-  allReduce: AllReduceAlgorithm;
-  /** Model configuration. */
-  model: Required<NiNOptions>;
-  /** Training examples used, or undefined for all. */
-  trainLimit: number | undefined;
-  /** Test examples used, or undefined for all. */
-  testLimit: number | undefined;
-}
+/**
+ * The settings that define a run, as a checkpoint records them; a resumed run
+ * must keep the ones that shape its results.
+ */
+export type RunConfig = Pick<
+  ResolvedTrainOptions,
+  | "workers"
+  | "epochs"
+  | "batchSize"
+  | "lr"
+  | "seed"
+  | "backend"
+  | "allReduce"
+  | "model"
+  | "trainLimit"
+  | "testLimit"
+>;
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */
 export interface EpochSums {

@@ -51,11 +51,7 @@ export function renderHistorySvg(
   const x = (epoch: number) => MARGIN.left + ((epoch - xMin) / (lastEpoch - xMin)) * plotW;
   const y = (value: number) => MARGIN.top + plotH - (Math.min(value, yMax) / yMax) * plotH;
   const parts: string[] = [];
-  parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" ` +
-      `viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${WIDTH}" height="${HEIGHT}" fill="white"/>`,
-  );
+  parts.push(svgStart(WIDTH, HEIGHT, 12));
   if (options.title) {
     parts.push(
       `<text x="${MARGIN.left + plotW / 2}" y="20" text-anchor="middle" font-size="13">${
@@ -132,6 +128,13 @@ function niceCeiling(value: number): number {
   return 10 * magnitude;
 }
 
+/** The opening `<svg>` tag and a white background. */
+function svgStart(width: number, height: number, fontSize: number): string {
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="${fontSize}">\n` +
+    `<rect width="${width}" height="${height}" fill="white"/>`;
+}
+
 function escapeXml(text: string): string {
   return text.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
 }
@@ -159,11 +162,7 @@ export function renderConfusionSvg(
   const top = 60;
   const width = left + n * cellSize + 20;
   const height = top + n * cellSize + 90;
-  const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
-    `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-  ];
+  const parts = [svgStart(width, height, 11)];
   if (options.title) {
     parts.push(
       `<text x="${width / 2}" y="22" text-anchor="middle" font-size="13">${
