@@ -67,6 +67,7 @@ async function main(): Promise<void> {
   const history: EpochRecord[] = [];
   let run = resolved; // a resumed run takes its settings from the checkpoint
   let bar: ProgressBar | null = null;
+  let evalBar: ProgressBar | null = null;
   let etaShown = false;
   let firstStepSeconds = 0;
   let software = false;
@@ -127,7 +128,16 @@ async function main(): Promise<void> {
         );
       }
     },
+    onEvaluate: ({ epoch, done, total }) => {
+      if (evalBar === null) {
+        bar?.clear();
+        evalBar = new ProgressBar(total, { label: `epoch ${epoch}/${run.epochs} evaluating` });
+      }
+      evalBar.update(done, `${done}/${total} test examples`);
+    },
     onEpoch: async (record) => {
+      evalBar?.clear();
+      evalBar = null;
       bar?.clear();
       history.push(record);
       console.log(formatEpoch(record, run));

@@ -95,6 +95,8 @@ export interface TrainOptions {
   onStart?: (info: TrainStart) => void;
   /** Called after every global step. */
   onStep?: (progress: StepProgress) => void;
+  /** Called as the test set is evaluated after an epoch (examples done of all, over all workers). */
+  onEvaluate?: (progress: { epoch: number; done: number; total: number }) => void;
   /** Called after every epoch with its metrics; training waits for a returned promise. */
   onEpoch?: (record: EpochRecord) => void | Promise<void>;
   /** Called after each checkpoint is written, with its path. */

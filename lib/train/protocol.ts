@@ -137,10 +137,12 @@ export interface CheckpointMessage extends Message {
   checksum: string;
 }
 
-/** Worker → coordinator: one evaluation batch done (keeps the watchdog fed). */
+/** Worker → coordinator: one evaluation batch done. */
 export interface EvalProgressMessage extends Message {
   type: "evalProgress";
   rank: number;
+  /** Test examples this worker has evaluated so far this epoch. */
+  done: number;
 }
 
 /** Worker → coordinator: the epoch is done. */

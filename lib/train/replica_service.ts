@@ -226,7 +226,11 @@ class ReplicaWorker {
     for (let start = 0; start < indices.length; start += config.evalBatchSize) {
       const chunk = indices.slice(start, start + config.evalBatchSize);
       correct += await this.#replica.countCorrect(gatherBatch(dataset, chunk));
-      const message: EvalProgressMessage = { type: "evalProgress", rank };
+      const message: EvalProgressMessage = {
+        type: "evalProgress",
+        rank,
+        done: Math.min(start + config.evalBatchSize, indices.length),
+      };
       this.#mailbox.send(message);
     }
     return { correct, count: indices.length };

@@ -194,6 +194,7 @@ async function runEpochs(
       fromStep: resuming ? from!.stepsDone : 0,
       base: resuming ? from!.partial : NO_SUMS,
       onStep: options.onStep,
+      onEvaluate: options.onEvaluate,
       onSnapshot: async (snapshot) => {
         await save(atStep(snapshot));
       },

@@ -76,6 +76,8 @@ export interface EpochPlan {
   base: EpochSums;
   /** Called after every global step. */
   onStep?: (progress: StepProgress) => void;
+  /** Called as the workers evaluate the test set after the epoch's last step. */
+  onEvaluate?: (progress: { epoch: number; done: number; total: number }) => void;
   /** Called with rank 0's weights every `checkpointEvery` steps; awaited before the epoch ends. */
   onSnapshot?: (snapshot: StepSnapshot) => Promise<void>;
   /** When aborted, every worker stops at the next step boundary. */
@@ -98,6 +100,8 @@ interface EpochProgress {
   saving: Promise<void>;
   /** Resolved once every worker waits at the last granted step after a halt request. */
   halted: PromiseWithResolvers<void>;
+  /** Per rank: test examples evaluated so far. */
+  evaluated: number[];
 }
 
 /** Spawned workers, their mailboxes, and the all-reduce that joins them. */
@@ -109,6 +113,7 @@ export class WorkerGroup {
   /** `LP_NUM_THREADS` as the workers saw it when they created their devices. */
   readonly rendererThreads: string | undefined;
   readonly #options: ResolvedTrainOptions;
+  readonly #testCount: number;
   readonly #workers: Worker[];
   readonly #mailboxes: Mailbox[];
   readonly #allReduceBuffer: SharedArrayBuffer | undefined;
@@ -122,6 +127,7 @@ export class WorkerGroup {
 
   private constructor(parts: {
     options: ResolvedTrainOptions;
+    testCount: number;
     workers: Worker[];
     mailboxes: Mailbox[];
     ready: ReadyMessage[];
@@ -130,6 +136,7 @@ export class WorkerGroup {
     hub: StarAllReduceHub | undefined;
   }) {
     this.#options = parts.options;
+    this.#testCount = parts.testCount;
     this.#workers = parts.workers;
     this.#mailboxes = parts.mailboxes;
     this.#allReduceBuffer = parts.allReduceBuffer;
@@ -239,6 +246,7 @@ export class WorkerGroup {
       });
       const started: WorkerGroup = new WorkerGroup({
         options,
+        testCount: setup.test.count,
         workers,
         mailboxes,
         ready,
@@ -250,7 +258,7 @@ export class WorkerGroup {
       mailboxes.forEach((mailbox) => {
         mailbox.handle<StepMessage>("step", (message) => started.#onStep(message));
         mailbox.handle<CheckpointMessage>("checkpoint", (m) => started.#onCheckpoint(m));
-        mailbox.handle<EvalProgressMessage>("evalProgress", () => started.#watchdog.touch());
+        mailbox.handle<EvalProgressMessage>("evalProgress", (m) => started.#onEvalProgress(m));
       });
       return started;
     } catch (error) {
@@ -279,6 +287,7 @@ export class WorkerGroup {
       checkpoints: new Map(),
       saving: Promise.resolve(),
       halted: Promise.withResolvers<void>(),
+      evaluated: [],
     };
     this.#progress = progress;
     this.#lastStepAt = startedAt;
@@ -427,6 +436,18 @@ export class WorkerGroup {
       timings,
     });
     this.#maybeHalt();
+  }
+
+  #onEvalProgress(message: EvalProgressMessage): void {
+    this.#watchdog.touch();
+    const progress = this.#progress;
+    if (progress === null) return;
+    progress.evaluated[message.rank] = message.done;
+    progress.plan.onEvaluate?.({
+      epoch: progress.epoch,
+      done: progress.evaluated.reduce((sum, done) => sum + (done ?? 0), 0),
+      total: this.#testCount,
+    });
   }
 
   #onCheckpoint(message: CheckpointMessage): void {
