@@ -145,7 +145,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
       });
       history.splice(last?.history.length ?? 0); // epochs after the checkpoint are redone
     } finally {
-      group?.close();
+      await group?.close();
     }
   }
 }

@@ -17,6 +17,8 @@ import {
 import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { DataError, ReplicaDivergenceError, WorkerError } from "../errors.ts";
+import { ThreadWatch } from "../util/thread_watch.ts";
+import { trace } from "../util/trace.ts";
 import type { DeviceInfo } from "./backend.ts";
 import type { EpochSums } from "./checkpoint.ts";
 import type { EpochRecord, ResolvedTrainOptions, StepProgress } from "./options.ts";
@@ -119,6 +121,8 @@ export class WorkerGroup {
   readonly #allReduceBuffer: SharedArrayBuffer | undefined;
   readonly #hub: StarAllReduceHub | undefined;
   readonly #watchdog: Watchdog;
+  readonly #threads: ThreadWatch;
+  #closed: Promise<void> | null = null;
   #progress: EpochProgress | null = null;
   #failure: Error | null = null;
   #stepsDone = 0;
@@ -134,6 +138,7 @@ export class WorkerGroup {
     rendererThreads: string | undefined;
     allReduceBuffer: SharedArrayBuffer | undefined;
     hub: StarAllReduceHub | undefined;
+    threads: ThreadWatch;
   }) {
     this.#options = parts.options;
     this.#testCount = parts.testCount;
@@ -141,6 +146,7 @@ export class WorkerGroup {
     this.#mailboxes = parts.mailboxes;
     this.#allReduceBuffer = parts.allReduceBuffer;
     this.#hub = parts.hub;
+    this.#threads = parts.threads;
     this.device = parts.ready[0].device;
     this.numParams = parts.ready[0].numParams;
     this.rendererThreads = parts.rendererThreads;
@@ -165,6 +171,7 @@ export class WorkerGroup {
     },
   ): Promise<WorkerGroup> {
     const cores = shareCoresAmongWorkers(options.workers);
+    const threads = new ThreadWatch();
     const workers: Worker[] = [];
     const mailboxes: Mailbox[] = [];
     let group: WorkerGroup | null = null;
@@ -253,6 +260,7 @@ export class WorkerGroup {
         rendererThreads: cores.threads,
         allReduceBuffer,
         hub,
+        threads,
       });
       group = started;
       mailboxes.forEach((mailbox) => {
@@ -262,7 +270,9 @@ export class WorkerGroup {
       });
       return started;
     } catch (error) {
+      threads.mark();
       mailboxes.forEach((m) => m.close());
+      await threads.exited();
       throw early ?? error;
     }
   }
@@ -327,13 +337,23 @@ export class WorkerGroup {
     // Wake replicas blocked in a shared all-reduce barrier, waiting for the one that failed.
     if (this.#allReduceBuffer) abortSharedAllReduce(this.#allReduceBuffer);
     for (const mailbox of this.#mailboxes) mailbox.fail(error);
-    this.close();
+    void this.close();
   }
 
-  /** Terminates every worker. */
-  close(): void {
+  /**
+   * Terminates every worker; resolves once their threads have exited, so
+   * that the process can exit without racing the graphics driver's teardown
+   * (see thread_watch.ts).
+   */
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
     this.#watchdog.stop();
+    this.#threads.mark();
     for (const mailbox of this.#mailboxes) mailbox.close();
+    this.#closed = this.#threads.exited().then((allExited) => {
+      if (!allExited) trace("coordinator", "some worker threads still run 10 s after terminate");
+    });
+    return this.#closed;
   }
 
   #finishEpoch(progress: EpochProgress, ends: EpochEndMessage[]): EpochOutcome {

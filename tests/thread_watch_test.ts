@@ -1,0 +1,27 @@
+import assert from "node:assert/strict";
+import { runScript } from "./helpers.ts";
+
+const PROBE = "tests/fixtures/thread_watch_probe.ts";
+
+Deno.test(
+  "ThreadWatch sees a worker's thread run, then exit after terminate (--allow-all, Linux)",
+  {
+    ignore: Deno.build.os !== "linux",
+  },
+  async () => {
+    const { code, stdout, stderr } = await runScript(PROBE, [], { permissions: ["--allow-all"] });
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /^observable true$/m);
+    assert.match(stdout, /^exited while running false$/m);
+    const ms = Number(stdout.match(/^exited after terminate true in (\d+) ms$/m)?.[1]);
+    assert.ok(ms < 10_000, stdout);
+  },
+);
+
+Deno.test("ThreadWatch falls back to a grace period where /proc cannot be read", async () => {
+  const { code, stdout, stderr } = await runScript(PROBE, [], { permissions: ["--allow-read"] });
+  assert.equal(code, 0, stderr);
+  assert.match(stdout, /^observable false$/m);
+  const ms = Number(stdout.match(/^exited after terminate true in (\d+) ms$/m)?.[1]);
+  assert.ok(ms >= 490, stdout); // the grace period, 500 ms
+});
