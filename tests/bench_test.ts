@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runScript } from "./helpers.ts";
+import { runScript, withTempDir } from "./helpers.ts";
 
 const runBench = (args: string[]) =>
   runScript("scripts/bench.ts", args, {
@@ -13,8 +13,7 @@ const runBench = (args: string[]) =>
   });
 
 Deno.test("deno task bench --smoke prints the three tables and writes every figure as JSON", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     const { code, stdout, stderr } = await runBench(["--smoke", "--json", `${dir}/bench.json`]);
     assert.equal(code, 0, stderr);
     for (
@@ -51,9 +50,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     assert.deepEqual(report.batchSweep.points.map((p: { batch: number }) => p.batch), [1, 2]);
     assert.equal(typeof report.batchSweep.fixedMs, "number");
     assert.equal(report.goals.length, 3);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("deno task bench rejects bad flags with one line and exit code 2", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ROOT, runScript, scriptArgs, writeTinyDataset } from "./helpers.ts";
+import { ROOT, runScript, scriptArgs, withTempDir, writeTinyDataset } from "./helpers.ts";
 
 const runTrain = (args: string[]) => runScript("scripts/train.ts", args);
 
@@ -85,8 +85,7 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
 });
 
 Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics and the plot", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 48, test: 16 });
     const { code, stdout, stderr } = await runTrain([
       "--data-dir",
@@ -135,14 +134,11 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
     assert.match(svg, /^<svg /);
     assert.equal((svg.match(/<polyline /g) ?? []).length, 3);
     for (const label of ["train loss", "train acc", "test acc"]) assert.ok(svg.includes(label));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the run", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 48, test: 8 });
     const flags = [
       "--data-dir",
@@ -200,7 +196,5 @@ Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the 
     const epochs = (await Deno.readTextFile(`${dir}/metrics.jsonl`)).trimEnd().split("\n")
       .map((line) => JSON.parse(line).epoch);
     assert.deepEqual(epochs, [1, 2, 3], "the metrics file holds the epochs of both runs");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -4,7 +4,7 @@ import { FASHION_MNIST_FILES, loadFashionMNIST } from "../lib/data/fashion_mnist
 import { DataError } from "../lib/errors.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
-import { DATA_DIR, gzip, idxImages } from "./helpers.ts";
+import { DATA_DIR, gzip, idxImages, withTempDir } from "./helpers.ts";
 
 /** A local HTTP server on 127.0.0.1 serving `files` (path → bytes); anything else is 404. */
 function serve(files: Record<string, Uint8Array>) {
@@ -127,8 +127,7 @@ Deno.test("downloadVerified leaves nothing behind on failure", async (t) => {
 Deno.test("loadFashionMNIST with no copy and no network names where to put the files", async () => {
   const closed = serve({});
   await closed.close();
-  const cacheDir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (cacheDir) => {
     await assert.rejects(
       loadFashionMNIST({ cacheDir, baseUrl: closed.url, quiet: true }),
       (e: unknown) =>
@@ -136,9 +135,7 @@ Deno.test("loadFashionMNIST with no copy and no network names where to put the f
         e.message.includes("put the four Fashion-MNIST files") && e.message.includes(cacheDir),
     );
     await assertNothingWritten(cacheDir);
-  } finally {
-    await Deno.remove(cacheDir, { recursive: true });
-  }
+  });
 });
 
 Deno.test({

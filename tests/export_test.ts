@@ -5,7 +5,7 @@ import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
 import { toModelInput } from "../lib/train/replica.ts";
 import { train } from "../lib/train/train.ts";
-import { imageLikeDataset, runScript, writeTinyDataset } from "./helpers.ts";
+import { imageLikeDataset, runScript, withTempDir, writeTinyDataset } from "./helpers.ts";
 
 const MODEL = { inputSize: 67, width: 0.125 };
 const run = (script: string, args: string[]) => runScript(script, args);
@@ -14,8 +14,7 @@ Deno.test("an exported model loads back with tfjs and predicts exactly as the tr
   const data = { train: imageLikeDataset(16, 1), test: imageLikeDataset(8, 2) };
   const { weights } = await train({ ...MODEL, workers: 2, epochs: 1, batchSize: 8, data });
   await initBackend("cpu");
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     await exportLayersModel(weights, { dir, model: MODEL });
     const loaded = await loadLayersModelFromDir(dir);
     const direct = createNiN(MODEL);
@@ -27,14 +26,11 @@ Deno.test("an exported model loads back with tfjs and predicts exactly as the tr
     tf.dispose([x, a, b]);
     loaded.dispose();
     direct.dispose();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("train --export, then eval --model and eval --checkpoint report accuracy, per class and confused", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 32, test: 20 });
     const trained = await run("scripts/train.ts", [
       "--data-dir",
@@ -84,9 +80,7 @@ Deno.test("train --export, then eval --model and eval --checkpoint report accura
       const svg = await Deno.readTextFile(`${dir}/c.svg`);
       assert.equal((svg.match(/<rect x=/g) ?? []).length, 100);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("eval rejects bad input with one line and exit code 2", async () => {
