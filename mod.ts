@@ -75,6 +75,14 @@ export {
 } from "./lib/collective/shared_all_reduce.ts";
 export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduce.ts";
 export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
+export {
+  adapterWithPath,
+  chooseWebGPUPath,
+  PREFERRED_PATHS,
+  serialisedWorkersWarning,
+  serialisesWorkers,
+  type WebGPUPath,
+} from "./lib/train/webgpu_path.ts";
 export { weightsChecksum } from "./lib/train/replica.ts";
 export {
   type EpochRecord,

@@ -9,6 +9,39 @@
  */
 
 /**
+ * A value as the user gave it, for error messages: strings in quotes (so that
+ * `"32"` is told apart from `32`), numbers and other primitives as written,
+ * arrays and plain objects as JSON.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { describeValue } from "./errors.ts";
+ *
+ * assert.equal(describeValue("32"), '"32"');
+ * assert.equal(describeValue(32), "32");
+ * assert.equal(describeValue(undefined), "undefined");
+ * assert.equal(describeValue([1, 2]), "[1,2]");
+ * ```
+ */
+export function describeValue(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "function") return "a function";
+  if (typeof value === "symbol") return value.toString();
+  if (value !== null && typeof value === "object") {
+    try {
+      const json = JSON.stringify(value);
+      if (json !== undefined) return json.length > 60 ? `${json.slice(0, 57)}...` : json;
+    } catch {
+      // cyclic: fall through
+    }
+    return Object.prototype.toString.call(value);
+  }
+  return String(value);
+}
+
+/**
  * An option or flag has a value the library cannot work with.
  *
  * @example Reject an invalid worker count

@@ -28,6 +28,7 @@ import {
   type AllReduceAlgorithm,
   type BackendName,
   BACKENDS,
+  serialisedWorkersWarning,
   UsageError,
 } from "../mod.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
@@ -123,6 +124,8 @@ async function main(): Promise<void> {
     `threads: LP_NUM_THREADS=${Deno.env.get("LP_NUM_THREADS") ?? "default"} per worker` +
       (machine.device.software ? "" : " (llvmpipe only; no effect on a GPU)"),
   );
+  const serialised = serialisedWorkersWarning(machine.device, Math.max(...config.workers));
+  if (serialised) console.log(serialised);
   const report: Record<string, unknown> = { machine, config };
 
   let scaling: ScalingResult[] | undefined;
@@ -139,6 +142,7 @@ async function main(): Promise<void> {
         console.error(`  ${r.workers} worker(s): ${spread(r.imagesPerSec, 1)} images/s`),
     });
     console.log(scalingTable(scaling));
+    if (serialised) console.log(serialised);
     report.scaling = scaling;
   }
 

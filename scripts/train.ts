@@ -5,6 +5,7 @@
  */
 
 import {
+  adapterWithPath,
   type EpochRecord,
   formatDuration,
   formatEpoch,
@@ -14,6 +15,7 @@ import {
   type NiNOptions,
   renderHistorySvg,
   resolveTrainOptions,
+  serialisedWorkersWarning,
   train,
   type TrainStart,
   UsageError,
@@ -193,7 +195,7 @@ function printStart(info: TrainStart): void {
       `${info.trainCount} training / ${info.testCount} test examples`,
   );
   console.log(
-    `${options.workers} worker(s) on ${info.device.backend}: ${info.device.adapter}; ` +
+    `${options.workers} worker(s) on ${info.device.backend}: ${adapterWithPath(info.device)}; ` +
       `batch ${options.batchSize} (${share} per worker), lr ${options.lr}, ` +
       `${info.stepsPerEpoch} steps per epoch`,
   );
@@ -202,6 +204,8 @@ function printStart(info: TrainStart): void {
     for (const { reason } of skipped) console.error(`warning: passed over ${reason}`);
     console.log(`resuming from ${path}: ${epochsDone} epoch(s) and ${stepsDone} step(s) done`);
   }
+  const serialised = serialisedWorkersWarning(info.device, options.workers);
+  if (serialised) console.error(serialised);
   if (info.device.software) {
     console.error(
       `note: ${info.device.adapter} is a software adapter, not a GPU; ` +

@@ -172,3 +172,25 @@ Deno.test("resuming needs a usable checkpoint, and the settings that shape the r
   );
   assert.throws(() => resumedOptions(point, { lr: 0.05 }), /trained with lr 0\.1, not 0\.05/);
 });
+
+Deno.test("checkpoint reads are bounded by the file: no device or FIFO, no size field trusted", async (t) => {
+  await t.step("a device is refused before reading", async () => {
+    await assert.rejects(
+      readCheckpoint("/dev/zero"),
+      (e: unknown) =>
+        e instanceof DataError && e.message === "checkpoint /dev/zero is not a regular file",
+    );
+  });
+  await t.step("a directory is refused", async () => {
+    await withTempDir(async (dir) => {
+      await assert.rejects(readCheckpoint(dir), /is not a regular file$/);
+    });
+  });
+  await t.step("an array header declaring 4 billion elements in 5 bytes", async () => {
+    const bytes = new Uint8Array([0xdd, 0xff, 0xff, 0xff, 0xff]); // array32, 2^32 − 1 elements
+    await assert.rejects(
+      decodeCheckpoint(bytes, { name: "lying.msgpack" }),
+      /^DataError: lying\.msgpack: not a checkpoint, or truncated \(Max length exceeded: array length \(4294967295\) > maxArrayLength \(5\)\)$/,
+    );
+  });
+});

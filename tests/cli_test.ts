@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { ROOT, runScript, scriptArgs, withTempDir, writeTinyDataset } from "./helpers.ts";
+import {
+  ROOT,
+  runScript,
+  scriptArgs,
+  scriptEnv,
+  withTempDir,
+  writeTinyDataset,
+} from "./helpers.ts";
 
 const runTrain = (args: string[]) => runScript("scripts/train.ts", args);
 
@@ -113,7 +120,7 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
     );
     assert.match(
       lines[1],
-      /^2 worker\(s\) on webgpu: .+; batch 16 \(8 per worker\), lr 0\.1, 3 steps per epoch$/,
+      /^2 worker\(s\) on webgpu: .+ through (Vulkan|GL|Metal|Direct3D 12); batch 16 \(8 per worker\), lr 0\.1, 3 steps per epoch$/,
     );
     const epoch =
       /^epoch (\d)\/2: loss \d+\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}, \d+\.\d examples\/sec, \d+\.\d s$/;
@@ -134,6 +141,32 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
     assert.match(svg, /^<svg /);
     assert.equal((svg.match(/<polyline /g) ?? []).length, 3);
     for (const label of ["train loss", "train acc", "test acc"]) assert.ok(svg.includes(label));
+  });
+});
+
+Deno.test("several workers on llvmpipe through GL: the start-up line names the path, one warning says how to fix it", async () => {
+  await withTempDir(async (dir) => {
+    await writeTinyDataset(dir, { train: 8, test: 4 });
+    const flags = ["--data-dir", dir, "--epochs", "1", "--batch-size", "4"];
+    const run = (workers: string) =>
+      runScript("scripts/train.ts", [...flags, "--workers", workers, "--preset", "quick"], {
+        env: { DENO_WEBGPU_BACKEND: "gl" },
+      });
+    const two = await run("2");
+    assert.equal(two.code, 0, two.stderr);
+    if (!/through GL;/.test(two.stdout) || !/llvmpipe/.test(two.stdout)) {
+      console.warn("no llvmpipe through GL on this machine; nothing to warn about");
+      return;
+    }
+    const warnings = two.stderr.split("\n").filter((line) => line.startsWith("warning: "));
+    assert.equal(warnings.length, 1, two.stderr);
+    assert.match(
+      warnings[0],
+      /^warning: llvmpipe .* runs through GL, which serialises the workers' GPU work: 2 workers train no faster than 1\. Install Mesa's Vulkan driver .*apt-get install mesa-vulkan-drivers libvulkan1/,
+    );
+    const one = await run("1");
+    assert.equal(one.code, 0, one.stderr);
+    assert.doesNotMatch(one.stderr, /^warning: /m, "one worker has nothing to be serialised with");
   });
 });
 
@@ -161,7 +194,8 @@ Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the 
     const child = new Deno.Command(Deno.execPath(), {
       args: scriptArgs("scripts/train.ts", flags),
       cwd: ROOT,
-      env: { NO_COLOR: "1" },
+      clearEnv: true,
+      env: scriptEnv(),
       stdout: "piped",
       stderr: "piped",
     }).spawn();

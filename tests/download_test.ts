@@ -4,7 +4,7 @@ import { FASHION_MNIST_FILES, loadFashionMNIST } from "../lib/data/fashion_mnist
 import { DataError } from "../lib/errors.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
-import { DATA_DIR, gzip, idxImages, withTempDir } from "./helpers.ts";
+import { DATA_DIR, gzip, idxImages, withEnv, withTempDir } from "./helpers.ts";
 
 /** A local HTTP server on 127.0.0.1 serving `files` (path → bytes); anything else is 404. */
 function serve(files: Record<string, Uint8Array>) {
@@ -129,7 +129,10 @@ Deno.test("loadFashionMNIST with no copy and no network names where to put the f
   await closed.close();
   await withTempDir(async (cacheDir) => {
     await assert.rejects(
-      loadFashionMNIST({ cacheDir, baseUrl: closed.url, quiet: true }),
+      withEnv(
+        { FASHION_MNIST_DIR: undefined },
+        () => loadFashionMNIST({ cacheDir, baseUrl: closed.url, quiet: true }),
+      ),
       (e: unknown) =>
         e instanceof DataError && !e.message.includes("\n") &&
         e.message.includes("put the four Fashion-MNIST files") && e.message.includes(cacheDir),
@@ -150,7 +153,9 @@ Deno.test({
     const cacheDir = await Deno.makeTempDir();
     try {
       const options = { cacheDir, baseUrl: `${server.url}mirror/`, quiet: true };
-      const { train, test } = await loadFashionMNIST(options);
+      const load = (extra: { download?: boolean } = {}) =>
+        withEnv({ FASHION_MNIST_DIR: undefined }, () => loadFashionMNIST({ ...options, ...extra }));
+      const { train, test } = await load();
       assert.equal(train.count, 60000);
       assert.equal(test.count, 10000);
       for (const spec of Object.values(FASHION_MNIST_FILES)) {
@@ -158,7 +163,7 @@ Deno.test({
       }
       // A second load uses the cache: it works with the server gone and downloading off.
       await server.close();
-      const again = await loadFashionMNIST({ ...options, download: false });
+      const again = await load({ download: false });
       assert.deepEqual(again.test.labels, test.labels);
     } finally {
       await server.close().catch(() => {});

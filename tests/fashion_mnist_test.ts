@@ -5,7 +5,15 @@ import {
   loadFashionMNIST,
 } from "../lib/data/fashion_mnist.ts";
 import { DataError } from "../lib/errors.ts";
-import { DATA_DIR, gzip, idxImages, idxLabels, withTempDir, writeTinyDataset } from "./helpers.ts";
+import {
+  DATA_DIR,
+  gzip,
+  idxImages,
+  idxLabels,
+  withEnv,
+  withTempDir,
+  writeTinyDataset,
+} from "./helpers.ts";
 
 const names = Object.values(FASHION_MNIST_FILES).map((f) => f.name);
 const dataError = (pattern: RegExp) => (e: unknown) =>
@@ -40,15 +48,10 @@ Deno.test({
   name: "loadFashionMNIST honours FASHION_MNIST_DIR",
   ignore: DATA_DIR === undefined,
   fn: async () => {
-    const before = Deno.env.get("FASHION_MNIST_DIR");
-    Deno.env.set("FASHION_MNIST_DIR", DATA_DIR!);
-    try {
+    await withEnv({ FASHION_MNIST_DIR: DATA_DIR }, async () => {
       const { test } = await loadFashionMNIST({ download: false, cacheDir: "/nonexistent" });
       assert.equal(test.count, 10000);
-    } finally {
-      if (before === undefined) Deno.env.delete("FASHION_MNIST_DIR");
-      else Deno.env.set("FASHION_MNIST_DIR", before);
-    }
+    });
   },
 });
 
@@ -136,7 +139,10 @@ Deno.test("loadFashionMNIST rejects missing, corrupt and mismatched files with o
   await t.step("cache empty and downloading off", async () => {
     await withTempDir(async (cacheDir) => {
       await assert.rejects(
-        loadFashionMNIST({ cacheDir, download: false }),
+        withEnv(
+          { FASHION_MNIST_DIR: undefined },
+          () => loadFashionMNIST({ cacheDir, download: false }),
+        ),
         dataError(
           /is missing and downloading is off; put the four Fashion-MNIST files .* or pass --data-dir/,
         ),

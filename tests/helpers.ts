@@ -131,21 +131,57 @@ export function scriptArgs(
   return ["run", ...permissions, script, ...args];
 }
 
+/**
+ * The environment of a script a test runs: this process's, less the
+ * variables that change what the project does (so that tests do not depend
+ * on the caller's settings), with colours off.
+ */
+export function scriptEnv(): Record<string, string> {
+  const env = Deno.env.toObject();
+  for (const name of ["FASHION_MNIST_DIR", "DEBUG", "DDP_TRACE"]) delete env[name];
+  return { ...env, NO_COLOR: "1" };
+}
+
 /** Runs `script` to completion in the root directory; resolves with its exit code and output. */
 export async function runScript(
   script: string,
   args: readonly string[],
-  options: { permissions?: readonly string[] } = {},
+  options: { permissions?: readonly string[]; env?: Record<string, string> } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: scriptArgs(script, args, options.permissions),
     cwd: ROOT,
-    env: { NO_COLOR: "1" },
+    clearEnv: true,
+    env: { ...scriptEnv(), ...options.env },
     stdout: "piped",
     stderr: "piped",
   }).output();
   const decoder = new TextDecoder();
   return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+/**
+ * Runs `fn` with the environment variables in `vars` set (a string) or unset
+ * (undefined), and restores them afterwards, so that a test does not depend on
+ * the caller's environment.
+ */
+export async function withEnv<T>(
+  vars: Record<string, string | undefined>,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const before = Object.fromEntries(Object.keys(vars).map((name) => [name, Deno.env.get(name)]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [name, value] of Object.entries(values)) {
+      if (value === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, value);
+    }
+  };
+  apply(vars);
+  try {
+    return await fn();
+  } finally {
+    apply(before);
+  }
 }
 
 /** Runs `fn` with a fresh temporary directory, removed afterwards. */

@@ -5,6 +5,7 @@ import { DistributedSampler } from "../lib/data/sampler.ts";
 import { UsageError, WorkerError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
+import type { TrainOptions } from "../lib/train/options.ts";
 import { train } from "../lib/train/train.ts";
 import { imageLikeDataset } from "./helpers.ts";
 
@@ -145,7 +146,7 @@ Deno.test("a worker that fails while building its replica stops the run with its
     }),
     (e: unknown) =>
       e instanceof WorkerError && e.rank === 1 &&
-      /^worker 1 failed: backend must be one of webgpu, cpu, got no-such-backend$/.test(e.message),
+      /^worker 1 failed: backend must be one of webgpu, cpu, got "no-such-backend"$/.test(e.message),
   );
   assert.ok(performance.now() - started < 60_000);
 });
@@ -217,10 +218,25 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
       [{ workers: 4, batchSize: 3 }, /batch size 3 is smaller than the 4 workers/],
       [{ epochs: 1.5 }, /epochs must be a positive integer/],
       [{ inputSize: 32 }, /input size must be an integer of at least 67/],
+      // Values are shown as given: a string in quotes, so "32" is not mistaken for 32.
+      [{ batchSize: "32" }, /^batch size must be a positive integer, got "32"$/],
+      [{ workers: "2" }, /^workers must be a positive integer, got "2"$/],
+      [{ lr: "0.1" }, /^learning rate must be a positive number, got "0\.1"$/],
+      [{ dropout: "0.1" }, /^dropout must be a number in \[0, 1\), got "0\.1"$/],
+      [{ width: "0.5" }, /^width must be a positive number, got "0\.5"$/],
+      [{ inputSize: "67" }, /^input size must be an integer of at least 67, got "67"$/],
+      [{ seed: 1.5 }, /^seed must be a non-negative integer, got 1\.5$/],
+      [{ backend: "cuda" }, /^backend must be one of webgpu, cpu, got "cuda"$/],
+      [{ allReduce: 2 }, /^all-reduce must be one of shared, star, got 2$/],
+      [{ checkpointDir: 123 }, /^checkpoint directory must be a non-empty string, got 123$/],
+      [{ resume: 1 }, /^resume must be true, false or a checkpoint path, got 1$/],
+      [{ profile: "yes" }, /^profile must be true or false, got "yes"$/],
+      [{ stepTimeout: "60" }, /^step timeout must be a positive number of seconds, got "60"$/],
+      [{ onEpoch: 3 }, /^onEpoch must be a function, got 3$/],
     ] as const
   ) {
     await assert.rejects(
-      train({ ...options, data: DATA }),
+      train({ ...(options as TrainOptions), data: DATA }),
       (e: unknown) => e instanceof UsageError && pattern.test(e.message),
     );
   }

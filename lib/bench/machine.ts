@@ -6,6 +6,7 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import { type BackendName, type DeviceInfo, initBackend } from "../train/backend.ts";
+import { chooseWebGPUPath } from "../train/webgpu_path.ts";
 
 /** What a benchmark report says about the machine. */
 export interface MachineInfo {
@@ -47,6 +48,7 @@ export async function describeMachine(backend: BackendName): Promise<MachineInfo
   } catch {
     // not Linux, or no permission to run lscpu
   }
+  if (backend === "webgpu") await chooseWebGPUPath(); // the path the workers will take
   let memoryGiB: number | undefined;
   try {
     memoryGiB = Math.round(Deno.systemMemoryInfo().total / 2 ** 30);

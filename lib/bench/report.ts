@@ -8,6 +8,7 @@ import type { AllReduceBenchResult } from "./all_reduce_bench.ts";
 import type { MachineInfo } from "./machine.ts";
 import type { ScalingResult } from "./scaling_bench.ts";
 import type { Summary } from "./stats.ts";
+import { adapterWithPath } from "../train/webgpu_path.ts";
 
 /**
  * Number of float32 values in d2l's NiN gradient.
@@ -183,16 +184,18 @@ export function allReduceTable(results: readonly AllReduceBenchResult[]): string
  *
  * const line = machineLine({
  *   cpu: "AMD EPYC", cores: 2, memoryGiB: 24, os: "linux x86_64", deno: "Deno 2.9.6", tfjs: "4.22.0",
- *   device: { backend: "webgpu", adapter: "llvmpipe", software: true },
+ *   device: { backend: "webgpu", adapter: "llvmpipe", software: true, path: "vulkan" },
  * });
- * assert.equal(line, "AMD EPYC (2 cores, 24 GiB), linux x86_64, Deno 2.9.6, tfjs 4.22.0; webgpu on llvmpipe (software adapter)");
+ * assert.equal(line, "AMD EPYC (2 cores, 24 GiB), linux x86_64, Deno 2.9.6, tfjs 4.22.0; webgpu on llvmpipe through Vulkan (software adapter)");
  * ```
  */
 export function machineLine(machine: MachineInfo): string {
   const memory = machine.memoryGiB === undefined ? "" : `, ${machine.memoryGiB} GiB`;
   const kind = machine.device.software ? "software adapter" : "hardware adapter";
   return `${machine.cpu} (${machine.cores} cores${memory}), ${machine.os}, ${machine.deno}, ` +
-    `tfjs ${machine.tfjs}; ${machine.device.backend} on ${machine.device.adapter} (${kind})`;
+    `tfjs ${machine.tfjs}; ${machine.device.backend} on ${
+      adapterWithPath(machine.device)
+    } (${kind})`;
 }
 
 /** A goal of the benchmark and whether this run met it. */

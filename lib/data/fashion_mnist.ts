@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { DataError } from "../errors.ts";
 import { ProgressBar } from "../util/progress.ts";
 import { downloadVerified } from "./download.ts";
-import { parseIdxImages, parseIdxLabels } from "./idx.ts";
+import { parseIdxImages, parseIdxLabels, readIdxFile } from "./idx.ts";
 
 /**
  * The ten Fashion-MNIST classes, indexed by label.
@@ -232,8 +232,10 @@ async function ensureCached(options: LoadFashionMnistOptions): Promise<FilePaths
 }
 
 async function readSplit(imagesPath: string, labelsPath: string): Promise<Dataset> {
-  const images = parseIdxImages(await readMaybeGzip(imagesPath), { name: imagesPath });
-  const labels = parseIdxLabels(await readMaybeGzip(labelsPath), {
+  const images = parseIdxImages(await readIdxFile(imagesPath, { kind: "images" }), {
+    name: imagesPath,
+  });
+  const labels = parseIdxLabels(await readIdxFile(labelsPath, { kind: "labels" }), {
     name: labelsPath,
     numClasses: FASHION_MNIST_CLASSES.length,
   });
@@ -249,25 +251,6 @@ async function readSplit(imagesPath: string, labelsPath: string): Promise<Datase
     rows: images.rows,
     cols: images.cols,
   };
-}
-
-async function readMaybeGzip(path: string): Promise<Uint8Array> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (error) {
-    throw new DataError(`cannot read ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  if (!path.endsWith(".gz")) return bytes;
-  try {
-    const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
-      .pipeThrough(new DecompressionStream("gzip"));
-    return new Uint8Array(await new Response(stream).arrayBuffer());
-  } catch (error) {
-    throw new DataError(`${path}: not a valid gzip file (${(error as Error).message})`, {
-      cause: error,
-    });
-  }
 }
 
 function whereToPut(dir: string, isCache = false): string {

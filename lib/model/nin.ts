@@ -11,7 +11,7 @@
  */
 
 import * as tfl from "@tensorflow/tfjs-layers";
-import { UsageError } from "../errors.ts";
+import { describeValue, UsageError } from "../errors.ts";
 import { mixSeed } from "../util/random.ts";
 
 /** Options for {@linkcode createNiN}. The defaults are d2l's configuration. */
@@ -97,20 +97,26 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
   };
   if (!Number.isInteger(resolved.inputSize) || resolved.inputSize < MIN_INPUT_SIZE) {
     throw new UsageError(
-      `input size must be an integer of at least ${MIN_INPUT_SIZE}, got ${resolved.inputSize}`,
+      `input size must be an integer of at least ${MIN_INPUT_SIZE}, got ${
+        describeValue(resolved.inputSize)
+      }`,
     );
   }
-  if (!(resolved.width > 0) || !Number.isFinite(resolved.width)) {
-    throw new UsageError(`width must be a positive number, got ${resolved.width}`);
+  if (typeof resolved.width !== "number" || !(resolved.width > 0) || !isFinite(resolved.width)) {
+    throw new UsageError(`width must be a positive number, got ${describeValue(resolved.width)}`);
   }
-  if (!(resolved.dropout >= 0 && resolved.dropout < 1)) {
-    throw new UsageError(`dropout must be in [0, 1), got ${resolved.dropout}`);
+  if (typeof resolved.dropout !== "number" || !(resolved.dropout >= 0 && resolved.dropout < 1)) {
+    throw new UsageError(
+      `dropout must be a number in [0, 1), got ${describeValue(resolved.dropout)}`,
+    );
   }
   if (!KERNEL_INITS.includes(resolved.init)) {
-    throw new UsageError(`init must be one of ${KERNEL_INITS.join(", ")}, got ${resolved.init}`);
+    throw new UsageError(
+      `init must be one of ${KERNEL_INITS.join(", ")}, got ${describeValue(resolved.init)}`,
+    );
   }
   if (!Number.isInteger(resolved.seed)) {
-    throw new UsageError(`seed must be an integer, got ${resolved.seed}`);
+    throw new UsageError(`seed must be an integer, got ${describeValue(resolved.seed)}`);
   }
   return resolved;
 }

@@ -7,7 +7,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-webgpu";
-import { UsageError } from "../errors.ts";
+import { describeValue, UsageError } from "../errors.ts";
+import { describeAdapter, silenceWaylandProbe } from "./webgpu_path.ts";
 
 /** The TensorFlow.js backends the library trains on. */
 export type BackendName = "webgpu" | "cpu";
@@ -33,6 +34,13 @@ export interface DeviceInfo {
   adapter: string;
   /** True on a software rasteriser (llvmpipe, lavapipe, SwiftShader) or the CPU backend. */
   software: boolean;
+  /**
+   * The graphics API WebGPU goes through (`vulkan`, `gl`, …) as
+   * `DENO_WEBGPU_BACKEND` named it when this thread asked for its adapter;
+   * undefined when it was not set (WebGPU's own pick) and on the CPU backend.
+   * See `chooseWebGPUPath`.
+   */
+  path?: string;
 }
 
 /**
@@ -54,7 +62,9 @@ export async function initBackend(backend: BackendName): Promise<DeviceInfo> {
     return { backend, adapter: "tfjs cpu backend (JavaScript)", software: true };
   }
   if (backend !== "webgpu") {
-    throw new UsageError(`backend must be one of ${BACKENDS.join(", ")}, got ${backend}`);
+    throw new UsageError(
+      `backend must be one of ${BACKENDS.join(", ")}, got ${describeValue(backend)}`,
+    );
   }
   silenceWaylandProbe();
   const adapter = await navigator.gpu?.requestAdapter();
@@ -64,12 +74,14 @@ export async function initBackend(backend: BackendName): Promise<DeviceInfo> {
         "(Debian: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend cpu",
     );
   }
-  const info = adapter.info;
-  const description = info.description || [info.vendor, info.architecture, info.device]
-    .filter((part) => part).join(" ") ||
-    "unknown WebGPU adapter";
+  const description = describeAdapter(adapter.info);
   await setBackend("webgpu");
-  return { backend, adapter: description, software: isSoftwareAdapter(description) };
+  return {
+    backend,
+    adapter: description,
+    software: isSoftwareAdapter(description),
+    path: webgpuPathVariable(),
+  };
 }
 
 /**
@@ -97,17 +109,10 @@ async function setBackend(name: BackendName): Promise<void> {
   await tf.ready();
 }
 
-/**
- * Mesa's Vulkan drivers probe for a Wayland display and, when
- * `XDG_RUNTIME_DIR` is unset (as on servers and in CI), print "error:
- * XDG_RUNTIME_DIR is invalid or not set" once per device, although compute
- * needs no display. An absolute path that holds no Wayland socket makes the
- * probe fail quietly instead.
- */
-function silenceWaylandProbe(): void {
+function webgpuPathVariable(): string | undefined {
   try {
-    if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", "/nonexistent");
+    return Deno.env.get("DENO_WEBGPU_BACKEND") || undefined;
   } catch {
-    // Without --allow-env the message stays; it is harmless.
+    return undefined;
   }
 }

@@ -152,7 +152,7 @@ export async function decodeCheckpoint(
   const fail = (reason: string) => new DataError(`${options.name}: ${reason}`);
   let outer: Record<string, unknown>;
   try {
-    outer = decode(bytes) as Record<string, unknown>;
+    outer = decode(bytes, withinLimits(bytes)) as Record<string, unknown>;
   } catch (error) {
     throw fail(`not a checkpoint, or truncated (${(error as Error).message})`);
   }
@@ -174,7 +174,9 @@ export async function decodeCheckpoint(
   }
   let state: Omit<TrainingState, "weights"> & { weights: unknown };
   try {
-    state = decode(payload) as Omit<TrainingState, "weights"> & { weights: unknown };
+    state = decode(payload, withinLimits(payload)) as Omit<TrainingState, "weights"> & {
+      weights: unknown;
+    };
   } catch (error) {
     throw fail(`corrupt payload (${(error as Error).message})`);
   }
@@ -300,11 +302,39 @@ export async function writeCheckpoint(
 export async function readCheckpoint(path: string): Promise<TrainingState> {
   let bytes: Uint8Array;
   try {
+    // Only regular files: a device (/dev/zero) or a FIFO has no end to read to.
+    const info = await Deno.stat(path);
+    if (!info.isFile) throw new DataError(`checkpoint ${path} is not a regular file`);
+    if (info.size > MAX_CHECKPOINT_BYTES) {
+      throw new DataError(
+        `checkpoint ${path} has ${info.size} bytes, over the ${MAX_CHECKPOINT_BYTES}-byte limit`,
+      );
+    }
     bytes = await Deno.readFile(path);
   } catch (error) {
+    if (error instanceof DataError) throw error;
     throw new DataError(`cannot read checkpoint ${path}: ${(error as Error).message}`);
   }
   return await decodeCheckpoint(bytes, { name: path });
+}
+
+/** The largest checkpoint file read: 2 GiB (a full NiN checkpoint is 8 MB). */
+const MAX_CHECKPOINT_BYTES = 2 ** 31;
+
+/**
+ * MessagePack decoding limits for `bytes`: no string, byte array, array, map
+ * or extension may declare more elements than `bytes` can hold, so a size
+ * field never makes the decoder allocate more than the input.
+ */
+function withinLimits(bytes: Uint8Array) {
+  const most = bytes.length;
+  return {
+    maxStrLength: most,
+    maxBinLength: most,
+    maxArrayLength: most,
+    maxMapLength: most,
+    maxExtLength: most,
+  };
 }
 
 /**

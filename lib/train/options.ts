@@ -7,7 +7,7 @@
 
 import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
-import { UsageError } from "../errors.ts";
+import { describeValue, UsageError } from "../errors.ts";
 import { type KernelInit, type NiNOptions, resolveNiNOptions } from "../model/nin.ts";
 import { type BackendName, BACKENDS, type DeviceInfo } from "./backend.ts";
 import type { StepTiming } from "./protocol.ts";
@@ -242,17 +242,21 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
     );
   }
   if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0) {
-    throw new UsageError(`learning rate must be a positive number, got ${lr}`);
+    throw new UsageError(`learning rate must be a positive number, got ${describeValue(lr)}`);
   }
   if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new UsageError(`seed must be a non-negative integer, got ${seed}`);
+    throw new UsageError(`seed must be a non-negative integer, got ${describeValue(seed)}`);
   }
   if (!BACKENDS.includes(backend)) {
-    throw new UsageError(`backend must be one of ${BACKENDS.join(", ")}, got ${backend}`);
+    throw new UsageError(
+      `backend must be one of ${BACKENDS.join(", ")}, got ${describeValue(backend)}`,
+    );
   }
   if (!ALL_REDUCE_ALGORITHMS.includes(allReduce)) {
     throw new UsageError(
-      `all-reduce must be one of ${ALL_REDUCE_ALGORITHMS.join(", ")}, got ${allReduce}`,
+      `all-reduce must be one of ${ALL_REDUCE_ALGORITHMS.join(", ")}, got ${
+        describeValue(allReduce)
+      }`,
     );
   }
   if (
@@ -261,7 +265,9 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
       Number.isFinite(options.stepTimeout))
   ) {
     throw new UsageError(
-      `step timeout must be a positive number of seconds, got ${options.stepTimeout}`,
+      `step timeout must be a positive number of seconds, got ${
+        describeValue(options.stepTimeout)
+      }`,
     );
   }
   if (options.checkpointEvery !== undefined) {
@@ -271,6 +277,21 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
   if (options.maxRestarts !== undefined) nonNegativeInteger("max restarts", options.maxRestarts);
   if (options.resume === true && options.checkpointDir === undefined) {
     throw new UsageError("resuming from the latest checkpoint needs a checkpoint directory");
+  }
+  optionalType("checkpoint directory", options.checkpointDir, "string");
+  optionalType("data directory", options.dataDir, "string");
+  optionalType("profile", options.profile, "boolean");
+  optionalType("download", options.download, "boolean");
+  const resume = options.resume;
+  if (
+    resume !== undefined && typeof resume !== "boolean" && !(typeof resume === "string" && resume)
+  ) {
+    throw new UsageError(
+      `resume must be true, false or a checkpoint path, got ${describeValue(resume)}`,
+    );
+  }
+  for (const name of ["onStart", "onStep", "onEvaluate", "onEpoch", "onCheckpoint", "onRestart"]) {
+    optionalType(name, options[name as keyof TrainOptions], "function");
   }
   if (options.trainLimit !== undefined) positiveInteger("train limit", options.trainLimit);
   if (options.testLimit !== undefined) positiveInteger("test limit", options.testLimit);
@@ -301,14 +322,21 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
   };
 }
 
-function nonNegativeInteger(name: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new UsageError(`${name} must be a non-negative integer, got ${value}`);
+/** Throws unless `value` is undefined or of `type` (a non-empty string, for strings). */
+function optionalType(name: string, value: unknown, type: "string" | "boolean" | "function"): void {
+  if (value === undefined || (typeof value === type && value !== "")) return;
+  const what = { string: "a non-empty string", boolean: "true or false", function: "a function" };
+  throw new UsageError(`${name} must be ${what[type]}, got ${describeValue(value)}`);
+}
+
+function nonNegativeInteger(name: string, value: unknown): void {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new UsageError(`${name} must be a non-negative integer, got ${describeValue(value)}`);
   }
 }
 
-function positiveInteger(name: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new UsageError(`${name} must be a positive integer, got ${value}`);
+function positiveInteger(name: string, value: unknown): void {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+    throw new UsageError(`${name} must be a positive integer, got ${describeValue(value)}`);
   }
 }

@@ -24,6 +24,7 @@ import {
   type TrainOptions,
 } from "./options.ts";
 import { findResumePoint, resumedOptions, type ResumePoint } from "./resume.ts";
+import { chooseWebGPUPath } from "./webgpu_path.ts";
 import { type StepSnapshot, WorkerGroup } from "./worker_group.ts";
 
 /** What {@linkcode train} resolves to. */
@@ -98,6 +99,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     options.onCheckpoint?.(path);
     return path;
   };
+  if (resolved.backend === "webgpu") await chooseWebGPUPath(); // before any worker asks
   const workerUrl = options.workerUrl ??
     new URL("../../workers/replica_worker.ts", import.meta.url);
   let restarts = 0;

@@ -1,0 +1,242 @@
+/**
+ * Which graphics API ("path") WebGPU goes through, chosen once per process
+ * before any worker creates its device.
+ *
+ * Deno's WebGPU (wgpu) can reach the same adapter through several APIs. On a
+ * machine without a GPU, Mesa's llvmpipe is reachable through GL and, when
+ * Mesa's Vulkan driver (lavapipe) is installed, through Vulkan. Through GL the
+ * GPU work of all workers is serialised; through Vulkan each worker's device
+ * runs in parallel. Measured on a 2-core machine, NiN at 67 px, width ⅛, 32
+ * images per worker (`deno task bench --only scaling --workers 1,2`): 0.98×
+ * with two workers through GL, 1.95× through Vulkan, which also ran a
+ * one-worker step in 636 ms instead of 1044 ms.
+ *
+ * Deno reads `DENO_WEBGPU_BACKEND` (e.g. `vulkan`, `gl`) once per thread, when
+ * the thread first asks for an adapter. {@linkcode chooseWebGPUPath} tries
+ * the paths in order of preference, each in a fresh probe thread, and sets
+ * `DENO_WEBGPU_BACKEND` to the first that has an adapter, so that every
+ * thread started afterwards — the workers — uses it. A value the user set
+ * is kept as it is.
+ *
+ * @module
+ */
+
+import { ThreadWatch } from "../util/thread_watch.ts";
+
+/** The environment variable through which Deno's WebGPU takes its path. */
+const PATH_VARIABLE = "DENO_WEBGPU_BACKEND";
+
+/** What the probe worker reports: the adapter it found on its path, or null. */
+export type ProbeResult = { description: string } | null;
+
+/** The path WebGPU goes through in this process, and the adapter found there. */
+export interface WebGPUPath {
+  /** `vulkan`, `gl`, `metal`, `dx12`, or the user's `DENO_WEBGPU_BACKEND` as given. */
+  path: string;
+  /** Whether the user chose it through `DENO_WEBGPU_BACKEND`, or a probe did. */
+  chosenBy: "environment" | "probe";
+  /** The adapter found on that path; undefined when there is none. */
+  adapter?: string;
+}
+
+/**
+ * The paths tried, in order of preference, on each operating system: the one
+ * that runs workers in parallel first.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { PREFERRED_PATHS } from "./webgpu_path.ts";
+ *
+ * assert.deepEqual(PREFERRED_PATHS.linux, ["vulkan", "gl"]);
+ * ```
+ */
+export const PREFERRED_PATHS: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  linux: ["vulkan", "gl"],
+  darwin: ["metal"],
+  windows: ["dx12", "vulkan", "gl"],
+});
+
+let chosen: Promise<WebGPUPath | undefined> | undefined;
+
+/**
+ * Chooses the WebGPU path for this process, once: `DENO_WEBGPU_BACKEND` if
+ * the user set it (probed for its adapter), otherwise the first path of
+ * {@linkcode PREFERRED_PATHS} on which a probe finds an adapter. The choice is written to
+ * `DENO_WEBGPU_BACKEND`, so threads that start afterwards use it. Resolves
+ * `undefined` when no path has an adapter, or when the environment cannot be
+ * read or written (no `--allow-env`); WebGPU then picks as it would.
+ *
+ * @example
+ * ```ts ignore
+ * import { chooseWebGPUPath } from "./webgpu_path.ts";
+ *
+ * const choice = await chooseWebGPUPath();
+ * console.log(choice?.path, choice?.adapter); // e.g. "vulkan", "llvmpipe (LLVM 15.0.6, 256 bits)"
+ * ```
+ */
+export function chooseWebGPUPath(): Promise<WebGPUPath | undefined> {
+  chosen ??= choose();
+  return chosen;
+}
+
+async function choose(): Promise<WebGPUPath | undefined> {
+  let given: string | undefined;
+  try {
+    given = Deno.env.get(PATH_VARIABLE) || undefined;
+  } catch {
+    return undefined; // no --allow-env: nothing can be chosen
+  }
+  silenceWaylandProbe();
+  if (given !== undefined) {
+    const found = await probe(given);
+    Deno.env.set(PATH_VARIABLE, given);
+    return { path: given, chosenBy: "environment", adapter: found?.description };
+  }
+  const paths = PREFERRED_PATHS[Deno.build.os] ?? PREFERRED_PATHS.linux;
+  for (const path of paths) {
+    const found = await probe(path);
+    if (found) {
+      Deno.env.set(PATH_VARIABLE, path);
+      return { path, chosenBy: "probe", adapter: found.description };
+    }
+  }
+  Deno.env.delete(PATH_VARIABLE);
+  return undefined;
+}
+
+/** Asks for an adapter on `path` in a fresh thread; resolves once that thread has exited. */
+async function probe(path: string): Promise<ProbeResult> {
+  const threads = new ThreadWatch();
+  Deno.env.set(PATH_VARIABLE, path);
+  const worker = new Worker(new URL("../../workers/webgpu_probe_worker.ts", import.meta.url), {
+    type: "module",
+    name: `webgpu-probe-${path}`,
+  });
+  try {
+    return await new Promise<ProbeResult>((resolve) => {
+      worker.onmessage = (event: MessageEvent<ProbeResult>) => resolve(event.data);
+      worker.onerror = (event) => {
+        event.preventDefault();
+        resolve(null);
+      };
+    });
+  } finally {
+    threads.mark();
+    worker.terminate();
+    await threads.exited(); // see thread_watch.ts: never race a driver's teardown
+  }
+}
+
+/**
+ * A readable name for an adapter: its description (e.g. `llvmpipe (LLVM
+ * 15.0.6, 256 bits)`), else its vendor, architecture and device.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { describeAdapter } from "./webgpu_path.ts";
+ *
+ * assert.equal(describeAdapter({ description: "", vendor: "65541", architecture: "", device: "0" }), "65541 0");
+ * ```
+ */
+export function describeAdapter(
+  info: Pick<GPUAdapterInfo, "description" | "vendor" | "architecture" | "device">,
+): string {
+  return info.description ||
+    [info.vendor, info.architecture, info.device].filter((part) => part).join(" ") ||
+    "unknown WebGPU adapter";
+}
+
+const PATH_NAMES: Readonly<Record<string, string>> = {
+  vulkan: "Vulkan",
+  gl: "GL",
+  metal: "Metal",
+  dx12: "Direct3D 12",
+};
+
+/**
+ * The adapter and the path it is reached through, for start-up lines and
+ * reports: `llvmpipe (LLVM 15.0.6, 256 bits) through Vulkan`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { adapterWithPath } from "./webgpu_path.ts";
+ *
+ * assert.equal(adapterWithPath({ adapter: "llvmpipe", path: "gl" }), "llvmpipe through GL");
+ * assert.equal(adapterWithPath({ adapter: "tfjs cpu backend" }), "tfjs cpu backend");
+ * ```
+ */
+export function adapterWithPath(device: { adapter: string; path?: string }): string {
+  if (device.path === undefined) return device.adapter;
+  return `${device.adapter} through ${PATH_NAMES[device.path] ?? device.path}`;
+}
+
+/**
+ * Whether GPU work of several workers on `device` is serialised: a software
+ * adapter (llvmpipe) reached through GL.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { serialisesWorkers } from "./webgpu_path.ts";
+ *
+ * assert.ok(serialisesWorkers({ software: true, path: "gl" }));
+ * assert.ok(!serialisesWorkers({ software: true, path: "vulkan" }));
+ * ```
+ */
+export function serialisesWorkers(device: { software: boolean; path?: string }): boolean {
+  return device.software && device.path === "gl";
+}
+
+/**
+ * The one-line warning for a run of `workers` workers on a device whose path
+ * serialises them (see {@linkcode serialisesWorkers}), with the fix; undefined
+ * when there is nothing to warn about.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { serialisedWorkersWarning } from "./webgpu_path.ts";
+ *
+ * const device = { adapter: "llvmpipe (LLVM 15.0.6, 256 bits)", software: true, path: "gl" };
+ * assert.match(serialisedWorkersWarning(device, 2)!, /mesa-vulkan-drivers/);
+ * assert.equal(serialisedWorkersWarning(device, 1), undefined);
+ * ```
+ */
+export function serialisedWorkersWarning(
+  device: { adapter: string; software: boolean; path?: string },
+  workers: number,
+): string | undefined {
+  if (workers < 2 || !serialisesWorkers(device)) return undefined;
+  return `warning: ${device.adapter} runs through GL, which serialises the workers' GPU work: ` +
+    `${workers} workers train no faster than 1. Install Mesa's Vulkan driver ` +
+    `(Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1, or bash .ci/setup.sh) ` +
+    `and run again`;
+}
+
+/**
+ * Mesa's Vulkan drivers probe for a Wayland display and, when
+ * `XDG_RUNTIME_DIR` is unset (as on servers and in CI), print "error:
+ * XDG_RUNTIME_DIR is invalid or not set in the environment." once per device,
+ * although compute needs no display. An absolute path that holds no Wayland
+ * socket makes the probe fail quietly instead. Call it before the first
+ * adapter request of the process.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { silenceWaylandProbe } from "./webgpu_path.ts";
+ *
+ * silenceWaylandProbe();
+ * assert.ok(Deno.env.get("XDG_RUNTIME_DIR"));
+ * ```
+ */
+export function silenceWaylandProbe(): void {
+  try {
+    if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", "/nonexistent");
+  } catch {
+    // Without --allow-env the message stays; it is harmless.
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * Two workers on a software adapter must run their GPU work concurrently.
+ *
+ * On a machine without a GPU, WebGPU reaches Mesa's llvmpipe through GL or,
+ * with Mesa's Vulkan driver, through Vulkan; through GL the workers' GPU work
+ * is serialised and a second worker adds nothing (0.98× measured, against
+ * 1.95× through Vulkan). This test compares, in one run, the throughput of two
+ * workers with that of one, each worker taking the same batch and one
+ * llvmpipe thread — a ratio, not a wall-clock limit — so CI on a fresh
+ * machine fails when its set-up leaves WebGPU on a serialising path.
+ */
+
+import assert from "node:assert/strict";
+import { benchScaling } from "../lib/bench/scaling_bench.ts";
+import { isSoftwareAdapter } from "../lib/train/backend.ts";
+import { adapterWithPath, chooseWebGPUPath } from "../lib/train/webgpu_path.ts";
+
+const choice = await chooseWebGPUPath();
+const software = choice?.adapter !== undefined && isSoftwareAdapter(choice.adapter);
+const cores = navigator.hardwareConcurrency;
+
+Deno.test({
+  name: "two workers on the software adapter train about twice as fast as one",
+  ignore: !software || cores < 2,
+  async fn() {
+    const previous = Deno.env.get("LP_NUM_THREADS");
+    Deno.env.set("LP_NUM_THREADS", "1"); // one llvmpipe thread per worker, two cores for two
+    try {
+      const [one, two] = await benchScaling({
+        workers: [1, 2],
+        inputSize: 67,
+        width: 0.125,
+        perWorkerBatch: 32, // enough work per step that the device, not JavaScript, dominates
+        warmupSteps: 1,
+        stepsPerRepeat: 2,
+        repeats: 1,
+      });
+      const device = adapterWithPath({ adapter: choice!.adapter!, path: choice!.path });
+      // Serialised: about 1×; concurrent: about 2× on two idle cores.
+      assert.ok(
+        two.speedup >= 1.5,
+        `2 workers trained ${two.speedup.toFixed(2)}× as fast as 1 on ${device} ` +
+          `(${one.imagesPerSec.median.toFixed(1)} → ${two.imagesPerSec.median.toFixed(1)} ` +
+          `images/s): their GPU work does not run concurrently`,
+      );
+    } finally {
+      if (previous === undefined) Deno.env.delete("LP_NUM_THREADS");
+      else Deno.env.set("LP_NUM_THREADS", previous);
+    }
+  },
+});

@@ -1,0 +1,26 @@
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
+
+/**
+ * Worker entry point: asks WebGPU for an adapter once and posts what it
+ * found, then closes. Spawned by `chooseWebGPUPath()` with
+ * `DENO_WEBGPU_BACKEND` set to the path under test: Deno reads that variable
+ * once per thread, when the thread first asks for an adapter, so each path is
+ * tried in a fresh thread.
+ *
+ * @module
+ */
+
+import { describeAdapter, type ProbeResult } from "../lib/train/webgpu_path.ts";
+
+let result: ProbeResult = null;
+try {
+  const adapter = await navigator.gpu?.requestAdapter();
+  if (adapter) {
+    result = { description: describeAdapter(adapter.info) };
+  }
+} catch {
+  result = null; // this path has no usable adapter
+}
+self.postMessage(result);
+self.close();
