@@ -75,6 +75,7 @@ export {
 } from "./lib/collective/shared_all_reduce.ts";
 export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduce.ts";
 export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
+export { KERNEL_SETS, type KernelSet, useKernels } from "./lib/kernels/mod.ts";
 export {
   adapterWithPath,
   chooseWebGPUPath,

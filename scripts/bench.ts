@@ -8,9 +8,11 @@
 
 import { benchAllReduce } from "../lib/bench/all_reduce_bench.ts";
 import { describeMachine } from "../lib/bench/machine.ts";
+import { benchKernels, type KernelResult } from "../lib/bench/kernel_bench.ts";
 import {
   allReduceTable,
   checkGoals,
+  kernelTable,
   machineLine,
   NIN_GRADIENT_LENGTH,
   scalingTable,
@@ -28,6 +30,8 @@ import {
   type AllReduceAlgorithm,
   type BackendName,
   BACKENDS,
+  KERNEL_SETS,
+  type KernelSet,
   serialisedWorkersWarning,
   UsageError,
 } from "../mod.ts";
@@ -51,13 +55,25 @@ Usage: deno task bench [options]
                           (default 4K,64K,1M,16M,64M; the NiN gradient is always added)
   --allreduce-workers LIST  worker counts for the all-reduce table (default 2,4)
   --batches LIST          images per step for the batch sweep (default 1,4,16,32)
-  --only LIST             scaling, allreduce, overhead and/or batch (default all four)
+  --kernels NAME          WebGPU kernels of the scaling, overhead and batch sections:
+                          fast (default) or tfjs
+  --kernel-shapes NAME    shapes of the kernels section: quick (default: the quick
+                          preset's, 67 px, width 0.125, 16 images per worker) or d2l
+                          (224 px, width 1, 128 images)
+  --only LIST             scaling, allreduce, overhead, batch and/or kernels
+                          (default all five)
   --json FILE             also write every figure, machine and device to FILE
   --smoke                 a seconds-long run with tiny sizes (for CI)
   -h, --help              show this help
 `;
 
-const SECTIONS = ["scaling", "allreduce", "overhead", "batch"] as const;
+const SECTIONS = ["scaling", "allreduce", "overhead", "batch", "kernels"] as const;
+
+/** The kernels section's shapes: the quick preset's share per worker, or d2l's configuration. */
+const KERNEL_SHAPES = {
+  quick: { inputSize: 67, width: 0.125, batch: 16 },
+  d2l: { inputSize: 224, width: 1, batch: 128 },
+} as const;
 
 async function main(): Promise<void> {
   const { values } = parseFlags({
@@ -76,6 +92,8 @@ async function main(): Promise<void> {
       "allreduce-workers": { type: "string" },
       only: { type: "string" },
       batches: { type: "string" },
+      kernels: { type: "string" },
+      "kernel-shapes": { type: "string" },
       json: { type: "string" },
       smoke: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -111,6 +129,12 @@ async function main(): Promise<void> {
     ),
     only: (values.only ?? SECTIONS.join(",")).split(",").map((s) => choice("--only", s, SECTIONS)),
     batches: integerList("--batches", values.batches ?? (smoke ? "1,2" : "1,4,16,32")),
+    kernels: choice("--kernels", values.kernels ?? "fast", KERNEL_SETS) as KernelSet,
+    kernelShapes: choice(
+      "--kernel-shapes",
+      values["kernel-shapes"] ?? "quick",
+      Object.keys(KERNEL_SHAPES) as (keyof typeof KERNEL_SHAPES)[],
+    ),
   };
   if (config.threads !== "default") {
     positive("--threads", config.threads, 1);
@@ -198,7 +222,45 @@ async function main(): Promise<void> {
     report.batchSweep = sweep;
   }
 
-  const goals = checkGoals({ allReduce, scaling, overheadRatio });
+  let kernels: KernelResult[] | undefined;
+  let stepSpeedup: number | undefined;
+  if (config.only.includes("kernels") && config.backend === "webgpu") {
+    const shapes = smoke
+      ? { inputSize: 67, width: 0.0625, batch: 2 }
+      : KERNEL_SHAPES[config.kernelShapes];
+    console.log(
+      `\nKernels: NiN's convolutions at ${shapes.inputSize} px, width ${shapes.width}, ` +
+        `${shapes.batch} images; ms per call, median of ${config.repeats} × 5 calls issued back ` +
+        `to back; matMul: tfjs matMul at the same GEMM size on this adapter`,
+    );
+    kernels = await benchKernels({
+      ...shapes,
+      calls: smoke ? 2 : 5,
+      repeats: config.repeats,
+      onResult: (r) =>
+        console.error(`  ${r.layer} ${r.pass} ${r.kernels}: ${r.gflops.toFixed(2)} GFLOP/s`),
+    });
+    console.log(kernelTable(kernels));
+    const step: Partial<Record<KernelSet, ScalingResult>> = {};
+    for (const set of KERNEL_SETS) {
+      [step[set]] = await benchScaling({
+        ...config,
+        ...shapes,
+        perWorkerBatch: shapes.batch,
+        workers: [1],
+        kernels: set,
+      });
+    }
+    stepSpeedup = step.fast!.imagesPerSec.median / step.tfjs!.imagesPerSec.median;
+    console.log(
+      `Training step (--workers 1, ${shapes.batch} images, real training path): tfjs kernels ` +
+        `${spread(step.tfjs!.imagesPerSec, 1)} images/s, fast kernels ` +
+        `${spread(step.fast!.imagesPerSec, 1)} images/s: ${stepSpeedup.toFixed(2)}×`,
+    );
+    report.kernels = { shapes, results: kernels, step, stepSpeedup };
+  }
+
+  const goals = checkGoals({ allReduce, scaling, overheadRatio, kernels, stepSpeedup });
   console.log("\nGoals:");
   for (const goal of goals) {
     const verdict = goal.met === undefined ? "" : goal.met ? "  met" : "  NOT met";

@@ -195,7 +195,9 @@ function printStart(info: TrainStart): void {
       `${info.trainCount} training / ${info.testCount} test examples`,
   );
   console.log(
-    `${options.workers} worker(s) on ${info.device.backend}: ${adapterWithPath(info.device)}; ` +
+    `${options.workers} worker(s) on ${info.device.backend}` +
+      `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +
+      `${adapterWithPath(info.device)}; ` +
       `batch ${options.batchSize} (${share} per worker), lr ${options.lr}, ` +
       `${info.stepsPerEpoch} steps per epoch`,
   );

@@ -26,7 +26,15 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
       /^machine: .*; webgpu on .+ through (Vulkan|GL|Metal|Direct3D 12) \((software|hardware) adapter\)$/m,
     );
     for (
-      const heading of ["machine:", "Scaling:", "All-reduce:", "Overhead:", "Batch sweep", "Goals:"]
+      const heading of [
+        "machine:",
+        "Scaling:",
+        "All-reduce:",
+        "Overhead:",
+        "Batch sweep",
+        "Kernels:",
+        "Goals:",
+      ]
     ) {
       assert.ok(stdout.includes(heading), `missing ${heading}`);
     }
@@ -58,7 +66,13 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     assert.ok(report.overhead.ratio > 0);
     assert.deepEqual(report.batchSweep.points.map((p: { batch: number }) => p.batch), [1, 2]);
     assert.equal(typeof report.batchSweep.fixedMs, "number");
-    assert.equal(report.goals.length, 3);
+    // Every NiN convolution, forward, dX (but the first layer's) and dW, tfjs's and fast.
+    assert.equal(report.kernels.results.length, 2 * (12 * 3 - 1));
+    for (const row of report.kernels.results) {
+      assert.ok(row.gflops > 0 && row.matMulGflops > 0, JSON.stringify(row));
+    }
+    assert.ok(report.kernels.stepSpeedup > 0);
+    assert.equal(report.goals.length, 5);
   });
 });
 

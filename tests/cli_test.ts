@@ -65,6 +65,7 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
     [["--epochs"], /--epochs/],
     [["--preset", "fast"], /--preset must be d2l or quick, got "fast"/],
     [["--backend", "cuda"], /--backend must be one of webgpu, cpu, got "cuda"/],
+    [["--kernels", "cudnn"], /--kernels must be one of fast, tfjs, got "cudnn"/],
     [["--input-size", "50"], /input size must be an integer of at least 67/],
     [["--data-dir", "/nonexistent/fm"], /not a directory; put the four Fashion-MNIST files/],
     [["--data-dir", corruptDir], /train-labels-idx1-ubyte\.gz: not a valid gzip file/],
@@ -120,7 +121,7 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
     );
     assert.match(
       lines[1],
-      /^2 worker\(s\) on webgpu: .+ through (Vulkan|GL|Metal|Direct3D 12); batch 16 \(8 per worker\), lr 0\.1, 3 steps per epoch$/,
+      /^2 worker\(s\) on webgpu \(fast kernels\): .+ through (Vulkan|GL|Metal|Direct3D 12); batch 16 \(8 per worker\), lr 0\.1, 3 steps per epoch$/,
     );
     const epoch =
       /^epoch (\d)\/2: loss \d+\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}, \d+\.\d examples\/sec, \d+\.\d s$/;

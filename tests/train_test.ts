@@ -146,7 +146,9 @@ Deno.test("a worker that fails while building its replica stops the run with its
     }),
     (e: unknown) =>
       e instanceof WorkerError && e.rank === 1 &&
-      /^worker 1 failed: backend must be one of webgpu, cpu, got "no-such-backend"$/.test(e.message),
+      /^worker 1 failed: backend must be one of webgpu, cpu, got "no-such-backend"$/.test(
+        e.message,
+      ),
   );
   assert.ok(performance.now() - started < 60_000);
 });

@@ -5,6 +5,7 @@
  */
 
 import type { AllReduceBenchResult } from "./all_reduce_bench.ts";
+import type { KernelResult } from "./kernel_bench.ts";
 import type { MachineInfo } from "./machine.ts";
 import type { ScalingResult } from "./scaling_bench.ts";
 import type { Summary } from "./stats.ts";
@@ -175,6 +176,59 @@ export function allReduceTable(results: readonly AllReduceBenchResult[]): string
 }
 
 /**
+ * The kernel table: per layer and pass, tfjs's kernel and this library's in
+ * ms and GFLOP/s, the speed-up, and the share of tfjs `matMul`'s GFLOP/s at
+ * the same GEMM size.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { kernelTable } from "./report.ts";
+ *
+ * const ms = (median: number) => ({ median, min: median, max: median, count: 1 });
+ * const row = { layer: "nin1_conv", shape: "16×67×67×1 * 11×11×1×12 /4", pass: "forward" as const, matMulGflops: 2 };
+ * const text = kernelTable([
+ *   { ...row, kernels: "tfjs", ms: ms(100), gflops: 0.1 },
+ *   { ...row, kernels: "fast", ms: ms(5), gflops: 2 },
+ * ]);
+ * assert.match(text.split("\n")[1], /^nin1_conv\s+forward .* 100\.0\s+0\.10\s+5\.0\s+2\.00\s+20\.0×\s+2\.00\s+100%$/);
+ * ```
+ */
+export function kernelTable(results: readonly KernelResult[]): string {
+  const rows: string[][] = [[
+    "layer",
+    "pass",
+    "shape (x * W /stride)",
+    "tfjs ms",
+    "GFLOP/s",
+    "fast ms",
+    "GFLOP/s",
+    "speed-up",
+    "matMul GFLOP/s",
+    "fast ÷ matMul",
+  ]];
+  for (const fast of results.filter((r) => r.kernels === "fast")) {
+    const tfjs = results.find((r) =>
+      r.kernels === "tfjs" && r.layer === fast.layer && r.pass === fast.pass
+    );
+    if (tfjs === undefined) continue;
+    rows.push([
+      fast.layer,
+      fast.pass,
+      fast.shape,
+      tfjs.ms.median.toFixed(1),
+      tfjs.gflops.toFixed(2),
+      fast.ms.median.toFixed(1),
+      fast.gflops.toFixed(2),
+      `${(tfjs.ms.median / fast.ms.median).toFixed(1)}×`,
+      fast.matMulGflops.toFixed(2),
+      `${Math.round((100 * fast.gflops) / fast.matMulGflops)}%`,
+    ]);
+  }
+  return table(rows);
+}
+
+/**
  * One line about the machine and the device.
  *
  * @example
@@ -211,7 +265,7 @@ export interface GoalCheck {
 }
 
 /**
- * Checks the benchmark's three goals against the measurements available.
+ * Checks the benchmark's goals against the measurements available.
  *
  * @example
  * ```ts
@@ -227,7 +281,14 @@ export function checkGoals(measured: {
   allReduce?: readonly AllReduceBenchResult[];
   scaling?: readonly ScalingResult[];
   overheadRatio?: number;
+  kernels?: readonly KernelResult[];
+  stepSpeedup?: number;
 }): GoalCheck[] {
+  const fast = measured.kernels?.filter((r) => r.kernels === "fast") ?? [];
+  const worst = fast.length === 0
+    ? undefined
+    : fast.reduce((a, b) => (a.gflops / a.matMulGflops <= b.gflops / b.matMulGflops ? a : b));
+  const worstShare = worst && worst.gflops / worst.matMulGflops;
   const find = (kind: string) =>
     measured.allReduce?.find((r) =>
       r.kind === kind && r.worldSize === 4 && r.length === NIN_GRADIENT_LENGTH
@@ -257,6 +318,22 @@ export function checkGoals(measured: {
       value: speedup === undefined ? "not measured" : `${speedup.toFixed(2)}×`,
       goal: "≥ 1.60× (PyTorch DDP, NiN 68 px, width ¼, 32 images per worker, 1 thread each)",
       met: speedup === undefined ? undefined : speedup >= 1.6,
+    },
+    {
+      name: "training step, fast kernels ÷ tfjs's (quick preset's shapes)",
+      value: measured.stepSpeedup === undefined
+        ? "not measured"
+        : `${measured.stepSpeedup.toFixed(2)}×`,
+      goal: "≥ 5×",
+      met: measured.stepSpeedup === undefined ? undefined : measured.stepSpeedup >= 5,
+    },
+    {
+      name: "slowest fast conv kernel ÷ tfjs matMul's GFLOP/s at its size",
+      value: worstShare === undefined
+        ? "not measured"
+        : `${Math.round(100 * worstShare)}% (${worst!.layer} ${worst!.pass})`,
+      goal: "≥ 50%",
+      met: worstShare === undefined ? undefined : worstShare >= 0.5,
     },
   ];
 }

@@ -9,6 +9,7 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import type { KernelSet } from "../kernels/mod.ts";
 import { createNiN } from "../model/nin.ts";
 import { type BackendName, initBackend } from "../train/backend.ts";
 import type { StepTiming } from "../train/protocol.ts";
@@ -26,6 +27,8 @@ export interface BenchModel {
   perWorkerBatch: number;
   /** Backend. Default `"webgpu"`. */
   backend?: BackendName;
+  /** WebGPU kernel set. Default `"fast"`. */
+  kernels?: KernelSet;
 }
 
 /** Options for {@linkcode benchScaling}. */
@@ -147,6 +150,7 @@ async function stepCompletions(
     inputSize: options.inputSize,
     width: options.width,
     backend: options.backend,
+    kernels: options.kernels,
     allReduce: options.allReduce,
     profile: run.profile,
     onStep: (progress) => completions.push(progress),
@@ -188,7 +192,7 @@ export interface PlainLoopOptions extends BenchModel {
  * ```
  */
 export async function benchPlainLoop(options: PlainLoopOptions): Promise<Summary> {
-  await initBackend(options.backend ?? "webgpu");
+  await initBackend(options.backend ?? "webgpu", { kernels: options.kernels });
   const model = createNiN({ inputSize: options.inputSize, width: options.width });
   const optimizer = tf.train.sgd(0.1);
   const data = syntheticDataset(options.perWorkerBatch, { seed: 1 });

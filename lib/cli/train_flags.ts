@@ -7,6 +7,7 @@
  */
 
 import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { KernelInit } from "../model/nin.ts";
 import { type BackendName, BACKENDS } from "../train/backend.ts";
@@ -55,6 +56,7 @@ export const TRAIN_FLAGS = {
   seed: { type: "string" },
   backend: { type: "string" },
   allreduce: { type: "string" },
+  kernels: { type: "string" },
   "input-size": { type: "string" },
   width: { type: "string" },
   dropout: { type: "string" },
@@ -90,6 +92,8 @@ export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1
   --seed N           seed of initialisation, shuffling and dropout (default 0)
   --backend NAME     webgpu (default) or cpu
   --allreduce NAME   shared (default: zero-copy, shared memory) or star (via the coordinator)
+  --kernels NAME     fast (default: this library's WebGPU convolution kernels) or tfjs
+                     (tfjs's own, to compare)
   --input-size N     side images are resized to (default 224, at least 67)
   --width X          channel multiplier of the first three NiN blocks (default 1)
   --dropout X        dropout rate (default 0.5)
@@ -142,6 +146,11 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   if (!BACKENDS.includes(backend as BackendName)) {
     throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
   }
+  if (values.kernels !== undefined && !KERNEL_SETS.includes(values.kernels as KernelSet)) {
+    throw new UsageError(
+      `--kernels must be one of ${KERNEL_SETS.join(", ")}, got "${values.kernels}"`,
+    );
+  }
   const flags: TrainOptions = {
     workers: numberFlag("--workers", values.workers, { integer: true }),
     epochs: numberFlag("--epochs", values.epochs, { integer: true }),
@@ -169,6 +178,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     ...given,
     backend: values.backend as BackendName | undefined,
     allReduce: values.allreduce as AllReduceAlgorithm | undefined,
+    kernels: values.kernels as KernelSet | undefined,
     checkpointDir: values["checkpoint-dir"],
     resume: values.resume === undefined ? undefined : values.resume === "" ? true : values.resume,
     dataDir: values["data-dir"],

@@ -8,6 +8,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-webgpu";
 import { describeValue, UsageError } from "../errors.ts";
+import { type KernelSet, useKernels } from "../kernels/mod.ts";
 import { describeAdapter, silenceWaylandProbe } from "./webgpu_path.ts";
 
 /** The TensorFlow.js backends the library trains on. */
@@ -34,6 +35,8 @@ export interface DeviceInfo {
   adapter: string;
   /** True on a software rasteriser (llvmpipe, lavapipe, SwiftShader) or the CPU backend. */
   software: boolean;
+  /** The WebGPU kernel set in use; undefined on the CPU backend. */
+  kernels?: KernelSet;
   /**
    * The graphics API WebGPU goes through (`vulkan`, `gl`, …) as
    * `DENO_WEBGPU_BACKEND` named it when this thread asked for its adapter;
@@ -44,7 +47,9 @@ export interface DeviceInfo {
 }
 
 /**
- * Makes `backend` the active TensorFlow.js backend in this thread.
+ * Makes `backend` the active TensorFlow.js backend in this thread; on
+ * `webgpu`, with the kernel set `options.kernels` (default `"fast"`, see
+ * `useKernels`).
  *
  * Throws an error saying how to get a WebGPU adapter when none is found.
  *
@@ -56,7 +61,10 @@ export interface DeviceInfo {
  * console.log(device.adapter, device.software ? "(software)" : "");
  * ```
  */
-export async function initBackend(backend: BackendName): Promise<DeviceInfo> {
+export async function initBackend(
+  backend: BackendName,
+  options: { kernels?: KernelSet } = {},
+): Promise<DeviceInfo> {
   if (backend === "cpu") {
     await setBackend("cpu");
     return { backend, adapter: "tfjs cpu backend (JavaScript)", software: true };
@@ -76,7 +84,10 @@ export async function initBackend(backend: BackendName): Promise<DeviceInfo> {
   }
   const description = describeAdapter(adapter.info);
   await setBackend("webgpu");
+  const kernels = options.kernels ?? "fast";
+  useKernels(kernels);
   return {
+    kernels,
     backend,
     adapter: description,
     software: isSoftwareAdapter(description),

@@ -15,6 +15,7 @@
  * @module
  */
 
+import type { KernelSet } from "../kernels/mod.ts";
 import { join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
 import { DataError } from "../errors.ts";
@@ -31,19 +32,24 @@ export const CHECKPOINT_VERSION = 1;
  * The settings that define a run, as a checkpoint records them; a resumed run
  * must keep the ones that shape its results.
  */
-export type RunConfig = Pick<
-  ResolvedTrainOptions,
-  | "workers"
-  | "epochs"
-  | "batchSize"
-  | "lr"
-  | "seed"
-  | "backend"
-  | "allReduce"
-  | "model"
-  | "trainLimit"
-  | "testLimit"
->;
+export type RunConfig =
+  & Pick<
+    ResolvedTrainOptions,
+    | "workers"
+    | "epochs"
+    | "batchSize"
+    | "lr"
+    | "seed"
+    | "backend"
+    | "allReduce"
+    | "model"
+    | "trainLimit"
+    | "testLimit"
+  >
+  & {
+    /** The WebGPU kernel set; absent in checkpoints written before there was a choice. */
+    kernels?: KernelSet;
+  };
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */
 export interface EpochSums {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { describeValue, UsageError } from "../errors.ts";
@@ -28,6 +29,11 @@ export interface TrainOptions {
   backend?: BackendName;
   /** How gradients are averaged: `"shared"` (default) or `"star"`. */
   allReduce?: AllReduceAlgorithm;
+  /**
+   * The WebGPU kernels: `"fast"` (default; this library's convolution
+   * kernels, tfjs's for everything else) or `"tfjs"` (tfjs's own only).
+   */
+  kernels?: KernelSet;
   /**
    * Time the phases of every step on every worker, reported in
    * {@linkcode StepProgress.timings}. Adds two device synchronisations per step.
@@ -121,6 +127,8 @@ export interface ResolvedTrainOptions {
   backend: BackendName;
   /** All-reduce algorithm. */
   allReduce: AllReduceAlgorithm;
+  /** WebGPU kernel set. */
+  kernels: KernelSet;
   /** Whether steps are profiled. */
   profile: boolean;
   /** Step timeout in seconds, or undefined for the adaptive default. */
@@ -233,6 +241,7 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
   const seed = options.seed ?? 0;
   const backend = options.backend ?? "webgpu";
   const allReduce = options.allReduce ?? "shared";
+  const kernels = options.kernels ?? "fast";
   positiveInteger("workers", workers);
   positiveInteger("epochs", epochs);
   positiveInteger("batch size", batchSize);
@@ -257,6 +266,11 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
       `all-reduce must be one of ${ALL_REDUCE_ALGORITHMS.join(", ")}, got ${
         describeValue(allReduce)
       }`,
+    );
+  }
+  if (!KERNEL_SETS.includes(kernels)) {
+    throw new UsageError(
+      `kernels must be one of ${KERNEL_SETS.join(", ")}, got ${describeValue(kernels)}`,
     );
   }
   if (
@@ -310,6 +324,7 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
     seed,
     backend,
     allReduce,
+    kernels,
     profile: options.profile ?? false,
     stepTimeout: options.stepTimeout,
     checkpointDir: options.checkpointDir,

@@ -29,6 +29,7 @@ import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import type { Message } from "../collective/channel.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import type { NiNOptions } from "../model/nin.ts";
+import type { KernelSet } from "../kernels/mod.ts";
 import type { BackendName, DeviceInfo } from "./backend.ts";
 
 /** Everything a replica needs to know to train; identical on every rank. */
@@ -47,6 +48,8 @@ export interface ReplicaConfig {
   evalBatchSize: number;
   /** How gradients are averaged. */
   allReduce: AllReduceAlgorithm;
+  /** WebGPU kernel set. */
+  kernels: KernelSet;
   /** Time each step's phases (see {@linkcode StepTiming}). */
   profile: boolean;
   /** Rank 0 sends its weights every this many steps within an epoch (0: never). */

@@ -103,7 +103,7 @@ class ReplicaWorker {
   static async create(mailbox: Mailbox, init: InitMessage): Promise<ReplicaWorker> {
     const who = `worker ${init.rank}`;
     trace(who, `initialising the ${init.config.backend} backend`);
-    const device = await initBackend(init.config.backend);
+    const device = await initBackend(init.config.backend, { kernels: init.config.kernels });
     trace(who, `backend ready on ${device.adapter}; building the model`);
     const replica = new Replica({ lr: init.config.lr, model: init.config.model });
     const ready: ReadyMessage = {

@@ -98,5 +98,6 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
     epochs: options.epochs ?? config.epochs,
     backend: options.backend ?? config.backend,
     allReduce: options.allReduce ?? config.allReduce,
+    kernels: options.kernels ?? config.kernels,
   };
 }

@@ -267,6 +267,7 @@ function runConfig(options: ResolvedTrainOptions): RunConfig {
     seed: options.seed,
     backend: options.backend,
     allReduce: options.allReduce,
+    kernels: options.kernels,
     model: options.model,
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,

@@ -204,6 +204,7 @@ export class WorkerGroup {
       batchSize: options.batchSize,
       evalBatchSize: Math.ceil(options.batchSize / options.workers),
       allReduce: options.allReduce,
+      kernels: options.kernels,
       profile: options.profile,
       checkpointEvery: options.checkpointEvery,
     };

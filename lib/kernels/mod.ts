@@ -1,0 +1,85 @@
+/**
+ * The fast WGSL kernels, and the switch between them and tfjs's own.
+ *
+ * Each fast kernel replaces one tfjs kernel on the `webgpu` backend for the
+ * cases it covers and hands every other case to tfjs's kernel, so models,
+ * autodiff and results' meaning stay tfjs's. This runs in whichever thread
+ * trains: in a worker, before the replica is built.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+import { fastConv2D } from "./conv2d.ts";
+
+/** The kernel sets a run can use: `fast` (this library's, the default) or `tfjs` (tfjs's own). */
+export type KernelSet = "fast" | "tfjs";
+
+/**
+ * The kernel sets accepted by {@linkcode useKernels}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { KERNEL_SETS } from "./mod.ts";
+ *
+ * assert.deepEqual([...KERNEL_SETS], ["fast", "tfjs"]);
+ * ```
+ */
+export const KERNEL_SETS: readonly KernelSet[] = ["fast", "tfjs"];
+
+/** A fast kernel: its result, or undefined for a case it leaves to tfjs. */
+type FastKernel = (
+  inputs: tf.NamedTensorInfoMap,
+  attrs: tf.NamedAttrMap,
+  backend: WebGPUBackend,
+) => tf.TensorInfo | undefined;
+
+/** tfjs kernel name → this library's implementation. */
+const FAST_KERNELS: Readonly<Record<string, FastKernel>> = {
+  [tf.Conv2D]: (inputs, attrs, backend) =>
+    fastConv2D(
+      inputs as unknown as { x: tf.TensorInfo; filter: tf.TensorInfo },
+      attrs as unknown as tf.Conv2DAttrs,
+      backend,
+    ),
+};
+
+/** tfjs's own kernels, saved the first time they are replaced. */
+const original = new Map<string, tf.KernelConfig>();
+
+/**
+ * Makes `set` the kernels of the `webgpu` backend in this thread: `fast`
+ * registers this library's kernels in place of tfjs's (each falls back to
+ * tfjs's kernel for cases it does not cover), `tfjs` restores tfjs's own.
+ * Call it before building the model; it may be called again to switch.
+ *
+ * @example
+ * ```ts ignore
+ * import { useKernels } from "./mod.ts";
+ *
+ * useKernels("fast");
+ * // ... train ...
+ * useKernels("tfjs"); // compare with tfjs's kernels
+ * ```
+ */
+export function useKernels(set: KernelSet): void {
+  for (const [name, fast] of Object.entries(FAST_KERNELS)) {
+    const tfjs = original.get(name) ?? tf.getKernel(name, "webgpu");
+    if (tfjs === undefined) continue; // the webgpu backend is not loaded
+    original.set(name, tfjs);
+    tf.unregisterKernel(name, "webgpu");
+    if (set === "tfjs") {
+      tf.registerKernel(tfjs);
+      continue;
+    }
+    tf.registerKernel({
+      kernelName: name,
+      backendName: "webgpu",
+      kernelFunc: (args) =>
+        fast(args.inputs, args.attrs ?? {}, args.backend as WebGPUBackend) ??
+          tfjs.kernelFunc(args),
+    });
+  }
+}
