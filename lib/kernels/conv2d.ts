@@ -20,7 +20,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import type * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
 import { type ConvGeometry, convGeometry } from "./geometry.ts";
 
