@@ -22,8 +22,8 @@ import {
 } from "../mod.ts";
 import { createNiN, ninSummary } from "../model.ts";
 import { exportLayersModel } from "../lib/model/export.ts";
-import { writeFileAtomic } from "../lib/util/atomic_write.ts";
-import { outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
+import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
+import { outputPath, parseFlags, runCli, statOrNull } from "../lib/cli/cli.ts";
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 
@@ -167,11 +167,16 @@ async function main(): Promise<void> {
 
 /** `--export DIR`: a directory that exists or can be created, checked before training. */
 async function exportPath(dir: string): Promise<string> {
-  const stat = await Deno.stat(dir).catch(() => null);
+  const stat = await statOrNull(dir, `--export ${dir}`);
   if (stat !== null && !stat.isDirectory) {
     throw new UsageError(`--export ${dir} exists and is not a directory`);
   }
-  if (stat === null) await outputPath("--export", dir); // its parent must exist
+  if (stat === null) await outputPath("--export", dir); // its parent must exist and be writable
+  else {
+    await probeWritable(dir).catch((error: Error) => {
+      throw new UsageError(`--export ${dir}: cannot write there: ${error.message}`);
+    });
+  }
   return dir;
 }
 

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { decode, encode } from "@msgpack/msgpack";
 import { DataError, UsageError } from "../lib/errors.ts";
 import {
-  checkpointName,
   decodeCheckpoint,
   encodeCheckpoint,
   latestCheckpoint,
@@ -13,6 +12,7 @@ import {
 } from "../lib/train/checkpoint.ts";
 import { findResumePoint, resumedOptions } from "../lib/train/resume.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
+import { CheckpointStore } from "../lib/train/checkpoint_store.ts";
 import { withTempDir } from "./helpers.ts";
 
 async function state(epochsDone: number, stepsDone: number): Promise<TrainingState> {
@@ -103,30 +103,147 @@ Deno.test("corrupt, truncated and foreign checkpoints are rejected with the file
   });
 });
 
-Deno.test("writeCheckpoint writes atomically and keeps the newest K", async () => {
+Deno.test("writeCheckpoint writes atomically and deletes nothing", async () => {
   await withTempDir(async (dir) => {
-    for (const [e, s] of [[0, 2], [0, 4], [1, 0], [1, 2]]) {
-      await writeCheckpoint(dir, await state(e, s), { keep: 2 });
-    }
-    const names = [];
-    for await (const entry of Deno.readDir(dir)) names.push(entry.name);
-    assert.deepEqual(names.sort(), [
-      checkpointName({ epochsDone: 1, stepsDone: 0 }),
-      checkpointName({ epochsDone: 1, stepsDone: 2 }),
-    ]);
-    assert.deepEqual((await listCheckpoints(dir)).map((f) => [f.epochsDone, f.stepsDone]), [
-      [1, 0],
-      [1, 2],
-    ]);
-    const read = await readCheckpoint(`${dir}/ckpt-0001-000002.msgpack`);
-    assert.equal(read.stepsDone, 2);
+    for (const [e, s] of [[0, 2], [1, 0]]) await writeCheckpoint(dir, await state(e, s));
+    assert.deepEqual(await names(dir), ["ckpt-0000-000002.msgpack", "ckpt-0001-000000.msgpack"]);
+    const read = await readCheckpoint(`${dir}/ckpt-0001-000000.msgpack`);
+    assert.equal(read.stepsDone, 0);
+  });
+});
+
+/** The names in `dir`, sorted. */
+async function names(dir: string): Promise<string[]> {
+  const found = [];
+  for await (const entry of Deno.readDir(dir)) found.push(entry.name);
+  return found.sort();
+}
+
+/** `state(e, s)` of run `runId`. */
+async function ofRun(runId: string, e: number, s: number): Promise<TrainingState> {
+  return { ...(await state(e, s)), runId };
+}
+
+Deno.test("a checkpoint store prunes only its own run's verified checkpoints", async (t) => {
+  await t.step("keeps the newest K of its own", async () => {
+    await withTempDir(async (dir) => {
+      const store = await CheckpointStore.open(dir, { runId: "a", keep: 2, resuming: false });
+      for (const [e, s] of [[0, 2], [0, 4], [1, 0], [1, 2]]) {
+        await store.save(await ofRun("a", e, s));
+      }
+      assert.deepEqual(await names(dir), ["ckpt-0001-000000.msgpack", "ckpt-0001-000002.msgpack"]);
+    });
+  });
+  await t.step(
+    "a newer garbage file is neither counted nor deleted; the good ones stay",
+    async () => {
+      await withTempDir(async (dir) => {
+        const first = await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: false });
+        await first.save(await ofRun("a", 1, 0));
+        await Deno.writeTextFile(`${dir}/ckpt-0009-000000.msgpack`, "garbage");
+        // --resume --epochs 3 --keep 1: resumes from epoch 1, saves epochs 2 and 3.
+        const resumed = await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: true });
+        await resumed.save(await ofRun("a", 2, 0));
+        const last = await resumed.save(await ofRun("a", 3, 0));
+        assert.deepEqual(await names(dir), [
+          "ckpt-0003-000000.msgpack",
+          "ckpt-0009-000000.msgpack",
+        ]);
+        assert.equal((await readCheckpoint(last)).epochsDone, 3);
+        const point = await findResumePoint(true, { checkpointDir: dir });
+        assert.equal(point?.state.epochsDone, 3, "the next --resume finds the good checkpoint");
+      });
+    },
+  );
+  await t.step("another run's checkpoints are not pruned by a resumed run", async () => {
+    await withTempDir(async (dir) => {
+      await writeCheckpoint(dir, await ofRun("other", 0, 4));
+      await writeCheckpoint(dir, await ofRun("a", 1, 0));
+      const store = await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: true });
+      await store.save(await ofRun("a", 2, 0));
+      assert.deepEqual(await names(dir), ["ckpt-0000-000004.msgpack", "ckpt-0002-000000.msgpack"]);
+    });
+  });
+});
+
+Deno.test("a fresh run refuses a directory holding another run's checkpoints, unless told to overwrite", async (t) => {
+  const refusal =
+    /^checkpoint directory .* holds 2 checkpoint\(s\) of another run \(newest ckpt-0001-000000\.msgpack\): continue that run with --resume, choose another --checkpoint-dir, or pass --overwrite/;
+  await t.step("refused: nothing written or deleted", async () => {
+    await withTempDir(async (dir) => {
+      await writeCheckpoint(dir, await ofRun("other", 0, 4));
+      await writeCheckpoint(dir, await ofRun("other", 1, 0));
+      const before = await Promise.all((await names(dir)).map((n) => Deno.readFile(`${dir}/${n}`)));
+      await assert.rejects(
+        CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: false }),
+        (e: unknown) => e instanceof UsageError && refusal.test(e.message),
+      );
+      const after = await Promise.all((await names(dir)).map((n) => Deno.readFile(`${dir}/${n}`)));
+      assert.deepEqual(after, before);
+    });
+  });
+  await t.step("with overwrite: the others go once the first checkpoint is written", async () => {
+    await withTempDir(async (dir) => {
+      await writeCheckpoint(dir, await ofRun("other", 0, 4));
+      await writeCheckpoint(dir, await ofRun("other", 1, 0));
+      const store = await CheckpointStore.open(dir, {
+        runId: "a",
+        keep: 1,
+        resuming: false,
+        overwrite: true,
+      });
+      assert.equal((await names(dir)).length, 2, "nothing deleted before this run has saved");
+      await store.save(await ofRun("a", 0, 2));
+      assert.deepEqual(await names(dir), ["ckpt-0000-000002.msgpack"]);
+      assert.equal((await readCheckpoint(`${dir}/ckpt-0000-000002.msgpack`)).runId, "a");
+    });
+  });
+  await t.step("a directory named like a checkpoint is found before any work", async () => {
+    await withTempDir(async (dir) => {
+      await Deno.mkdir(`${dir}/ckpt-0001-000000.msgpack`);
+      await assert.rejects(
+        CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: false, overwrite: true }),
+        /^UsageError: checkpoint directory .* holds ckpt-0001-000000\.msgpack, which is not a regular file but is named like a checkpoint: remove or rename it$/,
+      );
+    });
+  });
+});
+
+Deno.test("opening a checkpoint store proves the directory writable and sweeps killed saves' temporary files", async (t) => {
+  await t.step("a file given as the directory", async () => {
+    await withTempDir(async (dir) => {
+      await Deno.writeTextFile(`${dir}/README.md`, "not a directory");
+      await assert.rejects(
+        CheckpointStore.open(`${dir}/README.md`, { runId: "a", keep: 1, resuming: false }),
+        /^UsageError: checkpoint directory .*README\.md cannot be created: it exists and is not a directory$/,
+      );
+    });
+  });
+  await t.step("a directory that cannot be written", async () => {
+    await withTempDir(async (dir) => {
+      // Root may write anywhere but /sys; everybody else is kept out by the mode.
+      const readOnly = Deno.uid() === 0 ? "/sys" : `${dir}/ro`;
+      if (readOnly !== "/sys") await Deno.mkdir(readOnly, { mode: 0o555 });
+      await assert.rejects(
+        CheckpointStore.open(readOnly, { runId: "a", keep: 1, resuming: false }),
+        /^UsageError: checkpoint directory .* cannot be written: /,
+      );
+    });
+  });
+  await t.step("a .partial left by a kill is removed; other files stay", async () => {
+    await withTempDir(async (dir) => {
+      await Deno.writeTextFile(`${dir}/.ckpt-0001-000000.msgpack.4242-0123abcd.partial`, "half");
+      await Deno.writeTextFile(`${dir}/.notes.4242-0123abcd.partial`, "not ours");
+      await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: false });
+      assert.deepEqual(await names(dir), [".notes.4242-0123abcd.partial"]);
+    });
   });
 });
 
 Deno.test("the newest usable checkpoint is used when newer ones are corrupt; all kept on disk", async () => {
   await withTempDir(async (dir) => {
-    await writeCheckpoint(dir, await state(1, 0), { keep: 5 });
-    const newest = await writeCheckpoint(dir, await state(1, 4), { keep: 5 });
+    await writeCheckpoint(dir, await state(1, 0));
+    const newest = await writeCheckpoint(dir, await state(1, 4));
     const bytes = await Deno.readFile(newest);
     await Deno.writeFile(newest, bytes.subarray(0, 100)); // e.g. the disk filled up
     const latest = await latestCheckpoint(dir);

@@ -53,6 +53,9 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
   await writeTinyDataset(dataDir);
   await writeTinyDataset(corruptDir);
   await Deno.writeTextFile(`${corruptDir}/train-labels-idx1-ubyte.gz`, "garbage");
+  const otherRun = `${dataDir}/other-run`;
+  await Deno.mkdir(otherRun);
+  await Deno.writeTextFile(`${otherRun}/ckpt-0001-000000.msgpack`, "another run's");
   const cases: [string[], RegExp][] = [
     [["--workers", "0"], /workers must be a positive integer, got 0/],
     [["--workers", "two"], /--workers must be an integer, got "two"/],
@@ -72,6 +75,23 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
     [
       ["--data-dir", dataDir, "--metrics", "/nonexistent/dir/m.jsonl"],
       /--metrics .*does not exist/,
+    ],
+    // Output locations are checked by writing there, before any work.
+    // /sys: not writable even by root, and out of reach of these permissions too.
+    [
+      ["--data-dir", dataDir, "--metrics", "/sys/m.jsonl"],
+      /^error: --metrics \/sys\/m\.jsonl: cannot /,
+    ],
+    [["--data-dir", dataDir, "--plot", "/sys/p.svg"], /^error: --plot \/sys\/p\.svg: cannot /],
+    [["--data-dir", dataDir, "--export", "/sys"], /^error: --export \/sys: cannot /],
+    [["--data-dir", dataDir, "--export", "/sys/model"], /^error: --export \/sys\/model: cannot /],
+    [
+      ["--data-dir", dataDir, "--checkpoint-dir", "README.md"],
+      /^error: checkpoint directory README\.md cannot be created: it exists and is not a directory$/,
+    ],
+    [
+      ["--data-dir", dataDir, "--checkpoint-dir", otherRun],
+      /holds 1 checkpoint\(s\) of another run \(newest ckpt-0001-000000\.msgpack\): continue that run with --resume, choose another --checkpoint-dir, or pass --overwrite/,
     ],
   ];
   try {

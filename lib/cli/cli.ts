@@ -6,6 +6,7 @@
  * @module
  */
 
+import { probeWritable } from "../util/atomic_write.ts";
 import { dirname, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { DataError, InterruptedError, UsageError } from "../errors.ts";
@@ -96,7 +97,8 @@ export function numberFlag(
 
 /**
  * Resolves the path of an output file given by `flag` and checks, before any
- * work starts, that its directory exists and that it is not a directory.
+ * work starts, that its directory exists, that it is not a directory, and —
+ * by creating and removing a probe file there — that it can be written.
  *
  * @example
  * ```ts
@@ -110,13 +112,37 @@ export function numberFlag(
  */
 export async function outputPath(flag: string, path: string): Promise<string> {
   const full = resolve(path);
-  const stat = await Deno.stat(dirname(full)).catch(() => null);
+  const stat = await statOrNull(dirname(full), `${flag} ${path}`);
   if (stat === null || !stat.isDirectory) {
     throw new UsageError(`${flag} ${path}: directory ${dirname(full)} does not exist`);
   }
-  const existing = await Deno.stat(full).catch(() => null);
+  const existing = await statOrNull(full, `${flag} ${path}`);
   if (existing?.isDirectory) throw new UsageError(`${flag} ${path} is a directory`);
+  await probeWritable(dirname(full)).catch((error: Error) => {
+    throw new UsageError(`${flag} ${path}: cannot write in ${dirname(full)}: ${error.message}`);
+  });
   return full;
+}
+
+/**
+ * `Deno.stat(path)`, or null when nothing is there; any other failure (no
+ * permission, a path Deno keeps out of reach) is a `UsageError` naming `what`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { statOrNull } from "./cli.ts";
+ *
+ * assert.equal(await statOrNull("/nonexistent", "--json /nonexistent"), null);
+ * ```
+ */
+export async function statOrNull(path: string, what: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw new UsageError(`${what}: cannot use ${path}: ${(error as Error).message}`);
+  }
 }
 
 function isParseArgsError(error: unknown): boolean {

@@ -57,6 +57,7 @@ export const TRAIN_FLAGS = {
   backend: { type: "string" },
   allreduce: { type: "string" },
   kernels: { type: "string" },
+  overwrite: { type: "boolean" },
   "input-size": { type: "string" },
   width: { type: "string" },
   dropout: { type: "string" },
@@ -108,9 +109,13 @@ export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1
                      slowest step, at least 5 min)
   --checkpoint-dir D save a checkpoint in D after every epoch (and on Ctrl-C)
   --checkpoint-every N  also save one every N steps within an epoch
-  --keep K           keep the newest K checkpoints (default 3)
+  --keep K           keep this run's newest K checkpoints (default 3); other files
+                     in D are never deleted
   --resume [FILE]    continue from FILE, or from the newest usable checkpoint in
                      --checkpoint-dir (a fresh start when it holds none)
+  --overwrite        start a new run in a --checkpoint-dir holding another run's
+                     checkpoints (refused otherwise); they are deleted once this
+                     run's first checkpoint is written
   --max-restarts N   restart every worker from the last checkpoint after a worker fails
                      or stalls, at most N times (default 0)
   --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
@@ -180,6 +185,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     allReduce: values.allreduce as AllReduceAlgorithm | undefined,
     kernels: values.kernels as KernelSet | undefined,
     checkpointDir: values["checkpoint-dir"],
+    overwrite: values.overwrite,
     resume: values.resume === undefined ? undefined : values.resume === "" ? true : values.resume,
     dataDir: values["data-dir"],
     download: !values["no-download"],

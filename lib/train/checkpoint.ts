@@ -67,6 +67,11 @@ export interface EpochSums {
 
 /** Where a run stands: what a checkpoint holds. */
 export interface TrainingState {
+  /**
+   * The run's identity: chosen when a run starts, kept when it is resumed;
+   * absent in checkpoints written before runs had one.
+   */
+  runId?: string;
   /** The run's settings. */
   config: RunConfig;
   /** Epochs completed, evaluation included. */
@@ -219,6 +224,26 @@ export interface CheckpointFile {
 const NAME = /^ckpt-(\d{4,})-(\d{6,})\.msgpack$/;
 
 /**
+ * The position a checkpoint file name stands for, or undefined when the name
+ * is not a checkpoint's (see {@linkcode checkpointName}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseCheckpointName } from "./checkpoint.ts";
+ *
+ * assert.deepEqual(parseCheckpointName("ckpt-0002-000120.msgpack"), { epochsDone: 2, stepsDone: 120 });
+ * assert.equal(parseCheckpointName("notes.txt"), undefined);
+ * ```
+ */
+export function parseCheckpointName(
+  name: string,
+): { epochsDone: number; stepsDone: number } | undefined {
+  const match = name.match(NAME);
+  return match ? { epochsDone: Number(match[1]), stepsDone: Number(match[2]) } : undefined;
+}
+
+/**
  * The file name for a checkpoint after `epochsDone` epochs and `stepsDone`
  * further steps.
  *
@@ -251,14 +276,8 @@ export async function listCheckpoints(dir: string): Promise<CheckpointFile[]> {
   const files: CheckpointFile[] = [];
   try {
     for await (const entry of Deno.readDir(dir)) {
-      const match = entry.isFile ? entry.name.match(NAME) : null;
-      if (match) {
-        files.push({
-          path: join(dir, entry.name),
-          epochsDone: Number(match[1]),
-          stepsDone: Number(match[2]),
-        });
-      }
+      const position = entry.isFile ? parseCheckpointName(entry.name) : undefined;
+      if (position) files.push({ path: join(dir, entry.name), ...position });
     }
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return [];
@@ -268,27 +287,32 @@ export async function listCheckpoints(dir: string): Promise<CheckpointFile[]> {
 }
 
 /**
- * Writes `state` into `dir` (created if missing) atomically, then deletes all
- * but the newest `keep` checkpoints. Resolves with the new file's path.
+ * Writes `state` into `dir` (created if missing) atomically — a temporary
+ * file, `fsync`, rename — then reads it back and verifies it. Resolves with the
+ * file's path. Deletes nothing: `train()` prunes through a `CheckpointStore`,
+ * which deletes only its own run's verified checkpoints.
  *
  * @example
  * ```ts ignore
  * import { writeCheckpoint } from "./checkpoint.ts";
  *
- * const path = await writeCheckpoint("./checkpoints", state, { keep: 3 });
+ * const path = await writeCheckpoint("./checkpoints", state);
  * ```
  */
-export async function writeCheckpoint(
-  dir: string,
-  state: TrainingState,
-  options: { keep: number },
-): Promise<string> {
+export async function writeCheckpoint(dir: string, state: TrainingState): Promise<string> {
   await Deno.mkdir(dir, { recursive: true });
   const path = join(dir, checkpointName(state));
   await writeFileAtomic(path, await encodeCheckpoint(state));
-  const files = await listCheckpoints(dir);
-  for (const old of files.slice(0, Math.max(0, files.length - options.keep))) {
-    await Deno.remove(old.path).catch(() => {});
+  let written: TrainingState;
+  try {
+    written = await readCheckpoint(path);
+  } catch (error) {
+    throw new DataError(
+      `checkpoint ${path} did not verify after writing: ${(error as Error).message}`,
+    );
+  }
+  if (written.weightsChecksum !== state.weightsChecksum) {
+    throw new DataError(`checkpoint ${path} did not verify after writing: other weights`);
   }
   return path;
 }

@@ -74,6 +74,13 @@ export interface TrainOptions {
   checkpointDir?: string;
   /** Also checkpoint every this many steps within an epoch (0: only after each epoch). Default 0. */
   checkpointEvery?: number;
+  /**
+   * Start a fresh run in a `checkpointDir` that holds other checkpoints
+   * (another run's, or files named like checkpoints): they are deleted once
+   * this run's first checkpoint is written. Default false: such a directory
+   * is refused before any work is done.
+   */
+  overwrite?: boolean;
   /** Checkpoints kept in `checkpointDir`, newest first. Default 3. */
   keep?: number;
   /**
@@ -295,6 +302,7 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
   optionalType("checkpoint directory", options.checkpointDir, "string");
   optionalType("data directory", options.dataDir, "string");
   optionalType("profile", options.profile, "boolean");
+  optionalType("overwrite", options.overwrite, "boolean");
   optionalType("download", options.download, "boolean");
   const resume = options.resume;
   if (

@@ -11,12 +11,8 @@ import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { InterruptedError, UsageError, WorkerError } from "../errors.ts";
 import type { DeviceInfo } from "./backend.ts";
-import {
-  type EpochSums,
-  type RunConfig,
-  type TrainingState,
-  writeCheckpoint,
-} from "./checkpoint.ts";
+import { type EpochSums, type RunConfig, type TrainingState } from "./checkpoint.ts";
+import { CheckpointStore } from "./checkpoint_store.ts";
 import {
   type EpochRecord,
   type ResolvedTrainOptions,
@@ -92,10 +88,16 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   let last: TrainingState | undefined = resume?.state;
   if (last && last.epochsDone >= resolved.epochs) return result(last, history, undefined, 0);
 
+  const runId = resume?.state.runId ?? crypto.randomUUID();
+  // Before any work: the checkpoint directory is created, written to, and checked for other runs.
+  const store = resolved.checkpointDir === undefined ? undefined : await CheckpointStore.open(
+    resolved.checkpointDir,
+    { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
+  );
   const save = async (state: TrainingState): Promise<string | undefined> => {
     last = state;
-    if (resolved.checkpointDir === undefined) return undefined;
-    const path = await writeCheckpoint(resolved.checkpointDir, state, { keep: resolved.keep });
+    if (store === undefined) return undefined;
+    const path = await store.save(state);
     options.onCheckpoint?.(path);
     return path;
   };
@@ -133,7 +135,15 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
           },
         });
       }
-      const final = await runEpochs(group, { from, steps, history, options, resolved, save });
+      const final = await runEpochs(group, {
+        from,
+        steps,
+        history,
+        options,
+        resolved,
+        runId,
+        save,
+      });
       return result(final, history, group.device, restarts);
     } catch (error) {
       const retry = error instanceof WorkerError && restarts < resolved.maxRestarts;
@@ -161,10 +171,11 @@ async function runEpochs(
     history: EpochRecord[];
     options: TrainOptions;
     resolved: ResolvedTrainOptions;
+    runId: string;
     save: (state: TrainingState) => Promise<string | undefined>;
   },
 ): Promise<TrainingState> {
-  const { from, steps, history, options, resolved } = run;
+  const { from, steps, history, options, resolved, runId } = run;
   let savedPath: string | undefined; // the checkpoint of `state`, once written in this run
   const save = async (state: TrainingState) => savedPath = await run.save(state);
   const config = runConfig(resolved);
@@ -183,6 +194,7 @@ async function runEpochs(
     const resuming = epoch === firstEpoch && from !== undefined && from.stepsDone > 0;
     const atStep = (snapshot: StepSnapshot): TrainingState =>
       makeState(config, {
+        runId,
         epochsDone: epoch - 1,
         stepsDone: snapshot.stepsDone,
         weights: snapshot.weights,
@@ -217,6 +229,7 @@ async function runEpochs(
       trainSeconds: totals.trainSeconds + outcome.sums.trainSeconds,
     };
     state = makeState(config, {
+      runId,
       epochsDone: epoch,
       stepsDone: 0,
       weights: outcome.weights,
@@ -235,6 +248,7 @@ async function runEpochs(
 function makeState(
   config: RunConfig,
   at: {
+    runId: string;
     epochsDone: number;
     stepsDone: number;
     weights: Float32Array<ArrayBuffer>;
@@ -245,6 +259,7 @@ function makeState(
   },
 ): TrainingState {
   return {
+    runId: at.runId,
     config,
     epochsDone: at.epochsDone,
     stepsDone: at.stepsDone,

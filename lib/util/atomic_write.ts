@@ -41,3 +41,24 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
     throw error;
   }
 }
+
+/**
+ * Proves that files can be created in `dir` — as {@linkcode writeFileAtomic}
+ * does — by creating a one-byte probe file there and removing it. Rejects
+ * with the system's error when it cannot; use it before long work whose
+ * results will be written there.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { probeWritable } from "./atomic_write.ts";
+ *
+ * await probeWritable(await Deno.makeTempDir());
+ * await assert.rejects(probeWritable("/nonexistent/dir"));
+ * ```
+ */
+export async function probeWritable(dir: string): Promise<void> {
+  const probe = join(dir, `.write-test-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
+  await Deno.writeFile(probe, new Uint8Array(1), { createNew: true });
+  await Deno.remove(probe);
+}
