@@ -23,6 +23,7 @@
 
 export {
   DataError,
+  DivergedError,
   InterruptedError,
   ReplicaDivergenceError,
   UsageError,

@@ -155,3 +155,36 @@ export class ReplicaDivergenceError extends Error {
     this.name = "ReplicaDivergenceError";
   }
 }
+
+/**
+ * Training diverged: the loss or the averaged gradient of a step was not
+ * finite (NaN or ±Infinity), or the weights to be checkpointed were not.
+ * Nothing non-finite was applied or saved: the checkpoints on disk are the
+ * last finite ones.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { DivergedError } from "./errors.ts";
+ *
+ * const error = new DivergedError({ epoch: 1, step: 3, what: "the loss is NaN" });
+ * assert.equal(error.message, "training diverged at epoch 1, step 3: the loss is NaN");
+ * ```
+ */
+export class DivergedError extends Error {
+  /** Epoch (from 1) of the step that diverged. */
+  readonly epoch: number;
+  /** The step (from 1) within the epoch. */
+  readonly step: number;
+  /** What was not finite. */
+  readonly what: string;
+
+  /** Creates the error for step `at.step` of epoch `at.epoch`, saying what was not finite. */
+  constructor(at: { epoch: number; step: number; what: string }) {
+    super(`training diverged at epoch ${at.epoch}, step ${at.step}: ${at.what}`);
+    this.name = "DivergedError";
+    this.epoch = at.epoch;
+    this.step = at.step;
+    this.what = at.what;
+  }
+}

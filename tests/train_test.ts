@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { DistributedSampler } from "../lib/data/sampler.ts";
-import { UsageError, WorkerError } from "../lib/errors.ts";
+import { DivergedError, UsageError, WorkerError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
 import type { TrainOptions } from "../lib/train/options.ts";
 import { train } from "../lib/train/train.ts";
-import { imageLikeDataset } from "./helpers.ts";
+import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
+import { imageLikeDataset, withTempDir } from "./helpers.ts";
 
 await initBackend("webgpu");
 
@@ -242,4 +243,33 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
       (e: unknown) => e instanceof UsageError && pattern.test(e.message),
     );
   }
+});
+
+Deno.test("a diverging run stops at the step its loss or gradient stops being finite; checkpoints stay finite", async () => {
+  await withTempDir(async (dir) => {
+    const run = train({
+      ...CONFIG,
+      workers: 2,
+      lr: 1e30,
+      epochs: 3,
+      data: DATA,
+      checkpointDir: dir,
+      checkpointEvery: 1,
+      keep: 10,
+      maxRestarts: 2, // divergence is not a failure to restart from
+    });
+    let error: unknown;
+    await run.catch((e) => error = e);
+    assert.ok(error instanceof DivergedError, String(error));
+    assert.match(
+      error.message,
+      /^training diverged at epoch 1, step [1-3]: the (loss is (NaN|-?Infinity) on worker [01]|averaged gradient holds (NaN|-?Infinity) \(element \d+\)|weights are no longer finite)$/,
+    );
+    const files = await listCheckpoints(dir);
+    assert.ok(files.length < error.step, "no checkpoint at or after the step that diverged");
+    for (const file of files) {
+      const state = await readCheckpoint(file.path);
+      assert.ok(state.weights.every(Number.isFinite), `${file.path} holds finite weights`);
+    }
+  });
 });

@@ -177,4 +177,6 @@ export interface WeightsMessage extends Message {
 export interface ErrorMessage extends Message {
   type: "error";
   message: string;
+  /** Set when the step diverged (see `DivergedError`): stop, do not restart. */
+  diverged?: { epoch: number; step: number; what: string };
 }

@@ -21,6 +21,7 @@ import { StarAllReduce } from "../collective/star_all_reduce.ts";
 import { batchShard, gatherBatch, stepsPerEpoch } from "../data/batches.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
+import { DivergedError } from "../errors.ts";
 import { mixSeed } from "../util/random.ts";
 import { trace } from "../util/trace.ts";
 import { initBackend } from "./backend.ts";
@@ -60,6 +61,9 @@ export async function serveReplica(channel: Channel): Promise<void> {
     const message: ErrorMessage = {
       type: "error",
       message: error instanceof Error ? error.message : String(error),
+      diverged: error instanceof DivergedError
+        ? { epoch: error.epoch, step: error.step, what: error.what }
+        : undefined,
     };
     mailbox.send(message);
   };
@@ -152,6 +156,11 @@ class ReplicaWorker {
       });
       const reduceStarted = performance.now();
       const average = await this.#allReduce.average(local.gradients, local.count);
+      // Nothing non-finite is applied: every replica checks the same averaged gradient.
+      const what = !Number.isFinite(local.lossSum)
+        ? `the loss is ${local.lossSum / local.count} on worker ${rank}`
+        : nonFinite(average);
+      if (what !== undefined) throw new DivergedError({ epoch: epoch + 1, step: step + 1, what });
       const updateStarted = performance.now();
       this.#replica.applyGradients(average);
       let timing: StepTiming | undefined;
@@ -235,4 +244,17 @@ class ReplicaWorker {
     }
     return { correct, count: indices.length };
   }
+}
+
+/**
+ * Says which value of `gradient` is not finite, if one is. One multiply-add
+ * per element (NaN and ±Infinity times 0 are NaN, every finite value times 0 is
+ * 0): about 1 ms for NiN's 2 million, checked once per step.
+ */
+function nonFinite(gradient: Float32Array): string | undefined {
+  let sum = 0;
+  for (let i = 0; i < gradient.length; i++) sum += gradient[i] * 0;
+  if (sum === 0) return undefined;
+  const index = gradient.findIndex((value) => !Number.isFinite(value));
+  return `the averaged gradient holds ${gradient[index]} (element ${index})`;
 }

@@ -9,7 +9,7 @@
 import { stepsPerEpoch } from "../data/batches.ts";
 import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
-import { InterruptedError, UsageError, WorkerError } from "../errors.ts";
+import { DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
 import type { DeviceInfo } from "./backend.ts";
 import { type EpochSums, type RunConfig, type TrainingState } from "./checkpoint.ts";
 import { CheckpointStore } from "./checkpoint_store.ts";
@@ -95,6 +95,12 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
   );
   const save = async (state: TrainingState): Promise<string | undefined> => {
+    if (state.weights.some((value) => !Number.isFinite(value))) {
+      // Never saved, never kept as the state to restart from: the last finite one stays.
+      const epoch = state.stepsDone > 0 ? state.epochsDone + 1 : state.epochsDone;
+      const step = state.stepsDone > 0 ? state.stepsDone : steps;
+      throw new DivergedError({ epoch, step, what: "the weights are no longer finite" });
+    }
     last = state;
     if (store === undefined) return undefined;
     const path = await store.save(state);

@@ -16,7 +16,7 @@ import {
 } from "../collective/shared_all_reduce.ts";
 import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
-import { DataError, ReplicaDivergenceError, WorkerError } from "../errors.ts";
+import { DataError, DivergedError, ReplicaDivergenceError, WorkerError } from "../errors.ts";
 import { ThreadWatch } from "../util/thread_watch.ts";
 import { trace } from "../util/trace.ts";
 import type { DeviceInfo } from "./backend.ts";
@@ -192,7 +192,10 @@ export class WorkerGroup {
         }),
         { onError: (error) => fail(new WorkerError(rank, error.message)) },
       );
-      mailbox.handle<ErrorMessage>("error", (m) => fail(new WorkerError(rank, m.message)));
+      mailbox.handle<ErrorMessage>(
+        "error",
+        (m) => fail(m.diverged ? new DivergedError(m.diverged) : new WorkerError(rank, m.message)),
+      );
       workers.push(worker);
       mailboxes.push(mailbox);
     }
