@@ -11,7 +11,7 @@ import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
 import type { DeviceInfo } from "./backend.ts";
-import { type EpochSums, type RunConfig, type TrainingState } from "./checkpoint.ts";
+import type { EpochSums, RunConfig, TrainingState } from "./checkpoint.ts";
 import { CheckpointStore } from "./checkpoint_store.ts";
 import {
   type EpochRecord,
