@@ -124,15 +124,20 @@ export class WorkerError extends Error {
 export class InterruptedError extends Error {
   /** The checkpoint written before stopping, if any. */
   readonly checkpoint: string | undefined;
+  /** The signal that asked for the stop (`SIGINT`, `SIGTERM`), when the abort's reason named one. */
+  readonly signal: string | undefined;
 
   /** Creates an interruption error for the given position. */
-  constructor(where: { epochsDone: number; stepsDone: number; checkpoint?: string }) {
+  constructor(
+    where: { epochsDone: number; stepsDone: number; checkpoint?: string; signal?: string },
+  ) {
     const saved = where.checkpoint ? `checkpoint ${where.checkpoint}` : "no checkpoint written";
     super(
       `interrupted after ${where.epochsDone} epoch(s) and ${where.stepsDone} step(s); ${saved}`,
     );
     this.name = "InterruptedError";
     this.checkpoint = where.checkpoint;
+    this.signal = where.signal;
   }
 }
 

@@ -40,6 +40,13 @@ ${TRAIN_FLAGS_HELP}
   -h, --help         show this help
 `;
 
+/**
+ * Seconds a SIGTERM leaves for reaching a step boundary and writing the
+ * checkpoint: inside Kubernetes' default grace period (30 s) and systemd's
+ * (90 s). Docker's `docker stop` waits 10 s unless given `--time`.
+ */
+const STOP_GRACE_S = 25;
+
 async function main(): Promise<void> {
   const { values } = parseFlags({
     args: withOptionalValue(Deno.args, "--resume"),
@@ -73,19 +80,38 @@ async function main(): Promise<void> {
   let etaShown = false;
   let firstStepSeconds = 0;
   let software = false;
+  // Ctrl-C (SIGINT) and SIGTERM (systemd, Docker, Kubernetes, Slurm) stop at the next step
+  // boundary after a checkpoint; a second signal, or SIGTERM's grace time running out, quits.
   const interrupt = new AbortController();
-  const onSigint = () => {
-    if (interrupt.signal.aborted) Deno.exit(130); // a second Ctrl-C: quit at once
+  const onSignal = (signal: "SIGINT" | "SIGTERM") => {
+    const code = signal === "SIGTERM" ? 143 : 130;
+    if (interrupt.signal.aborted) Deno.exit(code);
     bar?.clear();
+    const again = signal === "SIGINT" ? "Ctrl-C again" : "SIGTERM again";
     console.error(
-      run.checkpointDir
-        ? "stopping at the next step boundary to write a checkpoint (Ctrl-C again to quit at once)"
-        : "stopping at the next step boundary; without --checkpoint-dir nothing is saved " +
-          "(Ctrl-C again to quit at once)",
+      (run.checkpointDir
+        ? `${signal}: stopping at the next step boundary to write a checkpoint`
+        : `${signal}: stopping at the next step boundary; without --checkpoint-dir nothing is saved`) +
+        (signal === "SIGTERM"
+          ? ` (at most ${STOP_GRACE_S} s; ${again} to quit at once)`
+          : ` (${again} to quit at once)`),
     );
-    interrupt.abort();
+    interrupt.abort(signal);
+    if (signal === "SIGTERM") {
+      const grace = setTimeout(() => {
+        console.error(
+          `no step boundary within ${STOP_GRACE_S} s of SIGTERM: quitting without a new ` +
+            "checkpoint (the last one written is intact)",
+        );
+        Deno.exit(code);
+      }, STOP_GRACE_S * 1000);
+      Deno.unrefTimer(grace);
+    }
   };
+  const onSigint = () => onSignal("SIGINT");
+  const onSigterm = () => onSignal("SIGTERM");
   Deno.addSignalListener("SIGINT", onSigint);
+  Deno.addSignalListener("SIGTERM", onSigterm);
   const result = await train({
     ...options,
     signal: interrupt.signal,
@@ -153,6 +179,7 @@ async function main(): Promise<void> {
   }).finally(() => {
     bar?.clear();
     Deno.removeSignalListener("SIGINT", onSigint);
+    Deno.removeSignalListener("SIGTERM", onSigterm);
   });
   const last = result.history.at(-1)!;
   console.log(formatMetrics(last));

@@ -191,7 +191,13 @@ Deno.test("several workers on llvmpipe through GL: the start-up line names the p
   });
 });
 
-Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the run", async () => {
+Deno.test("Ctrl-C (exit 130) and SIGTERM (exit 143) write a checkpoint at a step boundary; --resume finishes the run", async (t) => {
+  for (const [signal, exitCode] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    await t.step(signal, () => interruptAndResume(signal, exitCode));
+  }
+});
+
+async function interruptAndResume(signal: "SIGINT" | "SIGTERM", exitCode: number): Promise<void> {
   await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 48, test: 8 });
     const flags = [
@@ -226,14 +232,17 @@ Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the 
     for await (const chunk of child.stdout) {
       stdout += decoder.decode(chunk);
       if (stdout.includes("epoch 1/3:")) {
-        child.kill("SIGINT");
+        child.kill(signal);
         break;
       }
     }
     const { code } = await child.status;
     const stderr = await stderrText;
-    assert.equal(code, 130, stderr);
-    assert.match(stderr, /stopping at the next step boundary to write a checkpoint/);
+    assert.equal(code, exitCode, stderr);
+    assert.match(
+      stderr,
+      new RegExp(`^${signal}: stopping at the next step boundary to write a checkpoint`, "m"),
+    );
     assert.match(
       stderr,
       /interrupted after 1 epoch\(s\) and \d step\(s\); checkpoint .*ckpt-0001-00000\d\.msgpack/,
@@ -252,4 +261,4 @@ Deno.test("Ctrl-C writes a checkpoint and exits with 130; --resume finishes the 
       .map((line) => JSON.parse(line).epoch);
     assert.deepEqual(epochs, [1, 2, 3], "the metrics file holds the epochs of both runs");
   });
-});
+}

@@ -171,3 +171,111 @@ Deno.test({
     }
   },
 });
+
+/** A raw TCP server that runs `respond` on each connection, after reading the request. */
+function serveRaw(respond: (conn: Deno.TcpConn) => Promise<void>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connections: Deno.TcpConn[] = [];
+  const done = (async () => {
+    for await (const conn of listener) {
+      connections.push(conn);
+      await conn.read(new Uint8Array(4096)); // the request
+      respond(conn).catch(() => {}); // the client may hang up
+    }
+  })();
+  return {
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/file.gz`,
+    close: async () => {
+      listener.close();
+      for (const conn of connections) {
+        try {
+          conn.close();
+        } catch {
+          // already closed
+        }
+      }
+      await done.catch(() => {});
+    },
+  };
+}
+
+Deno.test("every download is bounded: silent peers time out, large bodies are cut off, Ctrl-C aborts", async (t) => {
+  const cases: {
+    name: string;
+    respond: (conn: Deno.TcpConn) => Promise<void>;
+    options: { maxBytes?: number; idleTimeout?: number; abortAfterMs?: number };
+    error: RegExp;
+  }[] = [
+    {
+      name: "accepts the connection and never answers",
+      respond: () => new Promise(() => {}),
+      options: { idleTimeout: 0.3 },
+      error: /^DataError: cannot download .*: no progress for 0\.3 s$/,
+    },
+    {
+      name: "sends headers, then nothing",
+      respond: async (conn) => {
+        await conn.write(
+          new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 9999\r\n\r\nab"),
+        );
+      },
+      options: { idleTimeout: 0.3 },
+      error:
+        /^DataError: cannot download .*: connection lost after 2 bytes: no progress for 0\.3 s$/,
+    },
+    {
+      name: "announces more than the limit",
+      respond: async (conn) => {
+        await conn.write(
+          new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"),
+        );
+      },
+      options: { maxBytes: 4096 },
+      error: /^DataError: cannot download .*: it announces 5000 bytes, over the limit of 4096$/,
+    },
+    {
+      name: "streams without end",
+      respond: async (conn) => {
+        await conn.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"));
+        const block = new Uint8Array(1024);
+        for (;;) await conn.write(block);
+      },
+      options: { maxBytes: 64 * 1024 },
+      error: /^DataError: cannot download .*: more than the limit of 65536 bytes$/,
+    },
+    {
+      name: "Ctrl-C while it hangs",
+      respond: () => new Promise(() => {}),
+      options: { abortAfterMs: 100 },
+      error: /^Error: interrupted by the test$/,
+    },
+  ];
+  for (const { name, respond, options, error } of cases) {
+    await t.step(name, async () => {
+      const server = serveRaw(respond);
+      await withTempDir(async (dir) => {
+        const interrupt = new AbortController();
+        if (options.abortAfterMs !== undefined) {
+          setTimeout(
+            () => interrupt.abort(new Error("interrupted by the test")),
+            options.abortAfterMs,
+          );
+        }
+        let progress = 0;
+        await assert.rejects(
+          downloadVerified(server.url, `${dir}/file.gz`, {
+            sha256: goodSha,
+            ...options,
+            signal: interrupt.signal,
+            onProgress: (received) => progress = received,
+          }),
+          (e: unknown) => error.test(String(e)),
+        );
+        // Bytes held: at most the limit (plus the chunk that crossed it).
+        assert.ok(progress <= (options.maxBytes ?? 64 * 2 ** 20), `${progress} bytes taken`);
+        await assertNothingWritten(dir);
+      });
+      await server.close();
+    });
+  }
+});

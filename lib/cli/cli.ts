@@ -33,7 +33,8 @@ export async function runCli(main: () => Promise<void>): Promise<never> {
   } catch (error) {
     if (error instanceof InterruptedError) {
       console.error(error.message);
-      Deno.exit(130); // as a shell reports a process stopped by SIGINT
+      // As a shell reports a process stopped by the signal: 128 + its number.
+      Deno.exit(error.signal === "SIGTERM" ? 143 : 130);
     }
     const usage = error instanceof UsageError || error instanceof DataError ||
       isParseArgsError(error);

@@ -14,6 +14,15 @@ export interface DownloadOptions {
   sha256: string;
   /** Called as bytes arrive; `total` is undefined when the server sends no length. */
   onProgress?: (received: number, total: number | undefined) => void;
+  /** The most bytes accepted; a larger body (announced or received) is refused. Default 64 MiB. */
+  maxBytes?: number;
+  /**
+   * Seconds without progress — no response headers, or no byte of the body —
+   * after which the download is abandoned. Default 30.
+   */
+  idleTimeout?: number;
+  /** Aborting it abandons the download (Ctrl-C); the signal's reason is thrown. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -40,31 +49,77 @@ export async function downloadVerified(
   path: string,
   options: DownloadOptions,
 ): Promise<void> {
+  const maxBytes = options.maxBytes ?? 64 * 2 ** 20;
+  const idleMs = (options.idleTimeout ?? 30) * 1000;
+  const abort = new AbortController();
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  const stall = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => abort.abort(new Error(`no progress for ${idleMs / 1000} s`)), idleMs);
+  };
+  const cancel = () => abort.abort(options.signal?.reason);
+  options.signal?.addEventListener("abort", cancel);
+  const failure = (error: unknown, what: string) => {
+    if (options.signal?.aborted) return options.signal.reason;
+    const why = abort.signal.aborted ? reason(abort.signal.reason) : reason(error);
+    return new DataError(`cannot download ${url}: ${what}${why}`, { cause: error });
+  };
+  try {
+    options.signal?.throwIfAborted();
+    stall();
+    return await receive(url, path, { ...options, maxBytes, stall, abort, failure });
+  } finally {
+    clearTimeout(idle);
+    options.signal?.removeEventListener("abort", cancel);
+  }
+}
+
+async function receive(
+  url: string,
+  path: string,
+  options: DownloadOptions & {
+    maxBytes: number;
+    stall: () => void;
+    abort: AbortController;
+    failure: (error: unknown, what: string) => unknown;
+  },
+): Promise<void> {
   let response: Response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, { signal: options.abort.signal });
   } catch (error) {
-    throw new DataError(`cannot download ${url}: ${reason(error)}`, { cause: error });
+    throw options.failure(error, "");
   }
+  options.stall();
   if (!response.ok || response.body === null) {
     await response.body?.cancel();
     throw new DataError(`cannot download ${url}: HTTP ${response.status} ${response.statusText}`);
   }
   const header = response.headers.get("content-length");
   const total = header === null ? undefined : Number(header);
+  if (total !== undefined && total > options.maxBytes) {
+    await response.body.cancel();
+    throw new DataError(
+      `cannot download ${url}: it announces ${total} bytes, over the limit of ${options.maxBytes}`,
+    );
+  }
   const chunks: Uint8Array[] = [];
   let received = 0;
   try {
     for await (const chunk of response.body) {
+      options.stall();
       chunks.push(chunk);
       received += chunk.length;
+      if (received > options.maxBytes) {
+        throw new DataError(
+          `cannot download ${url}: more than the limit of ${options.maxBytes} bytes`,
+        );
+      }
       options.onProgress?.(received, total);
     }
   } catch (error) {
-    throw new DataError(
-      `cannot download ${url}: connection lost after ${received} bytes (${reason(error)})`,
-      { cause: error },
-    );
+    if (error instanceof DataError) throw error;
+    throw options.failure(error, `connection lost after ${received} bytes: `);
   }
   if (total !== undefined && received !== total) {
     throw new DataError(`cannot download ${url}: truncated, got ${received} of ${total} bytes`);

@@ -119,6 +119,8 @@ export interface LoadFashionMnistOptions {
   baseUrl?: string;
   /** Suppress download messages on stderr. */
   quiet?: boolean;
+  /** Aborting it abandons a download in progress; the signal's reason is thrown. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -214,6 +216,7 @@ async function ensureCached(options: LoadFashionMnistOptions): Promise<FilePaths
     try {
       await downloadVerified(url, path, {
         sha256: spec.sha256,
+        signal: options.signal,
         onProgress: (received, total) => {
           if (options.quiet || total === undefined) return;
           bar.update(received / total, `${(received / 1e6).toFixed(1)} MB`);

@@ -78,8 +78,14 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     ? await findResumePoint(options.resume, { checkpointDir: options.checkpointDir })
     : undefined;
   const resolved = resolveTrainOptions(resume ? resumedOptions(resume, options) : options);
-  const data = options.data ??
-    await loadFashionMNIST({ dataDir: options.dataDir, download: options.download });
+  const data = options.data ?? await loadFashionMNIST({
+    dataDir: options.dataDir,
+    download: options.download,
+    signal: options.signal,
+  }).catch((error) => {
+    if (!options.signal?.aborted) throw error;
+    throw new InterruptedError({ epochsDone: 0, stepsDone: 0, signal: signalName(options.signal) });
+  });
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);
   const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.workers), resolved);
@@ -195,6 +201,7 @@ async function runEpochs(
         epochsDone: state?.epochsDone ?? 0,
         stepsDone: state?.stepsDone ?? 0,
         checkpoint: savedPath ?? (state && resolved.checkpointDir ? await save(state) : undefined),
+        signal: signalName(signal),
       });
     }
     const resuming = epoch === firstEpoch && from !== undefined && from.stepsDone > 0;
@@ -227,6 +234,7 @@ async function runEpochs(
         epochsDone: epoch - 1,
         stepsDone: outcome.stepsDone,
         checkpoint,
+        signal: signalName(signal),
       });
     }
     history.push(outcome.record);
@@ -330,6 +338,13 @@ function checkResumable(
 /** Length of the padded order that `DistributedSampler` deals out to `workers` replicas. */
 function paddedSize(count: number, workers: number): number {
   return new DistributedSampler(count, { rank: 0, worldSize: workers }).totalSize;
+}
+
+/** The signal an abort named as its reason (`signal.abort("SIGTERM")`), if any. */
+function signalName(signal: AbortSignal | undefined): string | undefined {
+  return typeof signal?.reason === "string" && signal.reason.startsWith("SIG")
+    ? signal.reason
+    : undefined;
 }
 
 function describePosition(state: TrainingState | undefined): string {
