@@ -8,7 +8,7 @@ import { initBackend } from "../lib/train/backend.ts";
 import type { TrainOptions } from "../lib/train/options.ts";
 import { train } from "../lib/train/train.ts";
 import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
-import { imageLikeDataset, withTempDir } from "./helpers.ts";
+import { imageLikeDataset, ROOT, withTempDir } from "./helpers.ts";
 
 await initBackend("webgpu");
 
@@ -202,6 +202,25 @@ Deno.test("a worker that hangs is named once the step timeout passes; train() re
       assert.ok(performance.now() - started < 60_000);
     });
   }
+});
+
+Deno.test("after a step timeout, a library caller's process ends by itself", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-env", "tests/fixtures/hang_caller.ts"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // A guard, not a speed goal: a process that never ends would hang the test run.
+  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  const { code, signal, stdout } = await child.output();
+  clearTimeout(guard);
+  assert.equal(signal, null, "the process had to be killed: it did not end by itself");
+  assert.equal(code, 0);
+  assert.match(
+    new TextDecoder().decode(stdout),
+    /^worker 1 failed: no progress for \d+ s, over the step timeout of 3 s; worker\(s\) 0, 2 waited for it$/m,
+  );
 });
 
 Deno.test("the shared-memory and the star all-reduce train bit-identical weights", async () => {

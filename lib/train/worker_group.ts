@@ -18,7 +18,6 @@ import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { DataError, DivergedError, ReplicaDivergenceError, WorkerError } from "../errors.ts";
 import { ThreadWatch } from "../util/thread_watch.ts";
-import { trace } from "../util/trace.ts";
 import type { DeviceInfo } from "./backend.ts";
 import type { EpochSums } from "./checkpoint.ts";
 import type { EpochRecord, ResolvedTrainOptions, StepProgress } from "./options.ts";
@@ -128,6 +127,8 @@ export class WorkerGroup {
   #stepsDone = 0;
   #lastStepAt = performance.now();
   #slowestStepMs = 0;
+  /** Per rank: the steps it has reported since the group started. */
+  readonly #reportedByRank: number[] = [];
 
   private constructor(parts: {
     options: ResolvedTrainOptions;
@@ -354,8 +355,14 @@ export class WorkerGroup {
     this.#watchdog.stop();
     this.#threads.mark();
     for (const mailbox of this.#mailboxes) mailbox.close();
-    this.#closed = this.#threads.exited().then((allExited) => {
-      if (!allExited) trace("coordinator", "some worker threads still run 10 s after terminate");
+    // A thread waiting (for its device, a message) ends within milliseconds; one spinning in a
+    // synchronous loop is not stopped by Deno (2.9) at all, so waiting longer would not help.
+    this.#closed = this.#threads.exited({ timeoutMs: 3000 }).then((allExited) => {
+      if (allExited) return;
+      console.error(
+        "warning: a worker thread did not stop when terminated (it runs a synchronous loop); " +
+          "this process will not exit by itself",
+      );
     });
     return this.#closed;
   }
@@ -416,6 +423,7 @@ export class WorkerGroup {
       throw new Error(`worker ${message.rank} reported a step of an unexpected epoch`);
     }
     this.#watchdog.touch();
+    this.#reportedByRank[message.rank] = (this.#reportedByRank[message.rank] ?? 0) + 1;
     progress.sums.lossSum += message.lossSum;
     progress.sums.correct += message.correct;
     progress.sums.count += message.count;
@@ -510,11 +518,13 @@ export class WorkerGroup {
   /** No progress for too long: blame the workers the others wait for, and stop. */
   #onStall(idleMs: number): void {
     const ranks = this.#workers.map((_, rank) => rank);
-    let laggards: number[] = [];
-    if (this.#allReduceBuffer) {
+    // First: the ranks behind the others in reporting steps; then: in the all-reduce.
+    const reported = ranks.map((rank) => this.#reportedByRank[rank] ?? 0);
+    let laggards = ranks.filter((rank) => reported[rank] < Math.max(...reported));
+    if (laggards.length === 0 && this.#allReduceBuffer) {
       const rounds = sharedAllReduceRounds(this.#allReduceBuffer, { worldSize: ranks.length });
       laggards = ranks.filter((rank) => rounds[rank] < Math.max(...rounds));
-    } else if (this.#hub) {
+    } else if (laggards.length === 0 && this.#hub) {
       laggards = this.#hub.missing();
     }
     if (laggards.length === 0 || laggards.length === ranks.length) laggards = ranks;
