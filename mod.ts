@@ -88,6 +88,9 @@ export {
 export { weightsChecksum } from "./lib/train/replica.ts";
 export {
   type EpochRecord,
+  MAX_WORKERS,
+  type PresetName,
+  PRESETS,
   type ResolvedTrainOptions,
   resolveTrainOptions,
   type StepProgress,

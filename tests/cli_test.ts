@@ -58,6 +58,7 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
   await Deno.writeTextFile(`${otherRun}/ckpt-0001-000000.msgpack`, "another run's");
   const cases: [string[], RegExp][] = [
     [["--workers", "0"], /workers must be a positive integer, got 0/],
+    [["--workers", "1e9"], /workers must be at most 256, got 1000000000/],
     [["--workers", "two"], /--workers must be an integer, got "two"/],
     [["--lr=-0.1"], /learning rate must be a positive number, got -0.1/],
     [["--lr", "-0.1"], /Option '--lr' argument is ambiguous\..* use '--lr=-XYZ'/],

@@ -128,3 +128,23 @@ Deno.test("a checkpoint of another model shape is refused before training", asyn
     );
   });
 });
+
+Deno.test("a preset's values are defaults, not settings given: a run with --preset quick --batch-size 16 resumes with --preset quick", async () => {
+  await withTempDir(async (dir) => {
+    const data = { train: imageLikeDataset(48, 5), test: imageLikeDataset(8, 6) };
+    const first = { preset: "quick", batchSize: 16, epochs: 1, data, checkpointDir: dir } as const;
+    await train(first);
+    const resumed = await train({
+      preset: "quick",
+      data,
+      checkpointDir: dir,
+      resume: true,
+      epochs: 2,
+    });
+    assert.deepEqual(resumed.history.map((r) => r.epoch), [1, 2]);
+    const [saved] = (await listCheckpoints(dir)).slice(-1);
+    const state = await readCheckpoint(saved.path);
+    assert.equal(state.config.batchSize, 16, "the checkpoint's batch size, not the preset's 32");
+    assert.equal(state.config.model.inputSize, 67, "the preset's input size, as first trained");
+  });
+});

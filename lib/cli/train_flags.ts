@@ -11,29 +11,10 @@ import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { KernelInit } from "../model/nin.ts";
 import { type BackendName, BACKENDS } from "../train/backend.ts";
-import type { TrainOptions } from "../train/options.ts";
-import { numberFlag } from "./cli.ts";
+import { type PresetName, PRESETS, type TrainOptions } from "../train/options.ts";
 
-/**
- * `--preset quick`: minutes on a 2-core CPU machine; lr stays 0.1.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { QUICK_PRESET } from "./train_flags.ts";
- *
- * assert.equal(QUICK_PRESET.inputSize, 67);
- * ```
- */
-export const QUICK_PRESET: Readonly<TrainOptions> = Object.freeze({
-  inputSize: 67,
-  width: 0.125,
-  dropout: 0,
-  trainLimit: 5120,
-  testLimit: 1000,
-  epochs: 3,
-  batchSize: 32,
-});
+const QUICK = PRESETS.quick;
+import { numberFlag } from "./cli.ts";
 
 /**
  * `parseArgs` options of the training flags (all strings or booleans, validated later).
@@ -101,9 +82,9 @@ export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1
   --init NAME        kernel initialisation: he-normal (default) or glorot-uniform
   --train-limit N    use only the first N training examples
   --test-limit N     use only the first N test examples
-  --preset NAME      d2l (default) or quick: ${QUICK_PRESET.inputSize} px, width ${QUICK_PRESET.width},
-                     dropout ${QUICK_PRESET.dropout}, the first ${QUICK_PRESET.trainLimit} training and ${QUICK_PRESET.testLimit} test
-                     examples, ${QUICK_PRESET.epochs} epochs, batch ${QUICK_PRESET.batchSize}; flags given override it
+  --preset NAME      d2l (default) or quick: ${QUICK.inputSize} px, width ${QUICK.width},
+                     dropout ${QUICK.dropout}, the first ${QUICK.trainLimit} training and ${QUICK.testLimit} test
+                     examples, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}; flags given override it
   --step-timeout S   stop with an error naming the stuck worker after S seconds without
                      progress (default: 30 min before the first step, then 20 × the
                      slowest step, at least 5 min)
@@ -144,8 +125,10 @@ export type TrainFlagValues = {
  */
 export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   const preset = values.preset ?? "d2l";
-  if (preset !== "d2l" && preset !== "quick") {
-    throw new UsageError(`--preset must be d2l or quick, got "${preset}"`);
+  if (!(preset in PRESETS)) {
+    throw new UsageError(
+      `--preset must be ${Object.keys(PRESETS).join(" or ")}, got "${preset}"`,
+    );
   }
   const backend = values.backend ?? "webgpu";
   if (!BACKENDS.includes(backend as BackendName)) {
@@ -179,7 +162,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     Object.entries(flags).filter(([, value]) => value !== undefined),
   ) as TrainOptions;
   return {
-    ...(preset === "quick" ? QUICK_PRESET : {}),
+    preset: preset as PresetName,
     ...given,
     backend: values.backend as BackendName | undefined,
     allReduce: values.allreduce as AllReduceAlgorithm | undefined,

@@ -13,8 +13,58 @@ import { type KernelInit, type NiNOptions, resolveNiNOptions } from "../model/ni
 import { type BackendName, BACKENDS, type DeviceInfo } from "./backend.ts";
 import type { StepTiming } from "./protocol.ts";
 
+/**
+ * The most workers one process starts: each is a thread with its own
+ * device and a copy of the model.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MAX_WORKERS, resolveTrainOptions } from "./options.ts";
+ *
+ * assert.throws(() => resolveTrainOptions({ workers: MAX_WORKERS + 1 }), /at most 256/);
+ * ```
+ */
+export const MAX_WORKERS = 256;
+
+/** The named sets of defaults {@linkcode TrainOptions.preset} selects. */
+export type PresetName = "d2l" | "quick";
+
+/**
+ * Named defaults: `d2l` (d2l.ai's configuration: the built-in defaults) and
+ * `quick` (minutes on a 2-core CPU machine; lr stays 0.1). Options given
+ * explicitly override a preset's values; a resumed run takes its settings
+ * from the checkpoint, whatever the preset says.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { PRESETS, resolveTrainOptions } from "./options.ts";
+ *
+ * assert.equal(PRESETS.quick.inputSize, 67);
+ * assert.equal(resolveTrainOptions({ preset: "quick", batchSize: 16 }).batchSize, 16);
+ * ```
+ */
+export const PRESETS: Readonly<Record<PresetName, Readonly<TrainOptions>>> = Object.freeze({
+  d2l: Object.freeze({}),
+  quick: Object.freeze({
+    inputSize: 67,
+    width: 0.125,
+    dropout: 0,
+    trainLimit: 5120,
+    testLimit: 1000,
+    epochs: 3,
+    batchSize: 32,
+  }),
+});
+
 /** Options of {@linkcode train}. Every field is optional; defaults are d2l's. */
 export interface TrainOptions {
+  /**
+   * Defaults to start from: `"d2l"` (the default) or `"quick"`; see
+   * {@linkcode PRESETS}. Options given here override them.
+   */
+  preset?: PresetName;
   /** Number of data-parallel worker replicas. Default 1. */
   workers?: number;
   /** Passes over the training set. Default 10. */
@@ -240,7 +290,15 @@ export interface EpochRecord {
  * assert.ok(options.batchSize === 128 && options.lr === 0.1 && options.epochs === 10);
  * ```
  */
-export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOptions {
+export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOptions {
+  const preset = given.preset ?? "d2l";
+  if (!Object.hasOwn(PRESETS, preset)) {
+    throw new UsageError(
+      `preset must be one of ${Object.keys(PRESETS).join(", ")}, got ${describeValue(preset)}`,
+    );
+  }
+  const defined = Object.entries(given).filter(([, value]) => value !== undefined);
+  const options: TrainOptions = { ...PRESETS[preset], ...Object.fromEntries(defined) };
   const workers = options.workers ?? 1;
   const epochs = options.epochs ?? 10;
   const batchSize = options.batchSize ?? 128;
@@ -250,6 +308,9 @@ export function resolveTrainOptions(options: TrainOptions = {}): ResolvedTrainOp
   const allReduce = options.allReduce ?? "shared";
   const kernels = options.kernels ?? "fast";
   positiveInteger("workers", workers);
+  if (workers > MAX_WORKERS) {
+    throw new UsageError(`workers must be at most ${MAX_WORKERS}, got ${describeValue(workers)}`);
+  }
   positiveInteger("epochs", epochs);
   positiveInteger("batch size", batchSize);
   if (batchSize < workers) {
