@@ -39,14 +39,14 @@ async function state(epochsDone: number, stepsDone: number): Promise<TrainingSta
     weightsChecksum: await sha256Hex(weights),
     optimizer: { name: "sgd", lr: 0.1 },
     rng: { seed: 4 },
-    history: epochsDone === 0 ? [] : [{
-      epoch: 1,
+    history: Array.from({ length: epochsDone }, (_, i) => ({
+      epoch: i + 1,
       loss: 2.2,
       trainAcc: 0.2,
       testAcc: 0.25,
       examplesPerSec: 40,
       seconds: 10,
-    }],
+    })),
     partial: { lossSum: 20.5, correct: 3, count: 16, trainSeconds: 1.25, seconds: 1.5 },
     totals: { examples: epochsDone * 64, trainSeconds: epochsDone * 9 },
   };
@@ -308,6 +308,61 @@ Deno.test("checkpoint reads are bounded by the file: no device or FIFO, no size 
     await assert.rejects(
       decodeCheckpoint(bytes, { name: "lying.msgpack" }),
       /^DataError: lying\.msgpack: not a checkpoint, or truncated \(Max length exceeded: array length \(4294967295\) > maxArrayLength \(5\)\)$/,
+    );
+  });
+});
+
+Deno.test("a checkpoint whose checksums hold but whose contents make no sense is rejected with the reason", async (t) => {
+  const cases: [string, (s: Record<string, unknown>) => void, RegExp][] = [
+    ["no config", (s) => delete s.config, /config is missing or not an object$/],
+    [
+      "a negative epoch count",
+      (s) => s.epochsDone = -5,
+      /epochsDone -5 is not a count of at most 3$/,
+    ],
+    ["more epochs done than planned", (s) => s.epochsDone = 7, /epochsDone 7 is not a count/],
+    ["a fractional step", (s) => s.stepsDone = 2.5, /stepsDone 2\.5 is not a count$/],
+    [
+      "a zero batch size",
+      (s) => (s.config as { batchSize: number }).batchSize = 0,
+      /config: batch size must be a positive integer, got 0$/,
+    ],
+    [
+      "an unknown backend",
+      (s) => (s.config as { backend: string }).backend = "cuda",
+      /config: backend must be one of webgpu, cpu, got "cuda"$/,
+    ],
+    [
+      "history shorter than the epochs done",
+      (s) => s.history = [],
+      /history does not hold one record per epoch done \(1\)$/,
+    ],
+    [
+      "another optimizer",
+      (s) => s.optimizer = { name: "adam", lr: 0.1 },
+      /optimizer is not SGD at the run's learning rate$/,
+    ],
+  ];
+  for (const [name, change, reason] of cases) {
+    await t.step(name, async () => {
+      const good = await state(1, 2) as unknown as Record<string, unknown>;
+      change(good);
+      const bytes = await encodeCheckpoint(good as unknown as TrainingState);
+      await assert.rejects(
+        decodeCheckpoint(bytes, { name: "x.msgpack" }),
+        (e: unknown) =>
+          e instanceof DataError && e.message.startsWith("x.msgpack: invalid checkpoint: ") &&
+          reason.test(e.message),
+      );
+    });
+  }
+  await t.step("NaN weights with a matching checksum", async () => {
+    const bad = await state(1, 2);
+    bad.weights[7] = NaN;
+    bad.weightsChecksum = await sha256Hex(bad.weights);
+    await assert.rejects(
+      decodeCheckpoint(await encodeCheckpoint(bad), { name: "x.msgpack" }),
+      /x\.msgpack: invalid checkpoint: the weights are not all finite$/,
     );
   });
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { InterruptedError, WorkerError } from "../lib/errors.ts";
-import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
+import { DataError, InterruptedError, WorkerError } from "../lib/errors.ts";
+import { encodeCheckpoint, listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
 import { train } from "../lib/train/train.ts";
 import { imageLikeDataset, withTempDir } from "./helpers.ts";
 
@@ -146,5 +146,22 @@ Deno.test("a preset's values are defaults, not settings given: a run with --pres
     const state = await readCheckpoint(saved.path);
     assert.equal(state.config.batchSize, 16, "the checkpoint's batch size, not the preset's 32");
     assert.equal(state.config.model.inputSize, 67, "the preset's input size, as first trained");
+  });
+});
+
+Deno.test("a checkpoint that stopped past the end of an epoch of this data is refused", async () => {
+  await withTempDir(async (dir) => {
+    await train({ ...RUN, epochs: 1, checkpointDir: dir });
+    const [saved] = await listCheckpoints(dir);
+    const state = await readCheckpoint(saved.path);
+    const lying = `${dir}/lying.msgpack`;
+    await Deno.writeFile(lying, await encodeCheckpoint({ ...state, stepsDone: 999 }));
+    await assert.rejects(
+      train({ ...RUN, checkpointDir: dir, resume: lying }),
+      (e: unknown) =>
+        e instanceof DataError &&
+        e.message ===
+          `${lying} stopped after step 999 of an epoch that has 6: it does not belong to this data set`,
+    );
   });
 });

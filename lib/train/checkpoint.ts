@@ -21,6 +21,7 @@ import { decode, encode } from "@msgpack/msgpack";
 import { DataError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic_write.ts";
 import { sha256Hex } from "../util/sha256.ts";
+import { checkpointProblem } from "./checkpoint_schema.ts";
 import type { EpochRecord, ResolvedTrainOptions } from "./options.ts";
 
 /** The `format` field of every checkpoint file. */
@@ -200,6 +201,8 @@ export async function decodeCheckpoint(
   if (weightsChecksum !== state.weightsChecksum) {
     throw fail("the weights do not match their checksum");
   }
+  const problem = checkpointProblem({ ...state, weights });
+  if (problem !== undefined) throw fail(`invalid checkpoint: ${problem}`);
   return {
     ...state,
     config: {

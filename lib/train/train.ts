@@ -9,7 +9,7 @@
 import { stepsPerEpoch } from "../data/batches.ts";
 import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
-import { DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
+import { DataError, DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
 import type { DeviceInfo } from "./backend.ts";
 import type { EpochSums, RunConfig, TrainingState } from "./checkpoint.ts";
 import { CheckpointStore } from "./checkpoint_store.ts";
@@ -89,7 +89,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);
   const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.workers), resolved);
-  if (resume) checkResumable(resume, { count: trainSet.count, options: resolved });
+  if (resume) checkResumable(resume, { count: trainSet.count, steps, options: resolved });
   const history = [...(resume?.state.history ?? [])];
   let last: TrainingState | undefined = resume?.state;
   if (last && last.epochsDone >= resolved.epochs) return result(last, history, undefined, 0);
@@ -322,9 +322,15 @@ function result(
 /** A resumed mid-epoch checkpoint needs the same global batches, i.e. the same padded epoch. */
 function checkResumable(
   point: ResumePoint,
-  run: { count: number; options: ResolvedTrainOptions },
+  run: { count: number; steps: number; options: ResolvedTrainOptions },
 ): void {
   const { state } = point;
+  if (state.stepsDone >= run.steps) {
+    throw new DataError(
+      `${point.path} stopped after step ${state.stepsDone} of an epoch that has ${run.steps}: ` +
+        "it does not belong to this data set",
+    );
+  }
   if (state.stepsDone === 0 || state.config.workers === run.options.workers) return;
   if (paddedSize(run.count, state.config.workers) !== paddedSize(run.count, run.options.workers)) {
     throw new UsageError(

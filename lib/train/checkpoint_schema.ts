@@ -1,0 +1,108 @@
+/**
+ * The shape a decoded checkpoint payload must have before anything uses it.
+ *
+ * A checkpoint's checksum proves the bytes are the ones written, not that the
+ * writer wrote something sensible (another program, another version, a hand-
+ * edited file with a fresh checksum). Every field is checked here, with the
+ * same rules the options of a run get.
+ *
+ * @module
+ */
+
+import { UsageError } from "../errors.ts";
+import { resolveTrainOptions } from "./options.ts";
+
+type Fields = Record<string, unknown>;
+
+/**
+ * The first problem with `state`, a decoded checkpoint payload whose weights
+ * are already a `Float32Array`, or undefined when it is a valid training
+ * state: run id, settings (as `train()` would accept them), position,
+ * finite weights, optimizer, RNG, history and sums.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkpointProblem } from "./checkpoint_schema.ts";
+ *
+ * assert.equal(checkpointProblem({ epochsDone: 1 }), "config is missing or not an object");
+ * ```
+ */
+export function checkpointProblem(state: Fields): string | undefined {
+  if (state.runId !== undefined && typeof state.runId !== "string") return "runId is not a string";
+  const config = state.config as Fields | undefined;
+  if (!isObject(config)) return "config is missing or not an object";
+  const model = config.model as Fields | undefined;
+  if (!isObject(model)) return "config.model is missing or not an object";
+  try {
+    resolveTrainOptions({
+      workers: config.workers,
+      epochs: config.epochs,
+      batchSize: config.batchSize,
+      lr: config.lr,
+      seed: config.seed,
+      backend: config.backend,
+      allReduce: config.allReduce,
+      kernels: config.kernels,
+      inputSize: model.inputSize,
+      width: model.width,
+      dropout: model.dropout,
+      init: model.init,
+      trainLimit: config.trainLimit ?? undefined,
+      testLimit: config.testLimit ?? undefined,
+    } as Fields);
+  } catch (error) {
+    if (error instanceof UsageError) return `config: ${error.message}`;
+    throw error;
+  }
+  if (model.seed !== config.seed) return "config.model.seed differs from config.seed";
+  const epochs = config.epochs as number;
+  if (!isCount(state.epochsDone) || (state.epochsDone as number) > epochs) {
+    return `epochsDone ${state.epochsDone} is not a count of at most ${epochs}`;
+  }
+  if (!isCount(state.stepsDone)) return `stepsDone ${state.stepsDone} is not a count`;
+  const weights = state.weights as Float32Array;
+  if (weights.length === 0) return "the weights are empty";
+  if (!weights.every(Number.isFinite)) return "the weights are not all finite";
+  if (typeof state.weightsChecksum !== "string" || !/^[0-9a-f]{64}$/.test(state.weightsChecksum)) {
+    return "weightsChecksum is not a SHA-256";
+  }
+  const optimizer = state.optimizer as Fields | undefined;
+  if (!isObject(optimizer) || optimizer.name !== "sgd" || optimizer.lr !== config.lr) {
+    return "optimizer is not SGD at the run's learning rate";
+  }
+  if (!isObject(state.rng) || (state.rng as Fields).seed !== config.seed) {
+    return "rng is not the run's seed";
+  }
+  const history = state.history;
+  if (!Array.isArray(history) || history.length !== state.epochsDone) {
+    return `history does not hold one record per epoch done (${state.epochsDone})`;
+  }
+  const recordKeys = ["loss", "trainAcc", "testAcc", "examplesPerSec", "seconds"];
+  for (const [i, record] of history.entries()) {
+    if (!isObject(record) || record.epoch !== i + 1 || !numbers(record, recordKeys)) {
+      return `history record ${i + 1} is malformed`;
+    }
+  }
+  const sumKeys = ["lossSum", "correct", "count", "trainSeconds", "seconds"];
+  if (!isObject(state.partial) || !numbers(state.partial as Fields, sumKeys)) {
+    return "partial is not the sums of an epoch in progress";
+  }
+  if (!isObject(state.totals) || !numbers(state.totals as Fields, ["examples", "trainSeconds"])) {
+    return "totals are malformed";
+  }
+  return undefined;
+}
+
+function isObject(value: unknown): value is Fields {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isCount(value: unknown): boolean {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** Whether every key of `keys` in `fields` is a number. */
+function numbers(fields: Fields, keys: readonly string[]): boolean {
+  return keys.every((key) => typeof fields[key] === "number");
+}
