@@ -30,6 +30,7 @@ export {
   WorkerError,
 } from "./lib/errors.ts";
 export {
+  checkDataset,
   type Dataset,
   defaultCacheDir,
   FASHION_MNIST_CLASSES,

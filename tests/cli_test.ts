@@ -151,6 +151,10 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
     assert.match(lines[4], /^loss \d+\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}$/);
     assert.match(lines[5], /^\d+\.\d examples\/sec on .+$/);
     assert.equal(lines.length, 6);
+    assert.match(
+      stderr,
+      /^note: .*train-images-idx3-ubyte\.gz.* differ from the official Fashion-MNIST files \(SHA-256\); using them as given$/m,
+    );
 
     const records = (await Deno.readTextFile(`${dir}/metrics.jsonl`)).trimEnd().split("\n")
       .map((line) => JSON.parse(line));

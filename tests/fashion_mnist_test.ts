@@ -150,3 +150,32 @@ Deno.test("loadFashionMNIST rejects missing, corrupt and mismatched files with o
     });
   });
 });
+
+Deno.test("files in the download cache are checked against the official SHA-256; a tampered one is refused", async () => {
+  await withTempDir(async (cacheDir) => {
+    await writeTinyDataset(cacheDir); // valid IDX files with the official names, not the official bytes
+    await assert.rejects(
+      withEnv(
+        { FASHION_MNIST_DIR: undefined },
+        () => loadFashionMNIST({ cacheDir, download: false }),
+      ),
+      dataError(
+        /^.*train-images-idx3-ubyte\.gz, .* in the download cache differ from the official files \(SHA-256\): delete them to download them again$/,
+      ),
+    );
+  });
+});
+
+Deno.test({
+  name: "the official files are hashed once per file identity",
+  ignore: DATA_DIR === undefined,
+  fn: async () => {
+    await withTempDir(async (cacheDir) => {
+      await loadFashionMNIST({ dataDir: DATA_DIR, cacheDir, quiet: true });
+      const record = JSON.parse(await Deno.readTextFile(`${cacheDir}/verified.json`));
+      const names = Object.keys(record).map((path) => path.split("/").at(-1)).sort();
+      assert.deepEqual(names, Object.values(FASHION_MNIST_FILES).map((f) => f.name).sort());
+      for (const value of Object.values(record) as string[]) assert.match(value, /:[0-9a-f]{64}$/);
+    });
+  },
+});

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { DistributedSampler } from "../lib/data/sampler.ts";
-import { DivergedError, UsageError, WorkerError } from "../lib/errors.ts";
+import type { Dataset } from "../lib/data/fashion_mnist.ts";
+import { DataError, DivergedError, UsageError, WorkerError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
 import type { TrainOptions } from "../lib/train/options.ts";
@@ -291,4 +292,29 @@ Deno.test("a diverging run stops at the step its loss or gradient stops being fi
       assert.ok(state.weights.every(Number.isFinite), `${file.path} holds finite weights`);
     }
   });
+});
+
+Deno.test("train() rejects in-memory data that does not add up, before starting any worker", async () => {
+  const good = imageLikeDataset(8, 9);
+  const cases: [unknown, RegExp][] = [
+    [{ ...good, count: 9 }, /^data\.train: 6272 image bytes, but 9 images of 28×28 need 7056$/],
+    [
+      { ...good, labels: good.labels.map((l, i) => i === 3 ? 200 : l) },
+      /^data\.train: label 200 of example 3 is outside 0\.\.9$/,
+    ],
+    [
+      { ...good, count: 0, images: new Uint8Array(0), labels: new Uint8Array(0) },
+      /^data\.train: count must be a positive integer, got 0$/,
+    ],
+    [
+      { ...good, images: Array.from(good.images) },
+      /^data\.train: images and labels must be Uint8Arrays$/,
+    ],
+  ];
+  for (const [train_, pattern] of cases) {
+    await assert.rejects(
+      train({ ...CONFIG, data: { train: train_ as Dataset, test: DATA.test } }),
+      (e: unknown) => e instanceof DataError && pattern.test(e.message),
+    );
+  }
 });

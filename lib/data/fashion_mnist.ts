@@ -4,8 +4,10 @@
  * @module
  */
 
-import { join } from "node:path";
-import { DataError } from "../errors.ts";
+import { join, resolve } from "node:path";
+import { writeFileAtomic } from "../util/atomic_write.ts";
+import { sha256Hex } from "../util/sha256.ts";
+import { DataError, describeValue } from "../errors.ts";
 import { ProgressBar } from "../util/progress.ts";
 import { downloadVerified } from "./download.ts";
 import { parseIdxImages, parseIdxLabels, readIdxFile } from "./idx.ts";
@@ -103,6 +105,53 @@ export interface Dataset {
   cols: number;
 }
 
+/**
+ * Checks that `dataset` is a usable split: a positive count of `rows × cols`
+ * uint8 images with one label in `[0, numClasses)` each, and throws a
+ * {@linkcode DataError} naming `name` and the first problem otherwise.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkDataset } from "./fashion_mnist.ts";
+ *
+ * const images = new Uint8Array(2 * 4), labels = new Uint8Array([3, 200]);
+ * assert.throws(
+ *   () => checkDataset({ images, labels, count: 2, rows: 2, cols: 2 }, { name: "train" }),
+ *   /^DataError: train: label 200 of example 1 is outside 0\.\.9$/,
+ * );
+ * ```
+ */
+export function checkDataset(
+  dataset: Dataset,
+  options: { name: string; numClasses?: number },
+): void {
+  const fail = (reason: string) => new DataError(`${options.name}: ${reason}`);
+  const numClasses = options.numClasses ?? FASHION_MNIST_CLASSES.length;
+  if (typeof dataset !== "object" || dataset === null) throw fail("not a data set");
+  const { images, labels, count, rows, cols } = dataset;
+  for (const [key, value] of Object.entries({ count, rows, cols })) {
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+      throw fail(`${key} must be a positive integer, got ${describeValue(value)}`);
+    }
+  }
+  if (!(images instanceof Uint8Array) || !(labels instanceof Uint8Array)) {
+    throw fail("images and labels must be Uint8Arrays");
+  }
+  if (images.length !== count * rows * cols) {
+    throw fail(
+      `${images.length} image bytes, but ${count} images of ${rows}×${cols} need ${
+        count * rows * cols
+      }`,
+    );
+  }
+  if (labels.length !== count) throw fail(`${labels.length} labels for ${count} images`);
+  const bad = labels.findIndex((label) => label >= numClasses);
+  if (bad >= 0) {
+    throw fail(`label ${labels[bad]} of example ${bad} is outside 0..${numClasses - 1}`);
+  }
+}
+
 /** Options for {@linkcode loadFashionMNIST}. */
 export interface LoadFashionMnistOptions {
   /**
@@ -128,8 +177,12 @@ export interface LoadFashionMnistOptions {
  *
  * Looks in `dataDir` (or `$FASHION_MNIST_DIR`) when given; otherwise in the
  * cache directory, downloading missing files from the official location with
- * SHA-256 verification. Every failure is a {@linkcode DataError} with one line
- * naming the file and what is wrong, or where to put the files.
+ * SHA-256 verification. Gzipped files are checked against the official
+ * SHA-256 (each file once per identity, remembered in the cache directory):
+ * a cached file that differs is refused; a file of `dataDir` that differs is
+ * used, with a note on stderr (unless `quiet`). Every failure is a
+ * {@linkcode DataError} with one line naming the file and what is wrong, or
+ * where to put the files.
  *
  * @example
  * ```ts ignore
@@ -152,6 +205,19 @@ export async function loadFashionMNIST(
   if (train.rows !== test.rows || train.cols !== test.cols) {
     throw new DataError(
       `${files.trainImages.name} has ${train.rows}×${train.cols} images but ${files.testImages.name} has ${test.rows}×${test.cols}`,
+    );
+  }
+  const differing = await differingFromOfficial(paths, options.cacheDir ?? defaultCacheDir());
+  if (differing.length > 0 && localDir === undefined) {
+    throw new DataError(
+      `${differing.join(", ")} in the download cache differ from the official files ` +
+        `(SHA-256): delete them to download them again`,
+    );
+  }
+  if (differing.length > 0 && !options.quiet) {
+    console.error(
+      `note: ${differing.join(", ")} differ from the official Fashion-MNIST files ` +
+        `(SHA-256); using them as given`,
     );
   }
   return { train, test };
@@ -196,6 +262,48 @@ async function findLocal(dir: string, what: string): Promise<FilePaths> {
     }
   }
   return paths as FilePaths;
+}
+
+/**
+ * The gzipped files among `paths` whose SHA-256 is not the official one.
+ * Files already found good are remembered by identity (path, size, mtime,
+ * inode) in `verified.json` in `cacheDir`, so each is hashed once; unpacked
+ * files (no official checksum) are not checked.
+ */
+async function differingFromOfficial(paths: FilePaths, cacheDir: string): Promise<string[]> {
+  const record = join(cacheDir, "verified.json");
+  let verified: Record<string, string> = {};
+  try {
+    verified = JSON.parse(await Deno.readTextFile(record));
+  } catch {
+    // none yet, or unreadable: verify everything
+  }
+  const differing: string[] = [];
+  let learned = false;
+  for (const [key, spec] of entries()) {
+    const path = paths[key];
+    if (!path.endsWith(".gz")) continue;
+    const info = await Deno.stat(path);
+    if (info.size > 64 * 2 ** 20) { // the official files are 30 MB together: no need to read it
+      differing.push(path);
+      continue;
+    }
+    const identity = `${info.size}:${info.mtime?.getTime()}:${info.ino}`;
+    const absolute = resolve(path);
+    if (verified[absolute] === `${identity}:${spec.sha256}`) continue;
+    if (await sha256Hex(await Deno.readFile(path)) !== spec.sha256) {
+      differing.push(path);
+      continue;
+    }
+    verified[absolute] = `${identity}:${spec.sha256}`;
+    learned = true;
+  }
+  if (learned) {
+    await Deno.mkdir(cacheDir, { recursive: true })
+      .then(() => writeFileAtomic(record, JSON.stringify(verified, null, 1)))
+      .catch(() => {}); // a read-only cache only costs hashing again next time
+  }
+  return differing;
 }
 
 async function ensureCached(options: LoadFashionMnistOptions): Promise<FilePaths> {

@@ -7,7 +7,7 @@
  */
 
 import { stepsPerEpoch } from "../data/batches.ts";
-import { type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
+import { checkDataset, type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { DataError, DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
 import type { DeviceInfo } from "./backend.ts";
@@ -78,6 +78,12 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     ? await findResumePoint(options.resume, { checkpointDir: options.checkpointDir })
     : undefined;
   const resolved = resolveTrainOptions(resume ? resumedOptions(resume, options) : options);
+  const runId = resume?.state.runId ?? crypto.randomUUID();
+  // Before any work: the checkpoint directory is created, written to, and checked for other runs.
+  const store = resolved.checkpointDir === undefined ? undefined : await CheckpointStore.open(
+    resolved.checkpointDir,
+    { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
+  );
   const data = options.data ?? await loadFashionMNIST({
     dataDir: options.dataDir,
     download: options.download,
@@ -86,6 +92,19 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     if (!options.signal?.aborted) throw error;
     throw new InterruptedError({ epochsDone: 0, stepsDone: 0, signal: signalName(options.signal) });
   });
+  if (options.data !== undefined) {
+    if (typeof options.data !== "object" || options.data === null) {
+      throw new DataError("data must be { train, test } data sets");
+    }
+    checkDataset(options.data.train, { name: "data.train" });
+    checkDataset(options.data.test, { name: "data.test" });
+    if (
+      options.data.train.rows !== options.data.test.rows ||
+      options.data.train.cols !== options.data.test.cols
+    ) {
+      throw new DataError("data.train and data.test hold images of different sizes");
+    }
+  }
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);
   const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.workers), resolved);
@@ -94,12 +113,6 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   let last: TrainingState | undefined = resume?.state;
   if (last && last.epochsDone >= resolved.epochs) return result(last, history, undefined, 0);
 
-  const runId = resume?.state.runId ?? crypto.randomUUID();
-  // Before any work: the checkpoint directory is created, written to, and checked for other runs.
-  const store = resolved.checkpointDir === undefined ? undefined : await CheckpointStore.open(
-    resolved.checkpointDir,
-    { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
-  );
   const save = async (state: TrainingState): Promise<string | undefined> => {
     if (state.weights.some((value) => !Number.isFinite(value))) {
       // Never saved, never kept as the state to restart from: the last finite one stays.
