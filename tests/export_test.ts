@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { exportLayersModel, loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
+import { DataError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
 import { toModelInput } from "../lib/train/replica.ts";
@@ -101,4 +102,49 @@ Deno.test("eval rejects bad input with one line and exit code 2", async () => {
     assert.match(stderr, pattern);
     assert.equal(stdout, "");
   }
+});
+
+Deno.test("loading a model reads only its own files, as large as its manifest says", async (t) => {
+  await initBackend("cpu");
+  await withTempDir(async (dir) => {
+    const nin = createNiN(MODEL);
+    const weights = new Float32Array(nin.countParams());
+    nin.dispose();
+    await exportLayersModel(weights, { dir, model: MODEL });
+    const manifest = JSON.parse(await Deno.readTextFile(`${dir}/model.json`));
+    const rewrite = (paths: string[]) =>
+      Deno.writeTextFile(
+        `${dir}/model.json`,
+        JSON.stringify({
+          ...manifest,
+          weightsManifest: [{ ...manifest.weightsManifest[0], paths }],
+        }),
+      );
+    await t.step("a path outside the model directory", async () => {
+      await rewrite(["../../dev/zero"]);
+      await assert.rejects(
+        loadLayersModelFromDir(dir),
+        (e: unknown) =>
+          e instanceof DataError &&
+          /names a weights file outside .*: \.\.\/\.\.\/dev\/zero$/.test(e.message),
+      );
+    });
+    await t.step("a device inside it", async () => {
+      await Deno.symlink("/dev/zero", `${dir}/zero.bin`);
+      await rewrite(["zero.bin"]);
+      await assert.rejects(loadLayersModelFromDir(dir), /zero\.bin is not a regular file$/);
+    });
+    await t.step("a weights file larger than the manifest's weights", async () => {
+      await Deno.writeFile(`${dir}/big.bin`, new Uint8Array(4 * weights.length + 4));
+      await rewrite(["big.bin"]);
+      await assert.rejects(
+        loadLayersModelFromDir(dir),
+        new RegExp(
+          `big\\.bin has ${4 * weights.length + 4} bytes, more than the ${
+            4 * weights.length
+          } expected$`,
+        ),
+      );
+    });
+  });
 });

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { join, resolve, sep as SEPARATOR } from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import * as tfl from "@tensorflow/tfjs-layers";
 import { DataError } from "../errors.ts";
@@ -88,21 +88,33 @@ export async function loadLayersModelFromDir(dir: string): Promise<tfl.LayersMod
     weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
   };
   try {
-    manifest = JSON.parse(await Deno.readTextFile(manifestPath));
+    manifest = JSON.parse(new TextDecoder().decode(await readBounded(manifestPath, MAX_MANIFEST)));
   } catch (error) {
+    if (error instanceof DataError) throw error;
     throw new DataError(`cannot read ${manifestPath}: ${(error as Error).message}`);
   }
-  if (!manifest.modelTopology || !Array.isArray(manifest.weightsManifest)) {
+  if (
+    !manifest.modelTopology || !Array.isArray(manifest.weightsManifest) ||
+    !manifest.weightsManifest.every((g) => Array.isArray(g?.paths) && Array.isArray(g?.weights))
+  ) {
     throw new DataError(`${manifestPath} is not a TensorFlow.js LayersModel`);
   }
   const specs = manifest.weightsManifest.flatMap((group) => group.weights);
+  // The weights' bytes, as the specs declare them: no weight file may hold more.
+  let left = specs.reduce(
+    (sum, spec) => sum + (spec.shape ?? []).reduce((a, b) => a * b, 1) * bytesPer(spec.dtype),
+    0,
+  );
+  const root = resolve(dir);
   const parts: Uint8Array[] = [];
   for (const path of manifest.weightsManifest.flatMap((group) => group.paths)) {
-    try {
-      parts.push(await Deno.readFile(join(dir, path)));
-    } catch (error) {
-      throw new DataError(`cannot read ${join(dir, path)}: ${(error as Error).message}`);
+    const full = resolve(root, String(path));
+    if (!full.startsWith(root + SEPARATOR)) {
+      throw new DataError(`${manifestPath} names a weights file outside ${dir}: ${path}`);
     }
+    const part = await readBounded(full, left);
+    left -= part.length;
+    parts.push(part);
   }
   const data = await new Blob(parts as Uint8Array<ArrayBuffer>[]).arrayBuffer();
   try {
@@ -115,6 +127,32 @@ export async function loadLayersModelFromDir(dir: string): Promise<tfl.LayersMod
     );
   } catch (error) {
     throw new DataError(`${manifestPath}: cannot load the model (${(error as Error).message})`);
+  }
+}
+
+/** The largest `model.json` read: NiN's is 10 kB. */
+const MAX_MANIFEST = 16 * 2 ** 20;
+
+function bytesPer(dtype: string | undefined): number {
+  return dtype === "float32" || dtype === "int32" || dtype === undefined ? 4 : 1;
+}
+
+/** Reads a regular file of at most `limit` bytes, or throws a `DataError` saying why not. */
+async function readBounded(path: string, limit: number): Promise<Uint8Array> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    throw new DataError(`cannot read ${path}: ${(error as Error).message}`);
+  }
+  if (!info.isFile) throw new DataError(`${path} is not a regular file`);
+  if (info.size > limit) {
+    throw new DataError(`${path} has ${info.size} bytes, more than the ${limit} expected`);
+  }
+  try {
+    return await Deno.readFile(path);
+  } catch (error) {
+    throw new DataError(`cannot read ${path}: ${(error as Error).message}`);
   }
 }
 
