@@ -16,14 +16,16 @@
  * 15 of every 16). Within a phase, consecutive pixels of a row meet
  * consecutive columns of dy.
  *
- * Each invocation computes up to 32 pixels × 16 channels in registers;
- * neighbouring invocations take neighbouring pixels, so their dy reads are
- * adjacent and their filter reads the same. dy and W are read as vec4s along
- * output channels when those are a multiple of 4 (4 FMAs per loaded value
- * pair), and dx is written as vec4s when input channels allow. Shapes are
- * baked into the shader. As in {@linkcode ./conv2d_backprop_filter.ts}, no
- * workgroup memory is used: on llvmpipe, where every memory access is a loop
- * over the SIMD lanes, staging tiles there costs more than it saves.
+ * Each invocation computes up to 128 outputs in registers (say 8 pixels ×
+ * 16 channels, or 32 pixels × 1 channel for a 1-channel image); neighbouring
+ * invocations take neighbouring pixels, so their dy reads are adjacent and
+ * their filter reads the same. dy and W are read as vec4s along output
+ * channels when those are a multiple of 4 (4 FMAs per value loaded per
+ * operand), and dx is written as vec4s when input channels allow. Shapes are
+ * baked into the shader. As in `conv2d_backprop_filter.ts`, no workgroup
+ * memory is used: on llvmpipe, where every memory access is a loop over the
+ * SIMD lanes, staging tiles there costs more than it saves. The layout has
+ * not been measured on a GPU.
  *
  * Unsupported cases (NCHW, non-float32, empty tensors) run tfjs' own kernel.
  *
