@@ -9,7 +9,7 @@ import { initBackend } from "../lib/train/backend.ts";
 import type { TrainOptions } from "../lib/train/options.ts";
 import { train } from "../lib/train/train.ts";
 import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
-import { imageLikeDataset, ROOT, withTempDir } from "./helpers.ts";
+import { imageLikeDataset, ROOT, runScript, withTempDir } from "./helpers.ts";
 
 await initBackend("webgpu");
 
@@ -317,4 +317,20 @@ Deno.test("train() rejects in-memory data that does not add up, before starting 
       (e: unknown) => e instanceof DataError && pattern.test(e.message),
     );
   }
+});
+
+Deno.test("soak: the workers' tensor counts stay flat over many steps (scripts/soak.ts)", async () => {
+  const { code, stdout, stderr } = await runScript("scripts/soak.ts", [
+    "--steps",
+    "40",
+    "--every",
+    "10",
+  ], {
+    permissions: ["--allow-all"],
+  });
+  assert.equal(code, 0, stderr);
+  const counts = [...stdout.matchAll(/^\d+\s+(\d+), (\d+)\s/gm)].map((m) => `${m[1]},${m[2]}`);
+  assert.equal(counts.length, 5, stdout); // steps 1, 10, 20, 30, 40
+  assert.equal(new Set(counts).size, 1, `tensor counts changed: ${counts.join(" ")}`);
+  assert.match(stdout, /^tensors: flat; process RSS /m);
 });

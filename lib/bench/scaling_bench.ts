@@ -48,7 +48,7 @@ export interface ScalingBenchOptions extends BenchModel {
 }
 
 /** Median time of each step phase, averaged over workers, in milliseconds. */
-export type StepBreakdown = StepTiming;
+export type StepBreakdown = Omit<StepTiming, "tensors">;
 
 /** One worker count's result. */
 export interface ScalingResult {

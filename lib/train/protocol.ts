@@ -68,6 +68,8 @@ export interface StepTiming {
   waitMs: number;
   /** Uploading the averaged gradient and applying the SGD update on the device. */
   optimizerMs: number;
+  /** TensorFlow.js tensors alive in the worker after the step: flat unless something leaks. */
+  tensors: number;
 }
 
 /** Coordinator → worker: become replica `rank` of `worldSize`. */

@@ -21,6 +21,7 @@ import { StarAllReduce } from "../collective/star_all_reduce.ts";
 import { batchShard, gatherBatch, stepsPerEpoch } from "../data/batches.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
+import * as tf from "@tensorflow/tfjs-core";
 import { DivergedError } from "../errors.ts";
 import { mixSeed } from "../util/random.ts";
 import { trace } from "../util/trace.ts";
@@ -173,6 +174,7 @@ class ReplicaWorker {
           allReduceMs: updateStarted - reduceStarted - waitMs,
           waitMs,
           optimizerMs: performance.now() - updateStarted,
+          tensors: tf.memory().numTensors,
         };
       }
       const message: StepMessage = {
