@@ -53,6 +53,8 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
   await writeTinyDataset(dataDir);
   await writeTinyDataset(corruptDir);
   await Deno.writeTextFile(`${corruptDir}/train-labels-idx1-ubyte.gz`, "garbage");
+  const fifo = `${dataDir}/fifo`;
+  await new Deno.Command("mkfifo", { args: [fifo] }).output();
   const otherRun = `${dataDir}/other-run`;
   await Deno.mkdir(otherRun);
   await Deno.writeTextFile(`${otherRun}/ckpt-0001-000000.msgpack`, "another run's");
@@ -86,6 +88,12 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
     [["--data-dir", dataDir, "--plot", "/sys/p.svg"], /^error: --plot \/sys\/p\.svg: cannot /],
     [["--data-dir", dataDir, "--export", "/sys"], /^error: --export \/sys: cannot /],
     [["--data-dir", dataDir, "--export", "/sys/model"], /^error: --export \/sys\/model: cannot /],
+    // Reads bounded by the file: devices and FIFOs are not read at all.
+    [
+      ["--data-dir", dataDir, "--resume", "/dev/zero"],
+      /^error: checkpoint \/dev\/zero is not a regular file$/,
+    ],
+    [["--data-dir", dataDir, "--resume", fifo], /^error: checkpoint .*fifo is not a regular file$/],
     [
       ["--data-dir", dataDir, "--checkpoint-dir", "README.md"],
       /^error: checkpoint directory README\.md cannot be created: it exists and is not a directory$/,
