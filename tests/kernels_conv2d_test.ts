@@ -139,3 +139,19 @@ Deno.test("the fast forward convolution leaks no tensors", async () => {
   assert.equal(tf.memory().numTensors, before);
   tf.dispose([x, w]);
 });
+
+Deno.test("switching kernel sets is idempotent and restores tfjs's own kernels", () => {
+  const names = [tf.Conv2D, tf.Conv2DBackpropInput, tf.Conv2DBackpropFilter];
+  const current = () => names.map((name) => tf.getKernel(name, "webgpu").kernelFunc);
+  useKernels("tfjs");
+  const tfjs = current();
+  useKernels("fast");
+  const fast = current();
+  for (const [i, name] of names.entries()) assert.notEqual(fast[i], tfjs[i], name);
+  useKernels("fast");
+  assert.deepEqual(current(), fast, "a second useKernels('fast') changes nothing");
+  useKernels("tfjs");
+  useKernels("tfjs");
+  assert.deepEqual(current(), tfjs, "tfjs's own kernels are back");
+  useKernels("fast");
+});

@@ -12,6 +12,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { fastConv2D } from "./conv2d.ts";
+import { fastConv2DBackpropFilter } from "./conv2d_backprop_filter.ts";
+import { fastConv2DBackpropInput } from "./conv2d_backprop_input.ts";
 
 /** The kernel sets a run can use: `fast` (this library's, the default) or `tfjs` (tfjs's own). */
 export type KernelSet = "fast" | "tfjs";
@@ -44,16 +46,29 @@ const FAST_KERNELS: Readonly<Record<string, FastKernel>> = {
       attrs as unknown as tf.Conv2DAttrs,
       backend,
     ),
+  [tf.Conv2DBackpropInput]: (inputs, attrs, backend) =>
+    fastConv2DBackpropInput(
+      inputs as unknown as { dy: tf.TensorInfo; filter: tf.TensorInfo },
+      attrs as unknown as tf.Conv2DBackpropInputAttrs,
+      backend,
+    ),
+  [tf.Conv2DBackpropFilter]: (inputs, attrs, backend) =>
+    fastConv2DBackpropFilter(
+      inputs as unknown as { x: tf.TensorInfo; dy: tf.TensorInfo },
+      attrs as unknown as tf.Conv2DBackpropFilterAttrs,
+      backend,
+    ),
 };
 
-/** tfjs's own kernels, saved the first time they are replaced. */
-const original = new Map<string, tf.KernelConfig>();
+/** tfjs's own kernels, saved the first time they are replaced, and their fast replacements. */
+const registered = new Map<string, { tfjs: tf.KernelConfig; fast: tf.KernelConfig }>();
 
 /**
  * Makes `set` the kernels of the `webgpu` backend in this thread: `fast`
  * registers this library's kernels in place of tfjs's (each falls back to
  * tfjs's kernel for cases it does not cover), `tfjs` restores tfjs's own.
- * Call it before building the model; it may be called again to switch.
+ * Call it before building the model; it may be called again to switch, and
+ * calling it twice with the same set changes nothing.
  *
  * @example
  * ```ts ignore
@@ -66,20 +81,25 @@ const original = new Map<string, tf.KernelConfig>();
  */
 export function useKernels(set: KernelSet): void {
   for (const [name, fast] of Object.entries(FAST_KERNELS)) {
-    const tfjs = original.get(name) ?? tf.getKernel(name, "webgpu");
-    if (tfjs === undefined) continue; // the webgpu backend is not loaded
-    original.set(name, tfjs);
-    tf.unregisterKernel(name, "webgpu");
-    if (set === "tfjs") {
-      tf.registerKernel(tfjs);
-      continue;
+    let configs = registered.get(name);
+    if (configs === undefined) {
+      const tfjs = tf.getKernel(name, "webgpu");
+      if (tfjs === undefined) continue; // the webgpu backend is not loaded
+      configs = {
+        tfjs,
+        fast: {
+          kernelName: name,
+          backendName: "webgpu",
+          kernelFunc: (args) =>
+            fast(args.inputs, args.attrs ?? {}, args.backend as WebGPUBackend) ??
+              tfjs.kernelFunc(args),
+        },
+      };
+      registered.set(name, configs);
     }
-    tf.registerKernel({
-      kernelName: name,
-      backendName: "webgpu",
-      kernelFunc: (args) =>
-        fast(args.inputs, args.attrs ?? {}, args.backend as WebGPUBackend) ??
-          tfjs.kernelFunc(args),
-    });
+    const wanted = set === "fast" ? configs.fast : configs.tfjs;
+    if (tf.getKernel(name, "webgpu") === wanted) continue;
+    tf.unregisterKernel(name, "webgpu");
+    tf.registerKernel(wanted);
   }
 }
