@@ -228,14 +228,17 @@ async function main(): Promise<void> {
     const shapes = smoke
       ? { inputSize: 67, width: 0.0625, batch: 2 }
       : KERNEL_SHAPES[config.kernelShapes];
+    const calls = smoke ? 2 : 9;
     console.log(
       `\nKernels: NiN's convolutions at ${shapes.inputSize} px, width ${shapes.width}, ` +
-        `${shapes.batch} images; ms per call, median of ${config.repeats} × 5 calls issued back ` +
-        `to back; matMul: tfjs matMul at the same GEMM size on this adapter`,
+        `${shapes.batch} images; ms per call: (T(${calls} calls back to back) − T(1 call)) / ` +
+        `${calls - 1}, ` +
+        `each ending in a read-back, median of ${config.repeats}; matMul: tfjs matMul at the ` +
+        `same GEMM size on this adapter`,
     );
     kernels = await benchKernels({
       ...shapes,
-      calls: smoke ? 2 : 5,
+      calls,
       repeats: config.repeats,
       onResult: (r) =>
         console.error(`  ${r.layer} ${r.pass} ${r.kernels}: ${r.gflops.toFixed(2)} GFLOP/s`),

@@ -220,15 +220,11 @@ Deno.test("opening a checkpoint store proves the directory writable and sweeps k
     });
   });
   await t.step("a directory that cannot be written", async () => {
-    await withTempDir(async (dir) => {
-      // Root may write anywhere but /sys; everybody else is kept out by the mode.
-      const readOnly = Deno.uid() === 0 ? "/sys" : `${dir}/ro`;
-      if (readOnly !== "/sys") await Deno.mkdir(readOnly, { mode: 0o555 });
-      await assert.rejects(
-        CheckpointStore.open(readOnly, { runId: "a", keep: 1, resuming: false }),
-        /^UsageError: checkpoint directory .* cannot be written: /,
-      );
-    });
+    // /sys: writable by nobody, root included; without --allow-all Deno keeps it out of reach too.
+    await assert.rejects(
+      CheckpointStore.open("/sys", { runId: "a", keep: 1, resuming: false }),
+      /^UsageError: checkpoint directory \/sys cannot be (written|created): /,
+    );
   });
   await t.step("a .partial left by a kill is removed; other files stay", async () => {
     await withTempDir(async (dir) => {

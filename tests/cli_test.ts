@@ -196,7 +196,7 @@ Deno.test("several workers on llvmpipe through GL: the start-up line names the p
     assert.equal(warnings.length, 1, two.stderr);
     assert.match(
       warnings[0],
-      /^warning: llvmpipe .* runs through GL, which serialises the workers' GPU work: 2 workers train no faster than 1\. Install Mesa's Vulkan driver .*apt-get install mesa-vulkan-drivers libvulkan1/,
+      /^warning: llvmpipe .* runs through GL, which serialises the workers' GPU work: 2 workers add little or no speed over 1\. Install Mesa's Vulkan driver .*apt-get install mesa-vulkan-drivers libvulkan1/,
     );
     const one = await run("1");
     assert.equal(one.code, 0, one.stderr);

@@ -9,57 +9,39 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { useKernels } from "../lib/kernels/mod.ts";
 import { initBackend } from "../lib/train/backend.ts";
-import { mulberry32 } from "../lib/util/random.ts";
+import {
+  type Compute,
+  expectMatchesCpu,
+  expectNoLeaks,
+  expectTfjsKernelResult,
+  type HostTensor,
+  randomHostTensor,
+  toTensor,
+  worstCaseRelative,
+} from "./kernel_helpers.ts";
 
 await initBackend("webgpu", { kernels: "fast" });
 
-/** Uniform values in [-1, 1), seeded. */
-function random(shape: number[], seed: number): tf.Tensor {
-  const next = mulberry32(seed);
-  const size = shape.reduce((a, b) => a * b, 1);
-  return tf.tensor(Float32Array.from({ length: size }, () => next() / 2 ** 31 - 1), shape);
+/** `tf.conv2d` with `stride` and `pad`, as a {@linkcode Compute}. */
+function conv2d(stride: number, pad: "same" | "valid"): Compute {
+  return (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad);
 }
 
 /**
- * `fn(...inputs)` on the webgpu backend (fast kernels) and on tfjs's cpu
- * backend, compared per element. Tolerance: each output is a sum of `terms`
- * float32 products; any summation order is within terms·ε·Σ|products| of the
- * exact sum (ε = 2⁻²⁴), so two orders differ by at most twice that. Σ|products|
- * is the same operation on |inputs|, computed on the cpu backend.
+ * Checks `compute` on x and w against tfjs's cpu backend. Each output sums
+ * `terms` ≤ 432 products here, few enough for the worst-case bound (see
+ * `expectMatchesCpu`); the absolute 1e-30 only lets an output whose terms
+ * are all zero be a denormal away from zero.
  */
-async function expectMatchesCpu(
-  fn: (...inputs: tf.Tensor[]) => tf.Tensor,
-  inputs: tf.Tensor[],
+async function expectMatchesCpuConv(
+  label: string,
+  compute: Compute,
+  x: HostTensor,
+  w: HostTensor,
   terms: number,
 ): Promise<void> {
-  const got = fn(...inputs);
-  const gotValues = await got.data();
-  const gotShape = got.shape;
-  got.dispose();
-  const hostInputs = await Promise.all(inputs.map(async (t) => ({
-    values: await t.data(),
-    shape: t.shape,
-  })));
-  await tf.setBackend("cpu");
-  try {
-    const cpuInputs = hostInputs.map((t) => tf.tensor(t.values, t.shape));
-    const want = fn(...cpuInputs);
-    const scale = fn(...cpuInputs.map((t) => tf.abs(t)));
-    assert.deepEqual(gotShape, want.shape);
-    const wantValues = await want.data();
-    const scaleValues = await scale.data();
-    const epsilon = 2 ** -24;
-    for (let i = 0; i < wantValues.length; i++) {
-      const bound = 2 * terms * epsilon * scaleValues[i] + 1e-30;
-      const error = Math.abs(gotValues[i] - wantValues[i]);
-      if (!(error <= bound)) {
-        assert.fail(`element ${i}: ${gotValues[i]} vs ${wantValues[i]} (bound ${bound})`);
-      }
-    }
-    tf.dispose([...cpuInputs, want, scale]);
-  } finally {
-    await tf.setBackend("webgpu");
-  }
+  const tolerance = { relative: worstCaseRelative(terms), absolute: 1e-30 };
+  await expectMatchesCpu(label, compute, [x, w], { tolerance, magnitudesOn: "cpu" });
 }
 
 /** [input NHWC, filter [kh, kw, in, out], stride, padding] */
@@ -82,15 +64,17 @@ const NIN_SMALL: Case[] = [
 
 Deno.test("the fast forward convolution matches tfjs's cpu backend on NiN's shapes and more", async (t) => {
   for (const [index, [xShape, wShape, stride, pad]] of NIN_SMALL.entries()) {
-    await t.step(`${xShape.join("×")} * ${wShape.join("×")} /${stride} ${pad}`, async () => {
-      const x = random(xShape, 2 * index + 1);
-      const w = random(wShape, 2 * index + 2);
-      await expectMatchesCpu(
-        (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, stride, pad),
-        [x, w],
+    const label = `${xShape.join("×")} * ${wShape.join("×")} /${stride} ${pad}`;
+    await t.step(label, async () => {
+      const x = randomHostTensor(xShape, 2 * index + 1);
+      const w = randomHostTensor(wShape, 2 * index + 2);
+      await expectMatchesCpuConv(
+        label,
+        conv2d(stride, pad),
+        x,
+        w,
         wShape[0] * wShape[1] * wShape[2],
       );
-      tf.dispose([x, w]);
     });
   }
   // These were the fast kernel's results, not tfjs's fallback: its shaders were compiled.
@@ -101,42 +85,24 @@ Deno.test("the fast forward convolution matches tfjs's cpu backend on NiN's shap
 });
 
 Deno.test("NiN's first layer at 224 px, the d2l configuration, on two images", async () => {
-  const x = random([2, 224, 224, 1], 7);
-  const w = random([11, 11, 1, 96], 8);
-  await expectMatchesCpu(
-    (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 4, "valid"),
-    [x, w],
-    121,
-  );
-  tf.dispose([x, w]);
+  const x = randomHostTensor([2, 224, 224, 1], 7);
+  const w = randomHostTensor([11, 11, 1, 96], 8);
+  await expectMatchesCpuConv("224 px", conv2d(4, "valid"), x, w, 121);
 });
 
 Deno.test("cases the fast kernel does not cover go to tfjs's kernel, with the same result", async () => {
-  const x = random([1, 9, 9, 4], 11);
-  const w = random([3, 3, 4, 8], 12);
-  const dilated = (a: tf.Tensor, b: tf.Tensor) =>
+  const x = randomHostTensor([1, 9, 9, 4], 11);
+  const w = randomHostTensor([3, 3, 4, 8], 12);
+  const dilated: Compute = (a, b) =>
     tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, "same", "NHWC", 2);
-  const fast = await dilated(x, w).data();
-  useKernels("tfjs");
-  const tfjs = await dilated(x, w).data();
-  useKernels("fast");
-  assert.deepEqual(fast, tfjs, "dilation 2 is tfjs's kernel either way: the same bits");
-  await expectMatchesCpu(dilated, [x, w], 36);
-  tf.dispose([x, w]);
+  await expectTfjsKernelResult("dilation 2", dilated, [x, w]);
+  await expectMatchesCpuConv("dilation 2", dilated, x, w, 36);
 });
 
 Deno.test("the fast forward convolution leaks no tensors", async () => {
-  const x = random([2, 15, 15, 12], 21);
-  const w = random([3, 3, 12, 12], 22);
-  const run = async () => {
-    const y = tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, "same");
-    await y.data();
-    y.dispose();
-  };
-  await run();
-  const before = tf.memory().numTensors;
-  for (let i = 0; i < 5; i++) await run();
-  assert.equal(tf.memory().numTensors, before);
+  const x = toTensor(randomHostTensor([2, 15, 15, 12], 21));
+  const w = toTensor(randomHostTensor([3, 3, 12, 12], 22));
+  await expectNoLeaks(() => conv2d(1, "same")(x, w));
   tf.dispose([x, w]);
 });
 

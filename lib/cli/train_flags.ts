@@ -109,8 +109,9 @@ export type TrainFlagValues = {
 };
 
 /**
- * Turns parsed training flags into {@linkcode TrainOptions}: the preset first,
- * then every flag given. Malformed numbers and unknown names throw a
+ * Turns parsed training flags into {@linkcode TrainOptions}: the preset's
+ * name and every flag given (the preset's values are applied, beneath them,
+ * by `resolveTrainOptions`). Malformed numbers and unknown names throw a
  * {@linkcode UsageError} naming the flag; ranges are checked by
  * `resolveTrainOptions`.
  *
@@ -118,9 +119,11 @@ export type TrainFlagValues = {
  * ```ts
  * import assert from "node:assert/strict";
  * import { trainOptionsFromFlags } from "./train_flags.ts";
+ * import { resolveTrainOptions } from "../train/options.ts";
  *
  * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
- * assert.ok(options.workers === 2 && options.inputSize === 67);
+ * assert.ok(options.workers === 2 && options.preset === "quick");
+ * assert.equal(resolveTrainOptions(options).model.inputSize, 67);
  * ```
  */
 export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {

@@ -207,7 +207,10 @@ export async function loadFashionMNIST(
       `${files.trainImages.name} has ${train.rows}×${train.cols} images but ${files.testImages.name} has ${test.rows}×${test.cols}`,
     );
   }
-  const differing = await differingFromOfficial(paths, options.cacheDir ?? defaultCacheDir());
+  const differing = await differingFromOfficial(paths, {
+    cacheDir: options.cacheDir ?? defaultCacheDir(),
+    create: options.cacheDir === undefined, // the default cache is ours to create; a given one is not
+  });
   if (differing.length > 0 && localDir === undefined) {
     throw new DataError(
       `${differing.join(", ")} in the download cache differ from the official files ` +
@@ -270,7 +273,11 @@ async function findLocal(dir: string, what: string): Promise<FilePaths> {
  * inode) in `verified.json` in `cacheDir`, so each is hashed once; unpacked
  * files (no official checksum) are not checked.
  */
-async function differingFromOfficial(paths: FilePaths, cacheDir: string): Promise<string[]> {
+async function differingFromOfficial(
+  paths: FilePaths,
+  options: { cacheDir: string; create: boolean },
+): Promise<string[]> {
+  const { cacheDir } = options;
   const record = join(cacheDir, "verified.json");
   let verified: Record<string, string> = {};
   try {
@@ -299,9 +306,12 @@ async function differingFromOfficial(paths: FilePaths, cacheDir: string): Promis
     learned = true;
   }
   if (learned) {
-    await Deno.mkdir(cacheDir, { recursive: true })
-      .then(() => writeFileAtomic(record, JSON.stringify(verified, null, 1)))
-      .catch(() => {}); // a read-only cache only costs hashing again next time
+    try {
+      if (options.create) await Deno.mkdir(cacheDir, { recursive: true });
+      await writeFileAtomic(record, JSON.stringify(verified, null, 1));
+    } catch {
+      // a missing or read-only cache directory only costs hashing again next time
+    }
   }
   return differing;
 }

@@ -211,7 +211,7 @@ export function serialisedWorkersWarning(
 ): string | undefined {
   if (workers < 2 || !serialisesWorkers(device)) return undefined;
   return `warning: ${device.adapter} runs through GL, which serialises the workers' GPU work: ` +
-    `${workers} workers train no faster than 1. Install Mesa's Vulkan driver ` +
+    `${workers} workers add little or no speed over 1. Install Mesa's Vulkan driver ` +
     `(Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1, or bash .ci/setup.sh) ` +
     `and run again`;
 }
