@@ -22,7 +22,9 @@ deno --version | head -n1
 #    hardware GPU is found, make sure Mesa's Vulkan driver is there and WebGPU
 #    finds its adapter through Vulkan -- not only when no adapter exists at all.
 probe_webgpu() { # $1: the path to try (vulkan, gl), or "" for WebGPU's own pick
-  DENO_WEBGPU_BACKEND="$1" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/nonexistent}" deno eval --quiet \
+  local path=(env -u DENO_WEBGPU_BACKEND) # an empty DENO_WEBGPU_BACKEND would select no path at all
+  if [ -n "$1" ]; then path=(env DENO_WEBGPU_BACKEND="$1"); fi
+  "${path[@]}" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/nonexistent}" deno eval --quiet \
     'const a = await navigator.gpu?.requestAdapter(); if (!a) Deno.exit(1); const i = a.info;
      console.log(`${i.description || i.vendor}\t${i.isFallbackAdapter ? "software" : "hardware"}`);' \
     2>/dev/null

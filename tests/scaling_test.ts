@@ -29,16 +29,16 @@ Deno.test({
       const [one, two] = await benchScaling({
         workers: [1, 2],
         inputSize: 67,
-        width: 0.125,
+        width: 0.25,
         perWorkerBatch: 32, // enough work per step that the device, not JavaScript, dominates
         warmupSteps: 1,
         stepsPerRepeat: 2,
-        repeats: 1,
+        repeats: 3, // the median of three windows
       });
       const device = adapterWithPath({ adapter: choice!.adapter!, path: choice!.path });
-      // Serialised: about 1×; concurrent: about 2× on two idle cores.
+      // Serialised: 0.98–1.25× measured through GL; concurrent: 1.67–2.14× through Vulkan.
       assert.ok(
-        two.speedup >= 1.5,
+        two.speedup >= 1.4,
         `2 workers trained ${two.speedup.toFixed(2)}× as fast as 1 on ${device} ` +
           `(${one.imagesPerSec.median.toFixed(1)} → ${two.imagesPerSec.median.toFixed(1)} ` +
           `images/s): their GPU work does not run concurrently`,
