@@ -38,11 +38,11 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import type * as tf from "@tensorflow/tfjs-core";
 // Registers the webgpu backend and its kernels, which this module replaces.
 import "@tensorflow/tfjs-backend-webgpu";
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
-import { type ConvGeometry, convGeometry } from "./geometry.ts";
+import { backpropGeometry, type ConvGeometry } from "./geometry.ts";
 
 /** How the GEMM is cut into threads; see {@linkcode chooseTiles}. */
 interface Tiles {
@@ -318,13 +318,8 @@ export function fastConv2DBackpropFilter(
 ): tf.TensorInfo | undefined {
   const { x, dy } = inputs;
   const filter = { shape: attrs.filterShape, dtype: "float32" as const };
-  const g = convGeometry(x, filter, { ...attrs, dilations: 1 });
-  if (
-    g === undefined || dy.dtype !== "float32" ||
-    tf.util.sizeFromShape(x.shape) === 0 || tf.util.sizeFromShape(dy.shape) === 0
-  ) {
-    return undefined;
-  }
+  const g = backpropGeometry({ x, filter, dy }, attrs);
+  if (g === undefined) return undefined;
   const tiles = chooseTiles(g.kH * g.kW * g.inC, g.outC, g.batch * g.outH * g.outW);
   const partial = backend.runWebGPUProgram(new PartialGemmProgram(g, tiles), [x, dy], "float32");
   const sum = new PartialSumProgram(attrs.filterShape, tiles.slices * tiles.lanes);

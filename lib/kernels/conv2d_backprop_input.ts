@@ -32,11 +32,11 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import type * as tf from "@tensorflow/tfjs-core";
 // Registers the webgpu backend and its kernels, which this module replaces.
 import "@tensorflow/tfjs-backend-webgpu";
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
-import { type ConvGeometry, convGeometry } from "./geometry.ts";
+import { backpropGeometry, type ConvGeometry } from "./geometry.ts";
 
 /** How the GEMM is cut into threads; see {@linkcode chooseTiles}. */
 interface Tiles {
@@ -258,13 +258,8 @@ export function fastConv2DBackpropInput(
 ): tf.TensorInfo | undefined {
   const { dy, filter } = inputs;
   const x = { shape: attrs.inputShape, dtype: "float32" as const };
-  const g = convGeometry(x, filter, { ...attrs, dilations: 1 });
-  if (
-    g === undefined || dy.dtype !== "float32" ||
-    tf.util.sizeFromShape(attrs.inputShape) === 0 || tf.util.sizeFromShape(dy.shape) === 0
-  ) {
-    return undefined;
-  }
+  const g = backpropGeometry({ x, filter, dy }, attrs);
+  if (g === undefined) return undefined;
   const pixels = g.batch * phaseExtent(g.inH, g.strideH) * phaseExtent(g.inW, g.strideW);
   const program = new BackpropInputProgram(g, chooseTiles(pixels, g.inC));
   return backend.runWebGPUProgram(program, [dy, filter], "float32");

@@ -99,3 +99,31 @@ export function convGeometry(
     padLeft: info.padInfo.left,
   };
 }
+
+/**
+ * The geometry of a convolution's gradient kernel (dX or dW): as
+ * {@linkcode convGeometry} for the forward convolution of `x` with `filter`,
+ * and undefined also when `dy` is not float32 or any of the three is empty.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { backpropGeometry } from "./geometry.ts";
+ *
+ * const g = backpropGeometry({
+ *   x: { shape: [2, 7, 7, 12], dtype: "float32" },
+ *   filter: { shape: [5, 5, 12, 32], dtype: "float32" },
+ *   dy: { shape: [2, 7, 7, 32], dtype: "float32" },
+ * }, { strides: 1, pad: "same", dataFormat: "NHWC" });
+ * assert.equal(g?.outC, 32);
+ * ```
+ */
+export function backpropGeometry(
+  tensors: Record<"x" | "filter" | "dy", Pick<tf.TensorInfo, "shape" | "dtype">>,
+  attrs: Pick<tf.Conv2DAttrs, "strides" | "pad" | "dataFormat" | "dimRoundingMode">,
+): ConvGeometry | undefined {
+  const { x, filter, dy } = tensors;
+  const empty = [x, filter, dy].some((t) => tf.util.sizeFromShape(t.shape) === 0);
+  if (empty || dy.dtype !== "float32") return undefined;
+  return convGeometry(x, filter, { ...attrs, dilations: 1 });
+}
