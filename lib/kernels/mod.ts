@@ -11,6 +11,7 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+import { fastBiasAdd, fastChannelSum } from "./bias.ts";
 import { fastConv2D } from "./conv2d.ts";
 import { fastConv2DBackpropFilter } from "./conv2d_backprop_filter.ts";
 import { fastConv2DBackpropInput } from "./conv2d_backprop_input.ts";
@@ -40,6 +41,14 @@ type FastKernel = (
 
 /** tfjs kernel name → this library's implementation. */
 const FAST_KERNELS: Readonly<Record<string, FastKernel>> = {
+  [tf.Add]: (inputs, _attrs, backend) =>
+    fastBiasAdd(inputs as unknown as { a: tf.TensorInfo; b: tf.TensorInfo }, backend),
+  [tf.Sum]: (inputs, attrs, backend) =>
+    fastChannelSum(
+      inputs as unknown as { x: tf.TensorInfo },
+      attrs as unknown as { axis: number | number[]; keepDims: boolean },
+      backend,
+    ),
   [tf.Conv2D]: (inputs, attrs, backend) =>
     fastConv2D(
       inputs as unknown as { x: tf.TensorInfo; filter: tf.TensorInfo },
