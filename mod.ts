@@ -31,6 +31,7 @@ export {
 } from "./lib/errors.ts";
 export {
   checkDataset,
+  checkSplits,
   type Dataset,
   defaultCacheDir,
   FASHION_MNIST_CLASSES,

@@ -87,15 +87,13 @@ async function main(): Promise<void> {
     const code = signal === "SIGTERM" ? 143 : 130;
     if (interrupt.signal.aborted) Deno.exit(code);
     bar?.clear();
-    const again = signal === "SIGINT" ? "Ctrl-C again" : "SIGTERM again";
-    console.error(
-      (run.checkpointDir
-        ? `${signal}: stopping at the next step boundary to write a checkpoint`
-        : `${signal}: stopping at the next step boundary; without --checkpoint-dir nothing is saved`) +
-        (signal === "SIGTERM"
-          ? ` (at most ${STOP_GRACE_S} s; ${again} to quit at once)`
-          : ` (${again} to quit at once)`),
-    );
+    const saving = run.checkpointDir
+      ? " to write a checkpoint"
+      : "; without --checkpoint-dir nothing is saved";
+    const quit = signal === "SIGINT"
+      ? "Ctrl-C again to quit at once"
+      : `at most ${STOP_GRACE_S} s; SIGTERM again to quit at once`;
+    console.error(`${signal}: stopping at the next step boundary${saving} (${quit})`);
     interrupt.abort(signal);
     if (signal === "SIGTERM") {
       const grace = setTimeout(() => {

@@ -152,6 +152,39 @@ export function checkDataset(
   }
 }
 
+/**
+ * Checks a training and a test split with {@linkcode checkDataset} and that
+ * their images have one size; errors name each split by `names`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkSplits } from "./fashion_mnist.ts";
+ *
+ * const split = (side: number) => ({
+ *   images: new Uint8Array(side * side), labels: new Uint8Array(1), count: 1, rows: side, cols: side,
+ * });
+ * assert.throws(
+ *   () => checkSplits({ train: split(28), test: split(32) }, { names: { train: "a", test: "b" } }),
+ *   /^DataError: a has 28×28 images but b has 32×32$/,
+ * );
+ * ```
+ */
+export function checkSplits(
+  data: { train: Dataset; test: Dataset },
+  options: { names: { train: string; test: string } },
+): void {
+  const { train, test } = data;
+  const { names } = options;
+  checkDataset(train, { name: names.train });
+  checkDataset(test, { name: names.test });
+  if (train.rows !== test.rows || train.cols !== test.cols) {
+    throw new DataError(
+      `${names.train} has ${train.rows}×${train.cols} images but ${names.test} has ${test.rows}×${test.cols}`,
+    );
+  }
+}
+
 /** Options for {@linkcode loadFashionMNIST}. */
 export interface LoadFashionMnistOptions {
   /**
@@ -202,11 +235,9 @@ export async function loadFashionMNIST(
     : await findLocal(localDir, options.dataDir === undefined ? "FASHION_MNIST_DIR" : "data dir");
   const train = await readSplit(paths.trainImages, paths.trainLabels);
   const test = await readSplit(paths.testImages, paths.testLabels);
-  if (train.rows !== test.rows || train.cols !== test.cols) {
-    throw new DataError(
-      `${files.trainImages.name} has ${train.rows}×${train.cols} images but ${files.testImages.name} has ${test.rows}×${test.cols}`,
-    );
-  }
+  checkSplits({ train, test }, {
+    names: { train: files.trainImages.name, test: files.testImages.name },
+  });
   const differing = await differingFromOfficial(paths, {
     cacheDir: options.cacheDir ?? defaultCacheDir(),
     create: options.cacheDir === undefined, // the default cache is ours to create; a given one is not

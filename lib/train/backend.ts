@@ -9,7 +9,7 @@ import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-webgpu";
 import { describeValue, UsageError } from "../errors.ts";
 import { type KernelSet, useKernels } from "../kernels/mod.ts";
-import { describeAdapter, silenceWaylandProbe } from "./webgpu_path.ts";
+import { describeAdapter, pathInEffect, silenceWaylandProbe } from "./webgpu_path.ts";
 
 /** The TensorFlow.js backends the library trains on. */
 export type BackendName = "webgpu" | "cpu";
@@ -91,7 +91,7 @@ export async function initBackend(
     backend,
     adapter: description,
     software: isSoftwareAdapter(description),
-    path: webgpuPathVariable(),
+    path: pathInEffect(),
   };
 }
 
@@ -118,12 +118,4 @@ async function setBackend(name: BackendName): Promise<void> {
     throw new Error(`TensorFlow.js could not initialise its ${name} backend`);
   }
   await tf.ready();
-}
-
-function webgpuPathVariable(): string | undefined {
-  try {
-    return Deno.env.get("DENO_WEBGPU_BACKEND") || undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -7,7 +7,7 @@
  */
 
 import { stepsPerEpoch } from "../data/batches.ts";
-import { checkDataset, type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
+import { checkSplits, type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { DataError, DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
 import type { DeviceInfo } from "./backend.ts";
@@ -96,14 +96,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     if (typeof options.data !== "object" || options.data === null) {
       throw new DataError("data must be { train, test } data sets");
     }
-    checkDataset(options.data.train, { name: "data.train" });
-    checkDataset(options.data.test, { name: "data.test" });
-    if (
-      options.data.train.rows !== options.data.test.rows ||
-      options.data.train.cols !== options.data.test.cols
-    ) {
-      throw new DataError("data.train and data.test hold images of different sizes");
-    }
+    checkSplits(options.data, { names: { train: "data.train", test: "data.test" } });
   }
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);

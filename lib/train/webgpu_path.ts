@@ -60,6 +60,30 @@ export const PREFERRED_PATHS: Readonly<Record<string, readonly string[]>> = Obje
 let chosen: Promise<WebGPUPath | undefined> | undefined;
 
 /**
+ * The path `DENO_WEBGPU_BACKEND` names now, which is the one a thread asking
+ * for its first adapter now gets; undefined when it is unset or unreadable.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { pathInEffect } from "./webgpu_path.ts";
+ *
+ * const before = Deno.env.get("DENO_WEBGPU_BACKEND");
+ * Deno.env.set("DENO_WEBGPU_BACKEND", "gl");
+ * assert.equal(pathInEffect(), "gl");
+ * if (before === undefined) Deno.env.delete("DENO_WEBGPU_BACKEND");
+ * else Deno.env.set("DENO_WEBGPU_BACKEND", before);
+ * ```
+ */
+export function pathInEffect(): string | undefined {
+  try {
+    return Deno.env.get(PATH_VARIABLE) || undefined;
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
+/**
  * Chooses the WebGPU path for this process, once: `DENO_WEBGPU_BACKEND` if
  * the user set it (probed for its adapter), otherwise the first path of
  * {@linkcode PREFERRED_PATHS} on which a probe finds an adapter. The choice is written to
@@ -81,12 +105,9 @@ export function chooseWebGPUPath(): Promise<WebGPUPath | undefined> {
 }
 
 async function choose(): Promise<WebGPUPath | undefined> {
-  let given: string | undefined;
-  try {
-    given = Deno.env.get(PATH_VARIABLE) || undefined;
-  } catch {
-    return undefined; // no --allow-env: nothing can be chosen
-  }
+  const access = Deno.permissions.querySync({ name: "env", variable: PATH_VARIABLE }).state;
+  if (access !== "granted") return undefined; // the variable can be neither read nor set
+  const given = pathInEffect();
   silenceWaylandProbe();
   if (given !== undefined) {
     const found = await probe(given);
