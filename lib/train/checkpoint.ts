@@ -222,6 +222,8 @@ export interface CheckpointFile {
   epochsDone: number;
   /** Steps done in the next epoch, from the name. */
   stepsDone: number;
+  /** Whether it is a regular file (always, unless listed with `allEntries`). */
+  isFile: boolean;
 }
 
 const NAME = /^ckpt-(\d{4,})-(\d{6,})\.msgpack$/;
@@ -265,7 +267,9 @@ export function checkpointName(position: { epochsDone: number; stepsDone: number
 }
 
 /**
- * The checkpoint files in `dir`, oldest first (none if `dir` does not exist).
+ * The checkpoint files in `dir`, oldest first (none if `dir` does not exist);
+ * with `allEntries`, also whatever else is named like one (a directory, a
+ * link).
  *
  * @example
  * ```ts
@@ -275,12 +279,17 @@ export function checkpointName(position: { epochsDone: number; stepsDone: number
  * assert.deepEqual(await listCheckpoints("/nonexistent"), []);
  * ```
  */
-export async function listCheckpoints(dir: string): Promise<CheckpointFile[]> {
+export async function listCheckpoints(
+  dir: string,
+  options: { allEntries?: boolean } = {},
+): Promise<CheckpointFile[]> {
   const files: CheckpointFile[] = [];
   try {
     for await (const entry of Deno.readDir(dir)) {
-      const position = entry.isFile ? parseCheckpointName(entry.name) : undefined;
-      if (position) files.push({ path: join(dir, entry.name), ...position });
+      const position = parseCheckpointName(entry.name);
+      if (position && (entry.isFile || options.allEntries)) {
+        files.push({ path: join(dir, entry.name), ...position, isFile: entry.isFile });
+      }
     }
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return [];

@@ -4,9 +4,10 @@
  * @module
  */
 
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { DataError, UsageError } from "../errors.ts";
 import {
+  listCheckpoints,
   parseCheckpointName,
   readCheckpoint,
   type TrainingState,
@@ -87,13 +88,11 @@ export class CheckpointStore {
     await sweepPartials(dir);
     const own: string[] = [];
     const others: string[] = [];
-    for (const name of await checkpointEntries(dir)) {
-      const path = join(dir, name);
-      const info = await Deno.lstat(path);
-      if (!info.isFile) {
+    for (const { path, isFile } of await listCheckpoints(dir, { allEntries: true })) {
+      if (!isFile) {
         throw new UsageError(
-          `checkpoint directory ${dir} holds ${name}, which is not a regular file but is named ` +
-            `like a checkpoint: remove or rename it`,
+          `checkpoint directory ${dir} holds ${basename(path)}, which is not a regular file but ` +
+            `is named like a checkpoint: remove or rename it`,
         );
       }
       if (options.resuming && await runOf(path) === options.runId) own.push(path);
@@ -163,17 +162,6 @@ async function sweepPartials(dir: string): Promise<void> {
       await Deno.remove(join(dir, entry.name)).catch(() => {});
     }
   }
-}
-
-/** Names in `dir` that look like checkpoints (files or not), oldest position first. */
-async function checkpointEntries(dir: string): Promise<string[]> {
-  const found: { name: string; epochsDone: number; stepsDone: number }[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    const position = parseCheckpointName(entry.name);
-    if (position) found.push({ name: entry.name, ...position });
-  }
-  found.sort((a, b) => a.epochsDone - b.epochsDone || a.stepsDone - b.stepsDone);
-  return found.map((f) => f.name);
 }
 
 /** The run a checkpoint file belongs to, or undefined when it does not verify. */
