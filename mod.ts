@@ -80,6 +80,25 @@ export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduc
 export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
 export { KERNEL_SETS, type KernelSet, useKernels } from "./lib/kernels/mod.ts";
 export {
+  Adam,
+  type AdamOptions,
+  createOptimizer,
+  learningRateAt,
+  type LrSchedule,
+  type Optimizer,
+  type OptimizerConfig,
+  type OptimizerName,
+  optimizerProblem,
+  OPTIMIZERS,
+  type OptimizerState,
+  parseSchedule,
+  type SchedulePosition,
+  scheduleProblem,
+  SCHEDULES,
+  SGD,
+  type SGDOptions,
+} from "./lib/optim/mod.ts";
+export {
   adapterWithPath,
   chooseWebGPUPath,
   PREFERRED_PATHS,

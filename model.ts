@@ -35,7 +35,6 @@ export {
   type ReplicaOptions,
   weightsChecksum,
 } from "./lib/train/replica.ts";
-export { sgdUpdate } from "./lib/train/optimizer.ts";
 export {
   exportLayersModel,
   loadLayersModelFromDir,

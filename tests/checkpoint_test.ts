@@ -336,7 +336,43 @@ Deno.test("a checkpoint whose checksums hold but whose contents make no sense is
     [
       "another optimizer",
       (s) => s.optimizer = { name: "adam", lr: 0.1 },
-      /optimizer is not SGD at the run's learning rate$/,
+      /optimizer is not sgd at the run's learning rate$/,
+    ],
+    [
+      "an optimizer state that does not fit the run's optimizer",
+      (s) =>
+        s.optimizer = {
+          name: "sgd",
+          lr: 0.1,
+          state: { step: 3, slots: { m: new Float32Array(2) } },
+        },
+      /optimizer state has slots \[m\], expected \[\]$/,
+    ],
+    [
+      "momentum of the wrong length",
+      (s) => {
+        (s.config as Record<string, unknown>).optimizer = { name: "sgd", momentum: 0.9 };
+        s.optimizer = {
+          name: "sgd",
+          lr: 0.1,
+          state: { step: 3, slots: { momentum: new Float32Array(2) } },
+        };
+      },
+      /optimizer slot momentum does not hold 1000 float32 values$/,
+    ],
+    [
+      "non-finite momentum",
+      (s) => {
+        (s.config as Record<string, unknown>).optimizer = { name: "sgd", momentum: 0.9 };
+        const momentum = new Float32Array(1000).fill(NaN, 1, 2);
+        s.optimizer = { name: "sgd", lr: 0.1, state: { step: 3, slots: { momentum } } };
+      },
+      /optimizer slot momentum is not all finite$/,
+    ],
+    [
+      "an unknown optimizer in the settings",
+      (s) => (s.config as Record<string, unknown>).optimizer = { name: "lion" },
+      /config: optimizer: name must be one of sgd, adam/,
     ],
   ];
   for (const [name, change, reason] of cases) {

@@ -73,6 +73,15 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
     [["--backend", "cuda"], /--backend must be one of webgpu, cpu, got "cuda"/],
     [["--kernels", "cudnn"], /--kernels must be one of fast, tfjs, got "cudnn"/],
     [["--input-size", "50"], /input size must be an integer of at least 67/],
+    [
+      ["--optimizer", "rmsprop"],
+      /optimizer: name must be one of sgd, adam, got \{"name":"rmsprop"\}/,
+    ],
+    [["--optimizer", "adam", "--momentum", "0.9"], /optimizer: adam takes no momentum/],
+    [["--nesterov"], /optimizer: nesterov needs a momentum above 0/],
+    [["--momentum", "1.5"], /momentum must be a number in \[0, 1\)/],
+    [["--schedule", "step"], /--schedule "step": step needs every=/],
+    [["--schedule", "cosine:warm=1"], /"warm=1" is not one of warmup=, every=, gamma=, min=/],
     [["--data-dir", "/nonexistent/fm"], /not a directory; put the four Fashion-MNIST files/],
     [["--data-dir", corruptDir], /train-labels-idx1-ubyte\.gz: not a valid gzip file/],
     [

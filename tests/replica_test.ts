@@ -43,12 +43,12 @@ function maxRelativeDifference(a: Float32Array, b: Float32Array): number {
 }
 
 Deno.test("a Replica step equals one step of tfjs' own SGD on the same batch", async () => {
-  const replica = new Replica({ lr: 0.1, model: MODEL });
-  const reference = new Replica({ lr: 0.1, model: MODEL }); // used only for its model
+  const replica = new Replica({ model: MODEL });
+  const reference = new Replica({ model: MODEL }); // used only for its model
   try {
     const batch = randomBatch(8, 1);
     const local = await replica.computeGradients(batch);
-    replica.applyGradients(local.gradients);
+    await replica.applyGradients(local.gradients, { lr: 0.1 });
 
     const optimizer = tf.train.sgd(0.1);
     const x = tf.tidy(() =>
@@ -79,7 +79,7 @@ Deno.test("a Replica step equals one step of tfjs' own SGD on the same batch", a
 });
 
 Deno.test("the example-weighted average of shard gradients is the gradient of the whole batch", async () => {
-  const replica = new Replica({ lr: 0.1, model: MODEL });
+  const replica = new Replica({ model: MODEL });
   try {
     const batch = randomBatch(7, 2);
     const whole = await replica.computeGradients(batch);
@@ -104,7 +104,7 @@ Deno.test("the example-weighted average of shard gradients is the gradient of th
 });
 
 Deno.test("dropout masks are fixed by the seed", async () => {
-  const replica = new Replica({ lr: 0.1, model: { ...MODEL, dropout: 0.5 } });
+  const replica = new Replica({ model: { ...MODEL, dropout: 0.5 } });
   try {
     const batch = randomBatch(4, 3);
     const a = await replica.computeGradients(batch, { dropoutSeed: 11 });
@@ -118,12 +118,12 @@ Deno.test("dropout masks are fixed by the seed", async () => {
 });
 
 Deno.test("training steps, evaluation and weight reads leak no tensors", async () => {
-  const replica = new Replica({ lr: 0.1, model: { ...MODEL, dropout: 0.5 } });
+  const replica = new Replica({ model: { ...MODEL, dropout: 0.5 } });
   try {
     const batch = randomBatch(6, 4);
     const step = async (seed: number) => {
       const local = await replica.computeGradients(batch, { dropoutSeed: seed });
-      replica.applyGradients(local.gradients);
+      await replica.applyGradients(local.gradients, { lr: 0.1 });
       await replica.countCorrect(batch);
       await replica.getWeights();
     };
@@ -137,8 +137,8 @@ Deno.test("training steps, evaluation and weight reads leak no tensors", async (
 });
 
 Deno.test("setWeights and getWeights round-trip; checksums tell replicas apart", async () => {
-  const a = new Replica({ lr: 0.1, model: MODEL });
-  const b = new Replica({ lr: 0.1, model: { ...MODEL, seed: 4 } });
+  const a = new Replica({ model: MODEL });
+  const b = new Replica({ model: { ...MODEL, seed: 4 } });
   try {
     const weights = await a.getWeights();
     assert.equal(weights.length, a.numParams);
@@ -154,7 +154,7 @@ Deno.test("setWeights and getWeights round-trip; checksums tell replicas apart",
 });
 
 Deno.test("the model is a plain tfjs LayersModel", () => {
-  const replica = new Replica({ lr: 0.1, model: MODEL });
+  const replica = new Replica({ model: MODEL });
   try {
     assert.ok(replica.model instanceof tfl.LayersModel);
   } finally {

@@ -165,3 +165,81 @@ Deno.test("a checkpoint that stopped past the end of an epoch of this data is re
     );
   });
 });
+
+const OPTIMIZED_RUNS = {
+  "SGD with Nesterov momentum, weight decay and a cosine schedule with warm-up": {
+    optimizer: { name: "sgd", momentum: 0.9, nesterov: true, weightDecay: 1e-4 },
+    schedule: { name: "cosine", warmupEpochs: 0.5 },
+    lr: 0.05,
+    slots: ["momentum"],
+  },
+  "Adam with a step schedule": {
+    optimizer: { name: "adam" },
+    schedule: { name: "step", everyEpochs: 1, gamma: 0.5 },
+    lr: 0.002,
+    slots: ["m", "v"],
+  },
+} as const;
+
+Deno.test("with momentum and with Adam: interrupted, resumed, the same bits as uninterrupted", async (t) => {
+  for (const [name, { slots, ...settings }] of Object.entries(OPTIMIZED_RUNS)) {
+    await t.step(name, async () => {
+      const run = { ...RUN, ...settings };
+      const straight = await train(run);
+      assert.notDeepEqual(straight.weights, reference.weights, "the optimizer made a difference");
+      await withTempDir(async (dir) => {
+        const interrupt = new AbortController();
+        await assert.rejects(
+          train({
+            ...run,
+            checkpointDir: dir,
+            signal: interrupt.signal,
+            onStep: (p) => {
+              if (p.epoch === 1 && p.step === 2) interrupt.abort();
+            },
+          }),
+          InterruptedError,
+        );
+        const [saved] = await listCheckpoints(dir);
+        const state = await readCheckpoint(saved.path);
+        assert.equal(state.optimizer.name, settings.optimizer.name);
+        assert.ok(saved.epochsDone === 0 && saved.stepsDone < 6, "stopped within the epoch");
+        assert.equal(state.optimizer.state?.step, saved.stepsDone);
+        assert.deepEqual(Object.keys(state.optimizer.state!.slots).sort(), [...slots]);
+        for (const slot of Object.values(state.optimizer.state!.slots)) {
+          assert.equal(slot.length, straight.weights.length);
+          assert.ok(slot.some((value) => value !== 0), "the state holds what the steps left");
+        }
+        // Resumed without naming the optimizer: the checkpoint's is used.
+        const resumed = await train({
+          ...RUN,
+          optimizer: undefined,
+          schedule: undefined,
+          lr: undefined,
+          checkpointDir: dir,
+          resume: true,
+        });
+        assert.equal(resumed.checksum, straight.checksum);
+        assert.deepEqual(resumed.weights, straight.weights);
+      });
+    });
+  }
+});
+
+Deno.test("resuming with another optimizer than the checkpoint's is refused", async () => {
+  await withTempDir(async (dir) => {
+    await train({
+      ...RUN,
+      epochs: 1,
+      checkpointDir: dir,
+      optimizer: { name: "sgd", momentum: 0.9 },
+    });
+    await assert.rejects(
+      train({ ...RUN, checkpointDir: dir, resume: true, optimizer: "adam" }),
+      (e: unknown) =>
+        e instanceof Error && e.name === "UsageError" &&
+        /was trained with optimizer \{"momentum":0\.9,"name":"sgd"\}, not \{"name":"adam"\}: leave optimizer out/
+          .test(e.message),
+    );
+  });
+});

@@ -10,6 +10,7 @@ import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { KernelInit } from "../model/nin.ts";
+import { type LrSchedule, type OptimizerName, parseSchedule } from "../optim/mod.ts";
 import { type BackendName, BACKENDS } from "../train/backend.ts";
 import { type PresetName, PRESETS, type TrainOptions } from "../train/options.ts";
 
@@ -34,6 +35,11 @@ export const TRAIN_FLAGS = {
   epochs: { type: "string" },
   "batch-size": { type: "string" },
   lr: { type: "string" },
+  optimizer: { type: "string" },
+  momentum: { type: "string" },
+  nesterov: { type: "boolean" },
+  "weight-decay": { type: "string" },
+  schedule: { type: "string" },
   seed: { type: "string" },
   backend: { type: "string" },
   allreduce: { type: "string" },
@@ -70,7 +76,14 @@ export const TRAIN_FLAGS = {
 export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1)
   --epochs N         passes over the training set (default 10)
   --batch-size N     global batch, split across the workers (default 128)
-  --lr X             SGD learning rate (default 0.1)
+  --lr X             base learning rate (default 0.1)
+  --optimizer NAME   sgd (default) or adam
+  --momentum X       SGD momentum (default 0)
+  --nesterov         Nesterov momentum (with --momentum)
+  --weight-decay X   L2 penalty added to the gradient (default 0)
+  --schedule S       learning rate per step: constant (default), step:every=E[,gamma=G]
+                     (×G, default 0.1, every E epochs) or cosine[:min=X]; each may add
+                     warmup=E (linear warm-up over E epochs), e.g. cosine:warmup=1
   --seed N           seed of initialisation, shuffling and dropout (default 0)
   --backend NAME     webgpu (default) or cpu
   --allreduce NAME   shared (default: zero-copy, shared memory) or star (via the coordinator)
@@ -142,7 +155,26 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
       `--kernels must be one of ${KERNEL_SETS.join(", ")}, got "${values.kernels}"`,
     );
   }
+  let schedule: LrSchedule | undefined;
+  if (values.schedule !== undefined) {
+    try {
+      schedule = parseSchedule(values.schedule);
+    } catch (error) {
+      throw new UsageError(`--schedule "${values.schedule}": ${(error as Error).message}`);
+    }
+  }
+  const hyper = {
+    momentum: numberFlag("--momentum", values.momentum),
+    nesterov: values.nesterov || undefined,
+    weightDecay: numberFlag("--weight-decay", values["weight-decay"]),
+  };
+  const tuned = Object.values(hyper).some((value) => value !== undefined);
+  const optimizer = values.optimizer === undefined && !tuned
+    ? undefined
+    : { name: (values.optimizer ?? "sgd") as OptimizerName, ...hyper };
   const flags: TrainOptions = {
+    optimizer,
+    schedule,
     workers: numberFlag("--workers", values.workers, { integer: true }),
     epochs: numberFlag("--epochs", values.epochs, { integer: true }),
     batchSize: numberFlag("--batch-size", values["batch-size"], { integer: true }),

@@ -16,6 +16,7 @@
  */
 
 import type { KernelSet } from "../kernels/mod.ts";
+import type { LrSchedule, OptimizerConfig, OptimizerName, OptimizerState } from "../optim/mod.ts";
 import { join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
 import { DataError } from "../errors.ts";
@@ -50,6 +51,10 @@ export type RunConfig =
   & {
     /** The WebGPU kernel set; absent in checkpoints written before there was a choice. */
     kernels?: KernelSet;
+    /** The optimizer; absent in checkpoints written before there was a choice (plain SGD). */
+    optimizer?: OptimizerConfig;
+    /** The learning-rate schedule; absent in checkpoints written before there was one (constant). */
+    schedule?: LrSchedule;
   };
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */
@@ -83,8 +88,12 @@ export interface TrainingState {
   weights: Float32Array<ArrayBuffer>;
   /** SHA-256 of `weights`. */
   weightsChecksum: string;
-  /** Optimizer and its state: plain SGD keeps none beyond its learning rate. */
-  optimizer: { name: "sgd"; lr: number };
+  /**
+   * The optimizer's name, base learning rate and state (step count, momentum
+   * or moments); the state is absent in checkpoints written before
+   * optimizers had one (plain SGD, which needs none).
+   */
+  optimizer: { name: OptimizerName; lr: number; state?: OptimizerState };
   /**
    * The sampler's and the dropout masks' state: both are functions of the
    * seed and the position (epoch, step, rank), so the seed is all there is.
@@ -126,13 +135,17 @@ export interface TrainingState {
  * ```
  */
 export async function encodeCheckpoint(state: TrainingState): Promise<Uint8Array> {
+  const slots = state.optimizer.state?.slots ?? {};
   const payload = encode({
     ...state,
-    weights: new Uint8Array(
-      state.weights.buffer,
-      state.weights.byteOffset,
-      state.weights.byteLength,
-    ),
+    weights: bytesOf(state.weights),
+    optimizer: state.optimizer.state === undefined ? state.optimizer : {
+      ...state.optimizer,
+      state: {
+        step: state.optimizer.state.step,
+        slots: Object.fromEntries(Object.entries(slots).map(([k, v]) => [k, bytesOf(v)])),
+      },
+    },
   }, { ignoreUndefined: true });
   return encode({
     format: CHECKPOINT_FORMAT,
@@ -201,10 +214,12 @@ export async function decodeCheckpoint(
   if (weightsChecksum !== state.weightsChecksum) {
     throw fail("the weights do not match their checksum");
   }
-  const problem = checkpointProblem({ ...state, weights });
+  const optimizer = decodeOptimizer(state.optimizer);
+  const problem = checkpointProblem({ ...state, weights, optimizer });
   if (problem !== undefined) throw fail(`invalid checkpoint: ${problem}`);
   return {
     ...state,
+    optimizer: optimizer as TrainingState["optimizer"],
     config: {
       ...state.config,
       trainLimit: state.config.trainLimit,
@@ -212,6 +227,25 @@ export async function decodeCheckpoint(
     },
     weights,
   };
+}
+
+/** The bytes of a float32 array, without a copy. */
+function bytesOf(values: Float32Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+/** The decoded optimizer field with its slots' bytes as float32 arrays (left as is if malformed). */
+function decodeOptimizer(optimizer: unknown): unknown {
+  const state = (optimizer as { state?: { slots?: unknown } } | undefined)?.state;
+  const slots = state?.slots;
+  if (typeof slots !== "object" || slots === null) return optimizer;
+  const decoded: Record<string, unknown> = {};
+  for (const [name, raw] of Object.entries(slots)) {
+    decoded[name] = raw instanceof Uint8Array && raw.byteLength % 4 === 0
+      ? new Float32Array(raw.slice().buffer)
+      : raw;
+  }
+  return { ...optimizer as object, state: { ...state, slots: decoded } };
 }
 
 /** A checkpoint file in a directory. */

@@ -10,6 +10,8 @@
  */
 
 import { UsageError } from "../errors.ts";
+import { createOptimizer, type OptimizerConfig } from "../optim/mod.ts";
+import { stateProblem } from "../optim/optimizer.ts";
 import { resolveTrainOptions } from "./options.ts";
 
 type Fields = Record<string, unknown>;
@@ -44,6 +46,8 @@ export function checkpointProblem(state: Fields): string | undefined {
       backend: config.backend,
       allReduce: config.allReduce,
       kernels: config.kernels,
+      optimizer: config.optimizer,
+      schedule: config.schedule,
       inputSize: model.inputSize,
       width: model.width,
       dropout: model.dropout,
@@ -68,8 +72,20 @@ export function checkpointProblem(state: Fields): string | undefined {
     return "weightsChecksum is not a SHA-256";
   }
   const optimizer = state.optimizer as Fields | undefined;
-  if (!isObject(optimizer) || optimizer.name !== "sgd" || optimizer.lr !== config.lr) {
-    return "optimizer is not SGD at the run's learning rate";
+  const name = (config.optimizer as Fields | undefined)?.name ?? "sgd";
+  if (!isObject(optimizer) || optimizer.name !== name || optimizer.lr !== config.lr) {
+    return `optimizer is not ${name} at the run's learning rate`;
+  }
+  if (optimizer.state !== undefined) {
+    const optimizerState = optimizer.state as Fields;
+    const slots = isObject(optimizerState) ? optimizerState.slots : undefined;
+    if (!isObject(slots)) return "optimizer state has no slots";
+    const optimizerConfig = (config.optimizer ?? { name: "sgd" }) as OptimizerConfig;
+    const names = Object.keys(createOptimizer(optimizerConfig, { size: 0 }).state().slots);
+    const problem = stateProblem(optimizerState as never, { names, size: weights.length });
+    if (problem !== undefined) return problem;
+    const bad = names.find((slot) => !(slots[slot] as Float32Array).every(Number.isFinite));
+    if (bad !== undefined) return `optimizer slot ${bad} is not all finite`;
   }
   if (!isObject(state.rng) || (state.rng as Fields).seed !== config.seed) {
     return "rng is not the run's seed";

@@ -10,6 +10,13 @@ import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../collective/al
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { describeValue, UsageError } from "../errors.ts";
 import { type KernelInit, type NiNOptions, resolveNiNOptions } from "../model/nin.ts";
+import {
+  type LrSchedule,
+  type OptimizerConfig,
+  type OptimizerName,
+  optimizerProblem,
+  scheduleProblem,
+} from "../optim/mod.ts";
 import { type BackendName, BACKENDS, type DeviceInfo } from "./backend.ts";
 import type { StepTiming } from "./protocol.ts";
 
@@ -71,8 +78,19 @@ export interface TrainOptions {
   epochs?: number;
   /** Global batch size, split across the workers. Default 128. */
   batchSize?: number;
-  /** SGD learning rate. Default 0.1. */
+  /** Base learning rate. Default 0.1 (d2l's). */
   lr?: number;
+  /**
+   * The optimizer: a name (`"sgd"`, the default, or `"adam"`) or a name with
+   * hyper-parameters, e.g. `{ name: "sgd", momentum: 0.9, nesterov: true,
+   * weightDecay: 5e-4 }` (see `OptimizerConfig`).
+   */
+  optimizer?: OptimizerName | OptimizerConfig;
+  /**
+   * The learning rate of each step, e.g. `{ name: "cosine", warmupEpochs: 1 }`
+   * (see `LrSchedule`). Default constant.
+   */
+  schedule?: LrSchedule;
   /** Seed of the weight initialisation, the shuffle and dropout. Default 0. */
   seed?: number;
   /** TensorFlow.js backend in every worker. Default `"webgpu"`. */
@@ -176,8 +194,12 @@ export interface ResolvedTrainOptions {
   epochs: number;
   /** Global batch size. */
   batchSize: number;
-  /** Learning rate. */
+  /** Base learning rate. */
   lr: number;
+  /** Optimizer and its hyper-parameters. */
+  optimizer: OptimizerConfig;
+  /** Learning-rate schedule. */
+  schedule: LrSchedule;
   /** Seed. */
   seed: number;
   /** Backend. */
@@ -321,6 +343,18 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
   if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0) {
     throw new UsageError(`learning rate must be a positive number, got ${describeValue(lr)}`);
   }
+  const optimizer = typeof options.optimizer === "string"
+    ? { name: options.optimizer }
+    : options.optimizer ?? { name: "sgd" };
+  const optimizerIssue = optimizerProblem(optimizer);
+  if (optimizerIssue !== undefined) {
+    throw new UsageError(`optimizer: ${optimizerIssue}, got ${describeValue(options.optimizer)}`);
+  }
+  const schedule = options.schedule ?? { name: "constant" };
+  const scheduleIssue = scheduleProblem(schedule);
+  if (scheduleIssue !== undefined) {
+    throw new UsageError(`schedule: ${scheduleIssue}, got ${describeValue(options.schedule)}`);
+  }
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new UsageError(`seed must be a non-negative integer, got ${describeValue(seed)}`);
   }
@@ -390,6 +424,8 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     epochs,
     batchSize,
     lr,
+    optimizer: optimizer as OptimizerConfig,
+    schedule,
     seed,
     backend,
     allReduce,

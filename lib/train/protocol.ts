@@ -30,6 +30,7 @@ import type { Message } from "../collective/channel.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import type { NiNOptions } from "../model/nin.ts";
 import type { KernelSet } from "../kernels/mod.ts";
+import type { LrSchedule, OptimizerConfig, OptimizerState } from "../optim/mod.ts";
 import type { BackendName, DeviceInfo } from "./backend.ts";
 
 /** Everything a replica needs to know to train; identical on every rank. */
@@ -38,8 +39,16 @@ export interface ReplicaConfig {
   backend: BackendName;
   /** Fully resolved model options. */
   model: Required<NiNOptions>;
-  /** SGD learning rate. */
+  /** Base learning rate. */
   lr: number;
+  /** The optimizer. */
+  optimizer: OptimizerConfig;
+  /** The learning rate of each step. */
+  schedule: LrSchedule;
+  /** Epochs in the run (the schedule spans them). */
+  epochs: number;
+  /** Global steps per epoch, as the coordinator counts them. */
+  stepsPerEpoch: number;
   /** Seed of the sampler's shuffle and of the dropout masks. */
   seed: number;
   /** Global batch size. */
@@ -101,6 +110,8 @@ export interface StartMessage extends Message {
   type: "start";
   /** The weights to start from; absent when they are the worker's own (rank 0, fresh run). */
   weights?: Float32Array<ArrayBuffer>;
+  /** The optimizer state to start from (a checkpoint's); absent for a fresh one. */
+  optimizer?: OptimizerState;
   /** The shared all-reduce's memory (see shared_all_reduce.ts), when that algorithm is used. */
   allReduceBuffer?: SharedArrayBuffer;
 }
@@ -140,6 +151,7 @@ export interface CheckpointMessage extends Message {
   stepsDone: number;
   weights: Float32Array<ArrayBuffer>;
   checksum: string;
+  optimizer: OptimizerState;
 }
 
 /** Worker → coordinator: one evaluation batch done. */
@@ -161,6 +173,8 @@ export interface EpochEndMessage extends Message {
   checksum: string;
   /** Rank 0 only: the weights themselves. */
   weights?: Float32Array<ArrayBuffer>;
+  /** Rank 0 only: the optimizer's state. */
+  optimizer?: OptimizerState;
 }
 
 /** Coordinator → worker: send your weights. */
@@ -173,6 +187,7 @@ export interface WeightsMessage extends Message {
   type: "weights";
   weights: Float32Array<ArrayBuffer>;
   checksum: string;
+  optimizer: OptimizerState;
 }
 
 /** Worker → coordinator: something failed; the worker does nothing more. */

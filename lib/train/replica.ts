@@ -11,15 +11,16 @@ import * as tf from "@tensorflow/tfjs-core";
 import type * as tfl from "@tensorflow/tfjs-layers";
 import type { Batch } from "../data/batches.ts";
 import { createNiN, type NiNOptions, NUM_CLASSES, setDropoutSeed } from "../model/nin.ts";
+import { createOptimizer, type Optimizer, type OptimizerConfig } from "../optim/mod.ts";
+import type { OptimizerState } from "../optim/optimizer.ts";
 import { sha256Hex } from "../util/sha256.ts";
-import { sgdUpdate } from "./optimizer.ts";
 
 /** Options for {@linkcode Replica}. */
 export interface ReplicaOptions {
   /** Model configuration (the seed there fixes the initial weights). */
   model?: NiNOptions;
-  /** SGD learning rate. */
-  lr: number;
+  /** The optimizer; default plain SGD. The learning rate is given at each step. */
+  optimizer?: OptimizerConfig;
 }
 
 /** The result of {@linkcode Replica.computeGradients}. */
@@ -46,7 +47,7 @@ export interface LocalGradients {
  * ```ts ignore
  * import { Replica } from "./replica.ts";
  *
- * const replica = new Replica({ lr: 0.1, model: { inputSize: 67, width: 0.125 } });
+ * const replica = new Replica({ model: { inputSize: 67, width: 0.125 } });
  * const batch = {
  *   images: new Uint8Array(2 * 28 * 28),
  *   labels: new Uint8Array([3, 5]),
@@ -55,7 +56,7 @@ export interface LocalGradients {
  *   cols: 28,
  * };
  * const local = await replica.computeGradients(batch);
- * replica.applyGradients(local.gradients);
+ * await replica.applyGradients(local.gradients, { lr: 0.1 });
  * replica.dispose();
  * ```
  */
@@ -67,15 +68,19 @@ export class Replica {
   /** Side of the square model input. */
   readonly inputSize: number;
   readonly #variables: tf.Variable[];
-  readonly #lr: tf.Scalar;
+  readonly #optimizer: Optimizer;
+  /** The weights as last uploaded: the optimizer updates them here, then uploads. */
+  #weights: Float32Array<ArrayBuffer> | undefined;
 
   /** Builds the model; the initial weights depend only on `options.model.seed`. */
-  constructor(options: ReplicaOptions) {
+  constructor(options: ReplicaOptions = {}) {
     this.model = createNiN(options.model);
     this.inputSize = this.model.inputs[0].shape[1] as number;
     this.#variables = this.model.weights.map((w) => w.read() as tf.Variable);
     this.numParams = this.#variables.reduce((sum, v) => sum + v.size, 0);
-    this.#lr = tf.keep(tf.scalar(options.lr));
+    this.#optimizer = createOptimizer(options.optimizer ?? { name: "sgd" }, {
+      size: this.numParams,
+    });
   }
 
   /**
@@ -135,9 +140,26 @@ export class Replica {
     };
   }
 
-  /** Applies one SGD step `w ← w − lr·g` with the flat gradient `gradients`. */
-  applyGradients(gradients: Float32Array): void {
-    sgdUpdate(this.#variables, gradients, { lr: this.#lr });
+  /**
+   * Applies one optimizer step with the flat gradient `gradients` at learning
+   * rate `options.lr`: the update runs on the CPU over this replica's copy of
+   * the weights (the same bits on every replica and machine), and the new
+   * weights are uploaded.
+   */
+  async applyGradients(gradients: Float32Array, options: { lr: number }): Promise<void> {
+    this.#weights ??= await this.#readWeights();
+    this.#optimizer.step(this.#weights, gradients, options);
+    this.#upload(this.#weights);
+  }
+
+  /** A copy of the optimizer's state (step count, momentum or moments). */
+  optimizerState(): OptimizerState {
+    return this.#optimizer.state();
+  }
+
+  /** Restores the optimizer's state; throws a `RangeError` if it does not fit. */
+  loadOptimizerState(state: OptimizerState): void {
+    this.#optimizer.loadState(state);
   }
 
   /** Waits until the device has finished all work enqueued so far (e.g. an SGD update). */
@@ -162,10 +184,7 @@ export class Replica {
 
   /** All weights, flattened in `model.getWeights()` order. */
   async getWeights(): Promise<Float32Array<ArrayBuffer>> {
-    const flat = tf.tidy(() => tf.concat(this.#variables.map((v) => tf.reshape(v, [-1]))));
-    const data = await flat.data() as Float32Array<ArrayBuffer>;
-    flat.dispose();
-    return data;
+    return this.#weights?.slice() ?? await this.#readWeights();
   }
 
   /** Overwrites all weights from a flat vector in `model.getWeights()` order. */
@@ -173,19 +192,31 @@ export class Replica {
     if (weights.length !== this.numParams) {
       throw new RangeError(`expected ${this.numParams} weights, got ${weights.length}`);
     }
-    tf.tidy(() => {
-      let offset = 0;
-      for (const v of this.#variables) {
-        v.assign(tf.tensor(weights.subarray(offset, offset + v.size), v.shape, "float32"));
-        offset += v.size;
-      }
-    });
+    this.#weights = Float32Array.from(weights);
+    this.#upload(this.#weights);
   }
 
   /** Frees the model's tensors. */
   dispose(): void {
     this.model.dispose();
-    this.#lr.dispose();
+  }
+
+  async #readWeights(): Promise<Float32Array<ArrayBuffer>> {
+    const flat = tf.tidy(() => tf.concat(this.#variables.map((v) => tf.reshape(v, [-1]))));
+    const data = await flat.data() as Float32Array<ArrayBuffer>;
+    flat.dispose();
+    return data;
+  }
+
+  /** Assigns every variable its slice of `weights` (copied: tfjs may upload lazily). */
+  #upload(weights: Float32Array): void {
+    tf.tidy(() => {
+      let offset = 0;
+      for (const v of this.#variables) {
+        v.assign(tf.tensor(weights.slice(offset, offset + v.size), v.shape, "float32"));
+        offset += v.size;
+      }
+    });
   }
 
   #toInput(batch: Batch): tf.Tensor4D {

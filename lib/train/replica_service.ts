@@ -8,7 +8,8 @@
  *    (`Replica.computeGradients`),
  * 4. average the gradients of all ranks, weighted by their example counts
  *    (`AllReduce.average`),
- * 5. apply the same SGD update on every rank (`Replica.applyGradients`).
+ * 5. apply the same optimizer update on every rank, at the learning rate
+ *    the schedule gives this step (`Replica.applyGradients`).
  *
  * @module
  */
@@ -18,11 +19,12 @@ import { Mailbox } from "../collective/mailbox.ts";
 import type { AllReduce } from "../collective/all_reduce.ts";
 import { SharedAllReduce } from "../collective/shared_all_reduce.ts";
 import { StarAllReduce } from "../collective/star_all_reduce.ts";
-import { batchShard, gatherBatch, stepsPerEpoch } from "../data/batches.ts";
+import { batchShard, gatherBatch } from "../data/batches.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { DivergedError } from "../errors.ts";
+import { learningRateAt, type OptimizerState } from "../optim/mod.ts";
 import { mixSeed } from "../util/random.ts";
 import { trace } from "../util/trace.ts";
 import { initBackend } from "./backend.ts";
@@ -110,7 +112,7 @@ class ReplicaWorker {
     trace(who, `initialising the ${init.config.backend} backend`);
     const device = await initBackend(init.config.backend, { kernels: init.config.kernels });
     trace(who, `backend ready on ${device.adapter}; building the model`);
-    const replica = new Replica({ lr: init.config.lr, model: init.config.model });
+    const replica = new Replica({ model: init.config.model, optimizer: init.config.optimizer });
     const ready: ReadyMessage = {
       type: "ready",
       rank: init.rank,
@@ -122,6 +124,7 @@ class ReplicaWorker {
     mailbox.send(weights ? { ...ready, weights } : ready, weights ? [weights.buffer] : []);
     const start = await mailbox.receive<StartMessage>("start");
     if (start.weights) replica.setWeights(start.weights);
+    if (start.optimizer) replica.loadOptimizerState(start.optimizer);
     const { rank, worldSize } = init;
     const allReduce = init.config.allReduce === "shared"
       ? new SharedAllReduce(start.allReduceBuffer!, { rank, worldSize, length: replica.numParams })
@@ -143,7 +146,7 @@ class ReplicaWorker {
     const shardOptions = { rank, worldSize, batchSize: config.batchSize };
     this.#sampler.setEpoch(epoch);
     const indices = this.#sampler.indices();
-    const steps = stepsPerEpoch(this.#sampler.totalSize, config);
+    const steps = config.stepsPerEpoch;
     this.#granted = command.grantUpTo;
     for (let step = fromStep; step < steps; step++) {
       while (step >= this.#granted) {
@@ -163,7 +166,13 @@ class ReplicaWorker {
         : nonFinite(average);
       if (what !== undefined) throw new DivergedError({ epoch: epoch + 1, step: step + 1, what });
       const updateStarted = performance.now();
-      this.#replica.applyGradients(average);
+      const lr = learningRateAt(config.schedule, {
+        lr: config.lr,
+        step: epoch * steps + step,
+        stepsPerEpoch: steps,
+        totalSteps: config.epochs * steps,
+      });
+      await this.#replica.applyGradients(average, { lr });
       let timing: StepTiming | undefined;
       if (config.profile) {
         await this.#replica.sync();
@@ -194,14 +203,16 @@ class ReplicaWorker {
         stepsDone < steps // the epoch's end sends the weights anyway
       ) {
         const weights = await this.#replica.getWeights();
+        const optimizer = this.#replica.optimizerState();
         const checkpoint: CheckpointMessage = {
           type: "checkpoint",
           epoch,
           stepsDone,
           weights,
           checksum: await weightsChecksum(weights),
+          optimizer,
         };
-        this.#mailbox.send(checkpoint, [weights.buffer]);
+        this.#mailbox.send(checkpoint, transferables(weights, optimizer));
       }
     }
     const test = await this.#evaluate(this.#init.test);
@@ -214,18 +225,21 @@ class ReplicaWorker {
       testCount: test.count,
       checksum: await weightsChecksum(weights),
       weights: rank === 0 ? weights : undefined,
+      optimizer: rank === 0 ? this.#replica.optimizerState() : undefined,
     };
-    this.#mailbox.send(end, rank === 0 ? [weights.buffer] : []);
+    this.#mailbox.send(end, rank === 0 ? transferables(weights, end.optimizer!) : []);
   }
 
   async sendWeights(): Promise<void> {
     const weights = await this.#replica.getWeights();
+    const optimizer = this.#replica.optimizerState();
     const message: WeightsMessage = {
       type: "weights",
       weights,
       checksum: await weightsChecksum(weights),
+      optimizer,
     };
-    this.#mailbox.send(message, [weights.buffer]);
+    this.#mailbox.send(message, transferables(weights, optimizer));
   }
 
   /** Accuracy counts on this rank's slice (every `worldSize`-th example) of `dataset`. */
@@ -246,6 +260,11 @@ class ReplicaWorker {
     }
     return { correct, count: indices.length };
   }
+}
+
+/** The buffers of a weight vector and an optimizer state (fresh copies), moved, not copied. */
+function transferables(weights: Float32Array, optimizer: OptimizerState): ArrayBuffer[] {
+  return [weights.buffer as ArrayBuffer, ...Object.values(optimizer.slots).map((s) => s.buffer)];
 }
 
 /**

@@ -55,6 +55,14 @@ export async function findResumePoint(
   return { path: latest.path!, state: latest.state, skipped: latest.skipped };
 }
 
+/** JSON of a plain object with its keys sorted and undefined fields left out. */
+function canonical(value: unknown): string {
+  const fields = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : 1));
+  return JSON.stringify(Object.fromEntries(fields));
+}
+
 /**
  * The options of a run resumed from `point`: its checkpoint's settings, except
  * those that may change between runs (workers, epochs, backend, all-reduce,
@@ -91,9 +99,25 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
       );
     }
   }
+  // Checkpoints written before there was a choice used plain SGD at a constant rate.
+  const structured = {
+    optimizer: config.optimizer ?? { name: "sgd" as const },
+    schedule: config.schedule ?? { name: "constant" as const },
+  };
+  for (const [key, value] of Object.entries(structured)) {
+    let given: unknown = options[key as keyof typeof structured];
+    if (typeof given === "string") given = { name: given };
+    if (given !== undefined && canonical(given) !== canonical(value)) {
+      throw new UsageError(
+        `${point.path} was trained with ${key} ${canonical(value)}, not ${canonical(given)}: ` +
+          `leave ${key} out to resume, or start a new run`,
+      );
+    }
+  }
   return {
     ...options,
     ...fixed,
+    ...structured,
     workers: options.workers ?? config.workers,
     epochs: options.epochs ?? config.epochs,
     backend: options.backend ?? config.backend,

@@ -10,6 +10,7 @@ import { stepsPerEpoch } from "../data/batches.ts";
 import { checkSplits, type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { DataError, DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
+import type { OptimizerState } from "../optim/mod.ts";
 import type { DeviceInfo } from "./backend.ts";
 import type { EpochSums, RunConfig, TrainingState } from "./checkpoint.ts";
 import { CheckpointStore } from "./checkpoint_store.ts";
@@ -132,7 +133,9 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
         test: testSet,
         workerUrl,
         attempt: restarts,
+        stepsPerEpoch: steps,
         startWeights: from?.weights,
+        startOptimizer: from?.optimizer.state,
       });
       if (restarts === 0) {
         options.onStart?.({
@@ -218,6 +221,7 @@ async function runEpochs(
         stepsDone: snapshot.stepsDone,
         weights: snapshot.weights,
         weightsChecksum: snapshot.checksum,
+        optimizer: snapshot.optimizer,
         history,
         partial: snapshot.sums,
         totals,
@@ -254,6 +258,7 @@ async function runEpochs(
       stepsDone: 0,
       weights: outcome.weights,
       weightsChecksum: outcome.checksum,
+      optimizer: outcome.optimizer,
       history,
       partial: NO_SUMS,
       totals,
@@ -273,6 +278,7 @@ function makeState(
     stepsDone: number;
     weights: Float32Array<ArrayBuffer>;
     weightsChecksum: string;
+    optimizer: OptimizerState;
     history: EpochRecord[];
     partial: EpochSums;
     totals: { examples: number; trainSeconds: number };
@@ -285,7 +291,7 @@ function makeState(
     stepsDone: at.stepsDone,
     weights: at.weights,
     weightsChecksum: at.weightsChecksum,
-    optimizer: { name: "sgd", lr: config.lr },
+    optimizer: { name: config.optimizer?.name ?? "sgd", lr: config.lr, state: at.optimizer },
     rng: { seed: config.seed },
     history: [...at.history],
     partial: at.partial,
@@ -299,6 +305,8 @@ function runConfig(options: ResolvedTrainOptions): RunConfig {
     epochs: options.epochs,
     batchSize: options.batchSize,
     lr: options.lr,
+    optimizer: options.optimizer,
+    schedule: options.schedule,
     seed: options.seed,
     backend: options.backend,
     allReduce: options.allReduce,

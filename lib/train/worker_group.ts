@@ -17,6 +17,7 @@ import {
 import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import type { Dataset } from "../data/fashion_mnist.ts";
 import { DataError, DivergedError, ReplicaDivergenceError, WorkerError } from "../errors.ts";
+import type { OptimizerState } from "../optim/mod.ts";
 import { ThreadWatch } from "../util/thread_watch.ts";
 import type { DeviceInfo } from "./backend.ts";
 import type { EpochSums } from "./checkpoint.ts";
@@ -54,6 +55,8 @@ export interface StepSnapshot {
   weights: Float32Array<ArrayBuffer>;
   /** SHA-256 of `weights`. */
   checksum: string;
+  /** The optimizer's state after `stepsDone` steps. */
+  optimizer: OptimizerState;
 }
 
 /** How an epoch ended: completed, or halted at a step boundary. */
@@ -64,6 +67,7 @@ export type EpochOutcome =
     sums: EpochSums;
     weights: Float32Array<ArrayBuffer>;
     checksum: string;
+    optimizer: OptimizerState;
   }
   | ({ halted: true } & StepSnapshot);
 
@@ -159,7 +163,8 @@ export class WorkerGroup {
 
   /**
    * Spawns the workers and waits until every replica is built and holds the
-   * same weights: `startWeights` (a checkpoint's) or rank 0's initial ones.
+   * same weights: `startWeights` (a checkpoint's, with its optimizer state
+   * `startOptimizer`) or rank 0's initial ones.
    */
   static async start(
     options: ResolvedTrainOptions,
@@ -168,7 +173,10 @@ export class WorkerGroup {
       test: Dataset;
       workerUrl: URL | string;
       attempt: number;
+      /** Global steps per epoch. */
+      stepsPerEpoch: number;
       startWeights?: Float32Array<ArrayBuffer>;
+      startOptimizer?: OptimizerState;
     },
   ): Promise<WorkerGroup> {
     const cores = shareCoresAmongWorkers(options.workers);
@@ -204,6 +212,10 @@ export class WorkerGroup {
       backend: options.backend,
       model: options.model,
       lr: options.lr,
+      optimizer: options.optimizer,
+      schedule: options.schedule,
+      epochs: options.epochs,
+      stepsPerEpoch: setup.stepsPerEpoch,
       seed: options.seed,
       batchSize: options.batchSize,
       evalBatchSize: Math.ceil(options.batchSize / options.workers),
@@ -253,7 +265,12 @@ export class WorkerGroup {
       const hub = options.allReduce === "star" ? new StarAllReduceHub(mailboxes) : undefined;
       mailboxes.forEach((mailbox, rank) => {
         const weights = setup.startWeights ?? (rank === 0 ? undefined : ready[0].weights);
-        const start: StartMessage = { type: "start", weights, allReduceBuffer };
+        const start: StartMessage = {
+          type: "start",
+          weights,
+          optimizer: setup.startOptimizer,
+          allReduceBuffer,
+        };
         mailbox.send(start);
       });
       const started: WorkerGroup = new WorkerGroup({
@@ -384,6 +401,7 @@ export class WorkerGroup {
       sums,
       weights: ends[0].weights!,
       checksum: ends[0].checksum,
+      optimizer: ends[0].optimizer!,
       record: {
         epoch: progress.epoch,
         loss: sums.lossSum / sums.count,
@@ -404,8 +422,11 @@ export class WorkerGroup {
   /** Rank 0's weights at the boundary where the halted workers wait. */
   async #snapshotNow(progress: EpochProgress): Promise<StepSnapshot> {
     this.#mailboxes[0].send({ type: "getWeights" });
-    const { weights, checksum } = await this.#mailboxes[0].receive<WeightsMessage>("weights");
-    return { stepsDone: progress.completed, sums: this.#sumsNow(progress), weights, checksum };
+    const { weights, checksum, optimizer } = await this.#mailboxes[0].receive<WeightsMessage>(
+      "weights",
+    );
+    const sums = this.#sumsNow(progress);
+    return { stepsDone: progress.completed, sums, weights, checksum, optimizer };
   }
 
   /** Once halting was asked for: resolve when every worker waits at the last granted step. */
@@ -503,6 +524,7 @@ export class WorkerGroup {
       sums,
       weights: checkpoint.weights,
       checksum: checkpoint.checksum,
+      optimizer: checkpoint.optimizer,
     };
     progress.saving = progress.saving.then(() => onSnapshot(snapshot));
     progress.saving.catch((error) => this.fail(error instanceof Error ? error : new Error(error)));
