@@ -33,6 +33,21 @@ export {
   checkDataset,
   checkSplits,
   type Dataset,
+  exampleSize,
+  type Normalization,
+} from "./lib/data/dataset.ts";
+export {
+  flatWeightsOf,
+  isLayersModel,
+  type LayersModelLike,
+  type ModelConfig,
+  type ModelEntry,
+  type ModelName,
+  MODELS,
+  type ModelSpec,
+  resolveModelConfig,
+} from "./lib/model/registry.ts";
+export {
   defaultCacheDir,
   FASHION_MNIST_CLASSES,
   FASHION_MNIST_FILES,

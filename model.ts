@@ -35,6 +35,8 @@ export {
   type ReplicaOptions,
   weightsChecksum,
 } from "./lib/train/replica.ts";
+export { buildModel, type ModelFactory } from "./lib/model/registry.ts";
+export { createLeNet, type LeNetOptions } from "./lib/model/lenet.ts";
 export {
   exportLayersModel,
   loadLayersModelFromDir,

@@ -21,7 +21,9 @@ import {
   readCheckpoint,
   UsageError,
 } from "../mod.ts";
-import { createNiN, initBackend } from "../model.ts";
+import { initBackend } from "../model.ts";
+import { buildModel } from "../lib/model/registry.ts";
+import type { Normalization } from "../lib/data/dataset.ts";
 
 const HELP = `Evaluate a trained NiN on the Fashion-MNIST test set.
 
@@ -75,12 +77,16 @@ async function main(): Promise<void> {
   const device = await initBackend(backend as BackendName);
   let model: LayersModel;
   let source: string;
+  let normalize: Normalization | undefined;
   if (values.model !== undefined) {
     model = await loadLayersModelFromDir(values.model);
+    normalize = (model.getUserDefinedMetadata() as { normalize?: Normalization } | undefined)
+      ?.normalize;
     source = values.model;
   } else {
     const state = await readCheckpoint(values.checkpoint!);
-    model = createNiN(state.config.model);
+    model = await buildModel(state.config.model);
+    normalize = state.config.normalize;
     setFlatWeights(model, state.weights);
     source =
       `${values.checkpoint} (after ${state.epochsDone} epoch(s) and ${state.stepsDone} step(s))`;
@@ -99,6 +105,7 @@ async function main(): Promise<void> {
   const bar = new ProgressBar(count, { label: "evaluating" });
   const result = await evaluateModel(model, dataset, {
     batchSize,
+    normalize,
     onProgress: (done) => bar.update(done, `${done}/${count}`),
   });
   bar.clear();

@@ -115,7 +115,8 @@ async function printSignal(
     width: options.width,
     dropout: 0,
   };
-  const x = toModelInput(batch, { inputSize: options.inputSize ?? 224 });
+  const side = options.inputSize ?? 224;
+  const x = toModelInput(batch, { height: side, width: side });
   const labels = tf.oneHot(tf.tensor1d(Array.from(batch.labels), "int32"), 10);
   console.log(
     "| init | seed | conv output RMS, layer 1 → 12 | logits std | loss | " +

@@ -12,7 +12,6 @@ import {
   formatMetrics,
   historyToJsonl,
   initBackend,
-  type NiNOptions,
   renderHistorySvg,
   resolveTrainOptions,
   serialisedWorkersWarning,
@@ -20,7 +19,8 @@ import {
   type TrainStart,
   UsageError,
 } from "../mod.ts";
-import { createNiN, ninSummary } from "../model.ts";
+import { ninSummary } from "../model.ts";
+import { buildModel, type ModelConfig } from "../lib/model/registry.ts";
 import { exportLayersModel } from "../lib/model/export.ts";
 import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { outputPath, parseFlags, runCli, statOrNull } from "../lib/cli/cli.ts";
@@ -185,7 +185,11 @@ async function main(): Promise<void> {
   console.log(`${result.examplesPerSec.toFixed(1)} examples/sec${device}`);
   if (exportDir) {
     await initBackend("cpu"); // building and saving the model needs no GPU
-    await exportLayersModel(result.weights, { dir: exportDir, model: run.model });
+    await exportLayersModel(result.weights, {
+      dir: exportDir,
+      model: run.model,
+      normalize: run.normalize,
+    });
     console.log(`model saved to ${exportDir} (TensorFlow.js LayersModel)`);
   }
 }
@@ -220,15 +224,14 @@ function printStart(info: TrainStart): void {
   const perWorker = options.batchSize / options.workers;
   const share = Number.isInteger(perWorker) ? `${perWorker}` : `~${perWorker.toFixed(1)}`;
   console.log(
-    `NiN (${info.numParams.toLocaleString("en-US")} parameters, ${options.model.inputSize}×` +
-      `${options.model.inputSize} input, width ${options.model.width}) on ` +
+    `${describeModel(options.model, info)} on ` +
       `${info.trainCount} training / ${info.testCount} test examples`,
   );
   console.log(
     `${options.workers} worker(s) on ${info.device.backend}` +
       `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +
       `${adapterWithPath(info.device)}; ` +
-      `batch ${options.batchSize} (${share} per worker), lr ${options.lr}, ` +
+      `batch ${options.batchSize} (${share} per worker), ${describeOptimizer(options)}, ` +
       `${info.stepsPerEpoch} steps per epoch`,
   );
   if (info.resumedFrom) {
@@ -251,20 +254,51 @@ function enoughForEta(progress: { step: number; steps: number; seconds: number }
   return progress.step >= Math.min(4, progress.steps) || progress.seconds > 60;
 }
 
-async function printSummary(model: Required<NiNOptions>): Promise<void> {
+async function printSummary(config: ModelConfig): Promise<void> {
   await initBackend("cpu");
-  const nin = createNiN(model);
-  console.log(`input: ${model.inputSize}×${model.inputSize}×1`);
-  for (const row of ninSummary(nin)) {
+  const model = await buildModel(config);
+  console.log(`input: ${model.inputs[0].shape.slice(1).join("×")}`);
+  // NiN's rows group each block's three convolutions, as d2l prints them.
+  const rows = config.name === "nin" ? ninSummary(model) : model.layers.map((layer) => ({
+    name: layer.name,
+    outputShape: (layer.outputShape as number[]).slice(1),
+    params: layer.countParams(),
+  }));
+  const width = Math.max(9, ...rows.map((row) => row.name.length + 1));
+  for (const row of rows) {
     const shape = row.outputShape.join("×");
     console.log(
-      `${row.name.padEnd(9)} output ${shape.padEnd(12)} ${
+      `${row.name.padEnd(width)} output ${shape.padEnd(12)} ${
         row.params.toLocaleString("en-US")
       } parameters`,
     );
   }
-  console.log(`total: ${nin.countParams().toLocaleString("en-US")} parameters`);
-  nin.dispose();
+  console.log(`total: ${model.countParams().toLocaleString("en-US")} parameters`);
+  model.dispose();
+}
+
+/** "NiN (36,646 parameters, 67×67 input, width 0.125)", "LeNet (…)", or a custom model's export and module. */
+function describeModel(model: ModelConfig, info: TrainStart): string {
+  const [height, width, channels] = info.inputShape;
+  const input = `${height}×${width}${channels === 1 ? "" : `×${channels}`} input`;
+  const params = `${info.numParams.toLocaleString("en-US")} parameters`;
+  if (model.name === "nin") return `NiN (${params}, ${input}, width ${model.options.width})`;
+  if (model.name === "lenet") return `LeNet (${params}, ${input})`;
+  return `${model.export} of ${model.module} (${params}, ${input})`;
+}
+
+/** "lr 0.1", or e.g. "sgd (momentum 0.9, nesterov) lr 0.1, cosine schedule". */
+function describeOptimizer(options: TrainStart["options"]): string {
+  const { name, ...hyper } = options.optimizer;
+  const settings = Object.entries(hyper).filter(([, v]) => v !== undefined && v !== false)
+    .map(([k, v]) => (v === true ? k : `${k} ${v}`));
+  const optimizer = name === "sgd" && settings.length === 0
+    ? ""
+    : `${name}${settings.length ? ` (${settings.join(", ")})` : ""} `;
+  const schedule = options.schedule.name === "constant" && !options.schedule.warmupEpochs
+    ? ""
+    : `, ${options.schedule.name} schedule`;
+  return `${optimizer}lr ${options.lr}${schedule}`;
 }
 
 if (import.meta.main) await runCli(main);

@@ -29,7 +29,10 @@ async function state(epochsDone: number, stepsDone: number): Promise<TrainingSta
       seed: 4,
       backend: "webgpu",
       allReduce: "shared",
-      model: { inputSize: 67, width: 0.125, dropout: 0.5, seed: 4, init: "he-normal" },
+      model: {
+        name: "nin",
+        options: { inputSize: 67, width: 0.125, dropout: 0.5, seed: 4, init: "he-normal" },
+      },
       trainLimit: 64,
       testLimit: undefined,
     },

@@ -16,11 +16,11 @@ Deno.test("an exported model loads back with tfjs and predicts exactly as the tr
   const { weights } = await train({ ...MODEL, workers: 2, epochs: 1, batchSize: 8, data });
   await initBackend("cpu");
   await withTempDir(async (dir) => {
-    await exportLayersModel(weights, { dir, model: MODEL });
+    await exportLayersModel(weights, { dir, model: { name: "nin", options: MODEL } });
     const loaded = await loadLayersModelFromDir(dir);
     const direct = createNiN(MODEL);
     setFlatWeights(direct, weights);
-    const x = toModelInput({ ...data.test, count: 8 }, { inputSize: 67 });
+    const x = toModelInput({ ...data.test, count: 8 }, { height: 67, width: 67 });
     const [a, b] = [loaded.predict(x) as tf.Tensor, direct.predict(x) as tf.Tensor];
     assert.deepEqual(await a.data(), await b.data());
     assert.equal(loaded.countParams(), direct.countParams());
@@ -110,7 +110,7 @@ Deno.test("loading a model reads only its own files, as large as its manifest sa
     const nin = createNiN(MODEL);
     const weights = new Float32Array(nin.countParams());
     nin.dispose();
-    await exportLayersModel(weights, { dir, model: MODEL });
+    await exportLayersModel(weights, { dir, model: { name: "nin", options: MODEL } });
     const manifest = JSON.parse(await Deno.readTextFile(`${dir}/model.json`));
     const rewrite = (paths: string[]) =>
       Deno.writeTextFile(

@@ -5,7 +5,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import type { Dataset } from "../lib/data/fashion_mnist.ts";
+import type { Dataset } from "../lib/data/dataset.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 
 /**

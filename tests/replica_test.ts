@@ -4,6 +4,7 @@ import * as tfl from "@tensorflow/tfjs-layers";
 import { weightedAverage } from "../lib/collective/all_reduce.ts";
 import type { Batch } from "../lib/data/batches.ts";
 import { initBackend } from "../lib/train/backend.ts";
+import { createNiN } from "../lib/model/nin.ts";
 import { Replica, weightsChecksum } from "../lib/train/replica.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 
@@ -43,8 +44,8 @@ function maxRelativeDifference(a: Float32Array, b: Float32Array): number {
 }
 
 Deno.test("a Replica step equals one step of tfjs' own SGD on the same batch", async () => {
-  const replica = new Replica({ model: MODEL });
-  const reference = new Replica({ model: MODEL }); // used only for its model
+  const replica = new Replica({ model: createNiN(MODEL) });
+  const reference = new Replica({ model: createNiN(MODEL) }); // used only for its model
   try {
     const batch = randomBatch(8, 1);
     const local = await replica.computeGradients(batch);
@@ -79,7 +80,7 @@ Deno.test("a Replica step equals one step of tfjs' own SGD on the same batch", a
 });
 
 Deno.test("the example-weighted average of shard gradients is the gradient of the whole batch", async () => {
-  const replica = new Replica({ model: MODEL });
+  const replica = new Replica({ model: createNiN(MODEL) });
   try {
     const batch = randomBatch(7, 2);
     const whole = await replica.computeGradients(batch);
@@ -104,7 +105,7 @@ Deno.test("the example-weighted average of shard gradients is the gradient of th
 });
 
 Deno.test("dropout masks are fixed by the seed", async () => {
-  const replica = new Replica({ model: { ...MODEL, dropout: 0.5 } });
+  const replica = new Replica({ model: createNiN({ ...MODEL, dropout: 0.5 }) });
   try {
     const batch = randomBatch(4, 3);
     const a = await replica.computeGradients(batch, { dropoutSeed: 11 });
@@ -118,7 +119,7 @@ Deno.test("dropout masks are fixed by the seed", async () => {
 });
 
 Deno.test("training steps, evaluation and weight reads leak no tensors", async () => {
-  const replica = new Replica({ model: { ...MODEL, dropout: 0.5 } });
+  const replica = new Replica({ model: createNiN({ ...MODEL, dropout: 0.5 }) });
   try {
     const batch = randomBatch(6, 4);
     const step = async (seed: number) => {
@@ -137,8 +138,8 @@ Deno.test("training steps, evaluation and weight reads leak no tensors", async (
 });
 
 Deno.test("setWeights and getWeights round-trip; checksums tell replicas apart", async () => {
-  const a = new Replica({ model: MODEL });
-  const b = new Replica({ model: { ...MODEL, seed: 4 } });
+  const a = new Replica({ model: createNiN(MODEL) });
+  const b = new Replica({ model: createNiN({ ...MODEL, seed: 4 }) });
   try {
     const weights = await a.getWeights();
     assert.equal(weights.length, a.numParams);
@@ -154,7 +155,7 @@ Deno.test("setWeights and getWeights round-trip; checksums tell replicas apart",
 });
 
 Deno.test("the model is a plain tfjs LayersModel", () => {
-  const replica = new Replica({ model: MODEL });
+  const replica = new Replica({ model: createNiN(MODEL) });
   try {
     assert.ok(replica.model instanceof tfl.LayersModel);
   } finally {

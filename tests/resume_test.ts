@@ -119,7 +119,10 @@ Deno.test("a checkpoint of another model shape is refused before training", asyn
     const { encodeCheckpoint } = await import("../lib/train/checkpoint.ts");
     const other = {
       ...state,
-      config: { ...state.config, model: { ...state.config.model, width: 0.25 } },
+      config: {
+        ...state.config,
+        model: { ...state.config.model, options: { ...state.config.model.options, width: 0.25 } },
+      },
     };
     await Deno.writeFile(saved.path, await encodeCheckpoint(other));
     await assert.rejects(
@@ -145,7 +148,11 @@ Deno.test("a preset's values are defaults, not settings given: a run with --pres
     const [saved] = (await listCheckpoints(dir)).slice(-1);
     const state = await readCheckpoint(saved.path);
     assert.equal(state.config.batchSize, 16, "the checkpoint's batch size, not the preset's 32");
-    assert.equal(state.config.model.inputSize, 67, "the preset's input size, as first trained");
+    assert.equal(
+      state.config.model.options.inputSize,
+      67,
+      "the preset's input size, as first trained",
+    );
   });
 });
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { DistributedSampler } from "../lib/data/sampler.ts";
-import type { Dataset } from "../lib/data/fashion_mnist.ts";
+import type { Dataset } from "../lib/data/dataset.ts";
 import { DataError, DivergedError, UsageError, WorkerError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/backend.ts";
@@ -297,7 +297,7 @@ Deno.test("a diverging run stops at the step its loss or gradient stops being fi
 Deno.test("train() rejects in-memory data that does not add up, before starting any worker", async () => {
   const good = imageLikeDataset(8, 9);
   const cases: [unknown, RegExp][] = [
-    [{ ...good, count: 9 }, /^data\.train: 6272 image bytes, but 9 images of 28×28 need 7056$/],
+    [{ ...good, count: 9 }, /^data\.train: 6272 image values, but 9 images of 28×28 need 7056$/],
     [
       { ...good, labels: good.labels.map((l, i) => i === 3 ? 200 : l) },
       /^data\.train: label 200 of example 3 is outside 0\.\.9$/,
@@ -308,7 +308,7 @@ Deno.test("train() rejects in-memory data that does not add up, before starting 
     ],
     [
       { ...good, images: Array.from(good.images) },
-      /^data\.train: images and labels must be Uint8Arrays$/,
+      /^data\.train: images must be a Uint8Array or a Float32Array$/,
     ],
   ];
   for (const [train_, pattern] of cases) {

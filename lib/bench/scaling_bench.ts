@@ -201,7 +201,7 @@ export async function benchPlainLoop(options: PlainLoopOptions): Promise<Summary
   try {
     for (let step = 0; step < options.warmupSteps + options.steps; step++) {
       const started = performance.now();
-      const x = toModelInput(batch, { inputSize: options.inputSize });
+      const x = toModelInput(batch, { height: options.inputSize, width: options.inputSize });
       const y = tf.oneHot(tf.tensor1d(Int32Array.from(batch.labels), "int32"), 10);
       const loss = optimizer.minimize(
         () => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor),

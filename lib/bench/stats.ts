@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Dataset } from "../data/fashion_mnist.ts";
+import type { Dataset } from "../data/dataset.ts";
 import { mulberry32 } from "../util/random.ts";
 
 /** Median and spread of repeated measurements. */

@@ -10,6 +10,7 @@ import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { KernelInit } from "../model/nin.ts";
+import { type ModelName, MODELS } from "../model/registry.ts";
 import { type LrSchedule, type OptimizerName, parseSchedule } from "../optim/mod.ts";
 import { type BackendName, BACKENDS } from "../train/backend.ts";
 import { type PresetName, PRESETS, type TrainOptions } from "../train/options.ts";
@@ -31,6 +32,7 @@ import { numberFlag } from "./cli.ts";
  * ```
  */
 export const TRAIN_FLAGS = {
+  model: { type: "string" },
   workers: { type: "string" },
   epochs: { type: "string" },
   "batch-size": { type: "string" },
@@ -73,7 +75,10 @@ export const TRAIN_FLAGS = {
  * assert.ok(TRAIN_FLAGS_HELP.includes("--workers N"));
  * ```
  */
-export const TRAIN_FLAGS_HELP = `  --workers N        worker replicas (default 1)
+export const TRAIN_FLAGS_HELP =
+  `  --model NAME       nin (default: d2l §7.3) or lenet (d2l §7.6: 28×28, sigmoid; trained
+                     at lr 0.9, batch 256 unless given); your own model: see the README
+  --workers N        worker replicas (default 1)
   --epochs N         passes over the training set (default 10)
   --batch-size N     global batch, split across the workers (default 128)
   --lr X             base learning rate (default 0.1)
@@ -136,7 +141,7 @@ export type TrainFlagValues = {
  *
  * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
  * assert.ok(options.workers === 2 && options.preset === "quick");
- * assert.equal(resolveTrainOptions(options).model.inputSize, 67);
+ * assert.equal(resolveTrainOptions(options).model.options.inputSize, 67);
  * ```
  */
 export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
@@ -144,6 +149,11 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   if (!(preset in PRESETS)) {
     throw new UsageError(
       `--preset must be ${Object.keys(PRESETS).join(" or ")}, got "${preset}"`,
+    );
+  }
+  if (values.model !== undefined && !Object.hasOwn(MODELS, values.model)) {
+    throw new UsageError(
+      `--model must be one of ${Object.keys(MODELS).join(", ")}, got "${values.model}"`,
     );
   }
   const backend = values.backend ?? "webgpu";
@@ -173,6 +183,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     ? undefined
     : { name: (values.optimizer ?? "sgd") as OptimizerName, ...hyper };
   const flags: TrainOptions = {
+    model: values.model as ModelName | undefined,
     optimizer,
     schedule,
     workers: numberFlag("--workers", values.workers, { integer: true }),

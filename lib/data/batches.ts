@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Dataset } from "./fashion_mnist.ts";
+import { type Dataset, exampleSize } from "./dataset.ts";
 
 /** Options for {@linkcode batchShard} and {@linkcode stepsPerEpoch}. */
 export interface BatchShardOptions {
@@ -67,8 +67,8 @@ export function batchShard(
 
 /** Examples gathered from a {@linkcode Dataset}, ready to upload. */
 export interface Batch {
-  /** `count × rows × cols` pixels. */
-  images: Uint8Array;
+  /** `count × rows × cols × channels` values (bytes or float32, as the data set's). */
+  images: Uint8Array | Float32Array;
   /** `count` labels. */
   labels: Uint8Array;
   /** Number of examples. */
@@ -77,6 +77,8 @@ export interface Batch {
   rows: number;
   /** Image width in pixels. */
   cols: number;
+  /** Channels per pixel. Default 1. */
+  channels?: number;
 }
 
 /**
@@ -99,12 +101,15 @@ export interface Batch {
  * ```
  */
 export function gatherBatch(dataset: Dataset, indices: readonly number[]): Batch {
-  const size = dataset.rows * dataset.cols;
-  const images = new Uint8Array(indices.length * size);
+  const size = exampleSize(dataset);
+  const images = dataset.images instanceof Float32Array
+    ? new Float32Array(indices.length * size)
+    : new Uint8Array(indices.length * size);
   const labels = new Uint8Array(indices.length);
   indices.forEach((index, i) => {
     images.set(dataset.images.subarray(index * size, (index + 1) * size), i * size);
     labels[i] = dataset.labels[index];
   });
-  return { images, labels, count: indices.length, rows: dataset.rows, cols: dataset.cols };
+  const { rows, cols, channels } = dataset;
+  return { images, labels, count: indices.length, rows, cols, channels: channels ?? 1 };
 }

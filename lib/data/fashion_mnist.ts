@@ -7,10 +7,13 @@
 import { join, resolve } from "node:path";
 import { writeFileAtomic } from "../util/atomic_write.ts";
 import { sha256Hex } from "../util/sha256.ts";
-import { DataError, describeValue } from "../errors.ts";
+import { DataError } from "../errors.ts";
 import { ProgressBar } from "../util/progress.ts";
 import { downloadVerified } from "./download.ts";
 import { parseIdxImages, parseIdxLabels, readIdxFile } from "./idx.ts";
+import { checkSplits, type Dataset } from "./dataset.ts";
+
+export type { Dataset } from "./dataset.ts";
 
 /**
  * The ten Fashion-MNIST classes, indexed by label.
@@ -91,100 +94,6 @@ export interface FileSpec {
   sha256: string;
 }
 
-/** A split of an image-classification data set held in memory. */
-export interface Dataset {
-  /** `count × rows × cols` pixels, row-major, 0 to 255. */
-  images: Uint8Array;
-  /** One label per image, 0 to 9. */
-  labels: Uint8Array;
-  /** Number of examples. */
-  count: number;
-  /** Image height in pixels (28). */
-  rows: number;
-  /** Image width in pixels (28). */
-  cols: number;
-}
-
-/**
- * Checks that `dataset` is a usable split: a positive count of `rows × cols`
- * uint8 images with one label in `[0, numClasses)` each, and throws a
- * {@linkcode DataError} naming `name` and the first problem otherwise.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { checkDataset } from "./fashion_mnist.ts";
- *
- * const images = new Uint8Array(2 * 4), labels = new Uint8Array([3, 200]);
- * assert.throws(
- *   () => checkDataset({ images, labels, count: 2, rows: 2, cols: 2 }, { name: "train" }),
- *   /^DataError: train: label 200 of example 1 is outside 0\.\.9$/,
- * );
- * ```
- */
-export function checkDataset(
-  dataset: Dataset,
-  options: { name: string; numClasses?: number },
-): void {
-  const fail = (reason: string) => new DataError(`${options.name}: ${reason}`);
-  const numClasses = options.numClasses ?? FASHION_MNIST_CLASSES.length;
-  if (typeof dataset !== "object" || dataset === null) throw fail("not a data set");
-  const { images, labels, count, rows, cols } = dataset;
-  for (const [key, value] of Object.entries({ count, rows, cols })) {
-    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
-      throw fail(`${key} must be a positive integer, got ${describeValue(value)}`);
-    }
-  }
-  if (!(images instanceof Uint8Array) || !(labels instanceof Uint8Array)) {
-    throw fail("images and labels must be Uint8Arrays");
-  }
-  if (images.length !== count * rows * cols) {
-    throw fail(
-      `${images.length} image bytes, but ${count} images of ${rows}×${cols} need ${
-        count * rows * cols
-      }`,
-    );
-  }
-  if (labels.length !== count) throw fail(`${labels.length} labels for ${count} images`);
-  const bad = labels.findIndex((label) => label >= numClasses);
-  if (bad >= 0) {
-    throw fail(`label ${labels[bad]} of example ${bad} is outside 0..${numClasses - 1}`);
-  }
-}
-
-/**
- * Checks a training and a test split with {@linkcode checkDataset} and that
- * their images have one size; errors name each split by `names`.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { checkSplits } from "./fashion_mnist.ts";
- *
- * const split = (side: number) => ({
- *   images: new Uint8Array(side * side), labels: new Uint8Array(1), count: 1, rows: side, cols: side,
- * });
- * assert.throws(
- *   () => checkSplits({ train: split(28), test: split(32) }, { names: { train: "a", test: "b" } }),
- *   /^DataError: a has 28×28 images but b has 32×32$/,
- * );
- * ```
- */
-export function checkSplits(
-  data: { train: Dataset; test: Dataset },
-  options: { names: { train: string; test: string } },
-): void {
-  const { train, test } = data;
-  const { names } = options;
-  checkDataset(train, { name: names.train });
-  checkDataset(test, { name: names.test });
-  if (train.rows !== test.rows || train.cols !== test.cols) {
-    throw new DataError(
-      `${names.train} has ${train.rows}×${train.cols} images but ${names.test} has ${test.rows}×${test.cols}`,
-    );
-  }
-}
-
 /** Options for {@linkcode loadFashionMNIST}. */
 export interface LoadFashionMnistOptions {
   /**
@@ -237,6 +146,7 @@ export async function loadFashionMNIST(
   const test = await readSplit(paths.testImages, paths.testLabels);
   checkSplits({ train, test }, {
     names: { train: files.trainImages.name, test: files.testImages.name },
+    numClasses: FASHION_MNIST_CLASSES.length,
   });
   const differing = await differingFromOfficial(paths, {
     cacheDir: options.cacheDir ?? defaultCacheDir(),

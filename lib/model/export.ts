@@ -1,5 +1,5 @@
 /**
- * Saving and loading NiN in TensorFlow.js' LayersModel format (`model.json`
+ * Saving and loading a trained model in TensorFlow.js' LayersModel format (`model.json`
  * plus a binary weights file), which `tf.loadLayersModel` reads in a browser
  * or in Deno.
  *
@@ -11,16 +11,20 @@ import * as tf from "@tensorflow/tfjs-core";
 import * as tfl from "@tensorflow/tfjs-layers";
 import { DataError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic_write.ts";
-import { createNiN, type NiNOptions } from "./nin.ts";
+import { buildModel, type ModelConfig } from "./registry.ts";
+import type { Normalization } from "../data/dataset.ts";
 
 /** Name of the weights file next to `model.json`. */
 export const WEIGHTS_FILE = "group1-shard1of1.bin";
 
 /**
- * Writes NiN with the flat `weights` (in `model.getWeights()` order) to `dir`
- * as `model.json` and {@linkcode WEIGHTS_FILE}. The weights file is written
- * first and `model.json` last, each atomically, so a `model.json` is only
- * ever next to complete weights. Needs an initialised tfjs backend.
+ * Writes the model `options.model` describes, with the flat `weights` (in
+ * `model.getWeights()` order), to `dir` as `model.json` and
+ * {@linkcode WEIGHTS_FILE}; `options.normalize` (the input normalisation it
+ * was trained with) goes into the model's user-defined metadata. The weights
+ * file is written first and `model.json` last, each atomically, so a
+ * `model.json` is only ever next to complete weights. Needs an initialised
+ * tfjs backend.
  *
  * @example
  * ```ts
@@ -34,18 +38,20 @@ export const WEIGHTS_FILE = "group1-shard1of1.bin";
  * const weights = new Float32Array(model.countParams());
  * model.dispose();
  * const dir = await Deno.makeTempDir();
- * await exportLayersModel(weights, { dir, model: { inputSize: 67, width: 0.125 } });
+ * const config = { name: "nin", options: { inputSize: 67, width: 0.125 } };
+ * await exportLayersModel(weights, { dir, model: config });
  * const manifest = JSON.parse(await Deno.readTextFile(`${dir}/model.json`));
  * assert.equal(manifest.format, "layers-model");
  * ```
  */
 export async function exportLayersModel(
   weights: Float32Array,
-  options: { dir: string; model: NiNOptions },
+  options: { dir: string; model: ModelConfig; normalize?: Normalization },
 ): Promise<void> {
-  const model = createNiN(options.model);
+  const model = await buildModel(options.model);
   try {
     setFlatWeights(model, weights);
+    if (options.normalize) model.setUserDefinedMetadata({ normalize: options.normalize });
     await Deno.mkdir(options.dir, { recursive: true });
     await model.save(tf.io.withSaveHandler(async (artifacts) => {
       const data = artifacts.weightData;
@@ -59,6 +65,7 @@ export async function exportLayersModel(
         convertedBy: null,
         modelTopology: artifacts.modelTopology,
         weightsManifest: [{ paths: [WEIGHTS_FILE], weights: artifacts.weightSpecs }],
+        userDefinedMetadata: artifacts.userDefinedMetadata,
       };
       await writeFileAtomic(join(options.dir, "model.json"), JSON.stringify(manifest));
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: "JSON" } };
@@ -86,6 +93,7 @@ export async function loadLayersModelFromDir(dir: string): Promise<tfl.LayersMod
   let manifest: {
     modelTopology?: unknown;
     weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+    userDefinedMetadata?: Record<string, unknown>;
   };
   try {
     manifest = JSON.parse(new TextDecoder().decode(await readBounded(manifestPath, MAX_MANIFEST)));
@@ -123,7 +131,8 @@ export async function loadLayersModelFromDir(dir: string): Promise<tfl.LayersMod
         modelTopology: manifest.modelTopology,
         weightSpecs: specs,
         weightData: data,
-      }),
+        userDefinedMetadata: manifest.userDefinedMetadata ?? undefined,
+      } as tf.io.ModelArtifacts),
     );
   } catch (error) {
     throw new DataError(`${manifestPath}: cannot load the model (${(error as Error).message})`);

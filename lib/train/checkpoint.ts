@@ -16,6 +16,7 @@
  */
 
 import type { KernelSet } from "../kernels/mod.ts";
+import type { Normalization } from "../data/dataset.ts";
 import type { LrSchedule, OptimizerConfig, OptimizerName, OptimizerState } from "../optim/mod.ts";
 import { join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
@@ -55,6 +56,8 @@ export type RunConfig =
     optimizer?: OptimizerConfig;
     /** The learning-rate schedule; absent in checkpoints written before there was one (constant). */
     schedule?: LrSchedule;
+    /** The input normalisation, if any. */
+    normalize?: Normalization;
   };
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */
@@ -121,7 +124,7 @@ export interface TrainingState {
  *   config: {
  *     workers: 2, epochs: 1, batchSize: 8, lr: 0.1, seed: 0, backend: "cpu" as const,
  *     allReduce: "shared" as const, trainLimit: undefined, testLimit: undefined,
- *     model: { inputSize: 67, width: 0.125, dropout: 0, seed: 0, init: "he-normal" as const },
+ *     model: { name: "nin", options: { inputSize: 67, width: 0.125, dropout: 0, seed: 0 } },
  *   },
  *   epochsDone: 0, stepsDone: 3, weights, weightsChecksum: await sha256Hex(weights),
  *   optimizer: { name: "sgd" as const, lr: 0.1 }, rng: { seed: 0 }, history: [],
@@ -215,18 +218,29 @@ export async function decodeCheckpoint(
     throw fail("the weights do not match their checksum");
   }
   const optimizer = decodeOptimizer(state.optimizer);
-  const problem = checkpointProblem({ ...state, weights, optimizer });
+  const config = upgradeConfig(state.config);
+  const problem = checkpointProblem({ ...state, config, weights, optimizer });
   if (problem !== undefined) throw fail(`invalid checkpoint: ${problem}`);
   return {
     ...state,
     optimizer: optimizer as TrainingState["optimizer"],
     config: {
-      ...state.config,
+      ...config as RunConfig,
       trainLimit: state.config.trainLimit,
       testLimit: state.config.testLimit,
     },
     weights,
   };
+}
+
+/**
+ * A checkpoint's settings in today's form: files written before the trainer
+ * took other models hold NiN's options as `model`.
+ */
+function upgradeConfig(config: unknown): unknown {
+  const model = (config as { model?: Record<string, unknown> } | undefined)?.model;
+  if (typeof model !== "object" || model === null || "name" in model) return config;
+  return { ...config as object, model: { name: "nin", options: model } };
 }
 
 /** The bytes of a float32 array, without a copy. */

@@ -12,7 +12,8 @@
 import { UsageError } from "../errors.ts";
 import { createOptimizer, type OptimizerConfig } from "../optim/mod.ts";
 import { stateProblem } from "../optim/optimizer.ts";
-import { resolveTrainOptions } from "./options.ts";
+import type { ModelConfig } from "../model/registry.ts";
+import { modelOptions, resolveTrainOptions } from "./options.ts";
 
 type Fields = Record<string, unknown>;
 
@@ -35,9 +36,12 @@ export function checkpointProblem(state: Fields): string | undefined {
   const config = state.config as Fields | undefined;
   if (!isObject(config)) return "config is missing or not an object";
   const model = config.model as Fields | undefined;
-  if (!isObject(model)) return "config.model is missing or not an object";
+  if (!isObject(model) || typeof model.name !== "string" || !isObject(model.options)) {
+    return "config.model is missing or not a model";
+  }
   try {
     resolveTrainOptions({
+      ...modelOptions(model as unknown as ModelConfig),
       workers: config.workers,
       epochs: config.epochs,
       batchSize: config.batchSize,
@@ -48,10 +52,7 @@ export function checkpointProblem(state: Fields): string | undefined {
       kernels: config.kernels,
       optimizer: config.optimizer,
       schedule: config.schedule,
-      inputSize: model.inputSize,
-      width: model.width,
-      dropout: model.dropout,
-      init: model.init,
+      normalize: config.normalize ?? undefined,
       trainLimit: config.trainLimit ?? undefined,
       testLimit: config.testLimit ?? undefined,
     } as Fields);
@@ -59,7 +60,9 @@ export function checkpointProblem(state: Fields): string | undefined {
     if (error instanceof UsageError) return `config: ${error.message}`;
     throw error;
   }
-  if (model.seed !== config.seed) return "config.model.seed differs from config.seed";
+  if (model.name !== "custom" && (model.options as Fields).seed !== config.seed) {
+    return "config.model.options.seed differs from config.seed";
+  }
   const epochs = config.epochs as number;
   if (!isCount(state.epochsDone) || (state.epochsDone as number) > epochs) {
     return `epochsDone ${state.epochsDone} is not a count of at most ${epochs}`;

@@ -8,8 +8,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type * as tfl from "@tensorflow/tfjs-layers";
 import { gatherBatch } from "../data/batches.ts";
-import type { Dataset } from "../data/fashion_mnist.ts";
-import { NUM_CLASSES } from "../model/nin.ts";
+import type { Dataset } from "../data/dataset.ts";
+import type { Normalization } from "../data/dataset.ts";
 import { toModelInput } from "./replica.ts";
 
 /** The result of {@linkcode evaluateModel}. */
@@ -26,7 +26,8 @@ export interface Evaluation {
 
 /**
  * Runs `model` (inference mode) over `dataset` in batches and counts right and
- * wrong predictions per class. Images are resized to the model's input side.
+ * wrong predictions per class. Images are resized to the model's input size
+ * and normalised with `normalize` (as in training).
  *
  * @example
  * ```ts
@@ -47,11 +48,16 @@ export interface Evaluation {
 export async function evaluateModel(
   model: tfl.LayersModel,
   dataset: Dataset,
-  options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
+  options: {
+    batchSize?: number;
+    normalize?: Normalization;
+    onProgress?: (done: number, total: number) => void;
+  } = {},
 ): Promise<Evaluation> {
   const batchSize = options.batchSize ?? 128;
-  const inputSize = model.inputs[0].shape[1] as number;
-  const confusion = Array.from({ length: NUM_CLASSES }, () => new Array(NUM_CLASSES).fill(0));
+  const [, height, width] = model.inputs[0].shape as number[];
+  const classes = model.outputs[0].shape[1] as number;
+  const confusion = Array.from({ length: classes }, () => new Array(classes).fill(0));
   let correct = 0;
   for (let start = 0; start < dataset.count; start += batchSize) {
     const indices = Array.from(
@@ -59,7 +65,7 @@ export async function evaluateModel(
       (_, i) => start + i,
     );
     const batch = gatherBatch(dataset, indices);
-    const x = toModelInput(batch, { inputSize });
+    const x = toModelInput(batch, { height, width, normalize: options.normalize });
     const predicted = tf.tidy(() => tf.argMax(model.predict(x) as tf.Tensor, 1));
     const labels = await predicted.data();
     tf.dispose([x, predicted]);

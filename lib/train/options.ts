@@ -7,9 +7,18 @@
 
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../collective/all_reduce.ts";
-import type { Dataset } from "../data/fashion_mnist.ts";
+import type { Dataset } from "../data/dataset.ts";
 import { describeValue, UsageError } from "../errors.ts";
-import { type KernelInit, type NiNOptions, resolveNiNOptions } from "../model/nin.ts";
+import type { KernelInit } from "../model/nin.ts";
+import {
+  type LayersModelLike,
+  type ModelConfig,
+  type ModelName,
+  MODELS,
+  type ModelSpec,
+  resolveModelConfig,
+} from "../model/registry.ts";
+import type { Normalization } from "../data/dataset.ts";
 import {
   type LrSchedule,
   type OptimizerConfig,
@@ -107,14 +116,27 @@ export interface TrainOptions {
    * {@linkcode StepProgress.timings}. Adds two device synchronisations per step.
    */
   profile?: boolean;
-  /** Side of the square model input; images are resized to it. Default 224. */
+  /**
+   * The model: `"nin"` (the default, d2l §7.3), `"lenet"` (d2l §7.6, trained
+   * at lr 0.9 and batch 256 unless told otherwise), or your own: a tfjs
+   * `LayersModel` you built (its topology and current weights go to every
+   * worker), or a module and the function it exports (see `ModelSpec`).
+   * The options `inputSize` … `init` below are NiN's.
+   */
+  model?: ModelName | ModelSpec | LayersModelLike | { topology: unknown };
+  /** NiN: side of the square model input; images are resized to it. Default 224. */
   inputSize?: number;
-  /** Channel-width multiplier of NiN's first three blocks. Default 1. */
+  /** NiN: channel-width multiplier of the first three blocks. Default 1. */
   width?: number;
-  /** Dropout rate before the last NiN block. Default 0.5. */
+  /** NiN: dropout rate before the last block. Default 0.5. */
   dropout?: number;
-  /** Kernel initialisation. Default `"he-normal"`. */
+  /** NiN: kernel initialisation. Default `"he-normal"`. */
   init?: KernelInit;
+  /**
+   * Per-channel normalisation of the input, after bytes are scaled to [0, 1]:
+   * `(x − mean) / std`. Default none (d2l's `ToTensor` only).
+   */
+  normalize?: Normalization;
   /** Directory with the Fashion-MNIST files (see `loadFashionMNIST`). */
   dataDir?: string;
   /** Download the data set when no copy is found. Default true. */
@@ -220,8 +242,10 @@ export interface ResolvedTrainOptions {
   keep: number;
   /** Restarts allowed after a worker failure. */
   maxRestarts: number;
-  /** Model configuration, seed included. */
-  model: Required<NiNOptions>;
+  /** The model, its options resolved, seed included. */
+  model: ModelConfig;
+  /** Input normalisation, if any. */
+  normalize: Normalization | undefined;
   /** Number of training examples used, or undefined for all. */
   trainLimit: number | undefined;
   /** Number of test examples used, or undefined for all. */
@@ -236,6 +260,8 @@ export interface TrainStart {
   options: ResolvedTrainOptions;
   /** Number of model parameters. */
   numParams: number;
+  /** The model's input: `[height, width, channels]`. */
+  inputShape: readonly [number, number, number];
   /** Global steps per epoch. */
   stepsPerEpoch: number;
   /** Training examples used. */
@@ -320,7 +346,17 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     );
   }
   const defined = Object.entries(given).filter(([, value]) => value !== undefined);
-  const options: TrainOptions = { ...PRESETS[preset], ...Object.fromEntries(defined) };
+  const builtIn = typeof given.model === "string" && Object.hasOwn(MODELS, given.model)
+    ? MODELS[given.model]
+    : undefined;
+  if (given.model !== undefined && given.model !== "nin" && preset !== "d2l") {
+    throw new UsageError(`the ${preset} preset is NiN's; leave it out with another model`);
+  }
+  const options: TrainOptions = {
+    ...builtIn?.training,
+    ...PRESETS[preset],
+    ...Object.fromEntries(defined),
+  };
   const workers = options.workers ?? 1;
   const epochs = options.epochs ?? 10;
   const batchSize = options.batchSize ?? 128;
@@ -412,13 +448,40 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
   }
   if (options.trainLimit !== undefined) positiveInteger("train limit", options.trainLimit);
   if (options.testLimit !== undefined) positiveInteger("test limit", options.testLimit);
-  const model = resolveNiNOptions({
-    inputSize: options.inputSize,
-    width: options.width,
-    dropout: options.dropout,
-    init: options.init,
-    seed,
-  });
+  const ninOptions = Object.fromEntries(
+    Object.entries({
+      inputSize: options.inputSize,
+      width: options.width,
+      dropout: options.dropout,
+      init: options.init,
+    }).filter(([, value]) => value !== undefined),
+  );
+  if (options.model !== undefined && options.model !== "nin" && Object.keys(ninOptions).length) {
+    throw new UsageError(
+      `${Object.keys(ninOptions).join(", ")} ${
+        Object.keys(ninOptions).length === 1 ? "applies" : "apply"
+      } to NiN only, not to model ${
+        describeValue(typeof options.model === "string" ? options.model : "(custom)")
+      }`,
+    );
+  }
+  const model = resolveModelConfig(options.model, { seed, options: ninOptions });
+  const normalize = options.normalize;
+  if (normalize !== undefined) {
+    const ok = (values: unknown, positive: boolean) =>
+      Array.isArray(values) && values.length > 0 &&
+      values.every((v) => typeof v === "number" && Number.isFinite(v) && (!positive || v > 0));
+    if (
+      typeof normalize !== "object" || normalize === null || !ok(normalize.mean, false) ||
+      !ok(normalize.std, true) || normalize.mean.length !== normalize.std.length
+    ) {
+      throw new UsageError(
+        `normalize must be { mean, std }: equally long arrays of numbers, std above 0; got ${
+          describeValue(normalize)
+        }`,
+      );
+    }
+  }
   return {
     workers,
     epochs,
@@ -437,6 +500,7 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     keep: options.keep ?? 3,
     maxRestarts: options.maxRestarts ?? 0,
     model,
+    normalize: normalize && { mean: [...normalize.mean], std: [...normalize.std] },
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,
   };
@@ -459,4 +523,31 @@ function positiveInteger(name: string, value: unknown): void {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
     throw new UsageError(`${name} must be a positive integer, got ${describeValue(value)}`);
   }
+}
+
+/**
+ * The {@linkcode TrainOptions} that select `model` again: a built-in's name
+ * (with NiN's shape options), or a custom model's spec.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { modelOptions, resolveTrainOptions } from "./options.ts";
+ *
+ * const { model } = resolveTrainOptions({ width: 0.5, seed: 2 });
+ * assert.deepEqual(modelOptions(model), {
+ *   model: "nin", inputSize: 224, width: 0.5, dropout: 0.5, init: "he-normal",
+ * });
+ * ```
+ */
+export function modelOptions(
+  model: ModelConfig,
+): Pick<TrainOptions, "model" | "inputSize" | "width" | "dropout" | "init"> {
+  if (model.name === "custom") {
+    return { model: { module: model.module!, export: model.export, options: model.options } };
+  }
+  if (model.name === "layers") return { model: { topology: model.topology } };
+  if (model.name !== "nin") return { model: model.name as ModelName };
+  const { inputSize, width, dropout, init } = model.options as Record<string, never>;
+  return { model: "nin", inputSize, width, dropout, init };
 }

@@ -27,18 +27,21 @@
 
 import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import type { Message } from "../collective/channel.ts";
-import type { Dataset } from "../data/fashion_mnist.ts";
-import type { NiNOptions } from "../model/nin.ts";
+import type { Dataset } from "../data/dataset.ts";
+import type { ModelConfig } from "../model/registry.ts";
 import type { KernelSet } from "../kernels/mod.ts";
 import type { LrSchedule, OptimizerConfig, OptimizerState } from "../optim/mod.ts";
 import type { BackendName, DeviceInfo } from "./backend.ts";
+import type { Normalization } from "../data/dataset.ts";
 
 /** Everything a replica needs to know to train; identical on every rank. */
 export interface ReplicaConfig {
   /** TensorFlow.js backend. */
   backend: BackendName;
-  /** Fully resolved model options. */
-  model: Required<NiNOptions>;
+  /** The model to build (every rank builds the same). */
+  model: ModelConfig;
+  /** Input normalisation, if any. */
+  normalize: Normalization | undefined;
   /** Base learning rate. */
   lr: number;
   /** The optimizer. */
@@ -101,6 +104,10 @@ export interface ReadyMessage extends Message {
   rank: number;
   device: DeviceInfo;
   numParams: number;
+  /** The model's input, `[height, width, channels]`. */
+  inputShape: readonly [number, number, number];
+  /** The number of classes the model tells apart. */
+  numClasses: number;
   /** Rank 0 only: its initial weights, to be broadcast. */
   weights?: Float32Array<ArrayBuffer>;
 }
@@ -194,6 +201,8 @@ export interface WeightsMessage extends Message {
 export interface ErrorMessage extends Message {
   type: "error";
   message: string;
+  /** Set when the model cannot be built as configured (the user's to fix): do not restart. */
+  model?: boolean;
   /** Set when the step diverged (see `DivergedError`): stop, do not restart. */
   diverged?: { epoch: number; step: number; what: string };
 }

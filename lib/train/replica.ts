@@ -1,6 +1,6 @@
 /**
  * One model replica: turns a batch of raw images into a flat gradient, and
- * applies an averaged gradient with SGD. It knows nothing about workers or
+ * applies an averaged gradient with its optimizer. It knows nothing about workers or
  * message channels, so the same code runs inside a worker, in a test, or in a
  * single-process loop.
  *
@@ -10,17 +10,23 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type * as tfl from "@tensorflow/tfjs-layers";
 import type { Batch } from "../data/batches.ts";
-import { createNiN, type NiNOptions, NUM_CLASSES, setDropoutSeed } from "../model/nin.ts";
+import type { Normalization } from "../data/dataset.ts";
+import { setDropoutSeed } from "../model/nin.ts";
 import { createOptimizer, type Optimizer, type OptimizerConfig } from "../optim/mod.ts";
 import type { OptimizerState } from "../optim/optimizer.ts";
 import { sha256Hex } from "../util/sha256.ts";
 
 /** Options for {@linkcode Replica}. */
 export interface ReplicaOptions {
-  /** Model configuration (the seed there fixes the initial weights). */
-  model?: NiNOptions;
+  /**
+   * The model: image input `[batch, height, width, channels]`, logits
+   * `[batch, classes]`. The replica owns it from now on.
+   */
+  model: tfl.LayersModel;
   /** The optimizer; default plain SGD. The learning rate is given at each step. */
   optimizer?: OptimizerConfig;
+  /** Normalisation of the input; default none (d2l's `ToTensor` only). */
+  normalize?: Normalization;
 }
 
 /** The result of {@linkcode Replica.computeGradients}. */
@@ -41,13 +47,14 @@ export interface LocalGradients {
 }
 
 /**
- * A NiN replica on the active TensorFlow.js backend.
+ * A model replica on the active TensorFlow.js backend.
  *
- * @example One SGD step on a batch of two blank images
+ * @example One SGD step of NiN on a batch of two blank images
  * ```ts ignore
+ * import { createNiN } from "../model/nin.ts";
  * import { Replica } from "./replica.ts";
  *
- * const replica = new Replica({ model: { inputSize: 67, width: 0.125 } });
+ * const replica = new Replica({ model: createNiN({ inputSize: 67, width: 0.125 }) });
  * const batch = {
  *   images: new Uint8Array(2 * 28 * 28),
  *   labels: new Uint8Array([3, 5]),
@@ -62,20 +69,26 @@ export interface LocalGradients {
  */
 export class Replica {
   /** The underlying tfjs model. */
-  readonly model: tfl.Sequential;
+  readonly model: tfl.LayersModel;
   /** Total number of weights; the length of every gradient and weight vector. */
   readonly numParams: number;
-  /** Side of the square model input. */
-  readonly inputSize: number;
+  /** The model's input: `[height, width, channels]`. */
+  readonly inputShape: readonly [number, number, number];
+  /** The number of classes the model tells apart. */
+  readonly numClasses: number;
+  readonly #normalize: Normalization | undefined;
   readonly #variables: tf.Variable[];
   readonly #optimizer: Optimizer;
   /** The weights as last uploaded: the optimizer updates them here, then uploads. */
   #weights: Float32Array<ArrayBuffer> | undefined;
 
-  /** Builds the model; the initial weights depend only on `options.model.seed`. */
-  constructor(options: ReplicaOptions = {}) {
-    this.model = createNiN(options.model);
-    this.inputSize = this.model.inputs[0].shape[1] as number;
+  /** A replica of `options.model`, with its current weights. */
+  constructor(options: ReplicaOptions) {
+    this.model = options.model;
+    const [, height, width, channels] = this.model.inputs[0].shape as number[];
+    this.inputShape = [height, width, channels];
+    this.numClasses = this.model.outputs[0].shape[1] as number;
+    this.#normalize = options.normalize;
     this.#variables = this.model.weights.map((w) => w.read() as tf.Variable);
     this.numParams = this.#variables.reduce((sum, v) => sum + v.size, 0);
     this.#optimizer = createOptimizer(options.optimizer ?? { name: "sgd" }, {
@@ -108,7 +121,7 @@ export class Replica {
     let logits: tf.Tensor | undefined;
     const { value, grads } = tf.variableGrads(() => {
       logits = tf.keep(this.model.apply(x, { training: true }) as tf.Tensor);
-      const oneHot = tf.oneHot(y, NUM_CLASSES);
+      const oneHot = tf.oneHot(y, this.numClasses);
       return tf.losses.softmaxCrossEntropy(oneHot, logits, undefined, 0, tf.Reduction.MEAN);
     }, this.#variables);
     let computed = 0;
@@ -220,14 +233,16 @@ export class Replica {
   }
 
   #toInput(batch: Batch): tf.Tensor4D {
-    return toModelInput(batch, { inputSize: this.inputSize });
+    const [height, width] = this.inputShape;
+    return toModelInput(batch, { height, width, normalize: this.#normalize });
   }
 }
 
 /**
- * The model input for `batch`: its bytes uploaded, resized bilinearly on the
- * device to `inputSize`×`inputSize` (half-pixel centres, as torchvision) and
- * scaled to [0, 1], as d2l's `Resize` + `ToTensor`.
+ * The model input for `batch`: its values uploaded, resized bilinearly on the
+ * device to `height`×`width` when they differ (half-pixel centres, as
+ * torchvision), bytes scaled to [0, 1] as d2l's `Resize` + `ToTensor` (float32
+ * values are taken as they are), then normalised per channel if asked.
  *
  * @example
  * ```ts
@@ -239,20 +254,37 @@ export class Replica {
  * await initBackend("cpu");
  * const images = new Uint8Array(784).fill(255);
  * const batch = { images, labels: new Uint8Array([1]), count: 1, rows: 28, cols: 28 };
- * const x = toModelInput(batch, { inputSize: 67 });
+ * const x = toModelInput(batch, { height: 67, width: 67 });
  * assert.deepEqual(x.shape, [1, 67, 67, 1]);
  * const max = tf.max(x);
  * assert.equal((await max.data())[0], 1);
- * max.dispose();
- * x.dispose();
+ * tf.dispose([max, x]);
  * ```
  */
-export function toModelInput(batch: Batch, options: { inputSize: number }): tf.Tensor4D {
+export function toModelInput(
+  batch: Batch,
+  options: { height: number; width: number; normalize?: Normalization },
+): tf.Tensor4D {
   return tf.tidy(() => {
-    const shape: [number, number, number, number] = [batch.count, batch.rows, batch.cols, 1];
-    const raw = tf.tensor4d(Float32Array.from(batch.images), shape);
-    const side = options.inputSize;
-    return tf.div(tf.image.resizeBilinear(raw, [side, side], false, true), 255);
+    const shape: [number, number, number, number] = [
+      batch.count,
+      batch.rows,
+      batch.cols,
+      batch.channels ?? 1,
+    ];
+    const bytes = batch.images instanceof Uint8Array;
+    let x: tf.Tensor4D = tf.tensor4d(bytes ? Float32Array.from(batch.images) : batch.images, shape);
+    if (batch.rows !== options.height || batch.cols !== options.width) {
+      x = tf.image.resizeBilinear(x, [options.height, options.width], false, true);
+    }
+    if (bytes) x = tf.div(x, 255);
+    if (options.normalize) {
+      x = tf.div(
+        tf.sub(x, tf.tensor1d([...options.normalize.mean])),
+        tf.tensor1d([...options.normalize.std]),
+      );
+    }
+    return x;
   });
 }
 

@@ -20,10 +20,11 @@ import type { AllReduce } from "../collective/all_reduce.ts";
 import { SharedAllReduce } from "../collective/shared_all_reduce.ts";
 import { StarAllReduce } from "../collective/star_all_reduce.ts";
 import { batchShard, gatherBatch } from "../data/batches.ts";
-import type { Dataset } from "../data/fashion_mnist.ts";
+import type { Dataset } from "../data/dataset.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import * as tf from "@tensorflow/tfjs-core";
-import { DivergedError } from "../errors.ts";
+import { DivergedError, UsageError } from "../errors.ts";
+import { buildModel } from "../model/registry.ts";
 import { learningRateAt, type OptimizerState } from "../optim/mod.ts";
 import { mixSeed } from "../util/random.ts";
 import { trace } from "../util/trace.ts";
@@ -64,6 +65,7 @@ export async function serveReplica(channel: Channel): Promise<void> {
     const message: ErrorMessage = {
       type: "error",
       message: error instanceof Error ? error.message : String(error),
+      model: error instanceof ModelError || undefined,
       diverged: error instanceof DivergedError
         ? { epoch: error.epoch, step: error.step, what: error.what }
         : undefined,
@@ -80,6 +82,9 @@ export async function serveReplica(channel: Channel): Promise<void> {
     report(error);
   }
 }
+
+/** The model cannot be built as configured: the user's to fix, not a worker to restart. */
+class ModelError extends Error {}
 
 class ReplicaWorker {
   readonly #mailbox: Mailbox;
@@ -112,12 +117,21 @@ class ReplicaWorker {
     trace(who, `initialising the ${init.config.backend} backend`);
     const device = await initBackend(init.config.backend, { kernels: init.config.kernels });
     trace(who, `backend ready on ${device.adapter}; building the model`);
-    const replica = new Replica({ model: init.config.model, optimizer: init.config.optimizer });
+    const model = await buildModel(init.config.model).catch((error) => {
+      throw error instanceof UsageError ? new ModelError(error.message) : error;
+    });
+    const replica = new Replica({
+      model,
+      optimizer: init.config.optimizer,
+      normalize: init.config.normalize,
+    });
     const ready: ReadyMessage = {
       type: "ready",
       rank: init.rank,
       device,
       numParams: replica.numParams,
+      inputShape: replica.inputShape,
+      numClasses: replica.numClasses,
     };
     // Rank 0's initial weights are broadcast, as DDP does at construction.
     const weights = init.rank === 0 ? await replica.getWeights() : undefined;

@@ -6,7 +6,8 @@
 
 import { DataError, UsageError } from "../errors.ts";
 import { latestCheckpoint, readCheckpoint, type TrainingState } from "./checkpoint.ts";
-import type { TrainOptions } from "./options.ts";
+import { type ModelConfig, resolveModelConfig } from "../model/registry.ts";
+import { modelOptions, type TrainOptions } from "./options.ts";
 
 /** A checkpoint chosen to resume from. */
 export interface ResumePoint {
@@ -55,12 +56,19 @@ export async function findResumePoint(
   return { path: latest.path!, state: latest.state, skipped: latest.skipped };
 }
 
-/** JSON of a plain object with its keys sorted and undefined fields left out. */
+/** JSON of a value with object keys sorted and undefined fields left out, at every depth. */
 function canonical(value: unknown): string {
-  const fields = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : 1));
-  return JSON.stringify(Object.fromEntries(fields));
+  return JSON.stringify(
+    value,
+    (_, v) =>
+      typeof v === "object" && v !== null && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)))
+        : v,
+  );
+}
+
+function describeModel(model: ModelConfig): string {
+  return model.name === "custom" ? `${model.export} of ${model.module}` : model.name;
 }
 
 /**
@@ -79,17 +87,27 @@ function canonical(value: unknown): string {
  */
 export function resumedOptions(point: ResumePoint, options: TrainOptions): TrainOptions {
   const { config } = point.state;
+  const { model: _, ...ninShape } = modelOptions(config.model);
   const fixed = {
     batchSize: config.batchSize,
     lr: config.lr,
     seed: config.seed,
     trainLimit: config.trainLimit,
     testLimit: config.testLimit,
-    inputSize: config.model.inputSize,
-    width: config.model.width,
-    dropout: config.model.dropout,
-    init: config.model.init,
+    ...ninShape,
   };
+  if (options.model !== undefined) {
+    const given = resolveModelConfig(options.model, { seed: config.seed });
+    const trained = { ...config.model, options: given.name === "nin" ? {} : config.model.options };
+    given.options = given.name === "nin" ? {} : given.options; // NiN's shape is compared below
+    if (canonical(given) !== canonical(trained)) {
+      throw new UsageError(
+        `${point.path} was trained with model ${describeModel(config.model)}, not ${
+          describeModel(given)
+        }: leave model out to resume, or start a new run`,
+      );
+    }
+  }
   for (const [key, value] of Object.entries(fixed)) {
     const given = options[key as keyof typeof fixed];
     if (given !== undefined && given !== value) {
@@ -103,11 +121,12 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
   const structured = {
     optimizer: config.optimizer ?? { name: "sgd" as const },
     schedule: config.schedule ?? { name: "constant" as const },
+    normalize: config.normalize,
   };
   for (const [key, value] of Object.entries(structured)) {
     let given: unknown = options[key as keyof typeof structured];
     if (typeof given === "string") given = { name: given };
-    if (given !== undefined && canonical(given) !== canonical(value)) {
+    if (given !== undefined && canonical(given) !== canonical(value ?? {})) {
       throw new UsageError(
         `${point.path} was trained with ${key} ${canonical(value)}, not ${canonical(given)}: ` +
           `leave ${key} out to resume, or start a new run`,
@@ -118,6 +137,7 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
     ...options,
     ...fixed,
     ...structured,
+    model: modelOptions(config.model).model,
     workers: options.workers ?? config.workers,
     epochs: options.epochs ?? config.epochs,
     backend: options.backend ?? config.backend,

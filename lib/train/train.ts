@@ -7,10 +7,18 @@
  */
 
 import { stepsPerEpoch } from "../data/batches.ts";
-import { checkSplits, type Dataset, loadFashionMNIST } from "../data/fashion_mnist.ts";
+import { checkSplits, type Dataset, exampleSize } from "../data/dataset.ts";
+import { loadFashionMNIST } from "../data/fashion_mnist.ts";
 import { DistributedSampler } from "../data/sampler.ts";
 import { DataError, DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
 import type { OptimizerState } from "../optim/mod.ts";
+import {
+  flatWeightsOf,
+  isLayersModel,
+  type ModelEntry,
+  type ModelName,
+  MODELS,
+} from "../model/registry.ts";
 import type { DeviceInfo } from "./backend.ts";
 import type { EpochSums, RunConfig, TrainingState } from "./checkpoint.ts";
 import { CheckpointStore } from "./checkpoint_store.ts";
@@ -97,8 +105,17 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     if (typeof options.data !== "object" || options.data === null) {
       throw new DataError("data must be { train, test } data sets");
     }
-    checkSplits(options.data, { names: { train: "data.train", test: "data.test" } });
+    // A built-in model's classes are known now; a user's model's once a worker has built it.
+    const builtIn = MODELS[resolved.model.name as ModelName] as ModelEntry | undefined;
+    checkSplits(options.data, {
+      names: { train: "data.train", test: "data.test" },
+      numClasses: builtIn?.classes,
+    });
   }
+  // A model given built: its weights are every replica's initial weights.
+  const initialWeights = isLayersModel(options.model)
+    ? await flatWeightsOf(options.model)
+    : undefined;
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);
   const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.workers), resolved);
@@ -134,7 +151,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
         workerUrl,
         attempt: restarts,
         stepsPerEpoch: steps,
-        startWeights: from?.weights,
+        startWeights: from?.weights ?? initialWeights,
         startOptimizer: from?.optimizer.state,
       });
       if (restarts === 0) {
@@ -142,6 +159,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
           device: group.device,
           options: resolved,
           numParams: group.numParams,
+          inputShape: group.inputShape,
           stepsPerEpoch: steps,
           trainCount: trainSet.count,
           testCount: testSet.count,
@@ -312,6 +330,7 @@ function runConfig(options: ResolvedTrainOptions): RunConfig {
     allReduce: options.allReduce,
     kernels: options.kernels,
     model: options.model,
+    normalize: options.normalize,
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,
   };
@@ -375,10 +394,13 @@ function describePosition(state: TrainingState | undefined): string {
 /** Copies the first `limit` examples of `dataset` into shared memory, visible to every worker. */
 function shareDataset(dataset: Dataset, limit: number | undefined): Dataset {
   const count = Math.min(limit ?? dataset.count, dataset.count);
-  const pixels = dataset.rows * dataset.cols;
-  const images = new Uint8Array(new SharedArrayBuffer(count * pixels));
-  images.set(dataset.images.subarray(0, count * pixels));
+  const values = count * exampleSize(dataset);
+  const images = dataset.images instanceof Float32Array
+    ? new Float32Array(new SharedArrayBuffer(values * 4))
+    : new Uint8Array(new SharedArrayBuffer(values));
+  images.set(dataset.images.subarray(0, values));
   const labels = new Uint8Array(new SharedArrayBuffer(count));
   labels.set(dataset.labels.subarray(0, count));
-  return { images, labels, count, rows: dataset.rows, cols: dataset.cols };
+  const { rows, cols, channels } = dataset;
+  return { images, labels, count, rows, cols, channels: channels ?? 1 };
 }

@@ -15,8 +15,14 @@ import {
   sharedAllReduceRounds,
 } from "../collective/shared_all_reduce.ts";
 import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
-import type { Dataset } from "../data/fashion_mnist.ts";
-import { DataError, DivergedError, ReplicaDivergenceError, WorkerError } from "../errors.ts";
+import type { Dataset } from "../data/dataset.ts";
+import {
+  DataError,
+  DivergedError,
+  ReplicaDivergenceError,
+  UsageError,
+  WorkerError,
+} from "../errors.ts";
 import type { OptimizerState } from "../optim/mod.ts";
 import { ThreadWatch } from "../util/thread_watch.ts";
 import type { DeviceInfo } from "./backend.ts";
@@ -115,6 +121,8 @@ export class WorkerGroup {
   readonly device: DeviceInfo;
   /** Number of model parameters. */
   readonly numParams: number;
+  /** The model's input: `[height, width, channels]`. */
+  readonly inputShape: readonly [number, number, number];
   /** `LP_NUM_THREADS` as the workers saw it when they created their devices. */
   readonly rendererThreads: string | undefined;
   readonly #options: ResolvedTrainOptions;
@@ -154,6 +162,7 @@ export class WorkerGroup {
     this.#threads = parts.threads;
     this.device = parts.ready[0].device;
     this.numParams = parts.ready[0].numParams;
+    this.inputShape = parts.ready[0].inputShape;
     this.rendererThreads = parts.rendererThreads;
     this.#watchdog = new Watchdog({
       limitMs: () => this.#stepLimitMs(),
@@ -203,7 +212,14 @@ export class WorkerGroup {
       );
       mailbox.handle<ErrorMessage>(
         "error",
-        (m) => fail(m.diverged ? new DivergedError(m.diverged) : new WorkerError(rank, m.message)),
+        (m) =>
+          fail(
+            m.diverged
+              ? new DivergedError(m.diverged)
+              : m.model
+              ? new UsageError(m.message)
+              : new WorkerError(rank, m.message),
+          ),
       );
       workers.push(worker);
       mailboxes.push(mailbox);
@@ -211,6 +227,7 @@ export class WorkerGroup {
     const config: ReplicaConfig = {
       backend: options.backend,
       model: options.model,
+      normalize: options.normalize,
       lr: options.lr,
       optimizer: options.optimizer,
       schedule: options.schedule,
@@ -254,6 +271,7 @@ export class WorkerGroup {
         cores.restore(); // every device exists now
       });
       const numParams = ready[0].numParams;
+      checkDataFitsModel(setup, ready[0]);
       if (setup.startWeights && setup.startWeights.length !== numParams) {
         throw new DataError(
           `the checkpoint holds ${setup.startWeights.length} weights but this model has ${numParams}`,
@@ -580,5 +598,31 @@ function shareCoresAmongWorkers(workers: number): { threads?: string; restore():
     return { threads: share, restore: () => Deno.env.delete("LP_NUM_THREADS") };
   } catch {
     return { restore: () => {} }; // without --allow-env, llvmpipe's default
+  }
+}
+
+/** Throws a `DataError` unless the data's images and labels fit the model the workers built. */
+function checkDataFitsModel(
+  data: { train: Dataset; test: Dataset },
+  model: { inputShape: readonly [number, number, number]; numClasses: number },
+): void {
+  const channels = data.train.channels ?? 1;
+  if (channels !== model.inputShape[2]) {
+    throw new DataError(
+      `the model takes ${
+        model.inputShape[2]
+      }-channel images but the data has ${channels} channel(s)`,
+    );
+  }
+  for (const [name, split] of [["training", data.train], ["test", data.test]] as const) {
+    let max = 0;
+    for (const label of split.labels) max = label > max ? label : max;
+    if (max >= model.numClasses) {
+      throw new DataError(
+        `the ${name} data has label ${max} but the model tells ${model.numClasses} classes apart (0..${
+          model.numClasses - 1
+        })`,
+      );
+    }
   }
 }

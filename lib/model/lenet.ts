@@ -1,0 +1,79 @@
+/**
+ * d2l.ai §7.6's LeNet-5: two sigmoid convolutions with average pooling, then
+ * three dense layers, on 28×28 single-channel images. Small enough to train
+ * to useful accuracy in about a minute on a CPU.
+ *
+ * @module
+ */
+
+import * as tfl from "@tensorflow/tfjs-layers";
+import { mixSeed } from "../util/random.ts";
+
+/** Options for {@linkcode createLeNet}. */
+export interface LeNetOptions {
+  /** Seed of the weight initialisation. Default 0. */
+  seed?: number;
+}
+
+/**
+ * Builds d2l's LeNet: conv 5×5 ×6 (padding 2), sigmoid, 2×2 average pool;
+ * conv 5×5 ×16, sigmoid, 2×2 average pool; dense 120, sigmoid; dense 84,
+ * sigmoid; dense 10 (logits). Kernels are Glorot-uniform (d2l's
+ * `xavier_uniform_`), biases zero; the weights depend only on `seed`.
+ * 61,706 parameters.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createLeNet } from "./lenet.ts";
+ * import { initBackend } from "../train/backend.ts";
+ *
+ * await initBackend("cpu");
+ * const model = createLeNet({ seed: 1 });
+ * assert.equal(model.outputs[0].shape.join(), ",10");
+ * assert.equal(model.countParams(), 61706);
+ * model.dispose();
+ * ```
+ */
+export function createLeNet(options: LeNetOptions = {}): tfl.Sequential {
+  const seed = options.seed ?? 0;
+  let layerIndex = 0;
+  const init = () => tfl.initializers.glorotUniform({ seed: mixSeed([seed, layerIndex++]) });
+  return tfl.sequential({
+    name: "lenet",
+    layers: [
+      tfl.layers.conv2d({
+        name: "conv1",
+        inputShape: [28, 28, 1],
+        filters: 6,
+        kernelSize: 5,
+        padding: "same",
+        activation: "sigmoid",
+        kernelInitializer: init(),
+      }),
+      tfl.layers.averagePooling2d({ name: "pool1", poolSize: 2, strides: 2 }),
+      tfl.layers.conv2d({
+        name: "conv2",
+        filters: 16,
+        kernelSize: 5,
+        activation: "sigmoid",
+        kernelInitializer: init(),
+      }),
+      tfl.layers.averagePooling2d({ name: "pool2", poolSize: 2, strides: 2 }),
+      tfl.layers.flatten({ name: "flatten" }),
+      tfl.layers.dense({
+        name: "fc1",
+        units: 120,
+        activation: "sigmoid",
+        kernelInitializer: init(),
+      }),
+      tfl.layers.dense({
+        name: "fc2",
+        units: 84,
+        activation: "sigmoid",
+        kernelInitializer: init(),
+      }),
+      tfl.layers.dense({ name: "fc3", units: 10, kernelInitializer: init() }),
+    ],
+  });
+}

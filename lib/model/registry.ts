@@ -1,0 +1,379 @@
+/**
+ * Which model a run trains, in a form every worker can rebuild in its own
+ * thread. A tfjs model cannot cross a thread boundary, so it travels as one
+ * of two descriptions:
+ *
+ * - **a model you built** (`train({ model })` with a tfjs `LayersModel`):
+ *   its JSON topology goes to every worker, which rebuilds it with
+ *   `tfl.models.modelFromJSON`, and its current weights become every
+ *   replica's initial weights. The simplest form, for models made of tfjs's
+ *   own layers — a JSON topology cannot describe code;
+ * - **a module and the function it exports** (`{ module, export, options }`):
+ *   every worker imports the module and calls the function with the options
+ *   (JSON values, the run's seed among them). For anything code-defined:
+ *   custom layers, weights loaded from elsewhere. A module is how Deno starts
+ *   code in a worker anyway, and each worker builds the model with its own
+ *   backend; rank 0's initial weights are broadcast to all.
+ *
+ * The built-in models are entries of {@linkcode MODELS}, found the same way.
+ * A new built-in is its own file plus one entry there.
+ *
+ * @module
+ */
+
+import * as tfl from "@tensorflow/tfjs-layers";
+import { pathToFileURL } from "node:url";
+import { isAbsolute, resolve } from "node:path";
+import { describeValue, UsageError } from "../errors.ts";
+import { type NiNOptions, resolveNiNOptions } from "./nin.ts";
+
+/** A function that builds a model from its options; may be async. */
+export type ModelFactory = (
+  options: Record<string, unknown>,
+) => tfl.LayersModel | Promise<tfl.LayersModel>;
+
+/**
+ * A user's model for `train()`: the module that builds it and the export to call.
+ *
+ * @example
+ * ```ts ignore
+ * // my_model.ts
+ * import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
+ * export function createModel(options: { seed: number; hidden: number }) {
+ *   return tfl.sequential({ layers: [
+ *     tfl.layers.flatten({ inputShape: [28, 28, 1] }),
+ *     tfl.layers.dense({ units: options.hidden, activation: "relu" }),
+ *     tfl.layers.dense({ units: 10 }),
+ *   ] });
+ * }
+ * // train.ts
+ * await train({ model: { module: new URL("./my_model.ts", import.meta.url), options: { hidden: 64 } } });
+ * ```
+ */
+export interface ModelSpec {
+  /** The module: a URL, or a file path (relative to the working directory). */
+  module: URL | string;
+  /** The exported factory's name. Default `"createModel"`. */
+  export?: string;
+  /**
+   * The factory's options: JSON values only (they travel to every worker and
+   * into checkpoints). `seed` is set to the run's seed unless given.
+   */
+  options?: Record<string, unknown>;
+}
+
+/**
+ * A model built by the user: the parts of a tfjs `LayersModel` the trainer
+ * uses to describe it (its topology) and to start from (its weights).
+ */
+export interface LayersModelLike {
+  /** The model's topology as JSON (`model.toJSON(null, false)`). */
+  toJSON(unused?: null, returnString?: boolean): unknown;
+  /** The model's weights, in order. */
+  getWeights(): { data(): Promise<ArrayLike<number>>; size: number }[];
+}
+
+/** A model as a run records it: resolved, JSON, identical on every rank and in checkpoints. */
+export interface ModelConfig {
+  /**
+   * A key of {@linkcode MODELS}, `"custom"` for a user's module, or
+   * `"layers"` for a user's model given as a `LayersModel` (its topology).
+   */
+  name: string;
+  /** A `"layers"` model's JSON topology. */
+  topology?: unknown;
+  /** A custom model's module URL. */
+  module?: string;
+  /** A custom model's factory export. */
+  export?: string;
+  /** The factory's options, defaults filled in, `seed` included. */
+  options: Record<string, unknown>;
+}
+
+/** One built-in model. */
+export interface ModelEntry {
+  /** Its module, relative to this file. */
+  module: string;
+  /** The factory it exports. */
+  export: string;
+  /** Checks the options and fills in defaults (throws a `UsageError`). */
+  resolveOptions: (options: Record<string, unknown>) => Record<string, unknown>;
+  /** The number of classes it tells apart (its logits). */
+  classes: number;
+  /** The training settings d2l uses for it, beneath the user's. */
+  training: { lr?: number; batchSize?: number; epochs?: number };
+}
+
+/**
+ * The built-in models. NiN trains with the library's defaults (d2l §7.3);
+ * LeNet with d2l §7.6's lr 0.9 and batch 256 unless told otherwise.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MODELS } from "./registry.ts";
+ *
+ * assert.deepEqual(Object.keys(MODELS), ["nin", "lenet"]);
+ * assert.equal(MODELS.lenet.training.lr, 0.9);
+ * ```
+ */
+export const MODELS: Readonly<Record<"nin" | "lenet", ModelEntry>> = {
+  nin: {
+    module: "./nin.ts",
+    export: "createNiN",
+    resolveOptions: (options) => resolveNiNOptions(options as NiNOptions),
+    classes: 10,
+    training: {},
+  },
+  lenet: {
+    module: "./lenet.ts",
+    export: "createLeNet",
+    resolveOptions: (options) => {
+      const unknown = Object.keys(options).find((key) => key !== "seed");
+      if (unknown !== undefined) throw new UsageError(`lenet takes no option ${unknown}`);
+      return { seed: options.seed ?? 0 };
+    },
+    classes: 10,
+    training: { lr: 0.9, batchSize: 256 },
+  },
+};
+
+/** Names of the built-in models. */
+export type ModelName = keyof typeof MODELS;
+
+/**
+ * The {@linkcode ModelConfig} of `model` (a built-in's name, a spec, or
+ * undefined for NiN) with `options` (a built-in's options) and the run's
+ * `seed`. Throws a `UsageError` for an unknown name, a malformed spec or
+ * options that are not plain JSON.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resolveModelConfig } from "./registry.ts";
+ *
+ * const config = resolveModelConfig("lenet", { seed: 3 });
+ * assert.deepEqual(config, { name: "lenet", options: { seed: 3 } });
+ * const custom = resolveModelConfig({ module: "/models/mlp.ts" }, { seed: 0 });
+ * assert.equal(custom.module, "file:///models/mlp.ts");
+ * assert.equal(custom.export, "createModel");
+ * ```
+ */
+export function resolveModelConfig(
+  model: ModelName | ModelSpec | LayersModelLike | { topology: unknown } | undefined,
+  options: { seed: number; options?: Record<string, unknown> },
+): ModelConfig {
+  const seed = options.seed;
+  if (model === undefined || typeof model === "string") {
+    const name = model ?? "nin";
+    if (!Object.hasOwn(MODELS, name)) {
+      throw new UsageError(
+        `model must be one of ${Object.keys(MODELS).join(", ")} or { module, export, options }, ` +
+          `got ${describeValue(model)}`,
+      );
+    }
+    const entry = MODELS[name as ModelName];
+    return { name, options: entry.resolveOptions({ ...options.options, seed }) };
+  }
+  if (typeof model !== "object" || model === null) {
+    throw new UsageError(
+      `model must be a name or { module, export, options }, got ${describeValue(model)}`,
+    );
+  }
+  if (options.options !== undefined && Object.keys(options.options).length > 0) {
+    throw new UsageError(
+      `${
+        Object.keys(options.options).join(", ")
+      } apply to NiN only; give a custom model's options in model.options`,
+    );
+  }
+  if (isLayersModel(model) || "topology" in model) {
+    const topology = isLayersModel(model) ? model.toJSON(null, false) : model.topology;
+    if (typeof topology !== "object" || topology === null) {
+      throw new UsageError("model.topology must be a tfjs model's JSON topology");
+    }
+    return { name: "layers", topology: JSON.parse(JSON.stringify(topology)), options: {} };
+  }
+  const exportName = model.export ?? "createModel";
+  if (typeof exportName !== "string" || exportName === "") {
+    throw new UsageError(
+      `model.export must be a non-empty string, got ${describeValue(exportName)}`,
+    );
+  }
+  const given = model.options ?? {};
+  if (typeof given !== "object" || given === null || Array.isArray(given)) {
+    throw new UsageError(`model.options must be an object, got ${describeValue(given)}`);
+  }
+  const factoryOptions = { ...given, seed: given.seed ?? seed };
+  let json: string;
+  try {
+    json = JSON.stringify(factoryOptions);
+  } catch {
+    json = "";
+  }
+  if (json === "" || !sameJson(factoryOptions, json)) {
+    throw new UsageError(
+      "model.options must hold JSON values only (numbers, strings, arrays, objects)",
+    );
+  }
+  return {
+    name: "custom",
+    module: moduleUrl(model.module),
+    export: exportName,
+    options: JSON.parse(json),
+  };
+}
+
+/**
+ * Builds the model `config` describes: imports its module, calls its factory
+ * with its options and checks that the result is a model this trainer can
+ * train — image input `[batch, height, width, channels]`, logits
+ * `[batch, classes]` with at least 2 classes, trainable weights only.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { buildModel } from "./registry.ts";
+ * import { initBackend } from "../train/backend.ts";
+ *
+ * await initBackend("cpu");
+ * const model = await buildModel({ name: "lenet", options: { seed: 0 } });
+ * assert.equal(model.name, "lenet");
+ * model.dispose();
+ * ```
+ */
+export async function buildModel(config: ModelConfig): Promise<tfl.LayersModel> {
+  if (config.name === "layers") {
+    let model: tfl.LayersModel;
+    try {
+      model = await tfl.models.modelFromJSON({ modelTopology: config.topology as never });
+    } catch (error) {
+      throw new UsageError(`the model's topology cannot be rebuilt: ${firstLine(error)}`);
+    }
+    const problem = modelProblem(model);
+    if (problem !== undefined) {
+      model.dispose();
+      throw new UsageError(`the model: ${problem}`);
+    }
+    return model;
+  }
+  const builtIn = config.name === "custom" ? undefined : MODELS[config.name as ModelName];
+  const url = builtIn ? new URL(builtIn.module, import.meta.url).href : config.module!;
+  const exportName = builtIn ? builtIn.export : config.export!;
+  let module: Record<string, unknown>;
+  try {
+    module = await import(url);
+  } catch (error) {
+    throw new UsageError(`model module ${url} cannot be loaded: ${firstLine(error)}`);
+  }
+  const factory = module[exportName];
+  if (typeof factory !== "function") {
+    throw new UsageError(`model module ${url} has no exported function ${exportName}`);
+  }
+  const model = await (factory as ModelFactory)(structuredClone(config.options));
+  const problem = modelProblem(model);
+  if (problem !== undefined) {
+    (model as { dispose?: () => void })?.dispose?.();
+    throw new UsageError(`${exportName} of ${url}: ${problem}`);
+  }
+  return model;
+}
+
+/** Says why `model` cannot be trained here, or undefined. */
+function modelProblem(model: unknown): string | undefined {
+  const m = model as tfl.LayersModel;
+  if (typeof m !== "object" || m === null || typeof m.apply !== "function" || !m.inputs) {
+    return "did not return a tfjs LayersModel";
+  }
+  if (m.inputs.length !== 1 || m.outputs.length !== 1) {
+    return "the model needs one input and one output";
+  }
+  const input = m.inputs[0].shape;
+  if (input.length !== 4 || input.slice(1).some((d) => d === null)) {
+    return `the input must be images [batch, height, width, channels], got [${input.join(", ")}]`;
+  }
+  const output = m.outputs[0].shape;
+  if (output.length !== 2 || output[1] === null || output[1] < 2) {
+    return `the output must be logits [batch, classes ≥ 2], got [${output.join(", ")}]`;
+  }
+  if (m.nonTrainableWeights.length > 0) {
+    return "non-trainable weights (e.g. BatchNormalization's moving statistics) are not supported";
+  }
+  if (m.trainableWeights.length === 0) return "the model has no trainable weights";
+  return undefined;
+}
+
+/**
+ * Whether `model` is a built model (a tfjs `LayersModel` or alike), not a
+ * description of one.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isLayersModel } from "./registry.ts";
+ *
+ * assert.equal(isLayersModel({ module: "./m.ts" }), false);
+ * ```
+ */
+export function isLayersModel(model: unknown): model is LayersModelLike {
+  return typeof model === "object" && model !== null &&
+    typeof (model as LayersModelLike).toJSON === "function" &&
+    typeof (model as LayersModelLike).getWeights === "function";
+}
+
+/**
+ * The current weights of a built model, flattened in `getWeights()` order:
+ * the initial weights of every replica when `train()` is given the model.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createLeNet } from "./lenet.ts";
+ * import { flatWeightsOf } from "./registry.ts";
+ * import { initBackend } from "../train/backend.ts";
+ *
+ * await initBackend("cpu");
+ * const model = createLeNet();
+ * assert.equal((await flatWeightsOf(model)).length, 61706);
+ * model.dispose();
+ * ```
+ */
+export async function flatWeightsOf(model: LayersModelLike): Promise<Float32Array<ArrayBuffer>> {
+  const weights = model.getWeights();
+  const flat = new Float32Array(weights.reduce((sum, w) => sum + w.size, 0));
+  let offset = 0;
+  for (const weight of weights) {
+    const values = await weight.data();
+    flat.set(values, offset);
+    offset += values.length;
+  }
+  return flat;
+}
+
+function moduleUrl(module: URL | string): string {
+  if (module instanceof URL) return module.href;
+  if (typeof module !== "string" || module === "") {
+    throw new UsageError(`model.module must be a URL or a path, got ${describeValue(module)}`);
+  }
+  if (/^[a-z][a-z0-9+.-]*:/i.test(module) && !/^[a-z]:[\\/]/i.test(module)) return module;
+  return pathToFileURL(isAbsolute(module) ? module : resolve(module)).href;
+}
+
+/** Whether `value` survives a JSON round trip unchanged (no functions, typed arrays, NaN). */
+function sameJson(value: unknown, json: string): boolean {
+  const back = JSON.parse(json);
+  const equal = (a: unknown, b: unknown): boolean => {
+    if (typeof a !== typeof b) return false;
+    if (typeof a !== "object" || a === null || b === null) return Object.is(a, b);
+    if (Array.isArray(a) !== Array.isArray(b)) return false;
+    if (!Array.isArray(a) && Object.getPrototypeOf(a) !== Object.prototype) return false;
+    const ka = Object.keys(a as object), kb = Object.keys(b as object);
+    return ka.length === kb.length &&
+      ka.every((k) => equal((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+  };
+  return equal(value, back);
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0];
+}
