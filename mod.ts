@@ -92,7 +92,12 @@ export {
   type SharedAllReduceShape,
 } from "./lib/collective/shared_all_reduce.ts";
 export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduce.ts";
-export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
+export {
+  type BackendName,
+  BACKENDS,
+  type DeviceInfo,
+  initBackend,
+} from "./lib/train/shared/backend.ts";
 export { KERNEL_SETS, type KernelSet, useKernels } from "./lib/kernels/mod.ts";
 export {
   Adam,
@@ -120,8 +125,8 @@ export {
   serialisedWorkersWarning,
   serialisesWorkers,
   type WebGPUPath,
-} from "./lib/train/webgpu_path.ts";
-export { weightsChecksum } from "./lib/train/replica.ts";
+} from "./lib/train/coordinator/webgpu_path.ts";
+export { weightsChecksum } from "./lib/train/worker/replica.ts";
 export {
   type EpochRecord,
   MAX_WORKERS,
@@ -132,8 +137,8 @@ export {
   type StepProgress,
   type TrainOptions,
   type TrainStart,
-} from "./lib/train/options.ts";
-export { train, type TrainResult } from "./lib/train/train.ts";
+} from "./lib/train/shared/options.ts";
+export { train, type TrainResult } from "./lib/train/coordinator/train.ts";
 export {
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
@@ -148,8 +153,8 @@ export {
   type RunConfig,
   type TrainingState,
   writeCheckpoint,
-} from "./lib/train/checkpoint.ts";
-export type { StepTiming } from "./lib/train/protocol.ts";
+} from "./lib/train/shared/checkpoint.ts";
+export type { StepTiming } from "./lib/train/shared/protocol.ts";
 export {
   formatConfusion,
   formatDuration,
@@ -157,5 +162,9 @@ export {
   formatMetrics,
   formatPerClass,
   historyToJsonl,
-} from "./lib/train/report.ts";
-export { type PlotOptions, renderConfusionSvg, renderHistorySvg } from "./lib/train/plot.ts";
+} from "./lib/train/coordinator/report.ts";
+export {
+  type PlotOptions,
+  renderConfusionSvg,
+  renderHistorySvg,
+} from "./lib/train/coordinator/plot.ts";

@@ -34,7 +34,7 @@ export {
   Replica,
   type ReplicaOptions,
   weightsChecksum,
-} from "./lib/train/replica.ts";
+} from "./lib/train/worker/replica.ts";
 export { buildModel, type ModelFactory } from "./lib/model/registry.ts";
 export { createLeNet, type LeNetOptions } from "./lib/model/lenet.ts";
 export {
@@ -43,5 +43,10 @@ export {
   setFlatWeights,
   WEIGHTS_FILE,
 } from "./lib/model/export.ts";
-export { evaluateModel, type Evaluation } from "./lib/train/evaluate.ts";
-export { type BackendName, BACKENDS, type DeviceInfo, initBackend } from "./lib/train/backend.ts";
+export { evaluateModel, type Evaluation } from "./lib/train/coordinator/evaluate.ts";
+export {
+  type BackendName,
+  BACKENDS,
+  type DeviceInfo,
+  initBackend,
+} from "./lib/train/shared/backend.ts";

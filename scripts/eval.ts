@@ -8,9 +8,9 @@
 import type { LayersModel } from "@tensorflow/tfjs-layers";
 import { numberFlag, outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
 import { loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
-import { evaluateModel } from "../lib/train/evaluate.ts";
-import { renderConfusionSvg } from "../lib/train/plot.ts";
-import { formatConfusion, formatPerClass } from "../lib/train/report.ts";
+import { evaluateModel } from "../lib/train/coordinator/evaluate.ts";
+import { renderConfusionSvg } from "../lib/train/coordinator/plot.ts";
+import { formatConfusion, formatPerClass } from "../lib/train/coordinator/report.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 import {

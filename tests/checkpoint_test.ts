@@ -9,10 +9,10 @@ import {
   readCheckpoint,
   type TrainingState,
   writeCheckpoint,
-} from "../lib/train/checkpoint.ts";
-import { findResumePoint, resumedOptions } from "../lib/train/resume.ts";
+} from "../lib/train/shared/checkpoint.ts";
+import { findResumePoint, resumedOptions } from "../lib/train/coordinator/resume.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
-import { CheckpointStore } from "../lib/train/checkpoint_store.ts";
+import { CheckpointStore } from "../lib/train/coordinator/checkpoint_store.ts";
 import { withTempDir } from "./helpers.ts";
 
 async function state(epochsDone: number, stepsDone: number): Promise<TrainingState> {

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { DataError, InterruptedError, UsageError } from "../lib/errors.ts";
-import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
-import { train } from "../lib/train/train.ts";
-import type { TrainOptions } from "../lib/train/options.ts";
+import { listCheckpoints, readCheckpoint } from "../lib/train/shared/checkpoint.ts";
+import { train } from "../lib/train/coordinator/train.ts";
+import type { TrainOptions } from "../lib/train/shared/options.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 import { withTempDir } from "./helpers.ts";
 

@@ -3,9 +3,9 @@ import * as tf from "@tensorflow/tfjs-core";
 import { exportLayersModel, loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
 import { DataError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
-import { initBackend } from "../lib/train/backend.ts";
-import { toModelInput } from "../lib/train/replica.ts";
-import { train } from "../lib/train/train.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
+import { toModelInput } from "../lib/train/shared/model_input.ts";
+import { train } from "../lib/train/coordinator/train.ts";
 import { imageLikeDataset, runScript, withTempDir, writeTinyDataset } from "./helpers.ts";
 
 const MODEL = { inputSize: 67, width: 0.125 };

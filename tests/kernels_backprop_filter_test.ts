@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { fastConv2DBackpropFilter } from "../lib/kernels/conv2d_backprop_filter.ts";
-import { initBackend } from "../lib/train/backend.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
 import {
   type BackpropKernel,
   checkBackpropCase,

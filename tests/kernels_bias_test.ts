@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../lib/train/backend.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
 import {
   expectMatchesCpu,
   expectNoLeaks,

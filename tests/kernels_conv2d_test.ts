@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { useKernels } from "../lib/kernels/mod.ts";
-import { initBackend } from "../lib/train/backend.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
 import {
   type Compute,
   expectMatchesCpu,
@@ -104,6 +104,61 @@ Deno.test("the fast forward convolution leaks no tensors", async () => {
   const w = toTensor(randomHostTensor([3, 3, 12, 12], 22));
   await expectNoLeaks(() => conv2d(1, "same")(x, w));
   tf.dispose([x, w]);
+});
+
+/** `tf.fused.conv2d` with a bias and `activation`, as a {@linkcode Compute} of x, w and bias. */
+function fusedConv2d(
+  stride: number,
+  pad: "same" | "valid",
+  activation: "linear" | "relu" | "sigmoid",
+): Compute {
+  return (x, w, bias) =>
+    tf.fused.conv2d({
+      x: x as tf.Tensor4D,
+      filter: w as tf.Tensor4D,
+      strides: stride,
+      pad,
+      bias,
+      activation,
+    });
+}
+
+const FUSED: [number[], number[], number, "same" | "valid", "linear" | "relu"][] = [
+  [[2, 28, 28, 1], [5, 5, 1, 6], 1, "same", "linear"], // LeNet's conv1 (its sigmoid comes after)
+  [[2, 14, 14, 6], [5, 5, 6, 16], 1, "valid", "linear"], // LeNet's conv2
+  [[2, 7, 7, 8], [3, 3, 8, 12], 1, "same", "relu"], // vec4 channels, ReLU in the epilogue
+  [[1, 9, 9, 3], [3, 3, 3, 5], 2, "valid", "relu"], // odd channels
+];
+
+Deno.test("the fused forward convolution (bias, ReLU) matches tfjs's cpu backend", async (t) => {
+  for (const [index, [xShape, wShape, stride, pad, activation]] of FUSED.entries()) {
+    const label = `${xShape.join("×")} * ${
+      wShape.join("×")
+    } /${stride} ${pad} + bias, ${activation}`;
+    await t.step(label, async () => {
+      const x = randomHostTensor(xShape, 40 + index);
+      const w = randomHostTensor(wShape, 50 + index);
+      const bias = randomHostTensor([wShape[3]], 60 + index);
+      // One more term than the convolution's: the bias.
+      const terms = wShape[0] * wShape[1] * wShape[2] + 1;
+      const tolerance = { relative: worstCaseRelative(terms), absolute: 1e-30 };
+      await expectMatchesCpu(label, fusedConv2d(stride, pad, activation), [x, w, bias], {
+        tolerance,
+        magnitudesOn: "cpu",
+      });
+    });
+  }
+  const cache = (tf.backend() as unknown as { pipelineCache: Record<string, unknown> })
+    .pipelineCache;
+  const fused = Object.keys(cache).filter((key) => /^fastConv2D_[\d_]*_(b|br)_/.test(key));
+  assert.equal(fused.length, FUSED.length, "the fast kernel ran, with its epilogue");
+});
+
+Deno.test("a fused activation the fast kernel does not cover goes to tfjs's kernel", async () => {
+  const x = randomHostTensor([1, 6, 6, 4], 71);
+  const w = randomHostTensor([3, 3, 4, 4], 72);
+  const bias = randomHostTensor([4], 73);
+  await expectTfjsKernelResult("sigmoid", fusedConv2d(1, "same", "sigmoid"), [x, w, bias]);
 });
 
 Deno.test("switching kernel sets is idempotent and restores tfjs's own kernels", () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type * as tfl from "@tensorflow/tfjs-layers";
 import { createNiN, MIN_INPUT_SIZE, ninSummary } from "../lib/model/nin.ts";
-import { initBackend } from "../lib/train/backend.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
 import { UsageError } from "../lib/errors.ts";
 
 await initBackend("cpu"); // building models and reading weights needs no GPU

@@ -3,9 +3,9 @@ import * as tf from "@tensorflow/tfjs-core";
 import * as tfl from "@tensorflow/tfjs-layers";
 import { weightedAverage } from "../lib/collective/all_reduce.ts";
 import type { Batch } from "../lib/data/batches.ts";
-import { initBackend } from "../lib/train/backend.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
 import { createNiN } from "../lib/model/nin.ts";
-import { Replica, weightsChecksum } from "../lib/train/replica.ts";
+import { Replica, weightsChecksum } from "../lib/train/worker/replica.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 
 await initBackend("webgpu");

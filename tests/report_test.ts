@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
-import { renderHistorySvg } from "../lib/train/plot.ts";
-import { formatDuration, formatEpoch, formatMetrics, historyToJsonl } from "../lib/train/report.ts";
+import { renderHistorySvg } from "../lib/train/coordinator/plot.ts";
+import {
+  formatDuration,
+  formatEpoch,
+  formatMetrics,
+  historyToJsonl,
+} from "../lib/train/coordinator/report.ts";
 import { ProgressBar, type ProgressSink } from "../lib/util/progress.ts";
 
 function sink(terminal: boolean): ProgressSink & { text(): string } {

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { DataError, InterruptedError, WorkerError } from "../lib/errors.ts";
-import { encodeCheckpoint, listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
-import { train } from "../lib/train/train.ts";
+import {
+  encodeCheckpoint,
+  listCheckpoints,
+  readCheckpoint,
+} from "../lib/train/shared/checkpoint.ts";
+import { train } from "../lib/train/coordinator/train.ts";
 import { imageLikeDataset, withTempDir } from "./helpers.ts";
 
 // Dropout on: resuming must also reproduce the dropout masks.
@@ -116,7 +120,7 @@ Deno.test("a checkpoint of another model shape is refused before training", asyn
     const [saved] = await listCheckpoints(dir);
     const state = await readCheckpoint(saved.path);
     // Claim a different width, as if the file came from another run's directory.
-    const { encodeCheckpoint } = await import("../lib/train/checkpoint.ts");
+    const { encodeCheckpoint } = await import("../lib/train/shared/checkpoint.ts");
     const other = {
       ...state,
       config: {

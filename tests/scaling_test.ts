@@ -12,8 +12,8 @@
 
 import assert from "node:assert/strict";
 import { benchScaling } from "../lib/bench/scaling_bench.ts";
-import { isSoftwareAdapter } from "../lib/train/backend.ts";
-import { adapterWithPath, chooseWebGPUPath } from "../lib/train/webgpu_path.ts";
+import { isSoftwareAdapter } from "../lib/train/shared/backend.ts";
+import { adapterWithPath, chooseWebGPUPath } from "../lib/train/coordinator/webgpu_path.ts";
 
 const choice = await chooseWebGPUPath();
 const software = choice?.adapter !== undefined && isSoftwareAdapter(choice.adapter);

@@ -5,10 +5,10 @@ import { DistributedSampler } from "../lib/data/sampler.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { DataError, DivergedError, UsageError, WorkerError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
-import { initBackend } from "../lib/train/backend.ts";
-import type { TrainOptions } from "../lib/train/options.ts";
-import { train } from "../lib/train/train.ts";
-import { listCheckpoints, readCheckpoint } from "../lib/train/checkpoint.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
+import type { TrainOptions } from "../lib/train/shared/options.ts";
+import { train } from "../lib/train/coordinator/train.ts";
+import { listCheckpoints, readCheckpoint } from "../lib/train/shared/checkpoint.ts";
 import { imageLikeDataset, ROOT, runScript, withTempDir } from "./helpers.ts";
 
 await initBackend("webgpu");

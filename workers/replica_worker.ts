@@ -9,6 +9,6 @@
  */
 
 import { PostMessageChannel } from "../lib/collective/channel.ts";
-import { serveReplica } from "../lib/train/replica_service.ts";
+import { serveReplica } from "../lib/train/worker/replica_service.ts";
 
 await serveReplica(new PostMessageChannel(self, { label: self.name }));

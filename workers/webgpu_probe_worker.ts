@@ -11,7 +11,7 @@
  * @module
  */
 
-import { describeAdapter, type ProbeResult } from "../lib/train/webgpu_path.ts";
+import { describeAdapter, type ProbeResult } from "../lib/train/coordinator/webgpu_path.ts";
 
 let result: ProbeResult = null;
 try {

@@ -71,7 +71,7 @@ interface ConvLayer {
  *
  * @example
  * ```ts ignore
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  * import { benchKernels } from "./kernel_bench.ts";
  *
  * await initBackend("webgpu");

@@ -5,8 +5,8 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { type BackendName, type DeviceInfo, initBackend } from "../train/backend.ts";
-import { chooseWebGPUPath } from "../train/webgpu_path.ts";
+import { type BackendName, type DeviceInfo, initBackend } from "../train/shared/backend.ts";
+import { chooseWebGPUPath } from "../train/coordinator/webgpu_path.ts";
 
 /** What a benchmark report says about the machine. */
 export interface MachineInfo {

@@ -9,7 +9,7 @@ import type { KernelResult } from "./kernel_bench.ts";
 import type { MachineInfo } from "./machine.ts";
 import type { ScalingResult } from "./scaling_bench.ts";
 import type { Summary } from "./stats.ts";
-import { adapterWithPath } from "../train/webgpu_path.ts";
+import { adapterWithPath } from "../train/coordinator/webgpu_path.ts";
 
 /**
  * Number of float32 values in d2l's NiN gradient.

@@ -11,10 +11,10 @@ import * as tf from "@tensorflow/tfjs-core";
 import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
 import type { KernelSet } from "../kernels/mod.ts";
 import { createNiN } from "../model/nin.ts";
-import { type BackendName, initBackend } from "../train/backend.ts";
-import type { StepTiming } from "../train/protocol.ts";
-import { toModelInput } from "../train/replica.ts";
-import { train } from "../train/train.ts";
+import { type BackendName, initBackend } from "../train/shared/backend.ts";
+import type { StepTiming } from "../train/shared/protocol.ts";
+import { toModelInput } from "../train/shared/model_input.ts";
+import { train } from "../train/coordinator/train.ts";
 import { summarize, type Summary, syntheticDataset } from "./stats.ts";
 
 /** The model and batch a benchmark trains. */

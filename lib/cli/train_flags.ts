@@ -12,8 +12,8 @@ import { UsageError } from "../errors.ts";
 import type { KernelInit } from "../model/nin.ts";
 import { type ModelName, MODELS } from "../model/registry.ts";
 import { type LrSchedule, type OptimizerName, parseSchedule } from "../optim/mod.ts";
-import { type BackendName, BACKENDS } from "../train/backend.ts";
-import { type PresetName, PRESETS, type TrainOptions } from "../train/options.ts";
+import { type BackendName, BACKENDS } from "../train/shared/backend.ts";
+import { type PresetName, PRESETS, type TrainOptions } from "../train/shared/options.ts";
 
 const QUICK = PRESETS.quick;
 import { numberFlag } from "./cli.ts";
@@ -137,7 +137,7 @@ export type TrainFlagValues = {
  * ```ts
  * import assert from "node:assert/strict";
  * import { trainOptionsFromFlags } from "./train_flags.ts";
- * import { resolveTrainOptions } from "../train/options.ts";
+ * import { resolveTrainOptions } from "../train/shared/options.ts";
  *
  * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
  * assert.ok(options.workers === 2 && options.preset === "quick");

@@ -14,6 +14,11 @@
  * `vec4`s (16 multiply-adds per load of 4 filter rows); otherwise one channel
  * at a time (NiN's first layer has one).
  *
+ * `FusedConv2D` (what tfjs runs for a layer with a bias whose activation it
+ * does not fuse during training — LeNet's sigmoid convolutions — and for
+ * every conv layer in inference) adds the bias, and applies ReLU where asked,
+ * in the same shader, before the result is written.
+ *
  * NHWC input, `[kh, kw, in, out]` filter, float32, dilation 1; anything else
  * goes to tfjs's own kernel.
  *
@@ -43,8 +48,16 @@ export function conv2DTile(g: ConvGeometry): Conv2DTile {
   return { rows: 8, cols: Math.ceil(g.outC / 4) >= 8 ? 2 : 1 };
 }
 
+/** What the shader does to each result before writing it. */
+interface Epilogue {
+  /** Add a per-channel bias (a third input, `[out]`). */
+  bias: boolean;
+  /** Then `max(0, ·)`. */
+  relu: boolean;
+}
+
 class Conv2DProgram implements WebGPUProgram {
-  variableNames = ["x", "W"];
+  variableNames: string[];
   outputShape: number[];
   shaderKey: string;
   dispatchLayout = { x: [3], y: [0, 1, 2] };
@@ -54,10 +67,13 @@ class Conv2DProgram implements WebGPUProgram {
   outputComponent: number;
   readonly #g: ConvGeometry;
   readonly #t: Conv2DTile;
+  readonly #epilogue: Epilogue;
 
-  constructor(g: ConvGeometry, t: Conv2DTile) {
+  constructor(g: ConvGeometry, t: Conv2DTile, epilogue: Epilogue = { bias: false, relu: false }) {
     this.#g = g;
     this.#t = t;
+    this.#epilogue = epilogue;
+    this.variableNames = epilogue.bias ? ["x", "W", "bias"] : ["x", "W"];
     this.outputShape = [g.batch, g.outH, g.outW, g.outC];
     const threadsX = Math.ceil(Math.ceil(g.outC / 4) / t.cols);
     const pixels = g.batch * g.outH * g.outW;
@@ -69,9 +85,11 @@ class Conv2DProgram implements WebGPUProgram {
       Math.ceil(Math.ceil(pixels / t.rows) / this.workgroupSize[1]),
       1,
     ];
-    this.variableComponents = [g.inC % 4 === 0 ? 4 : 1, g.outC % 4 === 0 ? 4 : 1];
-    this.outputComponent = g.outC % 4 === 0 ? 4 : 1;
-    this.shaderKey = `fastConv2D_${Object.values(g).join("_")}_${t.rows}_${t.cols}`;
+    const outVec = g.outC % 4 === 0 ? 4 : 1;
+    this.variableComponents = [g.inC % 4 === 0 ? 4 : 1, outVec, ...(epilogue.bias ? [outVec] : [])];
+    this.outputComponent = outVec;
+    this.shaderKey = `fastConv2D_${Object.values(g).join("_")}_${t.rows}_${t.cols}_` +
+      `${epilogue.bias ? "b" : ""}${epilogue.relu ? "r" : ""}`;
   }
 
   getUserCode(): string {
@@ -123,13 +141,22 @@ class Conv2DProgram implements WebGPUProgram {
           ${cols.map((c) => `acc${r}${c} += x${r} * w${c};`).join("\n          ")}`
         ).join("\n          ")
       }`;
+    const { bias, relu } = this.#epilogue;
+    const finish = (value: string, channel: string, zero: string) => {
+      const biased = bias ? `${value} + bias[${channel}]` : value;
+      return relu ? `max(${biased}, ${zero})` : biased;
+    };
     const write = (r: number, c: number) =>
       vecW
-        ? `if (m${r} < ${pixels} && n0 + ${c} < ${groups}) { result[m${r} * ${groups} + n0 + ${c}] = acc${r}${c}; }`
+        ? `if (m${r} < ${pixels} && n0 + ${c} < ${groups}) { result[m${r} * ${groups} + n0 + ${c}] = ${
+          finish(`acc${r}${c}`, `n0 + ${c}`, "vec4<f32>(0.0)")
+        }; }`
         : `if (m${r} < ${pixels}) {
           for (var j = 0; j < 4; j++) {
             let n = (n0 + ${c}) * 4 + j;
-            if (n < ${g.outC}) { result[m${r} * ${g.outC} + n] = acc${r}${c}[j]; }
+            if (n < ${g.outC}) { result[m${r} * ${g.outC} + n] = ${
+          finish(`acc${r}${c}[j]`, "n", "0.0")
+        }; }
           }
         }`;
     return `
@@ -201,4 +228,46 @@ export function fastConv2D(
   if (g === undefined) return undefined;
   const program = new Conv2DProgram(g, tile ?? conv2DTile(g));
   return backend.runWebGPUProgram(program, [inputs.x, inputs.filter], "float32");
+}
+
+/**
+ * `FusedConv2D`: the forward convolution of `x` with `filter`, plus the
+ * per-channel `bias` if given, then ReLU if `attrs.activation` is `"relu"`,
+ * in one shader; undefined for other activations, a PReLU or leaky-ReLU
+ * input, a bias that is not `[out]`, or a convolution {@linkcode fastConv2D}
+ * does not cover (the caller then uses tfjs's kernel).
+ *
+ * @example
+ * ```ts ignore
+ * import * as tf from "@tensorflow/tfjs-core";
+ * import { fastFusedConv2D } from "./conv2d.ts";
+ *
+ * const out = fastFusedConv2D(
+ *   { x, filter, bias },
+ *   { strides: 1, pad: "same", dataFormat: "NHWC", dilations: 1, activation: "linear" },
+ *   tf.backend() as WebGPUBackend,
+ * );
+ * ```
+ */
+export function fastFusedConv2D(
+  inputs: {
+    x: tf.TensorInfo;
+    filter: tf.TensorInfo;
+    bias?: tf.TensorInfo;
+    preluActivationWeights?: tf.TensorInfo;
+  },
+  attrs: tf.FusedConv2DAttrs,
+  backend: WebGPUBackend,
+): tf.TensorInfo | undefined {
+  const { x, filter, bias } = inputs;
+  if (attrs.activation !== "linear" && attrs.activation !== "relu") return undefined;
+  if (inputs.preluActivationWeights !== undefined) return undefined;
+  const g = convGeometry(x, filter, attrs);
+  if (g === undefined) return undefined;
+  if (bias !== undefined && (bias.dtype !== "float32" || bias.shape.join() !== `${g.outC}`)) {
+    return undefined;
+  }
+  const epilogue = { bias: bias !== undefined, relu: attrs.activation === "relu" };
+  const program = new Conv2DProgram(g, conv2DTile(g), epilogue);
+  return backend.runWebGPUProgram(program, bias ? [x, filter, bias] : [x, filter], "float32");
 }

@@ -12,7 +12,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { fastBiasAdd, fastChannelSum } from "./bias.ts";
-import { fastConv2D } from "./conv2d.ts";
+import { fastConv2D, fastFusedConv2D } from "./conv2d.ts";
 import { fastConv2DBackpropFilter } from "./conv2d_backprop_filter.ts";
 import { fastConv2DBackpropInput } from "./conv2d_backprop_input.ts";
 
@@ -53,6 +53,12 @@ const FAST_KERNELS: Readonly<Record<string, FastKernel>> = {
     fastConv2D(
       inputs as unknown as { x: tf.TensorInfo; filter: tf.TensorInfo },
       attrs as unknown as tf.Conv2DAttrs,
+      backend,
+    ),
+  [tf.FusedConv2D]: (inputs, attrs, backend) =>
+    fastFusedConv2D(
+      inputs as unknown as { x: tf.TensorInfo; filter: tf.TensorInfo; bias?: tf.TensorInfo },
+      attrs as unknown as tf.FusedConv2DAttrs,
       backend,
     ),
   [tf.Conv2DBackpropInput]: (inputs, attrs, backend) =>

@@ -31,7 +31,7 @@ export const WEIGHTS_FILE = "group1-shard1of1.bin";
  * import assert from "node:assert/strict";
  * import { exportLayersModel } from "./export.ts";
  * import { createNiN } from "./nin.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createNiN({ inputSize: 67, width: 0.125 });
@@ -173,7 +173,7 @@ async function readBounded(path: string, limit: number): Promise<Uint8Array> {
  * import assert from "node:assert/strict";
  * import { setFlatWeights } from "./export.ts";
  * import { createNiN } from "./nin.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createNiN({ inputSize: 67, width: 0.125 });

@@ -26,7 +26,7 @@ export interface LeNetOptions {
  * ```ts
  * import assert from "node:assert/strict";
  * import { createLeNet } from "./lenet.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createLeNet({ seed: 1 });

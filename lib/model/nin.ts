@@ -134,7 +134,7 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
  * ```ts
  * import assert from "node:assert/strict";
  * import { createNiN } from "./nin.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createNiN({ inputSize: 67, width: 0.125 });
@@ -213,7 +213,7 @@ export interface StageSummary {
  * ```ts
  * import assert from "node:assert/strict";
  * import { createNiN, ninSummary } from "./nin.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createNiN();
@@ -248,7 +248,7 @@ export function ninSummary(model: tfl.LayersModel): StageSummary[] {
  * @example
  * ```ts
  * import { createNiN, setDropoutSeed } from "./nin.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createNiN({ inputSize: 67, width: 0.125 });

@@ -234,7 +234,7 @@ export function resolveModelConfig(
  * ```ts
  * import assert from "node:assert/strict";
  * import { buildModel } from "./registry.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = await buildModel({ name: "lenet", options: { seed: 0 } });
@@ -330,7 +330,7 @@ export function isLayersModel(model: unknown): model is LayersModelLike {
  * import assert from "node:assert/strict";
  * import { createLeNet } from "./lenet.ts";
  * import { flatWeightsOf } from "./registry.ts";
- * import { initBackend } from "../train/backend.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createLeNet();

@@ -5,15 +5,15 @@
  */
 
 import { basename, join } from "node:path";
-import { DataError, UsageError } from "../errors.ts";
+import { DataError, UsageError } from "../../errors.ts";
 import {
   listCheckpoints,
   parseCheckpointName,
   readCheckpoint,
   type TrainingState,
   writeCheckpoint,
-} from "./checkpoint.ts";
-import { probeWritable } from "../util/atomic_write.ts";
+} from "../shared/checkpoint.ts";
+import { probeWritable } from "../../util/atomic_write.ts";
 
 /** Options for {@linkcode CheckpointStore.open}. */
 export interface CheckpointStoreOptions {

@@ -5,11 +5,11 @@
  * @module
  */
 
-import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
-import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../collective/all_reduce.ts";
-import type { Dataset } from "../data/dataset.ts";
-import { describeValue, UsageError } from "../errors.ts";
-import type { KernelInit } from "../model/nin.ts";
+import { KERNEL_SETS, type KernelSet } from "../../kernels/mod.ts";
+import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../../collective/all_reduce.ts";
+import type { Dataset } from "../../data/dataset.ts";
+import { describeValue, UsageError } from "../../errors.ts";
+import type { KernelInit } from "../../model/nin.ts";
 import {
   type LayersModelLike,
   type ModelConfig,
@@ -17,15 +17,15 @@ import {
   MODELS,
   type ModelSpec,
   resolveModelConfig,
-} from "../model/registry.ts";
-import type { Normalization } from "../data/dataset.ts";
+} from "../../model/registry.ts";
+import type { Normalization } from "../../data/dataset.ts";
 import {
   type LrSchedule,
   type OptimizerConfig,
   type OptimizerName,
   optimizerProblem,
   scheduleProblem,
-} from "../optim/mod.ts";
+} from "../../optim/mod.ts";
 import { type BackendName, BACKENDS, type DeviceInfo } from "./backend.ts";
 import type { StepTiming } from "./protocol.ts";
 

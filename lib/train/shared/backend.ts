@@ -7,9 +7,9 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-webgpu";
-import { describeValue, UsageError } from "../errors.ts";
-import { type KernelSet, useKernels } from "../kernels/mod.ts";
-import { describeAdapter, pathInEffect, silenceWaylandProbe } from "./webgpu_path.ts";
+import { describeValue, UsageError } from "../../errors.ts";
+import { type KernelSet, useKernels } from "../../kernels/mod.ts";
+import { describeAdapter, pathInEffect, silenceWaylandProbe } from "../coordinator/webgpu_path.ts";
 
 /** The TensorFlow.js backends the library trains on. */
 export type BackendName = "webgpu" | "cpu";

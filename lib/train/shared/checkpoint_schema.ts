@@ -9,10 +9,10 @@
  * @module
  */
 
-import { UsageError } from "../errors.ts";
-import { createOptimizer, type OptimizerConfig } from "../optim/mod.ts";
-import { stateProblem } from "../optim/optimizer.ts";
-import type { ModelConfig } from "../model/registry.ts";
+import { UsageError } from "../../errors.ts";
+import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
+import { stateProblem } from "../../optim/optimizer.ts";
+import type { ModelConfig } from "../../model/registry.ts";
 import { modelOptions, resolveTrainOptions } from "./options.ts";
 
 type Fields = Record<string, unknown>;

@@ -14,21 +14,21 @@
  * @module
  */
 
-import type { Channel } from "../collective/channel.ts";
-import { Mailbox } from "../collective/mailbox.ts";
-import type { AllReduce } from "../collective/all_reduce.ts";
-import { SharedAllReduce } from "../collective/shared_all_reduce.ts";
-import { StarAllReduce } from "../collective/star_all_reduce.ts";
-import { batchShard, gatherBatch } from "../data/batches.ts";
-import type { Dataset } from "../data/dataset.ts";
-import { DistributedSampler } from "../data/sampler.ts";
+import type { Channel } from "../../collective/channel.ts";
+import { Mailbox } from "../../collective/mailbox.ts";
+import type { AllReduce } from "../../collective/all_reduce.ts";
+import { SharedAllReduce } from "../../collective/shared_all_reduce.ts";
+import { StarAllReduce } from "../../collective/star_all_reduce.ts";
+import { batchShard, gatherBatch } from "../../data/batches.ts";
+import type { Dataset } from "../../data/dataset.ts";
+import { DistributedSampler } from "../../data/sampler.ts";
 import * as tf from "@tensorflow/tfjs-core";
-import { DivergedError, UsageError } from "../errors.ts";
-import { buildModel } from "../model/registry.ts";
-import { learningRateAt, type OptimizerState } from "../optim/mod.ts";
-import { mixSeed } from "../util/random.ts";
-import { trace } from "../util/trace.ts";
-import { initBackend } from "./backend.ts";
+import { DivergedError, UsageError } from "../../errors.ts";
+import { buildModel } from "../../model/registry.ts";
+import { learningRateAt, type OptimizerState } from "../../optim/mod.ts";
+import { mixSeed } from "../../util/random.ts";
+import { trace } from "../../util/trace.ts";
+import { initBackend } from "../shared/backend.ts";
 import type {
   CheckpointMessage,
   EpochEndMessage,
@@ -43,7 +43,7 @@ import type {
   StepMessage,
   StepTiming,
   WeightsMessage,
-} from "./protocol.ts";
+} from "../shared/protocol.ts";
 import { Replica, weightsChecksum } from "./replica.ts";
 
 /**
@@ -52,7 +52,7 @@ import { Replica, weightsChecksum } from "./replica.ts";
  *
  * @example The whole of a worker entry point
  * ```ts ignore
- * import { PostMessageChannel } from "../collective/channel.ts";
+ * import { PostMessageChannel } from "../../collective/channel.ts";
  * import { serveReplica } from "./replica_service.ts";
  *
  * await serveReplica(new PostMessageChannel(self));

@@ -4,10 +4,10 @@
  * @module
  */
 
-import { DataError, UsageError } from "../errors.ts";
-import { latestCheckpoint, readCheckpoint, type TrainingState } from "./checkpoint.ts";
-import { type ModelConfig, resolveModelConfig } from "../model/registry.ts";
-import { modelOptions, type TrainOptions } from "./options.ts";
+import { DataError, UsageError } from "../../errors.ts";
+import { latestCheckpoint, readCheckpoint, type TrainingState } from "../shared/checkpoint.ts";
+import { type ModelConfig, resolveModelConfig } from "../../model/registry.ts";
+import { modelOptions, type TrainOptions } from "../shared/options.ts";
 
 /** A checkpoint chosen to resume from. */
 export interface ResumePoint {

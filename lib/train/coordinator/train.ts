@@ -6,28 +6,34 @@
  * @module
  */
 
-import { stepsPerEpoch } from "../data/batches.ts";
-import { checkSplits, type Dataset, exampleSize } from "../data/dataset.ts";
-import { loadFashionMNIST } from "../data/fashion_mnist.ts";
-import { DistributedSampler } from "../data/sampler.ts";
-import { DataError, DivergedError, InterruptedError, UsageError, WorkerError } from "../errors.ts";
-import type { OptimizerState } from "../optim/mod.ts";
+import { stepsPerEpoch } from "../../data/batches.ts";
+import { checkSplits, type Dataset, exampleSize } from "../../data/dataset.ts";
+import { loadFashionMNIST } from "../../data/fashion_mnist.ts";
+import { DistributedSampler } from "../../data/sampler.ts";
+import {
+  DataError,
+  DivergedError,
+  InterruptedError,
+  UsageError,
+  WorkerError,
+} from "../../errors.ts";
+import type { OptimizerState } from "../../optim/mod.ts";
 import {
   flatWeightsOf,
   isLayersModel,
   type ModelEntry,
   type ModelName,
   MODELS,
-} from "../model/registry.ts";
-import type { DeviceInfo } from "./backend.ts";
-import type { EpochSums, RunConfig, TrainingState } from "./checkpoint.ts";
+} from "../../model/registry.ts";
+import type { DeviceInfo } from "../shared/backend.ts";
+import type { EpochSums, RunConfig, TrainingState } from "../shared/checkpoint.ts";
 import { CheckpointStore } from "./checkpoint_store.ts";
 import {
   type EpochRecord,
   type ResolvedTrainOptions,
   resolveTrainOptions,
   type TrainOptions,
-} from "./options.ts";
+} from "../shared/options.ts";
 import { findResumePoint, resumedOptions, type ResumePoint } from "./resume.ts";
 import { chooseWebGPUPath } from "./webgpu_path.ts";
 import { type StepSnapshot, WorkerGroup } from "./worker_group.ts";
@@ -67,7 +73,7 @@ const NO_SUMS: EpochSums = { lossSum: 0, correct: 0, count: 0, trainSeconds: 0, 
  *
  * @example A small run on two workers
  * ```ts ignore
- * import { train } from "../../mod.ts";
+ * import { train } from "../../../mod.ts";
  *
  * const { history } = await train({
  *   workers: 2,
@@ -139,7 +145,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   };
   if (resolved.backend === "webgpu") await chooseWebGPUPath(); // before any worker asks
   const workerUrl = options.workerUrl ??
-    new URL("../../workers/replica_worker.ts", import.meta.url);
+    new URL("../../../workers/replica_worker.ts", import.meta.url);
   let restarts = 0;
   for (;;) {
     const from = last;

@@ -7,10 +7,10 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import type * as tfl from "@tensorflow/tfjs-layers";
-import { gatherBatch } from "../data/batches.ts";
-import type { Dataset } from "../data/dataset.ts";
-import type { Normalization } from "../data/dataset.ts";
-import { toModelInput } from "./replica.ts";
+import { gatherBatch } from "../../data/batches.ts";
+import type { Dataset } from "../../data/dataset.ts";
+import type { Normalization } from "../../data/dataset.ts";
+import { toModelInput } from "../shared/model_input.ts";
 
 /** The result of {@linkcode evaluateModel}. */
 export interface Evaluation {
@@ -32,8 +32,8 @@ export interface Evaluation {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { createNiN } from "../model/nin.ts";
- * import { initBackend } from "./backend.ts";
+ * import { createNiN } from "../../model/nin.ts";
+ * import { initBackend } from "../shared/backend.ts";
  * import { evaluateModel } from "./evaluate.ts";
  *
  * await initBackend("cpu");

@@ -25,14 +25,14 @@
  * @module
  */
 
-import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
-import type { Message } from "../collective/channel.ts";
-import type { Dataset } from "../data/dataset.ts";
-import type { ModelConfig } from "../model/registry.ts";
-import type { KernelSet } from "../kernels/mod.ts";
-import type { LrSchedule, OptimizerConfig, OptimizerState } from "../optim/mod.ts";
+import type { AllReduceAlgorithm } from "../../collective/all_reduce.ts";
+import type { Message } from "../../collective/channel.ts";
+import type { Dataset } from "../../data/dataset.ts";
+import type { ModelConfig } from "../../model/registry.ts";
+import type { KernelSet } from "../../kernels/mod.ts";
+import type { LrSchedule, OptimizerConfig, OptimizerState } from "../../optim/mod.ts";
 import type { BackendName, DeviceInfo } from "./backend.ts";
-import type { Normalization } from "../data/dataset.ts";
+import type { Normalization } from "../../data/dataset.ts";
 
 /** Everything a replica needs to know to train; identical on every rank. */
 export interface ReplicaConfig {

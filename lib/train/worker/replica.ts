@@ -9,12 +9,13 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import type * as tfl from "@tensorflow/tfjs-layers";
-import type { Batch } from "../data/batches.ts";
-import type { Normalization } from "../data/dataset.ts";
-import { setDropoutSeed } from "../model/nin.ts";
-import { createOptimizer, type Optimizer, type OptimizerConfig } from "../optim/mod.ts";
-import type { OptimizerState } from "../optim/optimizer.ts";
-import { sha256Hex } from "../util/sha256.ts";
+import type { Batch } from "../../data/batches.ts";
+import type { Normalization } from "../../data/dataset.ts";
+import { toModelInput } from "../shared/model_input.ts";
+import { setDropoutSeed } from "../../model/nin.ts";
+import { createOptimizer, type Optimizer, type OptimizerConfig } from "../../optim/mod.ts";
+import type { OptimizerState } from "../../optim/optimizer.ts";
+import { sha256Hex } from "../../util/sha256.ts";
 
 /** Options for {@linkcode Replica}. */
 export interface ReplicaOptions {
@@ -51,7 +52,7 @@ export interface LocalGradients {
  *
  * @example One SGD step of NiN on a batch of two blank images
  * ```ts ignore
- * import { createNiN } from "../model/nin.ts";
+ * import { createNiN } from "../../model/nin.ts";
  * import { Replica } from "./replica.ts";
  *
  * const replica = new Replica({ model: createNiN({ inputSize: 67, width: 0.125 }) });
@@ -236,56 +237,6 @@ export class Replica {
     const [height, width] = this.inputShape;
     return toModelInput(batch, { height, width, normalize: this.#normalize });
   }
-}
-
-/**
- * The model input for `batch`: its values uploaded, resized bilinearly on the
- * device to `height`×`width` when they differ (half-pixel centres, as
- * torchvision), bytes scaled to [0, 1] as d2l's `Resize` + `ToTensor` (float32
- * values are taken as they are), then normalised per channel if asked.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import * as tf from "@tensorflow/tfjs-core";
- * import { initBackend } from "./backend.ts";
- * import { toModelInput } from "./replica.ts";
- *
- * await initBackend("cpu");
- * const images = new Uint8Array(784).fill(255);
- * const batch = { images, labels: new Uint8Array([1]), count: 1, rows: 28, cols: 28 };
- * const x = toModelInput(batch, { height: 67, width: 67 });
- * assert.deepEqual(x.shape, [1, 67, 67, 1]);
- * const max = tf.max(x);
- * assert.equal((await max.data())[0], 1);
- * tf.dispose([max, x]);
- * ```
- */
-export function toModelInput(
-  batch: Batch,
-  options: { height: number; width: number; normalize?: Normalization },
-): tf.Tensor4D {
-  return tf.tidy(() => {
-    const shape: [number, number, number, number] = [
-      batch.count,
-      batch.rows,
-      batch.cols,
-      batch.channels ?? 1,
-    ];
-    const bytes = batch.images instanceof Uint8Array;
-    let x: tf.Tensor4D = tf.tensor4d(bytes ? Float32Array.from(batch.images) : batch.images, shape);
-    if (batch.rows !== options.height || batch.cols !== options.width) {
-      x = tf.image.resizeBilinear(x, [options.height, options.width], false, true);
-    }
-    if (bytes) x = tf.div(x, 255);
-    if (options.normalize) {
-      x = tf.div(
-        tf.sub(x, tf.tensor1d([...options.normalize.mean])),
-        tf.tensor1d([...options.normalize.std]),
-      );
-    }
-    return x;
-  });
 }
 
 function correctCount(logits: tf.Tensor, labels: tf.Tensor): tf.Tensor {

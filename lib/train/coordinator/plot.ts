@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { EpochRecord } from "./options.ts";
+import type { EpochRecord } from "../shared/options.ts";
 
 /** Options for {@linkcode renderHistorySvg}. */
 export interface PlotOptions {

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { ThreadWatch } from "../util/thread_watch.ts";
+import { ThreadWatch } from "../../util/thread_watch.ts";
 
 /** The environment variable through which Deno's WebGPU takes its path. */
 const PATH_VARIABLE = "DENO_WEBGPU_BACKEND";
@@ -130,7 +130,7 @@ async function choose(): Promise<WebGPUPath | undefined> {
 async function probe(path: string): Promise<ProbeResult> {
   const threads = new ThreadWatch();
   Deno.env.set(PATH_VARIABLE, path);
-  const worker = new Worker(new URL("../../workers/webgpu_probe_worker.ts", import.meta.url), {
+  const worker = new Worker(new URL("../../../workers/webgpu_probe_worker.ts", import.meta.url), {
     type: "module",
     name: `webgpu-probe-${path}`,
   });

@@ -7,27 +7,27 @@
  * @module
  */
 
-import { PostMessageChannel } from "../collective/channel.ts";
-import { Mailbox } from "../collective/mailbox.ts";
+import { PostMessageChannel } from "../../collective/channel.ts";
+import { Mailbox } from "../../collective/mailbox.ts";
 import {
   abortSharedAllReduce,
   createSharedAllReduceBuffer,
   sharedAllReduceRounds,
-} from "../collective/shared_all_reduce.ts";
-import { StarAllReduceHub } from "../collective/star_all_reduce.ts";
-import type { Dataset } from "../data/dataset.ts";
+} from "../../collective/shared_all_reduce.ts";
+import { StarAllReduceHub } from "../../collective/star_all_reduce.ts";
+import type { Dataset } from "../../data/dataset.ts";
 import {
   DataError,
   DivergedError,
   ReplicaDivergenceError,
   UsageError,
   WorkerError,
-} from "../errors.ts";
-import type { OptimizerState } from "../optim/mod.ts";
-import { ThreadWatch } from "../util/thread_watch.ts";
-import type { DeviceInfo } from "./backend.ts";
-import type { EpochSums } from "./checkpoint.ts";
-import type { EpochRecord, ResolvedTrainOptions, StepProgress } from "./options.ts";
+} from "../../errors.ts";
+import type { OptimizerState } from "../../optim/mod.ts";
+import { ThreadWatch } from "../../util/thread_watch.ts";
+import type { DeviceInfo } from "../shared/backend.ts";
+import type { EpochSums } from "../shared/checkpoint.ts";
+import type { EpochRecord, ResolvedTrainOptions, StepProgress } from "../shared/options.ts";
 import type {
   CheckpointMessage,
   EpochEndMessage,
@@ -42,7 +42,7 @@ import type {
   StepMessage,
   StepTiming,
   WeightsMessage,
-} from "./protocol.ts";
+} from "../shared/protocol.ts";
 import { Watchdog } from "./watchdog.ts";
 
 /** How long a worker may take to load, create its device and build its replica. */

@@ -15,14 +15,19 @@
  * @module
  */
 
-import type { KernelSet } from "../kernels/mod.ts";
-import type { Normalization } from "../data/dataset.ts";
-import type { LrSchedule, OptimizerConfig, OptimizerName, OptimizerState } from "../optim/mod.ts";
+import type { KernelSet } from "../../kernels/mod.ts";
+import type { Normalization } from "../../data/dataset.ts";
+import type {
+  LrSchedule,
+  OptimizerConfig,
+  OptimizerName,
+  OptimizerState,
+} from "../../optim/mod.ts";
 import { join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
-import { DataError } from "../errors.ts";
-import { writeFileAtomic } from "../util/atomic_write.ts";
-import { sha256Hex } from "../util/sha256.ts";
+import { DataError } from "../../errors.ts";
+import { writeFileAtomic } from "../../util/atomic_write.ts";
+import { sha256Hex } from "../../util/sha256.ts";
 import { checkpointProblem } from "./checkpoint_schema.ts";
 import type { EpochRecord, ResolvedTrainOptions } from "./options.ts";
 
@@ -117,7 +122,7 @@ export interface TrainingState {
  * ```ts
  * import assert from "node:assert/strict";
  * import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.ts";
- * import { sha256Hex } from "../util/sha256.ts";
+ * import { sha256Hex } from "../../util/sha256.ts";
  *
  * const weights = new Float32Array([0.5, -1]);
  * const state = {

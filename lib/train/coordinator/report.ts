@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { EpochRecord } from "./options.ts";
+import type { EpochRecord } from "../shared/options.ts";
 
 /**
  * One line per epoch: `epoch 3/10: loss 0.512, train acc 0.811, test acc 0.802, 1480.2 examples/sec, 40.5 s`.
