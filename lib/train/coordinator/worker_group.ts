@@ -113,6 +113,8 @@ interface EpochProgress {
   halted: PromiseWithResolvers<void>;
   /** Per rank: test examples evaluated so far. */
   evaluated: number[];
+  /** Step counts after which rank 0 sends its weights for a checkpoint. */
+  snapshotAfter: Set<number>;
 }
 
 /** Spawned workers, their mailboxes, and the all-reduce that joins them. */
@@ -239,7 +241,6 @@ export class WorkerGroup {
       allReduce: options.allReduce,
       kernels: options.kernels,
       profile: options.profile,
-      checkpointEvery: options.checkpointEvery,
     };
     try {
       mailboxes.forEach((mailbox, rank) => {
@@ -338,6 +339,7 @@ export class WorkerGroup {
       saving: Promise.resolve(),
       halted: Promise.withResolvers<void>(),
       evaluated: [],
+      snapshotAfter: new Set(snapshotSteps(this.#options.checkpointEvery, plan.steps)),
     };
     this.#progress = progress;
     this.#lastStepAt = startedAt;
@@ -345,12 +347,12 @@ export class WorkerGroup {
     plan.halt?.addEventListener("abort", onAbort);
     try {
       this.#mailboxes.forEach((mailbox) => {
-        // Workers count epochs from 0, as DistributedSampler.setEpoch does.
         const message: EpochMessage = {
           type: "epoch",
-          epoch: epoch - 1,
+          epoch,
           fromStep: plan.fromStep,
           grantUpTo: progress.granted,
+          snapshotAfter: [...progress.snapshotAfter],
         };
         mailbox.send(message);
       });
@@ -458,7 +460,7 @@ export class WorkerGroup {
 
   #onStep(message: StepMessage): void {
     const progress = this.#progress;
-    if (progress === null || message.epoch !== progress.epoch - 1) {
+    if (progress === null || message.epoch !== progress.epoch) {
       throw new Error(`worker ${message.rank} reported a step of an unexpected epoch`);
     }
     this.#watchdog.touch();
@@ -481,9 +483,7 @@ export class WorkerGroup {
     progress.completed = message.step + 1;
     const seconds = (now - progress.startedAt) / 1000;
     progress.sums.trainSeconds = progress.plan.base.trainSeconds + seconds;
-    const every = this.#options.checkpointEvery;
-    // Rank 0 sends its weights at these boundaries, except the last (the epoch's end has them).
-    if (every > 0 && progress.completed % every === 0 && progress.completed < progress.plan.steps) {
+    if (progress.snapshotAfter.has(progress.completed)) {
       progress.sumsAt.set(progress.completed, { ...this.#sumsNow(progress) });
       this.#pairCheckpoint(progress, progress.completed);
     }
@@ -523,7 +523,7 @@ export class WorkerGroup {
 
   #onCheckpoint(message: CheckpointMessage): void {
     const progress = this.#progress;
-    if (progress === null || message.epoch !== progress.epoch - 1) return;
+    if (progress === null || message.epoch !== progress.epoch) return;
     progress.checkpoints.set(message.stepsDone, message);
     this.#pairCheckpoint(progress, message.stepsDone);
   }
@@ -625,4 +625,15 @@ function checkDataFitsModel(
       );
     }
   }
+}
+
+/**
+ * The step counts within an epoch of `steps` after which a checkpoint is
+ * taken every `every` steps (0: none): multiples of `every`, except the last
+ * step, whose weights the epoch's end brings anyway.
+ */
+function snapshotSteps(every: number, steps: number): number[] {
+  const after: number[] = [];
+  for (let done = every; every > 0 && done < steps; done += every) after.push(done);
+  return after;
 }

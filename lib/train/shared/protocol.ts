@@ -64,8 +64,6 @@ export interface ReplicaConfig {
   kernels: KernelSet;
   /** Time each step's phases (see {@linkcode StepTiming}). */
   profile: boolean;
-  /** Rank 0 sends its weights every this many steps within an epoch (0: never). */
-  checkpointEvery: number;
 }
 
 /** Where one step spent its time on one worker, in milliseconds. */
@@ -123,13 +121,18 @@ export interface StartMessage extends Message {
   allReduceBuffer?: SharedArrayBuffer;
 }
 
-/** Coordinator → worker: run epoch `epoch` (from 0) from step `fromStep`. */
+/**
+ * Coordinator → worker: run epoch `epoch` from step `fromStep`. Epochs count
+ * from 1 in every message, as users see them; steps from 0.
+ */
 export interface EpochMessage extends Message {
   type: "epoch";
   epoch: number;
   fromStep: number;
   /** Steps below this may run without waiting for a grant. */
   grantUpTo: number;
+  /** Rank 0 sends its weights for a checkpoint after these numbers of steps. */
+  snapshotAfter: number[];
 }
 
 /** Coordinator → worker: steps of the current epoch below `upTo` may run. */

@@ -12,7 +12,9 @@ import type * as tfl from "@tensorflow/tfjs-layers";
 import type { Batch } from "../../data/batches.ts";
 import type { Normalization } from "../../data/dataset.ts";
 import { toModelInput } from "../shared/model_input.ts";
+import { setFlatWeights } from "../../model/export.ts";
 import { setDropoutSeed } from "../../model/nin.ts";
+import { flatWeightsOf } from "../../model/registry.ts";
 import { createOptimizer, type Optimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import type { OptimizerState } from "../../optim/optimizer.ts";
 import { sha256Hex } from "../../util/sha256.ts";
@@ -216,21 +218,12 @@ export class Replica {
   }
 
   async #readWeights(): Promise<Float32Array<ArrayBuffer>> {
-    const flat = tf.tidy(() => tf.concat(this.#variables.map((v) => tf.reshape(v, [-1]))));
-    const data = await flat.data() as Float32Array<ArrayBuffer>;
-    flat.dispose();
-    return data;
+    return await flatWeightsOf(this.model);
   }
 
-  /** Assigns every variable its slice of `weights` (copied: tfjs may upload lazily). */
+  /** Gives the model `weights` (a copy: tfjs may upload lazily, and ours change in place). */
   #upload(weights: Float32Array): void {
-    tf.tidy(() => {
-      let offset = 0;
-      for (const v of this.#variables) {
-        v.assign(tf.tensor(weights.slice(offset, offset + v.size), v.shape, "float32"));
-        offset += v.size;
-      }
-    });
+    setFlatWeights(this.model, weights.slice());
   }
 
   #toInput(batch: Batch): tf.Tensor4D {

@@ -155,10 +155,12 @@ class ReplicaWorker {
 
   /** Runs the steps of one epoch from `fromStep`, as they are granted, then evaluates. */
   async runEpoch(command: EpochMessage): Promise<void> {
-    const { epoch, fromStep } = command;
+    const { epoch, fromStep, snapshotAfter } = command;
+    // The sampler's shuffle and the dropout seeds count epochs from 0, as DistributedSampler does.
+    const epochIndex = epoch - 1;
     const { rank, worldSize, config, train } = this.#init;
     const shardOptions = { rank, worldSize, batchSize: config.batchSize };
-    this.#sampler.setEpoch(epoch);
+    this.#sampler.setEpoch(epochIndex);
     const indices = this.#sampler.indices();
     const steps = config.stepsPerEpoch;
     this.#granted = command.grantUpTo;
@@ -169,7 +171,7 @@ class ReplicaWorker {
       const started = performance.now();
       const batch = gatherBatch(train, batchShard(indices, step, shardOptions));
       const local = await this.#replica.computeGradients(batch, {
-        dropoutSeed: mixSeed([config.seed, epoch, step, rank]),
+        dropoutSeed: mixSeed([config.seed, epochIndex, step, rank]),
         profile: config.profile,
       });
       const reduceStarted = performance.now();
@@ -178,11 +180,11 @@ class ReplicaWorker {
       const what = !Number.isFinite(local.lossSum)
         ? `the loss is ${local.lossSum / local.count} on worker ${rank}`
         : nonFinite(average);
-      if (what !== undefined) throw new DivergedError({ epoch: epoch + 1, step: step + 1, what });
+      if (what !== undefined) throw new DivergedError({ epoch, step: step + 1, what });
       const updateStarted = performance.now();
       const lr = learningRateAt(config.schedule, {
         lr: config.lr,
-        step: epoch * steps + step,
+        step: epochIndex * steps + step,
         stepsPerEpoch: steps,
         totalSteps: config.epochs * steps,
       });
@@ -212,10 +214,7 @@ class ReplicaWorker {
       };
       this.#mailbox.send(message);
       const stepsDone = step + 1;
-      if (
-        rank === 0 && config.checkpointEvery > 0 && stepsDone % config.checkpointEvery === 0 &&
-        stepsDone < steps // the epoch's end sends the weights anyway
-      ) {
+      if (rank === 0 && snapshotAfter.includes(stepsDone)) {
         const weights = await this.#replica.getWeights();
         const optimizer = this.#replica.optimizerState();
         const checkpoint: CheckpointMessage = {
