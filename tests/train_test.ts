@@ -3,7 +3,13 @@ import * as tf from "@tensorflow/tfjs-core";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { DistributedSampler } from "../lib/data/sampler.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { DataError, DivergedError, UsageError, WorkerError } from "../lib/errors.ts";
+import {
+  DataError,
+  DivergedError,
+  InterruptedError,
+  UsageError,
+  WorkerError,
+} from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import type { TrainOptions } from "../lib/train/shared/options.ts";
@@ -203,6 +209,27 @@ Deno.test("a worker that hangs is named once the step timeout passes; train() re
       assert.ok(performance.now() - started < 60_000);
     });
   }
+});
+
+Deno.test("aborted while the workers start: train() stops them at once and rejects", async () => {
+  const stop = new AbortController();
+  const timer = setTimeout(() => stop.abort("SIGINT"), 1500);
+  // Rank 1 never becomes ready: without the abort, train() would wait out the
+  // start-up timeout (600 s).
+  await assert.rejects(
+    train({
+      ...CONFIG,
+      workers: 2,
+      data: DATA,
+      signal: stop.signal,
+      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang-init", import.meta.url),
+      onStart: () => assert.fail("the workers never all started"),
+    }),
+    (e: unknown) =>
+      e instanceof InterruptedError && e.signal === "SIGINT" &&
+      e.message === "interrupted after 0 epoch(s) and 0 step(s); no checkpoint written",
+  );
+  clearTimeout(timer);
 });
 
 Deno.test("after a step timeout, a library caller's process ends by itself", async () => {

@@ -159,6 +159,15 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
         stepsPerEpoch: steps,
         startWeights: from?.weights ?? initialWeights,
         startOptimizer: from?.optimizer.state,
+        stop: options.signal && {
+          signal: options.signal,
+          error: () =>
+            new InterruptedError({
+              epochsDone: from?.epochsDone ?? 0,
+              stepsDone: from?.stepsDone ?? 0,
+              signal: signalName(options.signal),
+            }),
+        },
       });
       if (restarts === 0) {
         options.onStart?.({

@@ -188,6 +188,11 @@ export class WorkerGroup {
       stepsPerEpoch: number;
       startWeights?: Float32Array<ArrayBuffer>;
       startOptimizer?: OptimizerState;
+      /**
+       * Aborting `signal` while the workers start stops them at once (they
+       * are waiting on their devices, not computing) and rejects with `error()`.
+       */
+      stop?: { signal: AbortSignal; error: () => Error };
     },
   ): Promise<WorkerGroup> {
     const cores = shareCoresAmongWorkers(options.workers);
@@ -242,7 +247,10 @@ export class WorkerGroup {
       kernels: options.kernels,
       profile: options.profile,
     };
+    const onStop = () => fail(setup.stop!.error());
+    setup.stop?.signal.addEventListener("abort", onStop, { once: true });
     try {
+      if (setup.stop?.signal.aborted) onStop();
       mailboxes.forEach((mailbox, rank) => {
         const init: InitMessage = {
           type: "init",
@@ -304,6 +312,7 @@ export class WorkerGroup {
         threads,
       });
       group = started;
+      setup.stop?.signal.removeEventListener("abort", onStop);
       mailboxes.forEach((mailbox) => {
         mailbox.handle<StepMessage>("step", (message) => started.#onStep(message));
         mailbox.handle<CheckpointMessage>("checkpoint", (m) => started.#onCheckpoint(m));
@@ -314,6 +323,7 @@ export class WorkerGroup {
       threads.mark();
       mailboxes.forEach((m) => m.close());
       await threads.exited();
+      setup.stop?.signal.removeEventListener("abort", onStop);
       throw early ?? error;
     }
   }
