@@ -78,8 +78,13 @@ export { type Channel, type Message, PostMessageChannel } from "./lib/collective
 export { Mailbox } from "./lib/collective/mailbox.ts";
 export {
   ALL_REDUCE_ALGORITHMS,
-  type AllReduce,
   type AllReduceAlgorithm,
+  type CollectiveEntry,
+  type CollectiveHost,
+  COLLECTIVES,
+} from "./lib/collective/registry.ts";
+export {
+  type AllReduce,
   type AllReduceTiming,
   type Contribution,
   weightedAverage,

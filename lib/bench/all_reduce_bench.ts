@@ -13,7 +13,8 @@
  * @module
  */
 
-import type { AllReduce, AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import type { AllReduce } from "../collective/all_reduce.ts";
+import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import { type Channel, type Message, PostMessageChannel } from "../collective/channel.ts";
 import { Mailbox } from "../collective/mailbox.ts";
 import {

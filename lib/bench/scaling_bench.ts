@@ -8,7 +8,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import type { KernelSet } from "../kernels/mod.ts";
 import { createNiN } from "../model/nin.ts";
 import { type BackendName, initBackend } from "../train/shared/backend.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { AllReduceAlgorithm } from "../collective/all_reduce.ts";
+import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { KernelInit } from "../model/nin.ts";

@@ -29,27 +29,6 @@ export interface AllReduceTiming {
   reduceMs: number;
 }
 
-/**
- * The all-reduce algorithms of the library: `"shared"`, the zero-copy
- * reduce-scatter/all-gather over shared memory among workers of one process
- * (the default), and `"star"`, the coordinator-centred baseline over message
- * channels (which a transport between hosts can carry).
- */
-export type AllReduceAlgorithm = "shared" | "star";
-
-/**
- * The values of {@linkcode AllReduceAlgorithm}.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { ALL_REDUCE_ALGORITHMS } from "./all_reduce.ts";
- *
- * assert.deepEqual([...ALL_REDUCE_ALGORITHMS], ["shared", "star"]);
- * ```
- */
-export const ALL_REDUCE_ALGORITHMS: readonly AllReduceAlgorithm[] = ["shared", "star"];
-
 /** One replica's part in a reduction. */
 export interface Contribution {
   /** The local vector. */

@@ -9,12 +9,7 @@
 
 import { PostMessageChannel } from "../../collective/channel.ts";
 import { Mailbox } from "../../collective/mailbox.ts";
-import {
-  abortSharedAllReduce,
-  createSharedAllReduceBuffer,
-  sharedAllReduceRounds,
-} from "../../collective/shared_all_reduce.ts";
-import { StarAllReduceHub } from "../../collective/star_all_reduce.ts";
+import { type CollectiveHost, COLLECTIVES } from "../../collective/registry.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import {
   DataError,
@@ -131,8 +126,7 @@ export class WorkerGroup {
   readonly #testCount: number;
   readonly #workers: Worker[];
   readonly #mailboxes: Mailbox[];
-  readonly #allReduceBuffer: SharedArrayBuffer | undefined;
-  readonly #hub: StarAllReduceHub | undefined;
+  readonly #collective: CollectiveHost;
   readonly #watchdog: Watchdog;
   readonly #threads: ThreadWatch;
   #closed: Promise<void> | null = null;
@@ -151,16 +145,14 @@ export class WorkerGroup {
     mailboxes: Mailbox[];
     ready: ReadyMessage[];
     rendererThreads: string | undefined;
-    allReduceBuffer: SharedArrayBuffer | undefined;
-    hub: StarAllReduceHub | undefined;
+    collective: CollectiveHost;
     threads: ThreadWatch;
   }) {
     this.#options = parts.options;
     this.#testCount = parts.testCount;
     this.#workers = parts.workers;
     this.#mailboxes = parts.mailboxes;
-    this.#allReduceBuffer = parts.allReduceBuffer;
-    this.#hub = parts.hub;
+    this.#collective = parts.collective;
     this.#threads = parts.threads;
     this.device = parts.ready[0].device;
     this.numParams = parts.ready[0].numParams;
@@ -286,17 +278,18 @@ export class WorkerGroup {
           `the checkpoint holds ${setup.startWeights.length} weights but this model has ${numParams}`,
         );
       }
-      const allReduceBuffer = options.allReduce === "shared"
-        ? createSharedAllReduceBuffer({ worldSize: options.workers, length: numParams })
-        : undefined;
-      const hub = options.allReduce === "star" ? new StarAllReduceHub(mailboxes) : undefined;
+      const collective = COLLECTIVES[options.allReduce].host({
+        worldSize: options.workers,
+        length: numParams,
+        mailboxes,
+      });
       mailboxes.forEach((mailbox, rank) => {
         const weights = setup.startWeights ?? (rank === 0 ? undefined : ready[0].weights);
         const start: StartMessage = {
           type: "start",
           weights,
           optimizer: setup.startOptimizer,
-          allReduceBuffer,
+          collective: collective.joinInfo,
         };
         mailbox.send(start);
       });
@@ -307,8 +300,7 @@ export class WorkerGroup {
         mailboxes,
         ready,
         rendererThreads: cores.threads,
-        allReduceBuffer,
-        hub,
+        collective,
         threads,
       });
       group = started;
@@ -386,8 +378,8 @@ export class WorkerGroup {
   fail(error: Error): void {
     if (this.#failure) return;
     this.#failure = error;
-    // Wake replicas blocked in a shared all-reduce barrier, waiting for the one that failed.
-    if (this.#allReduceBuffer) abortSharedAllReduce(this.#allReduceBuffer);
+    // Wake replicas blocked in the all-reduce, waiting for the one that failed.
+    this.#collective.abort();
     for (const mailbox of this.#mailboxes) mailbox.fail(error);
     void this.close();
   }
@@ -571,12 +563,7 @@ export class WorkerGroup {
     // First: the ranks behind the others in reporting steps; then: in the all-reduce.
     const reported = ranks.map((rank) => this.#reportedByRank[rank] ?? 0);
     let laggards = ranks.filter((rank) => reported[rank] < Math.max(...reported));
-    if (laggards.length === 0 && this.#allReduceBuffer) {
-      const rounds = sharedAllReduceRounds(this.#allReduceBuffer, { worldSize: ranks.length });
-      laggards = ranks.filter((rank) => rounds[rank] < Math.max(...rounds));
-    } else if (laggards.length === 0 && this.#hub) {
-      laggards = this.#hub.missing();
-    }
+    if (laggards.length === 0) laggards = this.#collective.laggards();
     if (laggards.length === 0 || laggards.length === ranks.length) laggards = ranks;
     const waiting = ranks.filter((rank) => !laggards.includes(rank));
     const others = waiting.length > 0 ? `; worker(s) ${waiting.join(", ")} waited for it` : "";

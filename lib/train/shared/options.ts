@@ -6,7 +6,7 @@
  */
 
 import { KERNEL_SETS, type KernelSet } from "../../kernels/mod.ts";
-import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../../collective/all_reduce.ts";
+import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../../collective/registry.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import { describeValue, UsageError } from "../../errors.ts";
 import type { KernelInit } from "../../model/nin.ts";

@@ -25,7 +25,7 @@
  * @module
  */
 
-import type { AllReduceAlgorithm } from "../../collective/all_reduce.ts";
+import type { AllReduceAlgorithm } from "../../collective/registry.ts";
 import type { Message } from "../../collective/channel.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import type { ModelConfig } from "../../model/registry.ts";
@@ -117,8 +117,8 @@ export interface StartMessage extends Message {
   weights?: Float32Array<ArrayBuffer>;
   /** The optimizer state to start from (a checkpoint's); absent for a fresh one. */
   optimizer?: OptimizerState;
-  /** The shared all-reduce's memory (see shared_all_reduce.ts), when that algorithm is used. */
-  allReduceBuffer?: SharedArrayBuffer;
+  /** What the all-reduce needs to join (see `CollectiveHost.joinInfo`; shared memory, or nothing). */
+  collective: unknown;
 }
 
 /**

@@ -17,8 +17,7 @@
 import type { Channel } from "../../collective/channel.ts";
 import { Mailbox } from "../../collective/mailbox.ts";
 import type { AllReduce } from "../../collective/all_reduce.ts";
-import { SharedAllReduce } from "../../collective/shared_all_reduce.ts";
-import { StarAllReduce } from "../../collective/star_all_reduce.ts";
+import { COLLECTIVES } from "../../collective/registry.ts";
 import { batchShard, gatherBatch } from "../../data/batches.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import { DistributedSampler } from "../../data/sampler.ts";
@@ -140,9 +139,13 @@ class ReplicaWorker {
     if (start.weights) replica.setWeights(start.weights);
     if (start.optimizer) replica.loadOptimizerState(start.optimizer);
     const { rank, worldSize } = init;
-    const allReduce = init.config.allReduce === "shared"
-      ? new SharedAllReduce(start.allReduceBuffer!, { rank, worldSize, length: replica.numParams })
-      : new StarAllReduce(mailbox);
+    const allReduce = COLLECTIVES[init.config.allReduce].join({
+      rank,
+      worldSize,
+      length: replica.numParams,
+      joinInfo: start.collective,
+      mailbox,
+    });
     return new ReplicaWorker(mailbox, init, replica, allReduce);
   }
 

@@ -1,0 +1,104 @@
+/**
+ * The all-reduce implementations by name, each as the two halves the trainer
+ * needs: the coordinator's (`host`: set up what the workers share, wake them
+ * if a peer fails, say who the others wait for) and a worker's (`join`: its
+ * {@linkcode AllReduce}). The trainer names an algorithm only to look it up
+ * here; a new transport is its own file plus one entry in
+ * {@linkcode COLLECTIVES}.
+ *
+ * @module
+ */
+
+import type { AllReduce } from "./all_reduce.ts";
+import type { Mailbox } from "./mailbox.ts";
+import {
+  abortSharedAllReduce,
+  createSharedAllReduceBuffer,
+  SharedAllReduce,
+  sharedAllReduceRounds,
+} from "./shared_all_reduce.ts";
+import { StarAllReduce, StarAllReduceHub } from "./star_all_reduce.ts";
+
+/** The coordinator's side of an all-reduce for one group of workers. */
+export interface CollectiveHost {
+  /** What every worker needs to join (structured-cloneable), sent at start-up. */
+  readonly joinInfo: unknown;
+  /** Wakes every worker blocked in the all-reduce and makes it fail: a peer has failed. */
+  abort(): void;
+  /** The ranks the others wait for in the all-reduce now (empty if none is under way). */
+  laggards(): number[];
+}
+
+/** One all-reduce implementation: how the coordinator hosts it and a worker joins it. */
+export interface CollectiveEntry {
+  /** In the coordinator, once every worker is ready. */
+  host(group: { worldSize: number; length: number; mailboxes: readonly Mailbox[] }): CollectiveHost;
+  /** In a worker, with the host's `joinInfo` and its channel to the coordinator. */
+  join(member: {
+    rank: number;
+    worldSize: number;
+    length: number;
+    joinInfo: unknown;
+    mailbox: Mailbox;
+  }): AllReduce;
+}
+
+/**
+ * The all-reduce implementations: `shared` (zero-copy, over a
+ * `SharedArrayBuffer`: workers of one process) and `star` (through the
+ * coordinator over message channels). Both average in the same order and
+ * give the same bits.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { COLLECTIVES } from "./registry.ts";
+ *
+ * const host = COLLECTIVES.shared.host({ worldSize: 2, length: 4, mailboxes: [] });
+ * assert.ok(host.joinInfo instanceof SharedArrayBuffer);
+ * assert.deepEqual(host.laggards(), []);
+ * ```
+ */
+export const COLLECTIVES: Readonly<Record<"shared" | "star", CollectiveEntry>> = {
+  shared: {
+    host: ({ worldSize, length }) => {
+      const buffer = createSharedAllReduceBuffer({ worldSize, length });
+      return {
+        joinInfo: buffer,
+        abort: () => abortSharedAllReduce(buffer),
+        laggards: () => {
+          const rounds = sharedAllReduceRounds(buffer, { worldSize });
+          const ahead = Math.max(...rounds);
+          return rounds.flatMap((round, rank) => (round < ahead ? [rank] : []));
+        },
+      };
+    },
+    join: ({ rank, worldSize, length, joinInfo }) =>
+      new SharedAllReduce(joinInfo as SharedArrayBuffer, { rank, worldSize, length }),
+  },
+  star: {
+    host: ({ mailboxes }) => {
+      const hub = new StarAllReduceHub(mailboxes);
+      return { joinInfo: undefined, abort: () => {}, laggards: () => hub.missing() };
+    },
+    join: ({ mailbox }) => new StarAllReduce(mailbox),
+  },
+};
+
+/** Names of the all-reduce implementations. */
+export type AllReduceAlgorithm = keyof typeof COLLECTIVES;
+
+/**
+ * The all-reduce algorithms a run can use.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ALL_REDUCE_ALGORITHMS } from "./registry.ts";
+ *
+ * assert.deepEqual([...ALL_REDUCE_ALGORITHMS], ["shared", "star"]);
+ * ```
+ */
+export const ALL_REDUCE_ALGORITHMS: readonly AllReduceAlgorithm[] = Object.keys(
+  COLLECTIVES,
+) as AllReduceAlgorithm[];
