@@ -1,21 +1,41 @@
 /**
  * Synchronous data-parallel training in TypeScript on WebGPU, across Deno
- * workers: d2l.ai §7.3's Network in Network on Fashion-MNIST.
+ * workers. Its first job is d2l.ai §7.3's Network in Network on
+ * Fashion-MNIST; it trains any TensorFlow.js model on any in-memory
+ * image-classification data set.
  *
- * A coordinator shards the data across workers; each worker holds a NiN
- * replica on TensorFlow.js' WebGPU backend and computes the gradient of its
- * share of every batch; the gradients are all-reduced over message channels
- * and every replica applies the same SGD update.
+ * A coordinator shards the data across workers; each worker holds a replica
+ * of the model on TensorFlow.js' WebGPU backend and computes the gradient of
+ * its share of every batch; the gradients are all-reduced and every replica
+ * applies the same optimizer update, so the replicas stay bit-identical.
  *
- * The TensorFlow.js side (the NiN model itself, one replica's training step)
- * is in `model.ts`, whose signatures use TensorFlow.js types.
+ * This module is the library's API: {@linkcode train} and its options and
+ * results, the errors it throws, data sets, models, optimizers and schedules,
+ * and reading checkpoints. The TensorFlow.js side (building models, one
+ * replica's step, exporting) is in `model.ts`, whose signatures use
+ * TensorFlow.js types.
  *
- * @example Train on four workers
+ * @example Train d2l's NiN on four workers
  * ```ts ignore
  * import { train } from "./mod.ts";
  *
  * const { history, weights } = await train({ workers: 4, epochs: 10 });
  * console.log(history.at(-1), weights.length); // 1,992,166 weights
+ * ```
+ *
+ * @example LeNet with momentum and a cosine schedule, resumable
+ * ```ts ignore
+ * import { train } from "./mod.ts";
+ *
+ * await train({
+ *   model: "lenet",
+ *   workers: 2,
+ *   optimizer: { name: "sgd", momentum: 0.9 },
+ *   lr: 0.05,
+ *   schedule: { name: "cosine", warmupEpochs: 1 },
+ *   checkpointDir: "./checkpoints",
+ *   resume: true,
+ * });
  * ```
  *
  * @module
@@ -29,6 +49,19 @@ export {
   UsageError,
   WorkerError,
 } from "./lib/errors.ts";
+export { train, type TrainResult } from "./lib/train/coordinator/train.ts";
+export {
+  type EpochRecord,
+  MAX_WORKERS,
+  type PresetName,
+  PRESETS,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+  type StepProgress,
+  type TrainOptions,
+  type TrainStart,
+} from "./lib/train/shared/options.ts";
+export type { StepTiming } from "./lib/train/shared/protocol.ts";
 export {
   checkDataset,
   checkSplits,
@@ -36,6 +69,16 @@ export {
   exampleSize,
   type Normalization,
 } from "./lib/data/dataset.ts";
+export {
+  defaultCacheDir,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_FILES,
+  FASHION_MNIST_URL,
+  type FileSpec,
+  loadFashionMNIST,
+  type LoadFashionMnistOptions,
+} from "./lib/data/fashion_mnist.ts";
+export { DistributedSampler, type DistributedSamplerOptions } from "./lib/data/sampler.ts";
 export {
   flatWeightsOf,
   isLayersModel,
@@ -47,63 +90,7 @@ export {
   type ModelSpec,
   resolveModelConfig,
 } from "./lib/model/registry.ts";
-export {
-  defaultCacheDir,
-  FASHION_MNIST_CLASSES,
-  FASHION_MNIST_FILES,
-  FASHION_MNIST_URL,
-  type FileSpec,
-  loadFashionMNIST,
-  type LoadFashionMnistOptions,
-} from "./lib/data/fashion_mnist.ts";
-export { type DownloadOptions, downloadVerified } from "./lib/data/download.ts";
-export { type IdxImages, type IdxOptions, parseIdxImages, parseIdxLabels } from "./lib/data/idx.ts";
-export { DistributedSampler, type DistributedSamplerOptions } from "./lib/data/sampler.ts";
-export {
-  type Batch,
-  batchShard,
-  type BatchShardOptions,
-  gatherBatch,
-  stepsPerEpoch,
-} from "./lib/data/batches.ts";
-export {
-  KERNEL_INITS,
-  type KernelInit,
-  MIN_INPUT_SIZE,
-  type NiNOptions,
-  NUM_CLASSES,
-  resolveNiNOptions,
-} from "./lib/model/nin.ts";
-export { type Channel, type Message, PostMessageChannel } from "./lib/collective/channel.ts";
-export { Mailbox } from "./lib/collective/mailbox.ts";
-export {
-  ALL_REDUCE_ALGORITHMS,
-  type AllReduceAlgorithm,
-  type CollectiveEntry,
-  type CollectiveHost,
-  COLLECTIVES,
-} from "./lib/collective/registry.ts";
-export {
-  type AllReduce,
-  type AllReduceTiming,
-  type Contribution,
-  weightedAverage,
-  type WeightedAverageOptions,
-} from "./lib/collective/all_reduce.ts";
-export {
-  abortSharedAllReduce,
-  createSharedAllReduceBuffer,
-  SharedAllReduce,
-  type SharedAllReduceShape,
-} from "./lib/collective/shared_all_reduce.ts";
-export { StarAllReduce, StarAllReduceHub } from "./lib/collective/star_all_reduce.ts";
-export {
-  type BackendName,
-  BACKENDS,
-  type DeviceInfo,
-  initBackend,
-} from "./lib/train/shared/backend.ts";
-export { KERNEL_SETS, type KernelSet, useKernels } from "./lib/kernels/mod.ts";
+export { KERNEL_INITS, type KernelInit, MIN_INPUT_SIZE, type NiNOptions } from "./lib/model/nin.ts";
 export {
   Adam,
   type AdamOptions,
@@ -123,53 +110,23 @@ export {
   SGD,
   type SGDOptions,
 } from "./lib/optim/mod.ts";
+export { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "./lib/collective/registry.ts";
 export {
-  adapterWithPath,
-  chooseWebGPUPath,
-  PREFERRED_PATHS,
-  serialisedWorkersWarning,
-  serialisesWorkers,
-  type WebGPUPath,
-} from "./lib/train/coordinator/webgpu_path.ts";
+  type BackendName,
+  BACKENDS,
+  type DeviceInfo,
+  initBackend,
+} from "./lib/train/shared/backend.ts";
+export { KERNEL_SETS, type KernelSet, useKernels } from "./lib/kernels/mod.ts";
 export { weightsChecksum } from "./lib/train/worker/replica.ts";
-export {
-  type EpochRecord,
-  MAX_WORKERS,
-  type PresetName,
-  PRESETS,
-  type ResolvedTrainOptions,
-  resolveTrainOptions,
-  type StepProgress,
-  type TrainOptions,
-  type TrainStart,
-} from "./lib/train/shared/options.ts";
-export { train, type TrainResult } from "./lib/train/coordinator/train.ts";
 export {
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
   type CheckpointFile,
-  checkpointName,
-  decodeCheckpoint,
-  encodeCheckpoint,
   type EpochSums,
   latestCheckpoint,
   listCheckpoints,
   readCheckpoint,
   type RunConfig,
   type TrainingState,
-  writeCheckpoint,
 } from "./lib/train/shared/checkpoint.ts";
-export type { StepTiming } from "./lib/train/shared/protocol.ts";
-export {
-  formatConfusion,
-  formatDuration,
-  formatEpoch,
-  formatMetrics,
-  formatPerClass,
-  historyToJsonl,
-} from "./lib/train/coordinator/report.ts";
-export {
-  type PlotOptions,
-  renderConfusionSvg,
-  renderHistorySvg,
-} from "./lib/train/coordinator/plot.ts";

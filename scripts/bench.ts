@@ -32,9 +32,9 @@ import {
   BACKENDS,
   KERNEL_SETS,
   type KernelSet,
-  serialisedWorkersWarning,
   UsageError,
 } from "../mod.ts";
+import { serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 
 const HELP = `Benchmark data-parallel NiN training and its all-reduce.

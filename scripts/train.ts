@@ -5,20 +5,21 @@
  */
 
 import {
-  adapterWithPath,
   type EpochRecord,
-  formatDuration,
-  formatEpoch,
-  formatMetrics,
-  historyToJsonl,
   initBackend,
-  renderHistorySvg,
   resolveTrainOptions,
-  serialisedWorkersWarning,
   train,
   type TrainStart,
   UsageError,
 } from "../mod.ts";
+import {
+  formatDuration,
+  formatEpoch,
+  formatMetrics,
+  historyToJsonl,
+} from "../lib/train/coordinator/report.ts";
+import { renderHistorySvg } from "../lib/train/coordinator/plot.ts";
+import { adapterWithPath, serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
 import { ninSummary } from "../model.ts";
 import { buildModel, type ModelConfig } from "../lib/model/registry.ts";
 import { exportLayersModel } from "../lib/model/export.ts";

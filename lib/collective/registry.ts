@@ -19,6 +19,13 @@ import {
 } from "./shared_all_reduce.ts";
 import { StarAllReduce, StarAllReduceHub } from "./star_all_reduce.ts";
 
+/**
+ * Names of the all-reduce implementations: `shared` (over shared memory,
+ * workers of one process; the default) and `star` (through the coordinator,
+ * over message channels).
+ */
+export type AllReduceAlgorithm = "shared" | "star";
+
 /** The coordinator's side of an all-reduce for one group of workers. */
 export interface CollectiveHost {
   /** What every worker needs to join (structured-cloneable), sent at start-up. */
@@ -59,7 +66,7 @@ export interface CollectiveEntry {
  * assert.deepEqual(host.laggards(), []);
  * ```
  */
-export const COLLECTIVES: Readonly<Record<"shared" | "star", CollectiveEntry>> = {
+export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> = {
   shared: {
     host: ({ worldSize, length }) => {
       const buffer = createSharedAllReduceBuffer({ worldSize, length });
@@ -84,9 +91,6 @@ export const COLLECTIVES: Readonly<Record<"shared" | "star", CollectiveEntry>> =
     join: ({ mailbox }) => new StarAllReduce(mailbox),
   },
 };
-
-/** Names of the all-reduce implementations. */
-export type AllReduceAlgorithm = keyof typeof COLLECTIVES;
 
 /**
  * The all-reduce algorithms a run can use.
