@@ -98,8 +98,7 @@ Deno.test("a user's model with momentum and with Adam: interrupted, resumed, the
         assert.deepEqual(state.config.model.options, { hidden: 12, seed: 5 });
         assert.equal(state.optimizer.state?.step, 8 + saved.stepsDone);
         const resumed = await train({ data: run.data, checkpointDir: dir, resume: true });
-        assert.deepEqual(resumed.weights, straight.weights);
-        assert.equal(resumed.checksum, straight.checksum);
+        assert.equal(resumed.checksum, straight.checksum); // the SHA-256 of every weight
       });
     });
   }

@@ -30,7 +30,18 @@ Deno.test("an exported model loads back with tfjs and predicts exactly as the tr
   });
 });
 
-Deno.test("train --export, then eval --model and eval --checkpoint report accuracy, per class and confused", async () => {
+const MODEL_FLAGS = {
+  nin: ["--input-size", "67", "--width", "0.125"],
+  lenet: ["--model", "lenet"],
+};
+
+Deno.test("train --export, then eval --model and eval --checkpoint report accuracy, per class and confused", async (t) => {
+  for (const [name, modelFlags] of Object.entries(MODEL_FLAGS)) {
+    await t.step(name, () => exportThenEvaluate(modelFlags));
+  }
+});
+
+async function exportThenEvaluate(modelFlags: string[]): Promise<void> {
   await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 32, test: 20 });
     const trained = await run("scripts/train.ts", [
@@ -42,10 +53,7 @@ Deno.test("train --export, then eval --model and eval --checkpoint report accura
       "1",
       "--batch-size",
       "16",
-      "--input-size",
-      "67",
-      "--width",
-      "0.125",
+      ...modelFlags,
       "--checkpoint-dir",
       `${dir}/ckpt`,
       "--export",
@@ -82,7 +90,7 @@ Deno.test("train --export, then eval --model and eval --checkpoint report accura
       assert.equal((svg.match(/<rect x=/g) ?? []).length, 100);
     }
   });
-});
+}
 
 Deno.test("eval rejects bad input with one line and exit code 2", async () => {
   for (

@@ -48,8 +48,7 @@ Deno.test("a run interrupted mid-epoch and resumed ends with the uninterrupted r
       onStart: (info) => resumedFrom = info.resumedFrom?.path ?? "",
     });
     assert.equal(resumedFrom, saved.path);
-    assert.equal(resumed.checksum, reference.checksum);
-    assert.deepEqual(resumed.weights, reference.weights);
+    assert.equal(resumed.checksum, reference.checksum); // the SHA-256 of every weight
     assert.deepEqual(resumed.history.map((r) => r.epoch), [1, 2]);
     assert.equal(resumed.history[1].testAcc, reference.history[1].testAcc);
   });
@@ -61,7 +60,7 @@ Deno.test("resuming from an end-of-epoch checkpoint, with more epochs than first
     const [saved] = await listCheckpoints(dir);
     assert.deepEqual([saved.epochsDone, saved.stepsDone], [1, 0]);
     const resumed = await train({ ...RUN, checkpointDir: dir, resume: saved.path });
-    assert.deepEqual(resumed.weights, reference.weights);
+    assert.equal(resumed.checksum, reference.checksum); // the SHA-256 of every weight
   });
 });
 
@@ -84,7 +83,7 @@ Deno.test("a worker killed mid-epoch: every worker restarts from the last checkp
           restarts[0],
           /^worker 1 failed: .*injected crash on rank 1 → epoch 1, step 1$/,
         );
-        assert.deepEqual(result.weights, reference.weights);
+        assert.equal(result.checksum, reference.checksum); // the SHA-256 of every weight
       });
     });
   }
@@ -230,8 +229,7 @@ Deno.test("with momentum and with Adam: interrupted, resumed, the same bits as u
           checkpointDir: dir,
           resume: true,
         });
-        assert.equal(resumed.checksum, straight.checksum);
-        assert.deepEqual(resumed.weights, straight.weights);
+        assert.equal(resumed.checksum, straight.checksum); // the SHA-256 of every weight
       });
     });
   }
@@ -253,4 +251,23 @@ Deno.test("resuming with another optimizer than the checkpoint's is refused", as
           .test(e.message),
     );
   });
+});
+
+Deno.test("with Adam, a worker killed mid-epoch: the restarted workers continue its moments, as if uninterrupted", async () => {
+  const run = { ...RUN, optimizer: { name: "adam" }, lr: 0.002 } as const;
+  const straight = await train(run);
+  for (const checkpointDir of [undefined, "disk"]) {
+    await withTempDir(async (dir) => {
+      const result = await train({
+        ...run,
+        checkpointDir: checkpointDir && dir,
+        checkpointEvery: 1,
+        maxRestarts: 1,
+        workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash-once", import.meta.url),
+      });
+      assert.equal(result.restarts, 1);
+      // Checksums, not the arrays: a failing deepEqual of 36,646 floats takes minutes to print.
+      assert.equal(result.checksum, straight.checksum);
+    });
+  }
 });
