@@ -1,0 +1,285 @@
+/**
+ * The TCP wire format and its authentication, over real loopback connections:
+ * frames round-trip; oversize, truncated and malformed frames and a wrong
+ * protocol version are refused with one clear error; a wrong token, a peer
+ * that sends garbage before proving the token, and a silent peer are refused
+ * without the healthy side crashing or reading more than the handshake allows.
+ */
+
+import assert from "node:assert/strict";
+import { encode } from "@msgpack/msgpack";
+import {
+  acceptAuthenticated,
+  AuthError,
+  connectAuthenticated,
+  HANDSHAKE_MAX_FRAME_BYTES,
+  importToken,
+  writeAll,
+} from "../lib/collective/tcp/auth.ts";
+import {
+  encodeFrame,
+  float32Bytes,
+  FrameError,
+  FrameReader,
+  PROTOCOL_VERSION,
+} from "../lib/collective/tcp/frame.ts";
+import { firstHost, type LaunchFlags, launchInfo } from "../lib/collective/tcp/launch_env.ts";
+import { UsageError } from "../lib/errors.ts";
+
+/** A connected pair of loopback TCP connections. */
+async function connectedPair(): Promise<{ server: Deno.Conn; client: Deno.Conn; close(): void }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [client, server] = await Promise.all([
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    listener.accept(),
+  ]);
+  listener.close();
+  return {
+    server,
+    client,
+    close: () => {
+      for (const conn of [server, client]) {
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+      }
+    },
+  };
+}
+
+/** Frames read from raw `bytes` written by the other end, which then closes. */
+async function readAfterWriting(bytes: Uint8Array, options: { maxFrameBytes?: number } = {}) {
+  const pair = await connectedPair();
+  try {
+    await writeAll(pair.client, bytes);
+    pair.client.close();
+    const reader = new FrameReader(pair.server.readable, { peer: "peer 1", ...options });
+    const frames = [];
+    for (let frame = await reader.read(); frame; frame = await reader.read()) frames.push(frame);
+    return frames;
+  } finally {
+    pair.close();
+  }
+}
+
+Deno.test("frames round-trip over TCP: header fields and a float32 payload, bit for bit", async () => {
+  const gradient = Float32Array.from({ length: 100_003 }, (_, i) => Math.sin(i) * 1e-3);
+  const bytes = new Uint8Array([
+    ...encodeFrame({ type: "chunk", round: 7, index: 2 }, float32Bytes(gradient)),
+    ...encodeFrame({ type: "done" }),
+  ]);
+  const frames = await readAfterWriting(bytes);
+  assert.equal(frames.length, 2);
+  assert.deepEqual(frames[0].header, { type: "chunk", round: 7, index: 2 });
+  const back = new Float32Array(frames[0].payload.slice().buffer);
+  assert.deepEqual(back, gradient);
+  assert.deepEqual(frames[1].header, { type: "done" });
+  assert.equal(frames[1].payload.length, 0);
+});
+
+Deno.test("bad frames: one clear error each, naming the peer", async (t) => {
+  const good = encodeFrame({ type: "chunk" }, new Uint8Array(40));
+  const withLength = (length: number) => {
+    const bytes = good.slice();
+    new DataView(bytes.buffer).setUint32(0, length);
+    return bytes;
+  };
+  const header = (fields: unknown) => {
+    const head = encode(fields);
+    const bytes = new Uint8Array(6 + head.length);
+    new DataView(bytes.buffer).setUint32(0, 2 + head.length);
+    new DataView(bytes.buffer).setUint16(4, head.length);
+    bytes.set(head, 6);
+    return bytes;
+  };
+  const cases: [string, Uint8Array, RegExp][] = [
+    [
+      "oversize",
+      withLength(2 ** 31),
+      /^peer 1: frame of 2147483648 bytes, outside 2\.\.1024: not this protocol, or corrupt$/,
+    ],
+    [
+      "truncated in the body",
+      good.subarray(0, good.length - 5),
+      /^peer 1: connection closed inside a frame \(truncated\)$/,
+    ],
+    [
+      "truncated in the length",
+      good.subarray(0, 3),
+      /^peer 1: connection closed inside a frame \(truncated\)$/,
+    ],
+    ["header not MessagePack", header(undefined).fill(0xc1, 6), /^peer 1: malformed frame header/],
+    ["header not a map", header([1, 2]), /^peer 1: malformed frame header \(not a map\)$/],
+    [
+      "another protocol version",
+      header({ v: PROTOCOL_VERSION + 1, type: "x" }),
+      /^peer 1: protocol version 2, but this process speaks 1$/,
+    ],
+    ["no type", header({ v: PROTOCOL_VERSION }), /^peer 1: malformed frame header \(no type\)$/],
+  ];
+  for (const [name, bytes, pattern] of cases) {
+    await t.step(name, async () => {
+      await assert.rejects(
+        readAfterWriting(bytes, { maxFrameBytes: 1024 }),
+        (e: unknown) => e instanceof FrameError && pattern.test(e.message),
+      );
+    });
+  }
+});
+
+const TOKEN = "a shared token, long enough";
+
+Deno.test("both sides prove the token before anything else; the connection then carries frames", async () => {
+  const key = await importToken({ token: TOKEN });
+  const pair = await connectedPair();
+  try {
+    const [serverFrames, clientFrames] = await Promise.all([
+      acceptAuthenticated(pair.server, { key, peer: "client" }),
+      connectAuthenticated(pair.client, { key, peer: "server" }),
+    ]);
+    // After the handshake, large frames are allowed again.
+    const payload = new Uint8Array(HANDSHAKE_MAX_FRAME_BYTES * 4).fill(7);
+    await writeAll(pair.client, encodeFrame({ type: "chunk" }, payload));
+    await writeAll(pair.server, encodeFrame({ type: "ack" }));
+    const [received, ack] = await Promise.all([serverFrames.read(), clientFrames.read()]);
+    assert.deepEqual(received?.payload, payload);
+    assert.equal(ack?.header.type, "ack");
+  } finally {
+    pair.close();
+  }
+});
+
+Deno.test("a wrong token is refused on both sides with one clear line", async () => {
+  const right = await importToken({ token: TOKEN });
+  const wrong = await importToken({ token: "not the shared token at all" });
+  const pair = await connectedPair();
+  try {
+    const [server, client] = await Promise.allSettled([
+      acceptAuthenticated(pair.server, { key: right, peer: "127.0.0.1:5" }),
+      connectAuthenticated(pair.client, { key: wrong, peer: "rank 0" }),
+    ]);
+    assert.equal(server.status, "rejected");
+    assert.ok(server.reason instanceof AuthError);
+    assert.equal(server.reason.message, "127.0.0.1:5: wrong token; connection refused");
+    assert.equal(client.status, "rejected");
+    assert.equal(client.reason.message, "rank 0 refused the connection: wrong token");
+  } finally {
+    pair.close();
+  }
+});
+
+Deno.test("before the token is proved: no large frame is read, garbage and silence are refused", async (t) => {
+  const key = await importToken({ token: TOKEN });
+  await t.step("a client that sends a huge frame instead of answering", async () => {
+    const pair = await connectedPair();
+    try {
+      const accepted = acceptAuthenticated(pair.server, { key, peer: "intruder" });
+      await writeAll(pair.client, encodeFrame({ type: "chunk" }, new Uint8Array(1 << 20)));
+      await assert.rejects(
+        accepted,
+        /^AuthError: intruder: frame of 1048593 bytes, outside 2\.\.1024: not this protocol, or corrupt \(during the handshake\)$/,
+      );
+    } finally {
+      pair.close();
+    }
+  });
+  await t.step("a client that sends bytes that are not frames", async () => {
+    const pair = await connectedPair();
+    try {
+      const accepted = acceptAuthenticated(pair.server, { key, peer: "intruder" });
+      await writeAll(pair.client, new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
+      await assert.rejects(accepted, (e: unknown) => e instanceof AuthError);
+    } finally {
+      pair.close();
+    }
+  });
+  await t.step("a client that never answers", async () => {
+    const pair = await connectedPair();
+    try {
+      await assert.rejects(
+        acceptAuthenticated(pair.server, { key, peer: "silent", timeoutMs: 300 }),
+        /^AuthError: silent: no handshake within 0\.3 s$/,
+      );
+    } finally {
+      pair.close();
+    }
+  });
+});
+
+Deno.test("the token comes from a value or a file, and must be long enough", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/token`, `${TOKEN}\n`);
+    const fromFile = await importToken({ file: `${dir}/token` });
+    const fromValue = await importToken({ token: TOKEN });
+    const data = new TextEncoder().encode("x");
+    const a = new Uint8Array(await crypto.subtle.sign("HMAC", fromFile, data));
+    const b = new Uint8Array(await crypto.subtle.sign("HMAC", fromValue, data));
+    assert.deepEqual(a, b, "the file's trailing newline is not part of the token");
+    await assert.rejects(importToken({}), /at least 16 characters is needed/);
+    await assert.rejects(
+      importToken({ file: `${dir}/missing` }),
+      /^AuthError: token file .*missing: /,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a process's place in the job, as torchrun, Slurm, Open MPI or the flags say", () => {
+  const torchrun = {
+    RANK: "1",
+    WORLD_SIZE: "2",
+    LOCAL_RANK: "0",
+    LOCAL_WORLD_SIZE: "1",
+    MASTER_ADDR: "10.0.0.1",
+    MASTER_PORT: "29501",
+  };
+  assert.deepEqual(launchInfo({}, torchrun), {
+    rank: 1,
+    worldSize: 2,
+    localRank: 0,
+    localWorldSize: 1,
+    masterAddr: "10.0.0.1",
+    masterPort: 29501,
+    source: "torchrun",
+  });
+  const mpi = { OMPI_COMM_WORLD_RANK: "0", OMPI_COMM_WORLD_SIZE: "3", MASTER_ADDR: "head" };
+  assert.equal(launchInfo({}, mpi)?.source, "openmpi");
+  assert.equal(launchInfo({}, mpi)?.masterPort, 29500);
+  // Flags win over the environment.
+  const flags = { nnodes: "2", nodeRank: "0", masterAddr: "127.0.0.1", masterPort: "4000" };
+  assert.deepEqual(launchInfo(flags, torchrun), {
+    rank: 0,
+    worldSize: 2,
+    localRank: 0,
+    localWorldSize: 1,
+    masterAddr: "127.0.0.1",
+    masterPort: 4000,
+    source: "flags",
+  });
+  assert.equal(firstHost("n[001-004]"), "n001");
+  for (
+    const [given, env, message] of [
+      [
+        { nnodes: "2", nodeRank: "2" },
+        {},
+        /^--node-rank must be a whole number in 0\.\.1, got "2"$/,
+      ],
+      [{ nnodes: "2", nodeRank: "1" }, {}, /^--nnodes needs --master-addr/],
+      [{}, { ...torchrun, RANK: "-1" }, /^RANK must be a whole number in 0\.\.1, got "-1"$/],
+      [{}, { ...torchrun, MASTER_ADDR: undefined }, /^MASTER_ADDR is not set$/],
+      [
+        {},
+        { ...torchrun, MASTER_PORT: "70000" },
+        /^MASTER_PORT must be a whole number in 1\.\.65535/,
+      ],
+      [{}, { SLURM_PROCID: "0", SLURM_NTASKS: "2" }, /^SLURM_JOB_NODELIST is not set$/],
+    ] as const
+  ) {
+    assert.throws(
+      () => launchInfo(given as LaunchFlags, env as Record<string, string>),
+      (e: unknown) => e instanceof UsageError && message.test(e.message),
+    );
+  }
+});
