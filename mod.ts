@@ -79,6 +79,7 @@ export {
   type LoadFashionMnistOptions,
 } from "./lib/data/fashion_mnist.ts";
 export { DistributedSampler, type DistributedSamplerOptions } from "./lib/data/sampler.ts";
+export { type DatasetEntry, type DatasetName, DATASETS } from "./lib/data/registry.ts";
 export {
   flatWeightsOf,
   isLayersModel,

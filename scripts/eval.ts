@@ -13,16 +13,10 @@ import { renderConfusionSvg } from "../lib/train/coordinator/plot.ts";
 import { formatConfusion, formatPerClass } from "../lib/train/coordinator/report.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
-import {
-  type BackendName,
-  BACKENDS,
-  FASHION_MNIST_CLASSES,
-  loadFashionMNIST,
-  readCheckpoint,
-  UsageError,
-} from "../mod.ts";
+import { type BackendName, BACKENDS, readCheckpoint, UsageError } from "../mod.ts";
 import { initBackend } from "../model.ts";
 import { buildModel } from "../lib/model/registry.ts";
+import { type DatasetName, DATASETS } from "../lib/data/registry.ts";
 import type { Normalization } from "../lib/data/dataset.ts";
 
 const HELP = `Evaluate a trained NiN on the Fashion-MNIST test set.
@@ -78,6 +72,7 @@ async function main(): Promise<void> {
   let model: LayersModel;
   let source: string;
   let normalize: Normalization | undefined;
+  let datasetName: DatasetName = "fashion-mnist"; // an exported model's; a checkpoint says its own
   if (values.model !== undefined) {
     model = await loadLayersModelFromDir(values.model);
     normalize = (model.getUserDefinedMetadata() as { normalize?: Normalization } | undefined)
@@ -85,13 +80,15 @@ async function main(): Promise<void> {
     source = values.model;
   } else {
     const state = await readCheckpoint(values.checkpoint!);
+    datasetName = state.config.dataset ?? datasetName;
     model = await buildModel(state.config.model);
     normalize = state.config.normalize;
     setFlatWeights(model, state.weights);
     source =
       `${values.checkpoint} (after ${state.epochsDone} epoch(s) and ${state.stepsDone} step(s))`;
   }
-  const { test } = await loadFashionMNIST({
+  const entry = DATASETS[datasetName];
+  const { test } = await entry.load({
     dataDir: values["data-dir"],
     download: !values["no-download"],
   });
@@ -111,15 +108,15 @@ async function main(): Promise<void> {
   bar.clear();
   model.dispose();
   console.log(`test accuracy ${result.accuracy.toFixed(3)} on ${result.count} examples\n`);
-  console.log(formatPerClass(result.confusion, FASHION_MNIST_CLASSES));
-  console.log(`\n${formatConfusion(result.confusion, FASHION_MNIST_CLASSES)}`);
+  console.log(formatPerClass(result.confusion, entry.classes));
+  console.log(`\n${formatConfusion(result.confusion, entry.classes)}`);
   if (plotPath) {
     const title = `Fashion-MNIST test set: accuracy ${
       result.accuracy.toFixed(3)
     } (${count} examples)`;
     await writeFileAtomic(
       plotPath,
-      renderConfusionSvg(result.confusion, { labels: FASHION_MNIST_CLASSES, title }),
+      renderConfusionSvg(result.confusion, { labels: entry.classes, title }),
     );
   }
 }

@@ -265,6 +265,7 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
       [{ workers: 0 }, /workers must be a positive integer, got 0/],
       [{ lr: -0.1 }, /learning rate must be a positive number, got -0.1/],
       [{ lr: NaN }, /learning rate must be a positive number, got NaN/],
+      [{ dataset: "mnist" }, /dataset must be one of fashion-mnist, got "mnist"/],
       [{ workers: 4, batchSize: 3 }, /batch size 3 is smaller than the 4 workers/],
       [{ epochs: 1.5 }, /epochs must be a positive integer/],
       [{ inputSize: 32 }, /input size must be an integer of at least 67/],

@@ -94,6 +94,7 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
     seed: config.seed,
     trainLimit: config.trainLimit,
     testLimit: config.testLimit,
+    dataset: config.dataset ?? "fashion-mnist",
     ...ninShape,
   };
   if (options.model !== undefined) {

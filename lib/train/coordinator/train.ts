@@ -8,7 +8,7 @@
 
 import { stepsPerEpoch } from "../../data/batches.ts";
 import { checkSplits, type Dataset, exampleSize } from "../../data/dataset.ts";
-import { loadFashionMNIST } from "../../data/fashion_mnist.ts";
+import { DATASETS } from "../../data/registry.ts";
 import { DistributedSampler } from "../../data/sampler.ts";
 import {
   DataError,
@@ -99,7 +99,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     resolved.checkpointDir,
     { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
   );
-  const data = options.data ?? await loadFashionMNIST({
+  const data = options.data ?? await DATASETS[resolved.dataset].load({
     dataDir: options.dataDir,
     download: options.download,
     signal: options.signal,
@@ -345,6 +345,7 @@ function runConfig(options: ResolvedTrainOptions): RunConfig {
     allReduce: options.allReduce,
     kernels: options.kernels,
     model: options.model,
+    dataset: options.dataset,
     normalize: options.normalize,
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,

@@ -17,6 +17,7 @@
 
 import type { KernelSet } from "../../kernels/mod.ts";
 import type { Normalization } from "../../data/dataset.ts";
+import type { DatasetName } from "../../data/registry.ts";
 import type {
   LrSchedule,
   OptimizerConfig,
@@ -63,6 +64,8 @@ export type RunConfig =
     schedule?: LrSchedule;
     /** The input normalisation, if any. */
     normalize?: Normalization;
+    /** The data set loaded by name; absent in checkpoints written before there was a choice (Fashion-MNIST). */
+    dataset?: DatasetName;
   };
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */

@@ -53,6 +53,7 @@ export function checkpointProblem(state: Fields): string | undefined {
       optimizer: config.optimizer,
       schedule: config.schedule,
       normalize: config.normalize ?? undefined,
+      dataset: config.dataset ?? undefined,
       trainLimit: config.trainLimit ?? undefined,
       testLimit: config.testLimit ?? undefined,
     } as Fields);

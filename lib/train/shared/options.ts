@@ -8,6 +8,7 @@
 import { KERNEL_SETS, type KernelSet } from "../../kernels/mod.ts";
 import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../../collective/registry.ts";
 import type { Dataset } from "../../data/dataset.ts";
+import { type DatasetName, DATASETS } from "../../data/registry.ts";
 import { describeValue, UsageError } from "../../errors.ts";
 import type { KernelInit } from "../../model/nin.ts";
 import {
@@ -137,7 +138,12 @@ export interface TrainOptions {
    * `(x − mean) / std`. Default none (d2l's `ToTensor` only).
    */
   normalize?: Normalization;
-  /** Directory with the Fashion-MNIST files (see `loadFashionMNIST`). */
+  /**
+   * The data set to load when `data` is not given: a key of `DATASETS`.
+   * Default `"fashion-mnist"`.
+   */
+  dataset?: DatasetName;
+  /** Directory with the data set's files (for Fashion-MNIST, see `loadFashionMNIST`). */
   dataDir?: string;
   /** Download the data set when no copy is found. Default true. */
   download?: boolean;
@@ -246,6 +252,8 @@ export interface ResolvedTrainOptions {
   model: ModelConfig;
   /** Input normalisation, if any. */
   normalize: Normalization | undefined;
+  /** The data set loaded when none is given in memory. */
+  dataset: DatasetName;
   /** Number of training examples used, or undefined for all. */
   trainLimit: number | undefined;
   /** Number of test examples used, or undefined for all. */
@@ -466,6 +474,12 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     );
   }
   const model = resolveModelConfig(options.model, { seed, options: ninOptions });
+  const dataset = options.dataset ?? "fashion-mnist";
+  if (!Object.hasOwn(DATASETS, dataset)) {
+    throw new UsageError(
+      `dataset must be one of ${Object.keys(DATASETS).join(", ")}, got ${describeValue(dataset)}`,
+    );
+  }
   const normalize = options.normalize;
   if (normalize !== undefined) {
     const ok = (values: unknown, positive: boolean) =>
@@ -500,6 +514,7 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     keep: options.keep ?? 3,
     maxRestarts: options.maxRestarts ?? 0,
     model,
+    dataset,
     normalize: normalize && { mean: [...normalize.mean], std: [...normalize.std] },
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,
