@@ -1,7 +1,8 @@
 /**
- * The TensorFlow.js side of the library: d2l's NiN model and one replica's
- * training step, for single-process use, inference with trained weights, or
- * custom training loops. Its signatures use TensorFlow.js types, which is why
+ * The TensorFlow.js side of the library: the built-in models (d2l's NiN and
+ * LeNet), building any model a run describes (`buildModel`), one replica's
+ * training step, exporting and evaluating — for single-process use,
+ * inference with trained weights, or custom training loops. Its signatures use TensorFlow.js types, which is why
  * it is a separate entry point from `mod.ts`.
  *
  * @example Load the weights `train()` returns into a model for inference
@@ -44,9 +45,3 @@ export {
   WEIGHTS_FILE,
 } from "./lib/model/export.ts";
 export { evaluateModel, type Evaluation } from "./lib/train/coordinator/evaluate.ts";
-export {
-  type BackendName,
-  BACKENDS,
-  type DeviceInfo,
-  initBackend,
-} from "./lib/train/shared/backend.ts";

@@ -14,7 +14,7 @@ import { formatConfusion, formatPerClass } from "../lib/train/coordinator/report
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 import { type BackendName, BACKENDS, readCheckpoint, UsageError } from "../mod.ts";
-import { initBackend } from "../model.ts";
+import { initBackend } from "../mod.ts";
 import { buildModel } from "../lib/model/registry.ts";
 import { type DatasetName, DATASETS } from "../lib/data/registry.ts";
 import type { Normalization } from "../lib/data/dataset.ts";

@@ -15,7 +15,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import * as tfl from "@tensorflow/tfjs-layers";
 import { KERNEL_INITS, type KernelInit, loadFashionMNIST, train } from "../mod.ts";
-import { createNiN, initBackend, type NiNOptions } from "../model.ts";
+import { createNiN, type NiNOptions } from "../model.ts";
+import { initBackend } from "../mod.ts";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { toModelInput } from "../lib/train/shared/model_input.ts";
 import { formatMetrics } from "../lib/train/coordinator/report.ts";

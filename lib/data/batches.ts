@@ -65,21 +65,11 @@ export function batchShard(
   return rankIndices.slice(first, Math.min(end, rankIndices.length));
 }
 
-/** Examples gathered from a {@linkcode Dataset}, ready to upload. */
-export interface Batch {
-  /** `count × rows × cols × channels` values (bytes or float32, as the data set's). */
-  images: Uint8Array | Float32Array;
-  /** `count` labels. */
-  labels: Uint8Array;
-  /** Number of examples. */
-  count: number;
-  /** Image height in pixels. */
-  rows: number;
-  /** Image width in pixels. */
-  cols: number;
-  /** Channels per pixel. Default 1. */
-  channels?: number;
-}
+/**
+ * Examples gathered from a {@linkcode Dataset}, ready to upload: a small data
+ * set of their own, in the order asked for.
+ */
+export type Batch = Dataset;
 
 /**
  * Copies the examples at `indices` out of `dataset` into one contiguous batch.
