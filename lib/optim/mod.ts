@@ -70,6 +70,15 @@ export const OPTIMIZERS = {
 /** Names of the optimizers. */
 export type OptimizerName = keyof typeof OPTIMIZERS;
 
+/** The allowed range `[low, high)` of each numeric hyper-parameter, and how to say it. */
+const RANGES: Readonly<Record<string, [number, number, string]>> = {
+  momentum: [0, 1, "in [0, 1)"],
+  weightDecay: [0, Infinity, "≥ 0"],
+  beta1: [0, 1, "in [0, 1)"],
+  beta2: [0, 1, "in [0, 1)"],
+  epsilon: [Number.MIN_VALUE, Infinity, "> 0"],
+};
+
 /**
  * Says what is wrong with `config`, or undefined when it is a valid
  * {@linkcode OptimizerConfig}: a known name, only the fields that optimizer
@@ -99,14 +108,7 @@ export function optimizerProblem(config: unknown): string | undefined {
       if (typeof value !== "boolean") return "nesterov must be true or false";
       continue;
     }
-    const range: Record<string, [number, number, string]> = {
-      momentum: [0, 1, "in [0, 1)"],
-      weightDecay: [0, Infinity, "≥ 0"],
-      beta1: [0, 1, "in [0, 1)"],
-      beta2: [0, 1, "in [0, 1)"],
-      epsilon: [Number.MIN_VALUE, Infinity, "> 0"],
-    };
-    const [low, high, what] = range[key];
+    const [low, high, what] = RANGES[key];
     if (typeof value !== "number" || !(value >= low && value < high)) {
       return `${key} must be a number ${what}`;
     }

@@ -163,9 +163,9 @@ export class Replica {
    * weights are uploaded.
    */
   async applyGradients(gradients: Float32Array, options: { lr: number }): Promise<void> {
-    this.#weights ??= await this.#readWeights();
-    this.#optimizer.step(this.#weights, gradients, options);
-    this.#upload(this.#weights);
+    const weights = await this.#copy();
+    this.#optimizer.step(weights, gradients, options);
+    this.#upload(weights);
   }
 
   /** A copy of the optimizer's state (step count, momentum or moments). */
@@ -200,7 +200,7 @@ export class Replica {
 
   /** All weights, flattened in `model.getWeights()` order. */
   async getWeights(): Promise<Float32Array<ArrayBuffer>> {
-    return this.#weights?.slice() ?? await this.#readWeights();
+    return (await this.#copy()).slice();
   }
 
   /** Overwrites all weights from a flat vector in `model.getWeights()` order. */
@@ -217,8 +217,9 @@ export class Replica {
     this.model.dispose();
   }
 
-  async #readWeights(): Promise<Float32Array<ArrayBuffer>> {
-    return await flatWeightsOf(this.model);
+  /** This replica's copy of the weights, read from the device the first time it is needed. */
+  async #copy(): Promise<Float32Array<ArrayBuffer>> {
+    return this.#weights ??= await flatWeightsOf(this.model);
   }
 
   /** Gives the model `weights` (a copy: tfjs may upload lazily, and ours change in place). */
