@@ -99,9 +99,9 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
   };
   if (options.model !== undefined) {
     const given = resolveModelConfig(options.model, { seed: config.seed });
-    const trained = { ...config.model, options: given.name === "nin" ? {} : config.model.options };
-    given.options = given.name === "nin" ? {} : given.options; // NiN's shape is compared below
-    if (canonical(given) !== canonical(trained)) {
+    // NiN's shape options are compared below, one by one.
+    const identity = (m: ModelConfig) => (m.name === "nin" ? { ...m, options: {} } : m);
+    if (canonical(identity(given)) !== canonical(identity(config.model))) {
       throw new UsageError(
         `${point.path} was trained with model ${describeModel(config.model)}, not ${
           describeModel(given)
