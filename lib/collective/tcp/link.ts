@@ -1,0 +1,180 @@
+/**
+ * One authenticated TCP connection to another process of the group, used as
+ * a mailbox: frames are read continuously and sorted by type, so the
+ * collectives can wait for the next frame of the type they expect; writes are
+ * queued in order and never awaited one by one (send, receive and sum
+ * overlap). Idle links send heartbeats, and a peer that sends nothing at all
+ * for `silenceMs` — not even a heartbeat — is declared dead, by name.
+ *
+ * @module
+ */
+
+import { PeerError } from "../process_group.ts";
+import { writeAll } from "./auth.ts";
+import {
+  encodeFrame,
+  type Frame,
+  FrameError,
+  type FrameHeader,
+  type FrameReader,
+} from "./frame.ts";
+
+/** What a {@linkcode Link} needs besides its connection. */
+export interface LinkOptions {
+  /** Names the peer in errors, e.g. `"rank 1 (10.0.0.2:41234)"`. */
+  peer: string;
+  /** The peer is dead once nothing arrived from it for this long. */
+  silenceMs: number;
+  /** Told once, when the link fails (not when it is closed). */
+  onFailure: (error: PeerError) => void;
+}
+
+/** How often an idle link says it is alive, as a share of the silence limit. */
+const HEARTBEAT_SHARE = 0.2;
+
+/**
+ * A frame mailbox over an authenticated connection.
+ *
+ * @example
+ * ```ts ignore
+ * const link = new Link(conn, reader, { peer: "rank 1", silenceMs: 60_000, onFailure });
+ * link.send({ type: "partial", chunk: 0 }, bytes);
+ * const frame = await link.next("result");
+ * ```
+ */
+export class Link {
+  readonly peer: string;
+  readonly #conn: Deno.Conn;
+  readonly #reader: FrameReader;
+  readonly #options: LinkOptions;
+  readonly #queues = new Map<string, Frame[]>();
+  readonly #waiting = new Map<string, PromiseWithResolvers<Frame>>();
+  #writes: Promise<void> = Promise.resolve();
+  #error: PeerError | null = null;
+  #closed = false;
+  #lastHeard = performance.now();
+  #lastSent = performance.now();
+  readonly #timer: ReturnType<typeof setInterval>;
+
+  /** Starts reading `reader` (the connection's authenticated frames) at once. */
+  constructor(conn: Deno.Conn, reader: FrameReader, options: LinkOptions) {
+    this.peer = options.peer;
+    this.#conn = conn;
+    this.#reader = reader;
+    this.#options = options;
+    const tick = Math.max(10, options.silenceMs * HEARTBEAT_SHARE);
+    this.#timer = setInterval(() => this.#watch(), tick);
+    void this.#readLoop();
+  }
+
+  /** The error that broke the link, or null while it works. */
+  get error(): PeerError | null {
+    return this.#error;
+  }
+
+  /** Queues a frame; it is written after every frame queued before it. */
+  send(header: FrameHeader, payload?: Uint8Array): void {
+    if (this.#error || this.#closed) return; // the failure is reported where it was seen
+    const bytes = encodeFrame(header, payload);
+    this.#lastSent = performance.now();
+    this.#writes = this.#writes.then(() => writeAll(this.#conn, bytes)).catch((error) => {
+      this.#fail(new PeerError(`${this.peer}: cannot send (${(error as Error).message})`));
+    });
+  }
+
+  /** Resolves when every queued frame has been written. */
+  async flushed(): Promise<void> {
+    await this.#writes;
+  }
+
+  /** The next frame of `type`; rejects once the link fails. */
+  next(type: string): Promise<Frame> {
+    if (this.#error) return Promise.reject(this.#error);
+    const queued = this.#queues.get(type);
+    if (queued && queued.length > 0) return Promise.resolve(queued.shift()!);
+    if (this.#waiting.has(type)) throw new Error(`two readers wait for "${type}" frames`);
+    const waiter = Promise.withResolvers<Frame>();
+    this.#waiting.set(type, waiter);
+    return waiter.promise;
+  }
+
+  /** Tells the peer why this process stops (best effort), then closes. */
+  async abort(reason: string): Promise<void> {
+    this.send({ type: "abort", reason });
+    await Promise.race([this.#writes, new Promise((r) => setTimeout(r, 1000))]);
+    this.close();
+  }
+
+  /** Closes the connection; pending and later `next` calls reject. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+    this.#rejectAll(this.#error ?? new PeerError(`${this.peer}: link closed`));
+  }
+
+  async #readLoop(): Promise<void> {
+    try {
+      for (;;) {
+        const frame = await this.#reader.read();
+        this.#lastHeard = performance.now();
+        if (frame === undefined) {
+          if (!this.#closed) this.#fail(new PeerError(`${this.peer} closed its connection`));
+          return;
+        }
+        const { type } = frame.header;
+        if (type === "heartbeat") continue;
+        if (type === "abort") {
+          this.#fail(new PeerError(`${this.peer} stopped: ${String(frame.header.reason)}`));
+          return;
+        }
+        const waiter = this.#waiting.get(type);
+        if (waiter) {
+          this.#waiting.delete(type);
+          waiter.resolve(frame);
+        } else {
+          const queue = this.#queues.get(type) ?? [];
+          queue.push(frame);
+          this.#queues.set(type, queue);
+        }
+      }
+    } catch (error) {
+      if (this.#closed) return;
+      const message = error instanceof FrameError
+        ? error.message
+        : `${this.peer}: connection lost (${(error as Error).message})`;
+      this.#fail(new PeerError(message));
+    }
+  }
+
+  #watch(): void {
+    const now = performance.now();
+    const silent = now - this.#lastHeard;
+    if (silent > this.#options.silenceMs) {
+      this.#fail(
+        new PeerError(
+          `${this.peer} sent nothing for ${Math.round(silent / 1000)} s: presumed dead`,
+        ),
+      );
+      return;
+    }
+    if (now - this.#lastSent >= this.#options.silenceMs * HEARTBEAT_SHARE) {
+      this.send({ type: "heartbeat" });
+    }
+  }
+
+  #fail(error: PeerError): void {
+    if (this.#error || this.#closed) return;
+    this.#error = error;
+    this.close();
+    this.#options.onFailure(error);
+  }
+
+  #rejectAll(error: PeerError): void {
+    for (const waiter of this.#waiting.values()) waiter.reject(error);
+    this.#waiting.clear();
+  }
+}

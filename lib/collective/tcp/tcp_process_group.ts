@@ -1,0 +1,644 @@
+/**
+ * The process group over TCP: rendezvous at rank 0, a ring of authenticated
+ * connections for the gradients, and rank 0's star for small exchanges and
+ * broadcasts.
+ *
+ * Rendezvous (as torchrun's `MASTER_ADDR:MASTER_PORT`): rank 0 listens at the
+ * master address; every other rank connects (retrying until rank 0 is up),
+ * proves the shared token, and says `hello` with its rank, the world size, the
+ * job's configuration digest and the address its own ring listener has. Rank 0
+ * refuses a wrong world size, configuration or rank, or a rank that already
+ * joined, with one line each (sent to the refused process, told to `onNotice`)
+ * and goes on waiting for the right one. Once all are in, rank 0 sends every
+ * rank the table of ring addresses; rank `r` connects to rank `r + 1` (the
+ * last to rank 0), each ring connection authenticated again.
+ *
+ * The average runs as a pipelined chain around that ring, in rank order:
+ *
+ * ```
+ * weights   every rank's contribution weights, gathered and shared by rank 0
+ * partial   rank 0 → 1 → … → n−1, chunk by chunk: float64 running sums; each
+ *           rank adds its replicas' terms, in order, as the chunk passes
+ * result    rank n−1 → 0 → 1 → … → n−2: the float32 average, chunk by chunk
+ * ```
+ *
+ * Because every element's terms are added in global rank order into one
+ * float64 sum and rounded once, the result equals `weightedAverage` over all
+ * replicas — on every rank, and for any split of the replicas into processes
+ * (2 processes × 2 replicas give the bits 1 × 4 gives). The price: each link
+ * carries 12 bytes per element (8 forward, 4 back) where a reduce-scatter ring
+ * carries 8·(n−1)/n; a reduce-scatter ring adds in an order that depends on
+ * the chunk's owner, which would make the weights depend on the topology.
+ *
+ * @module
+ */
+
+import { type Contribution, weightedAverage } from "../all_reduce.ts";
+import { PeerError, type ProcessGroup } from "../process_group.ts";
+import { acceptAuthenticated, AuthError, connectAuthenticated, writeAll } from "./auth.ts";
+import {
+  encodeFrame,
+  type Frame,
+  FrameError,
+  type FrameHeader,
+  type FrameReader,
+} from "./frame.ts";
+import { Link } from "./link.ts";
+import { decode, encode } from "@msgpack/msgpack";
+
+/** Elements per pipelined chunk of the average (512 KiB of float64 partial sums). */
+const CHUNK = 1 << 16;
+
+/** How to join a {@linkcode TcpProcessGroup}. */
+export interface TcpGroupOptions {
+  /** This process's rank. */
+  rank: number;
+  /** Number of processes. */
+  size: number;
+  /** Rank 0's host: rank 0 listens there, the others connect there. */
+  masterAddr: string;
+  /** Rank 0's port. */
+  masterPort: number;
+  /** The shared secret (see `importToken`). */
+  key: CryptoKey;
+  /**
+   * A digest of everything the processes must agree on (the run's
+   * configuration); a process with another is refused at the rendezvous.
+   */
+  digest?: string;
+  /** How long to wait for every rank to join. Default 600 s. */
+  rendezvousTimeoutMs?: number;
+  /** A peer that sends nothing (not even a heartbeat) for this long is dead. Default 60 s. */
+  silenceMs?: number;
+  /** Told about refused connections at the rendezvous (rank 0), one line each. */
+  onNotice?: (line: string) => void;
+  /** Aborting stops the rendezvous. */
+  signal?: AbortSignal;
+}
+
+interface Hello {
+  purpose: "join" | "ring";
+  rank: number;
+  size: number;
+  digest: string;
+  ringPort?: number;
+}
+
+/**
+ * A {@linkcode ProcessGroup} over TCP connections.
+ *
+ * @example Two processes (here two groups in one process, on loopback)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { importToken } from "./auth.ts";
+ * import { TcpProcessGroup } from "./tcp_process_group.ts";
+ *
+ * const key = await importToken({ token: "a shared secret of some length" });
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const masterPort = listener.addr.port;
+ * listener.close();
+ * const join = (rank: number) =>
+ *   TcpProcessGroup.connect({ rank, size: 2, masterAddr: "127.0.0.1", masterPort, key });
+ * const groups = await Promise.all([join(0), join(1)]);
+ * const [a, b] = await Promise.all([
+ *   groups[0].average([{ data: new Float32Array([1, 2]), weight: 3 }]),
+ *   groups[1].average([{ data: new Float32Array([5, 6]), weight: 1 }]),
+ * ]);
+ * assert.deepEqual([...a], [2, 3]);
+ * assert.deepEqual([...b], [2, 3]);
+ * await Promise.all(groups.map((g) => g.close()));
+ * ```
+ */
+export class TcpProcessGroup implements ProcessGroup {
+  readonly rank: number;
+  readonly size: number;
+  /** Rank 0: a control link per other rank (index = rank). Others: [rank 0's]. */
+  readonly #control: (Link | undefined)[];
+  readonly #next: Link | undefined;
+  readonly #prev: Link | undefined;
+  #seq = 0;
+  #error: PeerError | null = null;
+  readonly #failed = Promise.withResolvers<never>();
+
+  private constructor(
+    parts: { rank: number; size: number; control: (Link | undefined)[]; next?: Link; prev?: Link },
+  ) {
+    this.rank = parts.rank;
+    this.size = parts.size;
+    this.#control = parts.control;
+    this.#next = parts.next;
+    this.#prev = parts.prev;
+    this.#failed.promise.catch(() => {});
+  }
+
+  /**
+   * Joins the group: rendezvous, ring, and a first exchange that proves every
+   * link works. Throws a `PeerError` (or `AuthError`) naming what failed.
+   */
+  static async connect(options: TcpGroupOptions): Promise<TcpProcessGroup> {
+    const { rank, size } = options;
+    if (
+      !Number.isInteger(size) || size < 1 || !Number.isInteger(rank) || rank < 0 || rank >= size
+    ) {
+      throw new RangeError(`rank ${rank} of ${size} is not a place in a group`);
+    }
+    if (size === 1) return new TcpProcessGroup({ rank, size, control: [] });
+    const failures: PeerError[] = [];
+    let group: TcpProcessGroup | undefined;
+    const onFailure = (error: PeerError) => group ? group.#fail(error) : failures.push(error);
+    const deadline = performance.now() + (options.rendezvousTimeoutMs ?? 600_000);
+    const links = rank === 0
+      ? await rendezvousAsRoot(options, { deadline, onFailure })
+      : await rendezvousAsMember(options, { deadline, onFailure });
+    group = new TcpProcessGroup({ rank, size, ...links });
+    if (failures.length > 0) group.#fail(failures[0]);
+    await group.exchange(null); // every link carries a frame both ways
+    return group;
+  }
+
+  async average(
+    parts: readonly Contribution[],
+    options: { out?: Float32Array } = {},
+  ): Promise<Float32Array> {
+    const length = parts[0]?.data.length ?? -1;
+    if (this.size === 1) return weightedAverage(parts, options);
+    const seq = this.#seq;
+    const everyone = await this.exchange({ length, weights: parts.map((p) => p.weight) });
+    const lengths = new Set(everyone.map((e) => e.length).filter((l) => l >= 0));
+    if (lengths.size !== 1) {
+      throw this.#fail(
+        new PeerError(
+          `all-reduce ${seq}: the processes give vectors of lengths ${
+            everyone.map((e) => e.length).join(", ")
+          }`,
+        ),
+      );
+    }
+    const total = everyone.flatMap((e) => e.weights).reduce((sum, w) => sum + w, 0);
+    if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
+    const n = [...lengths][0];
+    const out = options.out ?? new Float32Array(n);
+    const terms = parts.filter((p) => p.weight !== 0)
+      .map(({ data, weight }) => ({ data, weight: weight / total }));
+    const last = this.rank === this.size - 1;
+    for (let start = 0; start < n; start += CHUNK) {
+      const end = Math.min(n, start + CHUNK);
+      let sums = new Float64Array(end - start);
+      let started = false;
+      if (this.rank > 0) {
+        const frame = await this.#receive(this.#prev!, "partial", { seq, start });
+        started = frame.header.started === true;
+        sums = float64Of(frame, end - start, this.#prev!.peer);
+      }
+      for (const { data, weight } of terms) {
+        if (started) { for (let i = start; i < end; i++) sums[i - start] += weight * data[i]; }
+        else for (let i = start; i < end; i++) sums[i - start] = weight * data[i];
+        started = true;
+      }
+      if (!last) {
+        this.#next!.send(
+          { type: "partial", seq, start, started },
+          new Uint8Array(sums.buffer),
+        );
+        continue;
+      }
+      for (let i = start; i < end; i++) out[i] = sums[i - start];
+      this.#next!.send(
+        { type: "result", seq, start },
+        new Uint8Array(out.buffer, out.byteOffset + start * 4, (end - start) * 4),
+      );
+    }
+    if (!last) {
+      for (let start = 0; start < n; start += CHUNK) {
+        const end = Math.min(n, start + CHUNK);
+        const frame = await this.#receive(this.#prev!, "result", { seq, start });
+        if (frame.payload.length !== (end - start) * 4) {
+          throw this.#fail(new PeerError(`${this.#prev!.peer}: result chunk of the wrong size`));
+        }
+        new Uint8Array(out.buffer, out.byteOffset + start * 4, (end - start) * 4)
+          .set(frame.payload);
+        if (this.rank < this.size - 2) this.#next!.send(frame.header, frame.payload);
+      }
+    }
+    return out;
+  }
+
+  async broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array> {
+    const seq = this.#seq++;
+    if (this.rank === 0) {
+      if (bytes === undefined) throw new RangeError("rank 0 must give the bytes to broadcast");
+      for (const link of this.#control) link?.send({ type: "broadcast", seq }, bytes);
+      return bytes;
+    }
+    const frame = await this.#receive(this.#control[0]!, "broadcast", { seq });
+    return frame.payload;
+  }
+
+  async exchange<T>(value: T): Promise<T[]> {
+    const seq = this.#seq++;
+    if (this.size === 1) return [value];
+    if (this.rank === 0) {
+      const values: T[] = [value];
+      for (let r = 1; r < this.size; r++) {
+        const frame = await this.#receive(this.#control[r]!, "gather", { seq });
+        values.push(decodeValue<T>(frame, this.#control[r]!.peer));
+      }
+      const all = new Uint8Array(encode(values));
+      for (const link of this.#control) link?.send({ type: "gathered", seq }, all);
+      return values;
+    }
+    this.#control[0]!.send({ type: "gather", seq }, new Uint8Array(encode(value)));
+    const frame = await this.#receive(this.#control[0]!, "gathered", { seq });
+    const values = decodeValue<T[]>(frame, this.#control[0]!.peer);
+    if (!Array.isArray(values) || values.length !== this.size) {
+      throw this.#fail(new PeerError(`${this.#control[0]!.peer}: malformed exchange`));
+    }
+    return values;
+  }
+
+  abort(reason: string): void {
+    if (this.#error) return;
+    this.#error = new PeerError(`rank ${this.rank} stopped: ${reason}`);
+    this.#failed.reject(this.#error);
+    for (const link of this.#links()) void link.abort(reason);
+  }
+
+  async close(): Promise<void> {
+    await Promise.race([
+      Promise.all(this.#links().map((link) => link.flushed())),
+      new Promise((resolve) => setTimeout(resolve, 2000)),
+    ]);
+    for (const link of this.#links()) link.close();
+  }
+
+  #links(): Link[] {
+    const all = [...this.#control, this.#next, this.#prev].filter((l): l is Link => !!l);
+    return [...new Set(all)];
+  }
+
+  /** The next frame of `type` from `link`, checked against `expected` header fields. */
+  async #receive(link: Link, type: string, expected: Record<string, number>): Promise<Frame> {
+    if (this.#error) throw this.#error;
+    const frame = await Promise.race([link.next(type), this.#failed.promise]);
+    for (const [name, value] of Object.entries(expected)) {
+      if (frame.header[name] !== value) {
+        throw this.#fail(
+          new PeerError(
+            `${link.peer}: out of step (${type} with ${name} ${
+              JSON.stringify(frame.header[name])
+            }, expected ${value})`,
+          ),
+        );
+      }
+    }
+    return frame;
+  }
+
+  /** Fails the group with `error` (the first failure wins) and tells the peers. */
+  #fail(error: PeerError): PeerError {
+    if (this.#error) return this.#error;
+    this.#error = error;
+    this.#failed.reject(error);
+    for (const link of this.#links()) {
+      if (link.error === null) void link.abort(`rank ${this.rank} saw: ${error.message}`);
+    }
+    return error;
+  }
+}
+
+function float64Of(frame: Frame, length: number, peer: string): Float64Array<ArrayBuffer> {
+  if (frame.payload.length !== length * 8) {
+    throw new PeerError(`${peer}: partial-sum chunk of ${frame.payload.length} bytes`);
+  }
+  const sums = new Float64Array(length); // aligned copy: the payload may sit at any offset
+  new Uint8Array(sums.buffer).set(frame.payload);
+  return sums;
+}
+
+function decodeValue<T>(frame: Frame, peer: string): T {
+  try {
+    return decode(frame.payload) as T;
+  } catch (error) {
+    throw new PeerError(`${peer}: malformed exchange (${(error as Error).message})`);
+  }
+}
+
+/** Rank 0: listen, admit every other rank once, send the table, close the ring. */
+async function rendezvousAsRoot(
+  options: TcpGroupOptions,
+  run: { deadline: number; onFailure: (error: PeerError) => void },
+): Promise<{ control: (Link | undefined)[]; next: Link; prev: Link }> {
+  const { size, key } = options;
+  const digest = options.digest ?? "";
+  const silenceMs = options.silenceMs ?? 60_000;
+  let listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  try {
+    listener = Deno.listen({ hostname: options.masterAddr, port: options.masterPort });
+  } catch (error) {
+    throw new PeerError(
+      `rank 0 cannot listen at ${options.masterAddr}:${options.masterPort}: ${
+        (error as Error).message
+      }`,
+    );
+  }
+  const control: (Link | undefined)[] = new Array(size).fill(undefined);
+  const ringAddresses: { host: string; port: number }[] = new Array(size);
+  const joined = () => control.filter(Boolean).length;
+  let prev: Link | undefined;
+  const missing = () =>
+    `rank(s) ${
+      control.flatMap((link, r) => (r > 0 && !link ? [r] : [])).join(", ") || size - 1
+    } did not join in time`;
+  const stop = stopper(options.signal, run.deadline, () => closeQuietly(listener));
+  try {
+    // Until all have joined, then until the last rank's ring connection is in.
+    while (joined() < size - 1 || prev === undefined) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        const why = stop.reason();
+        throw why instanceof InterruptedRendezvous ? why : new PeerError(missing());
+      }
+      const from = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+      const refuse = (reason: string, reader?: FrameReader) => {
+        options.onNotice?.(`refused a connection from ${from}: ${reason}`);
+        void refuseAndClose(conn, reason, reader);
+      };
+      let reader: FrameReader;
+      let hello: Hello;
+      try {
+        reader = await acceptAuthenticated(conn, { key, peer: from });
+        hello = await readHello(reader, from);
+      } catch (error) {
+        if (!(error instanceof AuthError || error instanceof FrameError)) throw error;
+        refuse(error.message);
+        continue;
+      }
+      const problem = helloProblem(hello, { size, digest, joined: control });
+      if (problem) {
+        refuse(problem, reader);
+        continue;
+      }
+      const peer = `rank ${hello.rank} (${from})`;
+      const link = new Link(conn, reader, { peer, silenceMs, onFailure: run.onFailure });
+      if (hello.purpose === "ring") {
+        prev = link; // the last rank's ring connection: it has the table already
+        continue;
+      }
+      control[hello.rank] = link;
+      ringAddresses[hello.rank] = { host: conn.remoteAddr.hostname, port: hello.ringPort! };
+      link.send({ type: "welcome" });
+      if (joined() === size - 1) {
+        const table = ringAddresses.slice(1);
+        for (const member of control) member?.send({ type: "table", table });
+      }
+    }
+  } catch (error) {
+    for (const link of [...control, prev]) void link?.abort((error as Error).message);
+    throw error;
+  } finally {
+    stop.clear();
+    closeQuietly(listener);
+  }
+  const next = await connectRing(options, { to: 1, address: ringAddresses[1], silenceMs, run });
+  return { control, next, prev: prev! };
+}
+
+/** Rank r > 0: join at rank 0, learn the ring, connect to rank r + 1, accept rank r − 1. */
+async function rendezvousAsMember(
+  options: TcpGroupOptions,
+  run: { deadline: number; onFailure: (error: PeerError) => void },
+): Promise<{ control: (Link | undefined)[]; next: Link; prev: Link }> {
+  const { rank, size, key } = options;
+  const silenceMs = options.silenceMs ?? 60_000;
+  const master = `rank 0 (${options.masterAddr}:${options.masterPort})`;
+  const conn = await connectWithRetry(options, run.deadline);
+  // The ring listener on the address this host reaches rank 0 from.
+  const listener = Deno.listen({ hostname: conn.localAddr.hostname, port: 0 });
+  let control: Link | undefined;
+  const stop = stopper(options.signal, run.deadline, () => {
+    closeQuietly(listener);
+    closeQuietly(conn);
+  });
+  try {
+    const reader = await connectAuthenticated(conn, { key, peer: master }).catch((error) => {
+      throw new PeerError((error as Error).message);
+    });
+    const hello: Hello = {
+      purpose: "join",
+      rank,
+      size,
+      digest: options.digest ?? "",
+      ringPort: listener.addr.port,
+    };
+    await sendRaw(conn, { type: "hello", ...hello });
+    control = new Link(conn, reader, { peer: master, silenceMs, onFailure: run.onFailure });
+    const joined = control;
+    const answer = await Promise.race([joined.next("welcome"), joined.next("refused")]).catch(
+      (error) => {
+        throw stop.reason() ?? error;
+      },
+    );
+    if (answer.header.type === "refused") {
+      throw new PeerError(`rank 0 refused this process: ${String(answer.header.reason)}`);
+    }
+    const tableFrame = await joined.next("table").catch((error) => {
+      throw stop.reason() ?? error;
+    });
+    const table = tableFrame.header.table as { host: string; port: number }[];
+    const to = (rank + 1) % size;
+    const address = to === 0
+      ? { host: options.masterAddr, port: options.masterPort }
+      : table[to - 1];
+    const [next, prev] = await Promise.all([
+      connectRing(options, { to, address, silenceMs, run }),
+      acceptRing(listener, { options, from: rank - 1, silenceMs, run }),
+    ]).catch((error) => {
+      throw stop.reason() ?? error;
+    });
+    return { control: [joined], next, prev };
+  } catch (error) {
+    control?.close();
+    closeQuietly(conn);
+    throw error;
+  } finally {
+    stop.clear();
+    closeQuietly(listener);
+  }
+}
+
+/** Connects to `rank 0` until it answers or the deadline passes. */
+async function connectWithRetry(options: TcpGroupOptions, deadline: number): Promise<Deno.TcpConn> {
+  const { masterAddr: hostname, masterPort: port } = options;
+  for (let delay = 100;; delay = Math.min(2000, delay * 2)) {
+    try {
+      return await Deno.connect({ hostname, port });
+    } catch (error) {
+      const retryable = error instanceof Deno.errors.ConnectionRefused ||
+        error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.TimedOut;
+      if (!retryable) {
+        throw new PeerError(
+          `cannot reach rank 0 at ${hostname}:${port}: ${(error as Error).message}`,
+        );
+      }
+      if (performance.now() + delay > deadline || options.signal?.aborted) {
+        throw new PeerError(`rank 0 did not answer at ${hostname}:${port} in time`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+async function connectRing(
+  options: TcpGroupOptions,
+  target: {
+    to: number;
+    address: { host: string; port: number };
+    silenceMs: number;
+    run: { onFailure: (error: PeerError) => void };
+  },
+): Promise<Link> {
+  const { host, port } = target.address;
+  const peer = `rank ${target.to} (${host}:${port})`;
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: host, port });
+  } catch (error) {
+    throw new PeerError(`cannot reach ${peer}: ${(error as Error).message}`);
+  }
+  const reader = await connectAuthenticated(conn, { key: options.key, peer }).catch((error) => {
+    conn.close();
+    throw new PeerError((error as Error).message);
+  });
+  const hello: Hello = {
+    purpose: "ring",
+    rank: options.rank,
+    size: options.size,
+    digest: options.digest ?? "",
+  };
+  await sendRaw(conn, { type: "hello", ...hello });
+  return new Link(conn, reader, {
+    peer,
+    silenceMs: target.silenceMs,
+    onFailure: target.run.onFailure,
+  });
+}
+
+async function acceptRing(
+  listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>,
+  expected: {
+    options: TcpGroupOptions;
+    from: number;
+    silenceMs: number;
+    run: { onFailure: (error: PeerError) => void };
+  },
+): Promise<Link> {
+  const { options, from } = expected;
+  for (;;) {
+    const conn = await listener.accept();
+    const address = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+    try {
+      const reader = await acceptAuthenticated(conn, { key: options.key, peer: address });
+      const hello = await readHello(reader, address);
+      if (hello.purpose !== "ring" || hello.rank !== from || hello.size !== options.size) {
+        throw new FrameError(`${address}: not rank ${from}'s ring connection`);
+      }
+      return new Link(conn, reader, {
+        peer: `rank ${from} (${address})`,
+        silenceMs: expected.silenceMs,
+        onFailure: expected.run.onFailure,
+      });
+    } catch (error) {
+      if (!(error instanceof AuthError || error instanceof FrameError)) throw error;
+      options.onNotice?.(`refused a connection from ${address}: ${error.message}`);
+      void refuseAndClose(conn, error.message);
+    }
+  }
+}
+
+async function readHello(reader: FrameReader, from: string): Promise<Hello> {
+  const frame = await reader.read();
+  if (frame === undefined) throw new FrameError(`${from}: closed the connection before hello`);
+  const h = frame.header;
+  if (
+    h.type !== "hello" || (h.purpose !== "join" && h.purpose !== "ring") ||
+    !Number.isInteger(h.rank) || !Number.isInteger(h.size) || typeof h.digest !== "string" ||
+    (h.purpose === "join" && !Number.isInteger(h.ringPort))
+  ) {
+    throw new FrameError(`${from}: malformed hello`);
+  }
+  return h as unknown as Hello;
+}
+
+/** Why rank 0 refuses `hello`, or undefined if it is welcome. */
+function helloProblem(
+  hello: Hello,
+  group: { size: number; digest: string; joined: readonly (Link | undefined)[] },
+): string | undefined {
+  if (hello.size !== group.size) {
+    return `it says the job has ${hello.size} processes, rank 0 says ${group.size}`;
+  }
+  if (hello.rank < 1 || hello.rank >= group.size) {
+    return `rank ${hello.rank} is not in 1..${group.size - 1}`;
+  }
+  if (hello.digest !== group.digest) {
+    return `rank ${hello.rank} was started with another configuration than rank 0`;
+  }
+  if (hello.purpose === "ring" && hello.rank !== group.size - 1) {
+    return `rank ${hello.rank} has no ring connection to rank 0`;
+  }
+  if (hello.purpose === "join" && group.joined[hello.rank] !== undefined) {
+    return `rank ${hello.rank} has already joined (two processes were given the same rank)`;
+  }
+  return undefined;
+}
+
+async function sendRaw(conn: Deno.Conn, header: FrameHeader): Promise<void> {
+  await writeAll(conn, encodeFrame(header));
+}
+
+function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch { /* already closed */ }
+}
+
+async function refuseAndClose(conn: Deno.Conn, reason: string, reader?: FrameReader) {
+  try {
+    if (reader) await sendRaw(conn, { type: "refused", reason });
+  } catch { /* the peer is gone */ }
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+}
+
+/** Closes what blocks the rendezvous once `signal` aborts or the deadline passes. */
+function stopper(signal: AbortSignal | undefined, deadline: number, close: () => void) {
+  let why: PeerError | InterruptedRendezvous | undefined;
+  const onAbort = () => {
+    why ??= new InterruptedRendezvous();
+    close();
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const timer = setTimeout(() => {
+    why ??= new PeerError("the group was not complete in time");
+    close();
+  }, Math.max(0, deadline - performance.now()));
+  return {
+    reason: () => why,
+    clear: () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    },
+  };
+}
+
+/** The rendezvous was stopped by its signal. */
+export class InterruptedRendezvous extends Error {
+  /** Creates the error. */
+  constructor() {
+    super("interrupted while waiting for the other processes");
+    this.name = "InterruptedRendezvous";
+  }
+}
