@@ -144,13 +144,14 @@ export class TcpProcessGroup implements ProcessGroup {
     }
     if (size === 1) return new TcpProcessGroup({ rank, size, control: [] });
     const failures: PeerError[] = [];
-    let group: TcpProcessGroup | undefined;
-    const onFailure = (error: PeerError) => group ? group.#fail(error) : failures.push(error);
+    const joined: { group?: TcpProcessGroup } = {}; // failures before it exists are kept
+    const onFailure = (error: PeerError) =>
+      joined.group ? joined.group.#fail(error) : failures.push(error);
     const deadline = performance.now() + (options.rendezvousTimeoutMs ?? 600_000);
     const links = rank === 0
       ? await rendezvousAsRoot(options, { deadline, onFailure })
       : await rendezvousAsMember(options, { deadline, onFailure });
-    group = new TcpProcessGroup({ rank, size, ...links });
+    const group = joined.group = new TcpProcessGroup({ rank, size, ...links });
     if (failures.length > 0) group.#fail(failures[0]);
     await group.exchange(null); // every link carries a frame both ways
     return group;
