@@ -55,6 +55,7 @@ export {
   MAX_WORKERS,
   type PresetName,
   PRESETS,
+  type ProcessGroupOptions,
   type ResolvedTrainOptions,
   resolveTrainOptions,
   type StepProgress,
@@ -62,6 +63,13 @@ export {
   type TrainStart,
 } from "./lib/train/shared/options.ts";
 export type { StepTiming } from "./lib/train/shared/protocol.ts";
+export { PeerError } from "./lib/collective/process_group.ts";
+export {
+  DEFAULT_MASTER_PORT,
+  type LaunchFlags,
+  type LaunchInfo,
+  launchInfo,
+} from "./lib/collective/tcp/launch_env.ts";
 export {
   checkDataset,
   checkSplits,

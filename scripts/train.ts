@@ -9,9 +9,11 @@ import {
   initBackend,
   resolveTrainOptions,
   train,
+  type TrainOptions,
   type TrainStart,
   UsageError,
 } from "../mod.ts";
+import { launchInfo } from "../lib/collective/tcp/launch_env.ts";
 import {
   formatDuration,
   formatEpoch,
@@ -33,6 +35,12 @@ const HELP = `Train d2l's Network in Network on Fashion-MNIST, data-parallel acr
 Usage: deno task train [options]
 
 ${TRAIN_FLAGS_HELP}
+  --nnodes N         processes in the job (one per host, each with --workers replicas);
+                     torchrun's, Slurm's or Open MPI's variables say the same
+  --node-rank R      this process's rank (0: rendezvous, checkpoints and outputs)
+  --master-addr HOST rank 0's address (or MASTER_ADDR; rank 0 listens there)
+  --master-port P    rank 0's port (or MASTER_PORT; default 29500)
+  --token-file FILE  the job's shared secret (or DDP_TOKEN), at least 16 characters
   --metrics FILE     write one JSON object per epoch (JSON Lines)
   --plot FILE        draw train loss, train acc and test acc per epoch as SVG
   --export DIR       save the trained model in TensorFlow.js LayersModel format
@@ -58,21 +66,43 @@ async function main(): Promise<void> {
       export: { type: "string" },
       summary: { type: "boolean" },
       help: { type: "boolean", short: "h" },
+      nnodes: { type: "string" },
+      "node-rank": { type: "string" },
+      "master-addr": { type: "string" },
+      "master-port": { type: "string" },
+      "token-file": { type: "string" },
     },
   });
   if (values.help) {
     console.log(HELP);
     return;
   }
-  const options = trainOptionsFromFlags(values);
+  const launch = launchInfo({
+    nnodes: values.nnodes,
+    nodeRank: values["node-rank"],
+    masterAddr: values["master-addr"],
+    masterPort: values["master-port"],
+  }, Deno.env.toObject());
+  const options: TrainOptions = {
+    ...trainOptionsFromFlags(values),
+    processGroup: launch && {
+      rank: launch.rank,
+      size: launch.worldSize,
+      masterAddr: launch.masterAddr,
+      masterPort: launch.masterPort,
+      tokenFile: values["token-file"],
+    },
+  };
   const resolved = resolveTrainOptions(options); // usage errors before any work
   if (values.summary) {
     await printSummary(resolved.model);
     return;
   }
-  const metricsPath = values.metrics && await outputPath("--metrics", values.metrics);
-  const plotPath = values.plot && await outputPath("--plot", values.plot);
-  const exportDir = values.export && await exportPath(values.export);
+  // In a job of several processes, rank 0 writes the outputs (as it writes the checkpoints).
+  const writes = (launch?.rank ?? 0) === 0;
+  const metricsPath = writes && values.metrics && await outputPath("--metrics", values.metrics);
+  const plotPath = writes && values.plot && await outputPath("--plot", values.plot);
+  const exportDir = writes && values.export && await exportPath(values.export);
 
   const history: EpochRecord[] = [];
   let run = resolved; // a resumed run takes its settings from the checkpoint
@@ -222,14 +252,18 @@ function withOptionalValue(args: string[], flag: string): string[] {
 
 function printStart(info: TrainStart): void {
   const { options } = info;
-  const perWorker = options.batchSize / options.workers;
+  const perWorker = options.batchSize / options.replicas;
   const share = Number.isInteger(perWorker) ? `${perWorker}` : `~${perWorker.toFixed(1)}`;
   console.log(
     `${describeModel(options.model, info)} on ` +
       `${info.trainCount} training / ${info.testCount} test examples`,
   );
+  const group = options.processGroup;
+  const where = group
+    ? ` × ${group.size} processes (this is rank ${group.rank}; rendezvous ${group.masterAddr}:${group.masterPort})`
+    : "";
   console.log(
-    `${options.workers} worker(s) on ${info.device.backend}` +
+    `${options.workers} worker(s)${where} on ${info.device.backend}` +
       `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +
       `${adapterWithPath(info.device)}; ` +
       `batch ${options.batchSize} (${share} per worker), ${describeOptimizer(options)}, ` +

@@ -34,8 +34,12 @@ export interface ProcessGroup {
   ): Promise<Float32Array>;
   /** Rank 0's `bytes`, on every rank (others pass undefined). */
   broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array>;
-  /** Every rank's `value` (MessagePack-encodable and small), in rank order. */
-  exchange<T>(value: T): Promise<T[]>;
+  /**
+   * Every rank's `value` (MessagePack-encodable and small), in rank order.
+   * Exchanges with different `options.tag`s are independent sequences, so
+   * concurrent flows (e.g. the step loop and checkpointing) cannot cross.
+   */
+  exchange<T>(value: T, options?: { tag?: string }): Promise<T[]>;
   /** Makes every pending and later call fail, and tells the peers why. */
   abort(reason: string): void;
   /** Closes every connection; resolves once they are closed. */

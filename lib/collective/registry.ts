@@ -10,6 +10,7 @@
  */
 
 import type { AllReduce } from "./all_reduce.ts";
+import type { ProcessGroup } from "./process_group.ts";
 import type { Mailbox } from "./mailbox.ts";
 import {
   abortSharedAllReduce,
@@ -21,10 +22,11 @@ import { StarAllReduce, StarAllReduceHub } from "./star_all_reduce.ts";
 
 /**
  * Names of the all-reduce implementations: `shared` (over shared memory,
- * workers of one process; the default) and `star` (through the coordinator,
- * over message channels).
+ * workers of one process; the default), `star` (through the coordinator,
+ * over message channels) and `tcp` (through the coordinator, then across
+ * processes with a {@linkcode ProcessGroup}).
  */
-export type AllReduceAlgorithm = "shared" | "star";
+export type AllReduceAlgorithm = "shared" | "star" | "tcp";
 
 /** The coordinator's side of an all-reduce for one group of workers. */
 export interface CollectiveHost {
@@ -38,8 +40,18 @@ export interface CollectiveHost {
 
 /** One all-reduce implementation: how the coordinator hosts it and a worker joins it. */
 export interface CollectiveEntry {
-  /** In the coordinator, once every worker is ready. */
-  host(group: { worldSize: number; length: number; mailboxes: readonly Mailbox[] }): CollectiveHost;
+  /**
+   * In the coordinator, once every worker is ready. `processes` joins this
+   * process's workers to those of the others (`tcp` only); `onError` is told
+   * when averaging fails outside the workers (a peer process failed).
+   */
+  host(group: {
+    worldSize: number;
+    length: number;
+    mailboxes: readonly Mailbox[];
+    processes?: ProcessGroup;
+    onError?: (error: Error) => void;
+  }): CollectiveHost;
   /** In a worker, with the host's `joinInfo` and its channel to the coordinator. */
   join(member: {
     rank: number;
@@ -90,6 +102,21 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
     },
     join: ({ mailbox }) => new StarAllReduce(mailbox),
   },
+  tcp: {
+    host: ({ mailboxes, processes, onError }) => {
+      if (processes === undefined) throw new Error("the tcp all-reduce needs a process group");
+      const hub = new StarAllReduceHub(mailboxes, {
+        reduce: (requests, out) => processes.average(requests, { out }),
+        onError,
+      });
+      return {
+        joinInfo: undefined,
+        abort: () => {}, // the trainer tells the other processes, with the reason
+        laggards: () => hub.missing(),
+      };
+    },
+    join: ({ mailbox }) => new StarAllReduce(mailbox),
+  },
 };
 
 /**
@@ -100,7 +127,7 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
  * import assert from "node:assert/strict";
  * import { ALL_REDUCE_ALGORITHMS } from "./registry.ts";
  *
- * assert.deepEqual([...ALL_REDUCE_ALGORITHMS], ["shared", "star"]);
+ * assert.deepEqual([...ALL_REDUCE_ALGORITHMS], ["shared", "star", "tcp"]);
  * ```
  */
 export const ALL_REDUCE_ALGORITHMS: readonly AllReduceAlgorithm[] = Object.keys(

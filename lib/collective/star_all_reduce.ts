@@ -77,6 +77,17 @@ export class StarAllReduce implements AllReduce {
   }
 }
 
+/** Options of a {@linkcode StarAllReduceHub}. */
+export interface StarHubOptions {
+  /**
+   * Averages one round's contributions (in rank order) into `out` (rank 0's
+   * buffer); default `weightedAverage`.
+   */
+  reduce?: (contributions: AllReduceRequest[], out: Float32Array) => Promise<Float32Array>;
+  /** Told when `reduce` fails; the replicas then wait until the coordinator stops them. */
+  onError?: (error: Error) => void;
+}
+
 /**
  * The hub side of the star all-reduce: serves the replicas reachable through
  * `replicas` (index = rank) until the mailboxes close.
@@ -94,11 +105,17 @@ export class StarAllReduceHub {
   readonly #replicas: readonly Mailbox[];
   readonly #pending = new Map<number, (AllReduceRequest | undefined)[]>();
   readonly #arrivals = new Map<number, number[]>();
+  readonly #options: StarHubOptions;
+  #reducing: Promise<void> = Promise.resolve();
   #rounds = 0;
 
-  /** Starts handling `allreduce` messages on every mailbox. */
-  constructor(replicas: readonly Mailbox[]) {
+  /**
+   * Starts handling `allreduce` messages on every mailbox. `options.reduce`
+   * replaces the local average (e.g. to average across processes too).
+   */
+  constructor(replicas: readonly Mailbox[], options: StarHubOptions = {}) {
     this.#replicas = replicas;
+    this.#options = options;
     replicas.forEach((mailbox, rank) => {
       mailbox.handle<AllReduceRequest>("allreduce", (request) => this.#collect(rank, request));
     });
@@ -134,16 +151,36 @@ export class StarAllReduceHub {
     if (round.includes(undefined)) return;
     this.#pending.delete(request.seq);
     this.#arrivals.delete(request.seq);
-    const last = Math.max(...arrivals);
     const requests = round as AllReduceRequest[];
-    const result = weightedAverage(requests, { out: requests[0].data });
+    const reduce = this.#options.reduce;
+    if (reduce === undefined) {
+      this.#reply(request.seq, {
+        requests,
+        arrivals,
+        result: weightedAverage(requests, { out: requests[0].data }),
+      });
+      return;
+    }
+    // Rounds are answered in order, each after the one before.
+    this.#reducing = this.#reducing.then(async () => {
+      const result = await reduce(requests, requests[0].data);
+      this.#reply(request.seq, { requests, arrivals, result });
+    }).catch((error) => this.#options.onError?.(error instanceof Error ? error : new Error(error)));
+  }
+
+  #reply(
+    seq: number,
+    round: { requests: AllReduceRequest[]; arrivals: number[]; result: Float32Array },
+  ): void {
+    const { requests, arrivals, result } = round;
+    const last = Math.max(...arrivals);
     // Rank 0's buffer holds the result: answer it last, after copying from it.
     for (let r = this.#replicas.length - 1; r >= 0; r--) {
       const data = requests[r].data;
       if (r !== 0) data.set(result);
       const reply: AllReduceReply = {
         type: "allreduce:result",
-        seq: request.seq,
+        seq,
         data,
         waitMs: last - arrivals[r],
       };

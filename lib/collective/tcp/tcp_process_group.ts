@@ -46,6 +46,9 @@ import {
 import { Link } from "./link.ts";
 import { decode, encode } from "@msgpack/msgpack";
 
+/** The exchange tag of the averages' weights. */
+const AVERAGE = "average";
+
 /** Elements per pipelined chunk of the average (512 KiB of float64 partial sums). */
 const CHUNK = 1 << 16;
 
@@ -116,7 +119,8 @@ export class TcpProcessGroup implements ProcessGroup {
   readonly #control: (Link | undefined)[];
   readonly #next: Link | undefined;
   readonly #prev: Link | undefined;
-  #seq = 0;
+  /** Per tag: the number of collectives of that sequence so far. */
+  readonly #seqs = new Map<string, number>();
   #error: PeerError | null = null;
   readonly #failed = Promise.withResolvers<never>();
 
@@ -163,8 +167,11 @@ export class TcpProcessGroup implements ProcessGroup {
   ): Promise<Float32Array> {
     const length = parts[0]?.data.length ?? -1;
     if (this.size === 1) return weightedAverage(parts, options);
-    const seq = this.#seq;
-    const everyone = await this.exchange({ length, weights: parts.map((p) => p.weight) });
+    const seq = this.#seqs.get(AVERAGE) ?? 0;
+    const everyone = await this.exchange(
+      { length, weights: parts.map((p) => p.weight) },
+      { tag: AVERAGE },
+    );
     const lengths = new Set(everyone.map((e) => e.length).filter((l) => l >= 0));
     if (lengths.size !== 1) {
       throw this.#fail(
@@ -225,7 +232,7 @@ export class TcpProcessGroup implements ProcessGroup {
   }
 
   async broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array> {
-    const seq = this.#seq++;
+    const seq = this.#nextSeq("broadcast");
     if (this.rank === 0) {
       if (bytes === undefined) throw new RangeError("rank 0 must give the bytes to broadcast");
       for (const link of this.#control) link?.send({ type: "broadcast", seq }, bytes);
@@ -235,21 +242,22 @@ export class TcpProcessGroup implements ProcessGroup {
     return frame.payload;
   }
 
-  async exchange<T>(value: T): Promise<T[]> {
-    const seq = this.#seq++;
+  async exchange<T>(value: T, options: { tag?: string } = {}): Promise<T[]> {
+    const tag = options.tag ?? "";
+    const seq = this.#nextSeq(tag);
     if (this.size === 1) return [value];
     if (this.rank === 0) {
       const values: T[] = [value];
       for (let r = 1; r < this.size; r++) {
-        const frame = await this.#receive(this.#control[r]!, "gather", { seq });
+        const frame = await this.#receive(this.#control[r]!, `gather:${tag}`, { seq });
         values.push(decodeValue<T>(frame, this.#control[r]!.peer));
       }
       const all = new Uint8Array(encode(values));
-      for (const link of this.#control) link?.send({ type: "gathered", seq }, all);
+      for (const link of this.#control) link?.send({ type: `gathered:${tag}`, seq }, all);
       return values;
     }
-    this.#control[0]!.send({ type: "gather", seq }, new Uint8Array(encode(value)));
-    const frame = await this.#receive(this.#control[0]!, "gathered", { seq });
+    this.#control[0]!.send({ type: `gather:${tag}`, seq }, new Uint8Array(encode(value)));
+    const frame = await this.#receive(this.#control[0]!, `gathered:${tag}`, { seq });
     const values = decodeValue<T[]>(frame, this.#control[0]!.peer);
     if (!Array.isArray(values) || values.length !== this.size) {
       throw this.#fail(new PeerError(`${this.#control[0]!.peer}: malformed exchange`));
@@ -270,6 +278,12 @@ export class TcpProcessGroup implements ProcessGroup {
       new Promise((resolve) => setTimeout(resolve, 2000)),
     ]);
     for (const link of this.#links()) link.close();
+  }
+
+  #nextSeq(tag: string): number {
+    const seq = this.#seqs.get(tag) ?? 0;
+    this.#seqs.set(tag, seq + 1);
+    return seq;
   }
 
   #links(): Link[] {

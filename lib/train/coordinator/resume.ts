@@ -142,7 +142,9 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
     workers: options.workers ?? config.workers,
     epochs: options.epochs ?? config.epochs,
     backend: options.backend ?? config.backend,
-    allReduce: options.allReduce ?? config.allReduce,
+    // The all-reduce follows the job's shape: "tcp" across processes only.
+    allReduce: options.allReduce ??
+      (options.processGroup || config.allReduce === "tcp" ? undefined : config.allReduce),
     kernels: options.kernels ?? config.kernels,
   };
 }

@@ -36,6 +36,9 @@ import {
 } from "../shared/options.ts";
 import { findResumePoint, resumedOptions, type ResumePoint } from "./resume.ts";
 import { chooseWebGPUPath } from "./webgpu_path.ts";
+import { joinProcesses, sharePosition } from "./processes.ts";
+import { PeerError } from "../../collective/process_group.ts";
+import { InterruptedRendezvous } from "../../collective/tcp/tcp_process_group.ts";
 import { type StepSnapshot, WorkerGroup } from "./worker_group.ts";
 
 /** What {@linkcode train} resolves to. */
@@ -88,24 +91,46 @@ const NO_SUMS: EpochSums = { lossSum: 0, correct: 0, count: 0, trainSeconds: 0, 
  */
 export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const started = performance.now();
-  resolveTrainOptions(options); // usage errors before anything else
-  const resume = options.resume
+  const given = resolveTrainOptions(options); // usage errors before anything else
+  // In a job of several processes only rank 0 reads and writes checkpoints; the others follow it.
+  const leader = (given.processGroup?.rank ?? 0) === 0;
+  const found = options.resume && leader
     ? await findResumePoint(options.resume, { checkpointDir: options.checkpointDir })
     : undefined;
+  let processes = given.processGroup &&
+    await joinProcesses(given.processGroup, { options: given, signal: options.signal })
+      .catch((error) => {
+        if (error instanceof InterruptedRendezvous) throw interrupted(options.signal);
+        throw error;
+      });
+  const position = processes
+    ? await sharePosition(processes, {
+      runId: found?.state.runId ?? crypto.randomUUID(),
+      state: found?.state,
+      path: found?.path,
+    })
+    : { runId: found?.state.runId ?? crypto.randomUUID(), state: found?.state, path: found?.path };
+  const resume: ResumePoint | undefined = position.state && {
+    path: leader ? position.path! : `rank 0's ${position.path}`,
+    state: position.state,
+    skipped: found?.skipped ?? [],
+  };
   const resolved = resolveTrainOptions(resume ? resumedOptions(resume, options) : options);
-  const runId = resume?.state.runId ?? crypto.randomUUID();
+  const runId = position.runId;
   // Before any work: the checkpoint directory is created, written to, and checked for other runs.
-  const store = resolved.checkpointDir === undefined ? undefined : await CheckpointStore.open(
-    resolved.checkpointDir,
-    { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
-  );
+  const store = resolved.checkpointDir === undefined || !leader
+    ? undefined
+    : await CheckpointStore.open(
+      resolved.checkpointDir,
+      { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
+    );
   const data = options.data ?? await DATASETS[resolved.dataset].load({
     dataDir: options.dataDir,
     download: options.download,
     signal: options.signal,
   }).catch((error) => {
     if (!options.signal?.aborted) throw error;
-    throw new InterruptedError({ epochsDone: 0, stepsDone: 0, signal: signalName(options.signal) });
+    throw interrupted(options.signal);
   });
   if (options.data !== undefined) {
     if (typeof options.data !== "object" || options.data === null) {
@@ -124,7 +149,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     : undefined;
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);
-  const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.workers), resolved);
+  const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.replicas), resolved);
   if (resume) checkResumable(resume, { count: trainSet.count, steps, options: resolved });
   const history = [...(resume?.state.history ?? [])];
   let last: TrainingState | undefined = resume?.state;
@@ -148,9 +173,18 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     new URL("../../../workers/replica_worker.ts", import.meta.url);
   let restarts = 0;
   for (;;) {
-    const from = last;
     let group: WorkerGroup | undefined;
     try {
+      if (resolved.processGroup && processes === undefined) {
+        // A restart: every process joins again, and continues from rank 0's last state.
+        processes = await joinProcesses(resolved.processGroup, {
+          options: resolved,
+          signal: options.signal,
+        });
+        last = (await sharePosition(processes, { runId, state: last })).state;
+        history.splice(0, history.length, ...(last?.history ?? []));
+      }
+      const from = last;
       group = await WorkerGroup.start(resolved, {
         train: trainSet,
         test: testSet,
@@ -159,6 +193,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
         stepsPerEpoch: steps,
         startWeights: from?.weights ?? initialWeights,
         startOptimizer: from?.optimizer.state,
+        processes,
         stop: options.signal && {
           signal: options.signal,
           error: () =>
@@ -198,9 +233,14 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
         runId,
         save,
       });
+      await processes?.close();
       return result(final, history, group.device, restarts);
     } catch (error) {
-      const retry = error instanceof WorkerError && restarts < resolved.maxRestarts;
+      // The other processes stop too, told why.
+      processes?.abort(error instanceof Error ? error.message : String(error));
+      processes = undefined;
+      const retry = (error instanceof WorkerError || error instanceof PeerError) &&
+        restarts < resolved.maxRestarts;
       if (!retry) throw error;
       restarts++;
       options.onRestart?.({
@@ -335,6 +375,7 @@ function makeState(
 function runConfig(options: ResolvedTrainOptions): RunConfig {
   return {
     workers: options.workers,
+    processes: options.processGroup?.size,
     epochs: options.epochs,
     batchSize: options.batchSize,
     lr: options.lr,
@@ -380,12 +421,14 @@ function checkResumable(
         "it does not belong to this data set",
     );
   }
-  if (state.stepsDone === 0 || state.config.workers === run.options.workers) return;
-  if (paddedSize(run.count, state.config.workers) !== paddedSize(run.count, run.options.workers)) {
+  const before = state.config.workers * (state.config.processes ?? 1);
+  const now = run.options.replicas;
+  if (state.stepsDone === 0 || before === now) return;
+  if (paddedSize(run.count, before) !== paddedSize(run.count, now)) {
     throw new UsageError(
-      `${point.path} stopped within an epoch with ${state.config.workers} workers; with ` +
-        `${run.options.workers} the epoch's batches differ: resume with ${state.config.workers} ` +
-        `workers, or from a checkpoint taken at the end of an epoch`,
+      `${point.path} stopped within an epoch with ${before} workers; with ` +
+        `${now} the epoch's batches differ: resume with ${before} ` +
+        `workers in all, or from a checkpoint taken at the end of an epoch`,
     );
   }
 }
@@ -393,6 +436,11 @@ function checkResumable(
 /** Length of the padded order that `DistributedSampler` deals out to `workers` replicas. */
 function paddedSize(count: number, workers: number): number {
   return new DistributedSampler(count, { rank: 0, worldSize: workers }).totalSize;
+}
+
+/** The error for a run stopped by `signal` before its first step. */
+function interrupted(signal: AbortSignal | undefined): InterruptedError {
+  return new InterruptedError({ epochsDone: 0, stepsDone: 0, signal: signalName(signal) });
 }
 
 /** The signal an abort named as its reason (`signal.abort("SIGTERM")`), if any. */

@@ -10,6 +10,8 @@
 import { PostMessageChannel } from "../../collective/channel.ts";
 import { Mailbox } from "../../collective/mailbox.ts";
 import { type CollectiveHost, COLLECTIVES } from "../../collective/registry.ts";
+import type { ProcessGroup } from "../../collective/process_group.ts";
+import { float32Bytes } from "../../collective/tcp/frame.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import {
   DataError,
@@ -127,6 +129,7 @@ export class WorkerGroup {
   readonly #workers: Worker[];
   readonly #mailboxes: Mailbox[];
   readonly #collective: CollectiveHost;
+  readonly #processes: ProcessGroup | undefined;
   readonly #watchdog: Watchdog;
   readonly #threads: ThreadWatch;
   #closed: Promise<void> | null = null;
@@ -147,7 +150,9 @@ export class WorkerGroup {
     rendererThreads: string | undefined;
     collective: CollectiveHost;
     threads: ThreadWatch;
+    processes: ProcessGroup | undefined;
   }) {
+    this.#processes = parts.processes;
     this.#options = parts.options;
     this.#testCount = parts.testCount;
     this.#workers = parts.workers;
@@ -178,6 +183,8 @@ export class WorkerGroup {
       attempt: number;
       /** Global steps per epoch. */
       stepsPerEpoch: number;
+      /** The other processes of the job, if any. */
+      processes?: ProcessGroup;
       startWeights?: Float32Array<ArrayBuffer>;
       startOptimizer?: OptimizerState;
       /**
@@ -234,7 +241,8 @@ export class WorkerGroup {
       stepsPerEpoch: setup.stepsPerEpoch,
       seed: options.seed,
       batchSize: options.batchSize,
-      evalBatchSize: Math.ceil(options.batchSize / options.workers),
+      evalBatchSize: Math.ceil(options.batchSize / options.replicas),
+      localWorkers: options.workers,
       allReduce: options.allReduce,
       kernels: options.kernels,
       profile: options.profile,
@@ -246,8 +254,9 @@ export class WorkerGroup {
       mailboxes.forEach((mailbox, rank) => {
         const init: InitMessage = {
           type: "init",
-          rank,
-          worldSize: options.workers,
+          rank: (setup.processes?.rank ?? 0) * options.workers + rank,
+          worldSize: options.replicas,
+          localRank: rank,
           config,
           train: setup.train,
           test: setup.test,
@@ -278,13 +287,19 @@ export class WorkerGroup {
           `the checkpoint holds ${setup.startWeights.length} weights but this model has ${numParams}`,
         );
       }
+      // Every process starts from rank 0's weights (its first worker's, or a checkpoint's).
+      const startWeights = setup.processes
+        ? await broadcastWeights(setup.processes, setup.startWeights ?? ready[0].weights!)
+        : setup.startWeights;
       const collective = COLLECTIVES[options.allReduce].host({
         worldSize: options.workers,
         length: numParams,
         mailboxes,
+        processes: setup.processes,
+        onError: fail,
       });
       mailboxes.forEach((mailbox, rank) => {
-        const weights = setup.startWeights ?? (rank === 0 ? undefined : ready[0].weights);
+        const weights = startWeights ?? (rank === 0 ? undefined : ready[0].weights);
         const start: StartMessage = {
           type: "start",
           weights,
@@ -302,6 +317,7 @@ export class WorkerGroup {
         rendererThreads: cores.threads,
         collective,
         threads,
+        processes: setup.processes,
       });
       group = started;
       setup.stop?.signal.removeEventListener("abort", onStop);
@@ -368,7 +384,7 @@ export class WorkerGroup {
       if (first.ends === null) {
         return { halted: true, ...(await this.#snapshotNow(progress)) };
       }
-      return this.#finishEpoch(progress, first.ends);
+      return await this.#finishEpoch(progress, first.ends);
     } finally {
       plan.halt?.removeEventListener("abort", onAbort);
     }
@@ -406,7 +422,7 @@ export class WorkerGroup {
     return this.#closed;
   }
 
-  #finishEpoch(progress: EpochProgress, ends: EpochEndMessage[]): EpochOutcome {
+  async #finishEpoch(progress: EpochProgress, ends: EpochEndMessage[]): Promise<EpochOutcome> {
     this.#watchdog.touch();
     const differing = ends.filter((end) => end.checksum !== ends[0].checksum);
     if (differing.length > 0) {
@@ -415,9 +431,27 @@ export class WorkerGroup {
         `after epoch ${progress.epoch}: the weights of worker(s) ${ranks} differ from worker 0's`,
       );
     }
+    const local = {
+      checksum: ends[0].checksum,
+      testCorrect: ends.reduce((sum, end) => sum + end.testCorrect, 0),
+      testCount: ends.reduce((sum, end) => sum + end.testCount, 0),
+      ...progress.sums,
+    };
+    const everyone = this.#processes
+      ? await this.#processes.exchange(local, { tag: "epoch" })
+      : [local];
+    const other = everyone.findIndex((process) => process.checksum !== local.checksum);
+    if (other >= 0) {
+      throw new ReplicaDivergenceError(
+        `after epoch ${progress.epoch}: the weights of process ${other} differ from process ${
+          this.#processes!.rank
+        }'s`,
+      );
+    }
+    if (this.#processes) addSums(progress.sums, everyone);
     const sums = this.#sumsNow(progress);
-    const testCorrect = ends.reduce((sum, end) => sum + end.testCorrect, 0);
-    const testCount = ends.reduce((sum, end) => sum + end.testCount, 0);
+    const testCorrect = everyone.reduce((sum, process) => sum + process.testCorrect, 0);
+    const testCount = everyone.reduce((sum, process) => sum + process.testCount, 0);
     return {
       halted: false,
       sums,
@@ -539,14 +573,18 @@ export class WorkerGroup {
     progress.checkpoints.delete(stepsDone);
     const onSnapshot = progress.plan.onSnapshot;
     if (!onSnapshot) return;
-    const snapshot = {
-      stepsDone,
-      sums,
-      weights: checkpoint.weights,
-      checksum: checkpoint.checksum,
-      optimizer: checkpoint.optimizer,
-    };
-    progress.saving = progress.saving.then(() => onSnapshot(snapshot));
+    const processes = this.#processes;
+    progress.saving = progress.saving.then(async () => {
+      // The metrics of every process's shards, at the same step on every process.
+      const everyone = processes && await processes.exchange(sums, { tag: "snapshot" });
+      await onSnapshot({
+        stepsDone,
+        sums: everyone ? addSums({ ...sums, lossSum: 0, correct: 0, count: 0 }, everyone) : sums,
+        weights: checkpoint.weights,
+        checksum: checkpoint.checksum,
+        optimizer: checkpoint.optimizer,
+      });
+    });
     progress.saving.catch((error) => this.fail(error instanceof Error ? error : new Error(error)));
   }
 
@@ -576,6 +614,30 @@ export class WorkerGroup {
       ),
     );
   }
+}
+
+/** `into`'s loss sum, correct count and example count replaced by `all`'s totals. */
+function addSums(into: EpochSums, all: readonly EpochSums[]): EpochSums {
+  into.lossSum = all.reduce((sum, s) => sum + s.lossSum, 0);
+  into.correct = all.reduce((sum, s) => sum + s.correct, 0);
+  into.count = all.reduce((sum, s) => sum + s.count, 0);
+  return into;
+}
+
+/** Rank 0's `weights` on every process (others' `weights` are ignored). */
+async function broadcastWeights(
+  processes: ProcessGroup,
+  weights: Float32Array<ArrayBuffer>,
+): Promise<Float32Array<ArrayBuffer>> {
+  const bytes = await processes.broadcast(processes.rank === 0 ? float32Bytes(weights) : undefined);
+  if (bytes.length !== weights.byteLength) {
+    throw new DataError(
+      `rank 0 holds ${bytes.length / 4} weights but this process's model has ${weights.length}`,
+    );
+  }
+  const copy = new Float32Array(weights.length);
+  new Uint8Array(copy.buffer).set(bytes);
+  return copy;
 }
 
 /**

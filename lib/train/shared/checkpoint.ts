@@ -66,6 +66,8 @@ export type RunConfig =
     normalize?: Normalization;
     /** The data set loaded by name; absent in checkpoints written before there was a choice (Fashion-MNIST). */
     dataset?: DatasetName;
+    /** Processes in the job, each with `workers` replicas; absent for one. */
+    processes?: number;
   };
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */

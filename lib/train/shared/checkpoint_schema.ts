@@ -48,7 +48,8 @@ export function checkpointProblem(state: Fields): string | undefined {
       lr: config.lr,
       seed: config.seed,
       backend: config.backend,
-      allReduce: config.allReduce,
+      // "tcp" needs a process group, which is the launcher's business, not the checkpoint's.
+      allReduce: config.allReduce === "tcp" ? undefined : config.allReduce,
       kernels: config.kernels,
       optimizer: config.optimizer,
       schedule: config.schedule,
@@ -63,6 +64,12 @@ export function checkpointProblem(state: Fields): string | undefined {
   }
   if (model.name !== "custom" && (model.options as Fields).seed !== config.seed) {
     return "config.model.options.seed differs from config.seed";
+  }
+  if (
+    config.processes !== undefined &&
+    !(isCount(config.processes) && (config.processes as number) >= 1)
+  ) {
+    return `config.processes ${config.processes} is not a number of processes`;
   }
   const epochs = config.epochs as number;
   if (!isCount(state.epochsDone) || (state.epochsDone as number) > epochs) {

@@ -105,8 +105,21 @@ export interface TrainOptions {
   seed?: number;
   /** TensorFlow.js backend in every worker. Default `"webgpu"`. */
   backend?: BackendName;
-  /** How gradients are averaged: `"shared"` (default) or `"star"`. */
+  /**
+   * How gradients are averaged: `"shared"` (default in one process) or
+   * `"star"`; `"tcp"` (the default, and the only choice, with
+   * `processGroup`): through this process's coordinator, then across the
+   * processes over TCP.
+   */
   allReduce?: AllReduceAlgorithm;
+  /**
+   * This process's place in a job of several processes (one per host, or per
+   * GPU), each running `workers` replicas: `workers × size` replicas in all,
+   * identical weights on every one. Read it from the launcher's environment
+   * with `launchInfo`. Every process must be given the same options; only
+   * rank 0 writes checkpoints.
+   */
+  processGroup?: ProcessGroupOptions;
   /**
    * The WebGPU kernels: `"fast"` (default; this library's convolution
    * kernels, tfjs's for everything else) or `"tfjs"` (tfjs's own only).
@@ -214,10 +227,34 @@ export interface TrainOptions {
   onRestart?: (info: { restart: number; maxRestarts: number; error: Error; from: string }) => void;
 }
 
+/** Where this process stands in a multi-process job, and how it joins the others. */
+export interface ProcessGroupOptions {
+  /** This process's rank, from 0. */
+  rank: number;
+  /** Number of processes. */
+  size: number;
+  /** Rank 0's host: rank 0 listens there (e.g. `"127.0.0.1"` for one machine). */
+  masterAddr: string;
+  /** Rank 0's port. */
+  masterPort: number;
+  /** The shared secret, at least 16 characters (or `tokenFile`). */
+  token?: string;
+  /** A file holding the shared secret. */
+  tokenFile?: string;
+  /** Seconds of silence after which a peer is presumed dead. Default 60. */
+  peerTimeout?: number;
+  /** Seconds to wait for every process to join. Default 600. */
+  joinTimeout?: number;
+}
+
 /** The options with every default filled in and every value checked. */
 export interface ResolvedTrainOptions {
-  /** Number of worker replicas. */
+  /** Number of worker replicas in this process. */
   workers: number;
+  /** Number of replicas in the job: `workers` × processes. */
+  replicas: number;
+  /** The processes of the job, when there are several. */
+  processGroup: ProcessGroupOptions | undefined;
   /** Number of epochs. */
   epochs: number;
   /** Global batch size. */
@@ -371,17 +408,26 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
   const lr = options.lr ?? 0.1;
   const seed = options.seed ?? 0;
   const backend = options.backend ?? "webgpu";
-  const allReduce = options.allReduce ?? "shared";
+  const processGroup = resolveProcessGroup(options.processGroup);
+  const allReduce = options.allReduce ?? (processGroup ? "tcp" : "shared");
   const kernels = options.kernels ?? "fast";
   positiveInteger("workers", workers);
   if (workers > MAX_WORKERS) {
     throw new UsageError(`workers must be at most ${MAX_WORKERS}, got ${describeValue(workers)}`);
   }
+  const replicas = workers * (processGroup?.size ?? 1);
   positiveInteger("epochs", epochs);
   positiveInteger("batch size", batchSize);
-  if (batchSize < workers) {
+  if (batchSize < replicas) {
     throw new UsageError(
-      `batch size ${batchSize} is smaller than the ${workers} workers: each worker needs at least one example per step`,
+      `batch size ${batchSize} is smaller than the ${replicas} workers: each worker needs at least one example per step`,
+    );
+  }
+  if ((allReduce === "tcp") !== (processGroup !== undefined) && typeof allReduce === "string") {
+    throw new UsageError(
+      processGroup
+        ? `with several processes the all-reduce is "tcp", got ${describeValue(allReduce)}`
+        : `the "tcp" all-reduce joins several processes: give processGroup (--nnodes …)`,
     );
   }
   if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0) {
@@ -498,6 +544,8 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
   }
   return {
     workers,
+    replicas,
+    processGroup,
     epochs,
     batchSize,
     lr,
@@ -519,6 +567,44 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     trainLimit: options.trainLimit,
     testLimit: options.testLimit,
   };
+}
+
+/** `group` checked; undefined for a job of one process. */
+function resolveProcessGroup(
+  group: ProcessGroupOptions | undefined,
+): ProcessGroupOptions | undefined {
+  if (group === undefined) return undefined;
+  if (typeof group !== "object" || group === null) {
+    throw new UsageError(`processGroup must be an object, got ${describeValue(group)}`);
+  }
+  positiveInteger("processGroup.size", group.size);
+  nonNegativeInteger("processGroup.rank", group.rank);
+  if (group.rank >= group.size) {
+    throw new UsageError(
+      `processGroup.rank must be below processGroup.size (${group.size}), got ${
+        describeValue(group.rank)
+      }`,
+    );
+  }
+  optionalType("processGroup.masterAddr", group.masterAddr, "string");
+  if (group.masterAddr === undefined) throw new UsageError("processGroup.masterAddr is missing");
+  positiveInteger("processGroup.masterPort", group.masterPort);
+  if (group.masterPort > 65535) {
+    throw new UsageError(`processGroup.masterPort must be a port number, got ${group.masterPort}`);
+  }
+  optionalType("processGroup.token", group.token, "string");
+  optionalType("processGroup.tokenFile", group.tokenFile, "string");
+  for (const name of ["peerTimeout", "joinTimeout"] as const) {
+    const value = group[name];
+    if (
+      value !== undefined && !(typeof value === "number" && value > 0 && Number.isFinite(value))
+    ) {
+      throw new UsageError(
+        `processGroup.${name} must be a positive number of seconds, got ${describeValue(value)}`,
+      );
+    }
+  }
+  return group.size === 1 ? undefined : { ...group };
 }
 
 /** Throws unless `value` is undefined or of `type` (a non-empty string, for strings). */

@@ -5,7 +5,7 @@
  *
  * ```
  * coordinator → worker   init          rank, world size, config, shared data set
- * worker → coordinator   ready         device; rank 0 adds its initial weights
+ * worker → coordinator   ready         device; local rank 0 adds its initial weights
  * coordinator → worker   start         the weights to start from (rank 0's, or a
  *                                      checkpoint's) and the shared all-reduce's buffer
  * coordinator → worker   epoch         run an epoch from a step, up to a granted step
@@ -58,6 +58,8 @@ export interface ReplicaConfig {
   batchSize: number;
   /** Examples per forward pass when evaluating. */
   evalBatchSize: number;
+  /** Workers of each process: the group the in-process all-reduce joins. */
+  localWorkers: number;
   /** How gradients are averaged. */
   allReduce: AllReduceAlgorithm;
   /** WebGPU kernel set. */
@@ -82,11 +84,16 @@ export interface StepTiming {
   tensors: number;
 }
 
-/** Coordinator → worker: become replica `rank` of `worldSize`. */
+/**
+ * Coordinator → worker: become replica `rank` of `worldSize` in the job, the
+ * coordinator's worker `localRank`. Workers name themselves by `localRank` in
+ * every message to their coordinator.
+ */
 export interface InitMessage extends Message {
   type: "init";
   rank: number;
   worldSize: number;
+  localRank: number;
   config: ReplicaConfig;
   /** Training set; its arrays live in shared memory. */
   train: Dataset;

@@ -126,22 +126,21 @@ class ReplicaWorker {
     });
     const ready: ReadyMessage = {
       type: "ready",
-      rank: init.rank,
+      rank: init.localRank,
       device,
       numParams: replica.numParams,
       inputShape: replica.inputShape,
       numClasses: replica.numClasses,
     };
     // Rank 0's initial weights are broadcast, as DDP does at construction.
-    const weights = init.rank === 0 ? await replica.getWeights() : undefined;
+    const weights = init.localRank === 0 ? await replica.getWeights() : undefined;
     mailbox.send(weights ? { ...ready, weights } : ready, weights ? [weights.buffer] : []);
     const start = await mailbox.receive<StartMessage>("start");
     if (start.weights) replica.setWeights(start.weights);
     if (start.optimizer) replica.loadOptimizerState(start.optimizer);
-    const { rank, worldSize } = init;
     const allReduce = COLLECTIVES[init.config.allReduce].join({
-      rank,
-      worldSize,
+      rank: init.localRank,
+      worldSize: init.config.localWorkers,
       length: replica.numParams,
       joinInfo: start.collective,
       mailbox,
@@ -161,7 +160,7 @@ class ReplicaWorker {
     const { epoch, fromStep, snapshotAfter } = command;
     // The sampler's shuffle and the dropout seeds count epochs from 0, as DistributedSampler does.
     const epochIndex = epoch - 1;
-    const { rank, worldSize, config, train } = this.#init;
+    const { rank, worldSize, localRank, config, train } = this.#init;
     const shardOptions = { rank, worldSize, batchSize: config.batchSize };
     this.#sampler.setEpoch(epochIndex);
     const indices = this.#sampler.indices();
@@ -207,7 +206,7 @@ class ReplicaWorker {
       }
       const message: StepMessage = {
         type: "step",
-        rank,
+        rank: localRank,
         epoch,
         step,
         lossSum: local.lossSum,
@@ -217,7 +216,7 @@ class ReplicaWorker {
       };
       this.#mailbox.send(message);
       const stepsDone = step + 1;
-      if (rank === 0 && snapshotAfter.includes(stepsDone)) {
+      if (localRank === 0 && snapshotAfter.includes(stepsDone)) {
         const weights = await this.#replica.getWeights();
         const optimizer = this.#replica.optimizerState();
         const checkpoint: CheckpointMessage = {
@@ -233,17 +232,18 @@ class ReplicaWorker {
     }
     const test = await this.#evaluate(this.#init.test);
     const weights = await this.#replica.getWeights();
+    const leader = localRank === 0;
     const end: EpochEndMessage = {
       type: "epochEnd",
-      rank,
+      rank: localRank,
       epoch,
       testCorrect: test.correct,
       testCount: test.count,
       checksum: await weightsChecksum(weights),
-      weights: rank === 0 ? weights : undefined,
-      optimizer: rank === 0 ? this.#replica.optimizerState() : undefined,
+      weights: leader ? weights : undefined,
+      optimizer: leader ? this.#replica.optimizerState() : undefined,
     };
-    this.#mailbox.send(end, rank === 0 ? transferables(weights, end.optimizer!) : []);
+    this.#mailbox.send(end, leader ? transferables(weights, end.optimizer!) : []);
   }
 
   async sendWeights(): Promise<void> {
@@ -260,7 +260,7 @@ class ReplicaWorker {
 
   /** Accuracy counts on this rank's slice (every `worldSize`-th example) of `dataset`. */
   async #evaluate(dataset: Dataset): Promise<{ correct: number; count: number }> {
-    const { rank, worldSize, config } = this.#init;
+    const { rank, worldSize, localRank, config } = this.#init;
     const indices: number[] = [];
     for (let i = rank; i < dataset.count; i += worldSize) indices.push(i);
     let correct = 0;
@@ -269,7 +269,7 @@ class ReplicaWorker {
       correct += await this.#replica.countCorrect(gatherBatch(dataset, chunk));
       const message: EvalProgressMessage = {
         type: "evalProgress",
-        rank,
+        rank: localRank,
         done: Math.min(start + config.evalBatchSize, indices.length),
       };
       this.#mailbox.send(message);
