@@ -91,6 +91,7 @@ async function main(): Promise<void> {
       masterAddr: launch.masterAddr,
       masterPort: launch.masterPort,
       tokenFile: values["token-file"],
+      onNotice: (line) => console.error(`rank 0 ${line}`),
     },
   };
   const resolved = resolveTrainOptions(options); // usage errors before any work

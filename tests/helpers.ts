@@ -138,7 +138,16 @@ export function scriptArgs(
  */
 export function scriptEnv(): Record<string, string> {
   const env = Deno.env.toObject();
-  for (const name of ["FASHION_MNIST_DIR", "DEBUG", "DDP_TRACE"]) delete env[name];
+  for (const name of ["FASHION_MNIST_DIR", "DEBUG", "DDP_TRACE", "DDP_TOKEN"]) delete env[name];
+  // A launcher's variables would make every script a process of a job.
+  for (const name of Object.keys(env)) {
+    if (
+      /^(RANK|WORLD_SIZE|LOCAL_RANK|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT|SLURM_.*|OMPI_.*)$/
+        .test(name)
+    ) {
+      delete env[name];
+    }
+  }
   return { ...env, NO_COLOR: "1" };
 }
 

@@ -28,7 +28,7 @@ import type { ProcessGroupOptions, ResolvedTrainOptions } from "../shared/option
  */
 export async function joinProcesses(
   group: ProcessGroupOptions,
-  run: { options: ResolvedTrainOptions; signal?: AbortSignal; onNotice?: (line: string) => void },
+  run: { options: ResolvedTrainOptions; signal?: AbortSignal },
 ): Promise<ProcessGroup> {
   const key = await importToken({
     token: group.token ?? (group.tokenFile ? undefined : readTokenVariable()),
@@ -47,7 +47,7 @@ export async function joinProcesses(
     silenceMs: (group.peerTimeout ?? 60) * 1000,
     rendezvousTimeoutMs: (group.joinTimeout ?? 600) * 1000,
     signal: run.signal,
-    onNotice: run.onNotice,
+    onNotice: group.onNotice,
   });
 }
 

@@ -245,6 +245,8 @@ export interface ProcessGroupOptions {
   peerTimeout?: number;
   /** Seconds to wait for every process to join. Default 600. */
   joinTimeout?: number;
+  /** Rank 0: told, one line each, about connections it refused while waiting. */
+  onNotice?: (line: string) => void;
 }
 
 /** The options with every default filled in and every value checked. */
@@ -594,6 +596,7 @@ function resolveProcessGroup(
   }
   optionalType("processGroup.token", group.token, "string");
   optionalType("processGroup.tokenFile", group.tokenFile, "string");
+  optionalType("processGroup.onNotice", group.onNotice, "function");
   for (const name of ["peerTimeout", "joinTimeout"] as const) {
     const value = group[name];
     if (

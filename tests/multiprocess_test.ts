@@ -1,0 +1,195 @@
+/**
+ * Training as several processes on 127.0.0.1, through the command line as a
+ * user (or a launcher) starts it: 2 processes × 2 workers end with the bits of
+ * 1 process × 4; only rank 0 writes checkpoints and outputs; a wrong token is
+ * refused without stopping the job; a killed process is named by the others,
+ * which exit non-zero; launch mistakes are usage errors.
+ */
+
+import assert from "node:assert/strict";
+import {
+  ROOT,
+  runScript,
+  scriptArgs,
+  scriptEnv,
+  withTempDir,
+  writeTinyDataset,
+} from "./helpers.ts";
+import { sha256Hex } from "../lib/util/sha256.ts";
+
+const TOKEN = "multi-process test token";
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+/** Flags of a small run on the tiny data set in `dir`. */
+function runFlags(dir: string, extra: string[] = []): string[] {
+  return [
+    "--preset=quick",
+    "--width=0.125",
+    `--data-dir=${dir}`,
+    "--no-download",
+    "--batch-size=8",
+    "--epochs=2",
+    ...extra,
+  ];
+}
+
+/** Starts `scripts/train.ts` as process `rank` of `size`; its output is collected as it comes. */
+function startRank(
+  rank: number,
+  job: { size: number; port: number; flags: string[]; token?: string },
+) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: scriptArgs("scripts/train.ts", [
+      ...job.flags,
+      `--nnodes=${job.size}`,
+      `--node-rank=${rank}`,
+      "--master-addr=127.0.0.1",
+      `--master-port=${job.port}`,
+    ]),
+    cwd: ROOT,
+    clearEnv: true,
+    env: { ...scriptEnv(), DDP_TOKEN: job.token ?? TOKEN, LP_NUM_THREADS: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = { stdout: "", stderr: "" };
+  const collect = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) out[key] += text;
+  };
+  const done = Promise.all([collect(child.stdout, "stdout"), collect(child.stderr, "stderr")]);
+  let exited = false;
+  child.status.then(() => exited = true);
+  return {
+    child,
+    out,
+    /** Resolves once `pattern` appears in stdout. */
+    async waitFor(pattern: RegExp): Promise<void> {
+      while (!pattern.test(out.stdout)) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        if (exited && !pattern.test(out.stdout)) {
+          throw new Error(`exited before ${pattern}: ${out.stdout}${out.stderr}`);
+        }
+      }
+    },
+    async finished(): Promise<{ code: number; stdout: string; stderr: string }> {
+      const { code } = await child.status;
+      await done;
+      return { code, ...out };
+    },
+  };
+}
+
+async function fileSha(path: string): Promise<string> {
+  return await sha256Hex(await Deno.readFile(path));
+}
+
+/** The epoch lines of a run's output. */
+function epochLines(stdout: string): string[] {
+  return stdout.split("\n").filter((line) => /^epoch \d/.test(line))
+    .map((line) => line.replace(/, [\d.]+ examples\/sec.*$/, "")); // timings differ
+}
+
+Deno.test("2 processes × 2 workers end with the weights of 1 process × 4; rank 0 alone writes", async () => {
+  await withTempDir(async (dir) => {
+    await writeTinyDataset(dir, { train: 48, test: 16 });
+    const single = await runScript(
+      "scripts/train.ts",
+      runFlags(dir, ["--workers=4", `--export=${dir}/single`]),
+      { env: { LP_NUM_THREADS: "1" } },
+    );
+    assert.equal(single.code, 0, single.stderr);
+
+    const port = freePort();
+    const flags = runFlags(dir, [
+      "--workers=2",
+      `--export=${dir}/multi`,
+      `--metrics=${dir}/metrics.jsonl`,
+      `--checkpoint-dir=${dir}/ckpt`,
+    ]);
+    const ranks = [0, 1].map((rank) => startRank(rank, { size: 2, port, flags }));
+    const [zero, one] = await Promise.all(ranks.map((r) => r.finished()));
+    assert.equal(zero.code, 0, zero.stderr);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(zero.stdout, /2 worker\(s\) × 2 processes \(this is rank 0;/);
+
+    // Every process reports the job's metrics; 2 × 2 gives 1 × 4's losses and weights.
+    assert.equal(epochLines(zero.stdout).length, 2);
+    assert.deepEqual(epochLines(one.stdout), epochLines(zero.stdout));
+    assert.deepEqual(epochLines(zero.stdout), epochLines(single.stdout));
+    assert.equal(
+      await fileSha(`${dir}/multi/group1-shard1of1.bin`),
+      await fileSha(`${dir}/single/group1-shard1of1.bin`),
+    );
+    // One run's checkpoints, one metrics file: rank 1 wrote nothing.
+    const files = [...Deno.readDirSync(`${dir}/ckpt`)].map((e) => e.name).sort();
+    assert.deepEqual(files.filter((name) => name.endsWith(".msgpack")).length, 2, files.join());
+    assert.equal((await Deno.readTextFile(`${dir}/metrics.jsonl`)).trim().split("\n").length, 2);
+    assert.doesNotMatch(one.stdout, /model saved/);
+    assert.match(zero.stdout, /model saved to/);
+  });
+});
+
+Deno.test("a process with a wrong token is refused and the job goes on; a killed process is named", async () => {
+  await withTempDir(async (dir) => {
+    await writeTinyDataset(dir, { train: 48, test: 16 });
+    const port = freePort();
+    const flags = runFlags(dir, ["--workers=1", "--epochs=30"]);
+    const zero = startRank(0, { size: 2, port, flags });
+    const impostor = await startRank(1, {
+      size: 2,
+      port,
+      flags,
+      token: "not the job's token at all",
+    }).finished();
+    assert.equal(impostor.code, 1);
+    assert.match(impostor.stderr, /^error: .*wrong token/m);
+    assert.equal(impostor.stderr.trim().split("\n").length, 1, impostor.stderr);
+
+    const one = startRank(1, { size: 2, port, flags });
+    await zero.waitFor(/^epoch 1\//m);
+    one.child.kill("SIGKILL");
+    const result = await zero.finished();
+    await one.child.status;
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /rank 0 refused a connection from 127\.0\.0\.1:\d+: .*wrong token/);
+    assert.match(result.stderr, /^error: rank 1 \(127\.0\.0\.1:\d+\) closed its connection$/m);
+  });
+});
+
+Deno.test("launch mistakes are usage errors, before any work", async () => {
+  const noAddress = await runScript("scripts/train.ts", ["--nnodes=2", "--node-rank=1"]);
+  assert.equal(noAddress.code, 2);
+  assert.equal(
+    noAddress.stderr.trim(),
+    "error: --nnodes needs --master-addr (or MASTER_ADDR): rank 0's host",
+  );
+  const noToken = await runScript("scripts/train.ts", [
+    "--nnodes=2",
+    "--node-rank=1",
+    "--master-addr=127.0.0.1",
+  ]);
+  assert.equal(noToken.code, 2);
+  assert.match(noToken.stderr.trim(), /^error: a shared token of at least 16 characters is needed/);
+  const star = await runScript("scripts/train.ts", [
+    "--nnodes=2",
+    "--node-rank=0",
+    "--master-addr=127.0.0.1",
+    "--allreduce=star",
+  ], { env: { DDP_TOKEN: TOKEN } });
+  assert.equal(star.code, 2);
+  assert.equal(
+    star.stderr.trim(),
+    'error: with several processes the all-reduce is "tcp", got "star"',
+  );
+  const torchrun = await runScript("scripts/train.ts", [], {
+    env: { RANK: "3", WORLD_SIZE: "2", MASTER_ADDR: "x" },
+  });
+  assert.equal(torchrun.code, 2);
+  assert.equal(torchrun.stderr.trim(), 'error: RANK must be a whole number in 0..1, got "3"');
+});
