@@ -119,9 +119,11 @@ async function main(): Promise<void> {
     const code = signal === "SIGTERM" ? 143 : 130;
     if (interrupt.signal.aborted) Deno.exit(code);
     bar?.clear();
-    const saving = run.checkpointDir
+    const saving = !run.checkpointDir
+      ? "; without --checkpoint-dir nothing is saved"
+      : writes
       ? " to write a checkpoint"
-      : "; without --checkpoint-dir nothing is saved";
+      : " that every process agrees on (rank 0 writes the checkpoint)";
     const quit = signal === "SIGINT"
       ? "Ctrl-C again to quit at once"
       : `at most ${STOP_GRACE_S} s; SIGTERM again to quit at once`;

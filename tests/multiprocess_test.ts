@@ -193,3 +193,88 @@ Deno.test("launch mistakes are usage errors, before any work", async () => {
   assert.equal(torchrun.code, 2);
   assert.equal(torchrun.stderr.trim(), 'error: RANK must be a whole number in 0..1, got "3"');
 });
+
+Deno.test("SIGTERM to one process stops both at the same step; rank 0's checkpoint resumes both to the uninterrupted bits", async () => {
+  await withTempDir(async (dir) => {
+    await writeTinyDataset(dir, { train: 48, test: 16 });
+    const baseline = await runScript(
+      "scripts/train.ts",
+      runFlags(dir, ["--workers=2", "--epochs=6", `--export=${dir}/single`]),
+      { env: { LP_NUM_THREADS: "1" } },
+    );
+    assert.equal(baseline.code, 0, baseline.stderr);
+
+    const flags = runFlags(dir, [
+      "--workers=1",
+      "--epochs=6",
+      `--checkpoint-dir=${dir}/ckpt`,
+      `--export=${dir}/multi`,
+    ]);
+    let port = freePort();
+    const zero = startRank(0, { size: 2, port, flags });
+    const one = startRank(1, { size: 2, port, flags });
+    await one.waitFor(/^epoch 1\//m);
+    one.child.kill("SIGTERM"); // rank 1 only: rank 0 must stop at the same step
+    const [stopped0, stopped1] = await Promise.all([zero.finished(), one.finished()]);
+    assert.equal(stopped1.code, 143, stopped1.stderr);
+    assert.equal(stopped0.code, 130, stopped0.stderr);
+    const position = (stderr: string) =>
+      stderr.match(/interrupted after (\d+) epoch\(s\) and (\d+) step\(s\)/)?.slice(1);
+    assert.ok(position(stopped0.stderr), stopped0.stderr);
+    assert.deepEqual(position(stopped1.stderr), position(stopped0.stderr));
+    assert.match(stopped0.stderr, /checkpoint .*ckpt-/);
+    assert.match(stopped1.stderr, /rank 0 writes the checkpoint/);
+    assert.match(stopped1.stderr, /no checkpoint written$/m); // rank 1 writes none
+
+    port = freePort();
+    const resumed = [0, 1].map((rank) =>
+      startRank(rank, { size: 2, port, flags: [...flags, "--resume"] })
+    );
+    const [done0, done1] = await Promise.all(resumed.map((r) => r.finished()));
+    assert.equal(done0.code, 0, done0.stderr);
+    assert.equal(done1.code, 0, done1.stderr);
+    assert.match(done1.stdout, /resuming from rank 0's .*ckpt-/);
+    assert.equal(
+      await fileSha(`${dir}/multi/group1-shard1of1.bin`),
+      await fileSha(`${dir}/single/group1-shard1of1.bin`),
+    );
+  });
+});
+
+Deno.test("with --max-restarts, a killed process relaunched by its scheduler rejoins and the run ends with the uninterrupted bits", async () => {
+  await withTempDir(async (dir) => {
+    await writeTinyDataset(dir, { train: 48, test: 16 });
+    const baseline = await runScript(
+      "scripts/train.ts",
+      runFlags(dir, ["--workers=2", "--epochs=5", `--export=${dir}/single`]),
+      { env: { LP_NUM_THREADS: "1" } },
+    );
+    assert.equal(baseline.code, 0, baseline.stderr);
+
+    const flags = runFlags(dir, [
+      "--workers=1",
+      "--epochs=5",
+      "--max-restarts=1",
+      `--export=${dir}/multi`,
+    ]);
+    const port = freePort();
+    const zero = startRank(0, { size: 2, port, flags });
+    const one = startRank(1, { size: 2, port, flags });
+    await one.waitFor(/^epoch 2\//m);
+    one.child.kill("SIGKILL");
+    await one.finished();
+    const relaunched = await startRank(1, { size: 2, port, flags }).finished();
+    const result = await zero.finished();
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(relaunched.code, 0, relaunched.stderr);
+    assert.match(
+      result.stderr,
+      /rank 1 \(127\.0\.0\.1:\d+\) closed its connection; restarting every worker from epoch [23], step 0 \(restart 1 of 1\)/,
+    );
+    assert.match(relaunched.stdout, /resuming from rank 0's state after its last restart/);
+    assert.equal(
+      await fileSha(`${dir}/multi/group1-shard1of1.bin`),
+      await fileSha(`${dir}/single/group1-shard1of1.bin`),
+    );
+  });
+});

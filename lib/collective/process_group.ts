@@ -27,11 +27,16 @@ export interface ProcessGroup {
   /**
    * The weighted average of every process's `parts`, in (process rank, local
    * rank) order, written to `options.out` (default: a new array).
+   * `options.raise` raises this process's flag for this average (e.g. "I was
+   * asked to stop"); {@linkcode ProcessGroup.raised} then tells every process
+   * whether any raised it, so all can act at the same step.
    */
   average(
     parts: readonly Contribution[],
-    options?: { out?: Float32Array },
+    options?: { out?: Float32Array; raise?: boolean },
   ): Promise<Float32Array>;
+  /** Whether any process raised its flag in the last {@linkcode ProcessGroup.average}. */
+  readonly raised: boolean;
   /** Rank 0's `bytes`, on every rank (others pass undefined). */
   broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array>;
   /**

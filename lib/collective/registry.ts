@@ -38,6 +38,18 @@ export interface CollectiveHost {
   laggards(): number[];
 }
 
+/**
+ * How processes agree to stop at the same step (`tcp` only): each average
+ * carries this process's `requested()` flag, and `onRound(raised)` is told
+ * after every average whether any process raised it.
+ */
+export interface StopAgreement {
+  /** Whether this process was asked to stop. */
+  requested(): boolean;
+  /** Called after each average, in order, before the replicas receive it. */
+  onRound(raised: boolean): void;
+}
+
 /** One all-reduce implementation: how the coordinator hosts it and a worker joins it. */
 export interface CollectiveEntry {
   /**
@@ -51,6 +63,7 @@ export interface CollectiveEntry {
     mailboxes: readonly Mailbox[];
     processes?: ProcessGroup;
     onError?: (error: Error) => void;
+    stop?: StopAgreement;
   }): CollectiveHost;
   /** In a worker, with the host's `joinInfo` and its channel to the coordinator. */
   join(member: {
@@ -103,10 +116,14 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
     join: ({ mailbox }) => new StarAllReduce(mailbox),
   },
   tcp: {
-    host: ({ mailboxes, processes, onError }) => {
+    host: ({ mailboxes, processes, onError, stop }) => {
       if (processes === undefined) throw new Error("the tcp all-reduce needs a process group");
       const hub = new StarAllReduceHub(mailboxes, {
-        reduce: (requests, out) => processes.average(requests, { out }),
+        reduce: async (requests, out) => {
+          const average = await processes.average(requests, { out, raise: stop?.requested() });
+          stop?.onRound(processes.raised);
+          return average;
+        },
         onError,
       });
       return {

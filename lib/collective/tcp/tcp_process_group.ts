@@ -115,6 +115,7 @@ interface Hello {
 export class TcpProcessGroup implements ProcessGroup {
   readonly rank: number;
   readonly size: number;
+  raised = false;
   /** Rank 0: a control link per other rank (index = rank). Others: [rank 0's]. */
   readonly #control: (Link | undefined)[];
   readonly #next: Link | undefined;
@@ -163,15 +164,19 @@ export class TcpProcessGroup implements ProcessGroup {
 
   async average(
     parts: readonly Contribution[],
-    options: { out?: Float32Array } = {},
+    options: { out?: Float32Array; raise?: boolean } = {},
   ): Promise<Float32Array> {
     const length = parts[0]?.data.length ?? -1;
-    if (this.size === 1) return weightedAverage(parts, options);
+    if (this.size === 1) {
+      this.raised = options.raise ?? false;
+      return weightedAverage(parts, options);
+    }
     const seq = this.#seqs.get(AVERAGE) ?? 0;
     const everyone = await this.exchange(
-      { length, weights: parts.map((p) => p.weight) },
+      { length, weights: parts.map((p) => p.weight), raise: options.raise ?? false },
       { tag: AVERAGE },
     );
+    this.raised = everyone.some((e) => e.raise);
     const lengths = new Set(everyone.map((e) => e.length).filter((l) => l >= 0));
     if (lengths.size !== 1) {
       throw this.#fail(
@@ -497,7 +502,8 @@ async function connectWithRetry(options: TcpGroupOptions, deadline: number): Pro
           `cannot reach rank 0 at ${hostname}:${port}: ${(error as Error).message}`,
         );
       }
-      if (performance.now() + delay > deadline || options.signal?.aborted) {
+      if (options.signal?.aborted) throw new InterruptedRendezvous();
+      if (performance.now() + delay > deadline) {
         throw new PeerError(`rank 0 did not answer at ${hostname}:${port} in time`);
       }
       await new Promise((resolve) => setTimeout(resolve, delay));

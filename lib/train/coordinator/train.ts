@@ -111,7 +111,9 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     })
     : { runId: found?.state.runId ?? crypto.randomUUID(), state: found?.state, path: found?.path };
   const resume: ResumePoint | undefined = position.state && {
-    path: leader ? position.path! : `rank 0's ${position.path}`,
+    path: leader
+      ? position.path!
+      : `rank 0's ${position.path ?? "state after its last restart (in memory)"}`,
     state: position.state,
     skipped: found?.skipped ?? [],
   };
@@ -178,7 +180,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
       if (resolved.processGroup && processes === undefined) {
         // A restart: every process joins again, and continues from rank 0's last state.
         processes = await joinProcesses(resolved.processGroup, {
-          options: resolved,
+          options: given, // as every process started, so that a relaunched one fits
           signal: options.signal,
         });
         last = (await sharePosition(processes, { runId, state: last })).state;
@@ -236,8 +238,9 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
       await processes?.close();
       return result(final, history, group.device, restarts);
     } catch (error) {
-      // The other processes stop too, told why.
-      processes?.abort(error instanceof Error ? error.message : String(error));
+      // The other processes stop too: at the step they agreed on, or told why.
+      if (error instanceof InterruptedError) await processes?.close();
+      else processes?.abort(error instanceof Error ? error.message : String(error));
       processes = undefined;
       const retry = (error instanceof WorkerError || error instanceof PeerError) &&
         restarts < resolved.maxRestarts;
@@ -278,7 +281,7 @@ async function runEpochs(
   let totals = from?.totals ?? { examples: 0, trainSeconds: 0 };
   const firstEpoch = (from?.epochsDone ?? 0) + 1;
   for (let epoch = firstEpoch; epoch <= resolved.epochs; epoch++) {
-    if (signal?.aborted) {
+    if (signal?.aborted || group.stopAgreed) {
       throw new InterruptedError({
         epochsDone: state?.epochsDone ?? 0,
         stepsDone: state?.stepsDone ?? 0,

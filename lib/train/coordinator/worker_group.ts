@@ -112,6 +112,10 @@ interface EpochProgress {
   evaluated: number[];
   /** Step counts after which rank 0 sends its weights for a checkpoint. */
   snapshotAfter: Set<number>;
+  /** Several processes: the step count after which all agreed to stop, once they have. */
+  stopAt: number | null;
+  /** Several processes: the averages done in this epoch so far. */
+  rounds: number;
 }
 
 /** Spawned workers, their mailboxes, and the all-reduce that joins them. */
@@ -133,6 +137,7 @@ export class WorkerGroup {
   readonly #watchdog: Watchdog;
   readonly #threads: ThreadWatch;
   #closed: Promise<void> | null = null;
+  #stopAgreed = false;
   #progress: EpochProgress | null = null;
   #failure: Error | null = null;
   #stepsDone = 0;
@@ -297,6 +302,10 @@ export class WorkerGroup {
         mailboxes,
         processes: setup.processes,
         onError: fail,
+        stop: {
+          requested: () => (group ? group.#progress?.plan.halt?.aborted ?? false : false),
+          onRound: (raised) => group && group.#onRound(raised),
+        },
       });
       mailboxes.forEach((mailbox, rank) => {
         const weights = startWeights ?? (rank === 0 ? undefined : ready[0].weights);
@@ -337,6 +346,15 @@ export class WorkerGroup {
   }
 
   /**
+   * Several processes: whether they agreed to stop (one of them was asked
+   * to); the run ends at the step boundary they agreed on, or at the end of
+   * the epoch. One process: whether its `halt` signal was aborted.
+   */
+  get stopAgreed(): boolean {
+    return this.#stopAgreed;
+  }
+
+  /**
    * Runs epoch `epoch` (from 1) from `plan.fromStep` on every worker.
    * Resolves when all have evaluated, or, once `plan.halt` is aborted, when
    * all have stopped at the same step boundary (with rank 0's weights there).
@@ -358,6 +376,8 @@ export class WorkerGroup {
       halted: Promise.withResolvers<void>(),
       evaluated: [],
       snapshotAfter: new Set(snapshotSteps(this.#options.checkpointEvery, plan.steps)),
+      stopAt: null,
+      rounds: 0,
     };
     this.#progress = progress;
     this.#lastStepAt = startedAt;
@@ -435,6 +455,7 @@ export class WorkerGroup {
       checksum: ends[0].checksum,
       testCorrect: ends.reduce((sum, end) => sum + end.testCorrect, 0),
       testCount: ends.reduce((sum, end) => sum + end.testCount, 0),
+      stop: progress.plan.halt?.aborted ?? false,
       ...progress.sums,
     };
     const everyone = this.#processes
@@ -449,6 +470,7 @@ export class WorkerGroup {
       );
     }
     if (this.#processes) addSums(progress.sums, everyone);
+    if (everyone.some((process) => process.stop)) this.#stopAgreed = true;
     const sums = this.#sumsNow(progress);
     const testCorrect = everyone.reduce((sum, process) => sum + process.testCorrect, 0);
     const testCount = everyone.reduce((sum, process) => sum + process.testCount, 0);
@@ -482,12 +504,19 @@ export class WorkerGroup {
       "weights",
     );
     const sums = this.#sumsNow(progress);
+    if (this.#processes) addSums(sums, await this.#processes.exchange(sums, { tag: "stop" }));
     return { stepsDone: progress.completed, sums, weights, checksum, optimizer };
   }
 
   /** Once halting was asked for: resolve when every worker waits at the last granted step. */
   #maybeHalt(): void {
     const progress = this.#progress;
+    if (progress && this.#processes) {
+      // Several processes stop at the boundary they agreed on (an epoch's end: as usual).
+      if (progress.stopAt === null || progress.stopAt >= progress.plan.steps) return;
+      if (progress.completed === progress.stopAt) progress.halted.resolve();
+      return;
+    }
     if (!progress?.plan.halt?.aborted) return;
     // With every step granted, the epoch finishes and is checkpointed as usual.
     if (progress.granted >= progress.plan.steps) return;
@@ -523,8 +552,13 @@ export class WorkerGroup {
       progress.sumsAt.set(progress.completed, { ...this.#sumsNow(progress) });
       this.#pairCheckpoint(progress, progress.completed);
     }
-    if (!progress.plan.halt?.aborted) {
-      const upTo = Math.min(progress.plan.steps, progress.completed + GRANT_AHEAD);
+    const stopping = this.#processes ? false : progress.plan.halt?.aborted;
+    if (!stopping) {
+      const upTo = Math.min(
+        progress.plan.steps,
+        progress.completed + GRANT_AHEAD,
+        progress.stopAt ?? Infinity,
+      );
       if (upTo > progress.granted) {
         progress.granted = upTo;
         const grant: GrantMessage = { type: "grant", upTo };
@@ -542,6 +576,21 @@ export class WorkerGroup {
       seconds: progress.plan.base.seconds + seconds,
       timings,
     });
+    this.#maybeHalt();
+  }
+
+  /**
+   * Several processes, after each average: once any raised its stop flag,
+   * every process stops after the same step — two past the one averaged, the
+   * furthest any process may already have granted.
+   */
+  #onRound(raised: boolean): void {
+    const progress = this.#progress;
+    if (progress === null) return;
+    const step = progress.plan.fromStep + progress.rounds++;
+    if (!raised || progress.stopAt !== null) return;
+    this.#stopAgreed = true;
+    progress.stopAt = Math.min(progress.plan.steps, step + GRANT_AHEAD);
     this.#maybeHalt();
   }
 
