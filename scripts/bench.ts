@@ -117,7 +117,7 @@ async function main(): Promise<void> {
     allReduce: choice(
       "--allreduce",
       values.allreduce ?? "shared",
-      ALL_REDUCE_ALGORITHMS,
+      ALL_REDUCE_ALGORITHMS.filter((name) => name !== "tcp"), // one process here
     ) as AllReduceAlgorithm,
     lengths: [
       ...byteList(values.sizes ?? (smoke ? "4K,64K" : "4K,64K,1M,16M,64M")).map((b) => b / 4),
@@ -176,9 +176,11 @@ async function main(): Promise<void> {
       "\nAll-reduce: weighted average of a float32 vector among workers of this process; " +
         "ms per operation, median (min–max) of 5 repetitions;\n" +
         "copy = each worker copies its vector into shared memory and back (the least traffic " +
-        "an all-reduce needs); busbw = algbw × 2(n−1)/n",
+        "an all-reduce needs); tcp = each worker a process of a TCP process group over " +
+        "loopback (the wire path); busbw = algbw × 2(n−1)/n",
     );
     allReduce = await benchAllReduce({
+      kinds: ["copy", "shared", "star", "tcp"],
       lengths: config.lengths,
       worldSizes: config.allReduceWorkers,
       repeats: smoke ? 2 : 5,

@@ -10,6 +10,7 @@ const runBench = (args: string[], env?: Record<string, string>) =>
       "--allow-env",
       "--allow-sys",
       "--allow-run=lscpu",
+      "--allow-net=127.0.0.1",
     ],
   });
 

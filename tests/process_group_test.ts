@@ -172,9 +172,9 @@ Deno.test("rank 0 names the ranks that never joined", async () => {
   await assert.rejects(one, PeerError);
 });
 
-Deno.test("a process that closes its connections is named by the others", async () => {
+Deno.test("a process that leaves early is named by the others", async () => {
   const groups = await Promise.all(joinAll(3));
-  await groups[1].close(); // as if it was killed: no goodbye
+  await groups[1].close(); // leaves early (a killed process: below)
   const data = new Float32Array(10);
   const results = await Promise.allSettled([
     groups[0].average([{ data, weight: 1 }]),

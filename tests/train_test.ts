@@ -278,7 +278,7 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
       [{ inputSize: "67" }, /^input size must be an integer of at least 67, got "67"$/],
       [{ seed: 1.5 }, /^seed must be a non-negative integer, got 1\.5$/],
       [{ backend: "cuda" }, /^backend must be one of webgpu, cpu, got "cuda"$/],
-      [{ allReduce: 2 }, /^all-reduce must be one of shared, star, got 2$/],
+      [{ allReduce: 2 }, /^all-reduce must be one of shared, star, tcp, got 2$/],
       [{ checkpointDir: 123 }, /^checkpoint directory must be a non-empty string, got 123$/],
       [{ resume: 1 }, /^resume must be true, false or a checkpoint path, got 1$/],
       [{ profile: "yes" }, /^profile must be true or false, got "yes"$/],

@@ -23,6 +23,8 @@ import {
   SharedAllReduce,
 } from "../collective/shared_all_reduce.ts";
 import { StarAllReduce, StarAllReduceHub } from "../collective/star_all_reduce.ts";
+import { importToken } from "../collective/tcp/auth.ts";
+import { TcpProcessGroup } from "../collective/tcp/tcp_process_group.ts";
 import { WorkerError } from "../errors.ts";
 import { summarize, type Summary } from "./stats.ts";
 
@@ -31,7 +33,11 @@ export type AllReduceBenchKind = AllReduceAlgorithm | "copy";
 
 /** Options for {@linkcode benchAllReduce}. */
 export interface AllReduceBenchOptions {
-  /** What to measure. Default `["copy", "shared", "star"]`. */
+  /**
+   * What to measure. Default `["copy", "shared", "star"]`; `tcp` runs each
+   * worker as a process of a TCP process group over loopback (one replica
+   * each: the wire path alone).
+   */
   kinds?: readonly AllReduceBenchKind[];
   /** Worker counts. Default `[2, 4]`. */
   worldSizes?: readonly number[];
@@ -127,7 +133,12 @@ async function measure(
   },
 ): Promise<number[]> {
   const { kind, worldSize, length, ops, repeats } = config;
-  const buffer = kind === "star" ? undefined : createSharedAllReduceBuffer({ worldSize, length });
+  const buffer = kind === "star" || kind === "tcp"
+    ? undefined
+    : createSharedAllReduceBuffer({ worldSize, length });
+  const tcp = kind === "tcp"
+    ? { port: freeLoopbackPort(), token: crypto.randomUUID() } // a token for this run only
+    : undefined;
   const mailboxes: Mailbox[] = [];
   let failure: Error | undefined;
   const fail = (error: Error) => {
@@ -147,7 +158,7 @@ async function measure(
   try {
     if (kind === "star") new StarAllReduceHub(mailboxes);
     mailboxes.forEach((mailbox, rank) => {
-      const setup: BenchSetup = { type: "setup", kind, rank, worldSize, length, buffer };
+      const setup: BenchSetup = { type: "setup", kind, rank, worldSize, length, buffer, tcp };
       mailbox.send(setup);
     });
     await Promise.all(mailboxes.map((m) => m.receive("ready")));
@@ -172,6 +183,16 @@ interface BenchSetup extends Message {
   worldSize: number;
   length: number;
   buffer?: SharedArrayBuffer;
+  /** `tcp`: rank 0's loopback port and the group's token. */
+  tcp?: { port: number; token: string };
+}
+
+/** A loopback port free now (the kernel's choice). */
+function freeLoopbackPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
 }
 
 interface BenchDone extends Message {
@@ -206,6 +227,17 @@ export async function serveAllReduceBench(channel: Channel): Promise<void> {
         slot.set(data);
         data.set(slot);
         return Promise.resolve();
+      };
+    } else if (setup.kind === "tcp") {
+      const group = await TcpProcessGroup.connect({
+        rank: setup.rank,
+        size: setup.worldSize,
+        masterAddr: "127.0.0.1",
+        masterPort: setup.tcp!.port,
+        key: await importToken({ token: setup.tcp!.token }),
+      });
+      op = async () => {
+        await group.average([{ data, weight }], { out: data });
       };
     } else {
       const allReduce: AllReduce = setup.kind === "shared"

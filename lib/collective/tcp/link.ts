@@ -52,6 +52,8 @@ export class Link {
   #writes: Promise<void> = Promise.resolve();
   #error: PeerError | null = null;
   #closed = false;
+  /** The peer said it has finished (a `bye` frame): its end of the stream is no failure. */
+  #peerFinished = false;
   #lastHeard = performance.now();
   #lastSent = performance.now();
   readonly #timer: ReturnType<typeof setInterval>;
@@ -72,6 +74,11 @@ export class Link {
     return this.#error;
   }
 
+  /** Whether a frame of `type` has arrived and waits to be taken. */
+  holds(type: string): boolean {
+    return (this.#queues.get(type)?.length ?? 0) > 0;
+  }
+
   /** Queues a frame; it is written after every frame queued before it. */
   send(header: FrameHeader, payload?: Uint8Array): void {
     if (this.#error || this.#closed) return; // the failure is reported where it was seen
@@ -87,15 +94,26 @@ export class Link {
     await this.#writes;
   }
 
-  /** The next frame of `type`; rejects once the link fails. */
+  /**
+   * The next frame of `type`: one that arrived already (even if the link
+   * failed since: a peer may close once it sent all it had to), or the next
+   * to arrive; rejects once the link fails.
+   */
   next(type: string): Promise<Frame> {
-    if (this.#error) return Promise.reject(this.#error);
     const queued = this.#queues.get(type);
     if (queued && queued.length > 0) return Promise.resolve(queued.shift()!);
+    if (this.#error) return Promise.reject(this.#error);
     if (this.#waiting.has(type)) throw new Error(`two readers wait for "${type}" frames`);
     const waiter = Promise.withResolvers<Frame>();
     this.#waiting.set(type, waiter);
     return waiter.promise;
+  }
+
+  /** Tells the peer this process has finished, then closes once every frame is written. */
+  async finish(): Promise<void> {
+    this.send({ type: "bye" });
+    await Promise.race([this.#writes, new Promise((r) => setTimeout(r, 2000))]);
+    this.close();
   }
 
   /** Tells the peer why this process stops (best effort), then closes. */
@@ -122,11 +140,22 @@ export class Link {
         const frame = await this.#reader.read();
         this.#lastHeard = performance.now();
         if (frame === undefined) {
-          if (!this.#closed) this.#fail(new PeerError(`${this.peer} closed its connection`));
+          if (this.#peerFinished) {
+            // A clean end: what it sent stays readable; waiting for more is an error.
+            clearInterval(this.#timer);
+            this.#rejectAll(new PeerError(`${this.peer} has finished and closed its connection`));
+            this.#error = new PeerError(`${this.peer} has finished and closed its connection`);
+          } else if (!this.#closed) {
+            this.#fail(new PeerError(`${this.peer} closed its connection`));
+          }
           return;
         }
         const { type } = frame.header;
         if (type === "heartbeat") continue;
+        if (type === "bye") {
+          this.#peerFinished = true;
+          continue;
+        }
         if (type === "abort") {
           this.#fail(new PeerError(`${this.peer} stopped: ${String(frame.header.reason)}`));
           return;
@@ -143,8 +172,12 @@ export class Link {
       }
     } catch (error) {
       if (this.#closed) return;
+      const reset = error instanceof Deno.errors.ConnectionReset ||
+        error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.BrokenPipe;
       const message = error instanceof FrameError
         ? error.message
+        : reset
+        ? `${this.peer} closed its connection (reset)`
         : `${this.peer}: connection lost (${(error as Error).message})`;
       this.#fail(new PeerError(message));
     }

@@ -277,12 +277,9 @@ export class TcpProcessGroup implements ProcessGroup {
     for (const link of this.#links()) void link.abort(reason);
   }
 
+  /** Says goodbye on every link (peers may still read what was sent) and closes them. */
   async close(): Promise<void> {
-    await Promise.race([
-      Promise.all(this.#links().map((link) => link.flushed())),
-      new Promise((resolve) => setTimeout(resolve, 2000)),
-    ]);
-    for (const link of this.#links()) link.close();
+    await Promise.all(this.#links().map((link) => link.finish()));
   }
 
   #nextSeq(tag: string): number {
@@ -298,8 +295,16 @@ export class TcpProcessGroup implements ProcessGroup {
 
   /** The next frame of `type` from `link`, checked against `expected` header fields. */
   async #receive(link: Link, type: string, expected: Record<string, number>): Promise<Frame> {
-    if (this.#error) throw this.#error;
-    const frame = await Promise.race([link.next(type), this.#failed.promise]);
+    // What a peer sent before the group failed is still its answer (it may have closed since).
+    let frame: Frame;
+    try {
+      frame = link.holds(type)
+        ? await link.next(type)
+        : await Promise.race([link.next(type), this.#failed.promise]);
+    } catch (error) {
+      // E.g. a peer that finished while this one still waits: the others must hear of it.
+      throw this.#fail(error instanceof PeerError ? error : new PeerError(String(error)));
+    }
     for (const [name, value] of Object.entries(expected)) {
       if (frame.header[name] !== value) {
         throw this.#fail(
@@ -351,16 +356,7 @@ async function rendezvousAsRoot(
   const { size, key } = options;
   const digest = options.digest ?? "";
   const silenceMs = options.silenceMs ?? 60_000;
-  let listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
-  try {
-    listener = Deno.listen({ hostname: options.masterAddr, port: options.masterPort });
-  } catch (error) {
-    throw new PeerError(
-      `rank 0 cannot listen at ${options.masterAddr}:${options.masterPort}: ${
-        (error as Error).message
-      }`,
-    );
-  }
+  const listener = await listenWithRetry(options, run.deadline);
   const control: (Link | undefined)[] = new Array(size).fill(undefined);
   const ringAddresses: { host: string; port: number }[] = new Array(size);
   const joined = () => control.filter(Boolean).length;
@@ -485,6 +481,31 @@ async function rendezvousAsMember(
   } finally {
     stop.clear();
     closeQuietly(listener);
+  }
+}
+
+/**
+ * Rank 0's listener at the master address. A port still held by the
+ * connections of a group that just failed (a restart) is tried again until
+ * the deadline.
+ */
+async function listenWithRetry(
+  options: TcpGroupOptions,
+  deadline: number,
+): Promise<Deno.Listener<Deno.TcpConn, Deno.NetAddr>> {
+  const { masterAddr: hostname, masterPort: port } = options;
+  for (let delay = 100;; delay = Math.min(2000, delay * 2)) {
+    try {
+      return Deno.listen({ hostname, port });
+    } catch (error) {
+      const busy = error instanceof Deno.errors.AddrInUse;
+      if (!busy || performance.now() + delay > deadline || options.signal?.aborted) {
+        throw new PeerError(
+          `rank 0 cannot listen at ${hostname}:${port}: ${(error as Error).message}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   }
 }
 
