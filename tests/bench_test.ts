@@ -56,9 +56,11 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
       "copy 4096",
       "shared 4096",
       "star 4096",
+      "tcp 4096",
       "copy 65536",
       "shared 65536",
       "star 65536",
+      "tcp 65536",
     ]);
     for (const row of report.allReduce) {
       assert.ok(row.ms.median > 0);

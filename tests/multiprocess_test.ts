@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import {
+  freePort,
   ROOT,
   runScript,
   scriptArgs,
@@ -18,13 +19,6 @@ import {
 import { sha256Hex } from "../lib/util/sha256.ts";
 
 const TOKEN = "multi-process test token";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
-}
 
 /** Flags of a small run on the tiny data set in `dir`. */
 function runFlags(dir: string, extra: string[] = []): string[] {

@@ -12,16 +12,10 @@ import { PeerError } from "../lib/collective/process_group.ts";
 import { importToken } from "../lib/collective/tcp/auth.ts";
 import { type TcpGroupOptions, TcpProcessGroup } from "../lib/collective/tcp/tcp_process_group.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
+import { freePort } from "./helpers.ts";
 
 const TOKEN = "test token, long enough to be one";
 const key = await importToken({ token: TOKEN });
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
-}
 
 /** `size` groups on loopback in this process; ranks in `options.ranks` only, if given. */
 function joinAll(
