@@ -70,7 +70,7 @@ Deno.test("the average is weightedAverage over every replica, whatever the split
   }
 });
 
-Deno.test("broadcast and exchange reach every rank, in order, many times over", async () => {
+Deno.test("broadcast, barrier and exchange reach every rank, in order, many times over", async () => {
   const groups = await Promise.all(joinAll(3));
   const payload = randomVector(100_000, 9);
   for (let round = 0; round < 3; round++) {
@@ -83,6 +83,7 @@ Deno.test("broadcast and exchange reach every rank, in order, many times over", 
       await checksum(new Float32Array(bytes.slice().buffer)),
       await checksum(payload),
     );
+    await Promise.all(groups.map((g) => g.barrier()));
     const all = await Promise.all(groups.map((g) => g.exchange({ rank: g.rank, round })));
     for (const values of all) {
       assert.deepEqual(values, [0, 1, 2].map((rank) => ({ rank, round })));

@@ -45,6 +45,8 @@ export interface ProcessGroup {
    * concurrent flows (e.g. the step loop and checkpointing) cannot cross.
    */
   exchange<T>(value: T, options?: { tag?: string }): Promise<T[]>;
+  /** Resolves once every rank has called it. */
+  barrier(): Promise<void>;
   /** Makes every pending and later call fail, and tells the peers why. */
   abort(reason: string): void;
   /** Closes every connection; resolves once they are closed. */

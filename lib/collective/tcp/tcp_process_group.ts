@@ -158,7 +158,7 @@ export class TcpProcessGroup implements ProcessGroup {
       : await rendezvousAsMember(options, { deadline, onFailure });
     const group = joined.group = new TcpProcessGroup({ rank, size, ...links });
     if (failures.length > 0) group.#fail(failures[0]);
-    await group.exchange(null); // every link carries a frame both ways
+    await group.barrier(); // rank 0's links carry a frame both ways
     return group;
   }
 
@@ -268,6 +268,10 @@ export class TcpProcessGroup implements ProcessGroup {
       throw this.#fail(new PeerError(`${this.#control[0]!.peer}: malformed exchange`));
     }
     return values;
+  }
+
+  async barrier(): Promise<void> {
+    await this.exchange(null, { tag: "barrier" });
   }
 
   abort(reason: string): void {
