@@ -26,7 +26,7 @@ import { ninSummary } from "../model.ts";
 import { buildModel, type ModelConfig } from "../lib/model/registry.ts";
 import { exportLayersModel } from "../lib/model/export.ts";
 import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
-import { outputPath, parseFlags, runCli, statOrNull } from "../lib/cli/cli.ts";
+import { numberFlag, outputPath, parseFlags, runCli, statOrNull } from "../lib/cli/cli.ts";
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 
@@ -41,6 +41,7 @@ ${TRAIN_FLAGS_HELP}
   --master-addr HOST rank 0's address (or MASTER_ADDR; rank 0 listens there)
   --master-port P    rank 0's port (or MASTER_PORT; default 29500)
   --token-file FILE  the job's shared secret (or DDP_TOKEN), at least 16 characters
+  --peer-timeout S   a process silent for S seconds is presumed dead (default 60)
   --metrics FILE     write one JSON object per epoch (JSON Lines)
   --plot FILE        draw train loss, train acc and test acc per epoch as SVG
   --export DIR       save the trained model in TensorFlow.js LayersModel format
@@ -71,6 +72,7 @@ async function main(): Promise<void> {
       "master-addr": { type: "string" },
       "master-port": { type: "string" },
       "token-file": { type: "string" },
+      "peer-timeout": { type: "string" },
     },
   });
   if (values.help) {
@@ -91,6 +93,7 @@ async function main(): Promise<void> {
       masterAddr: launch.masterAddr,
       masterPort: launch.masterPort,
       tokenFile: values["token-file"],
+      peerTimeout: numberFlag("--peer-timeout", values["peer-timeout"]),
       onNotice: (line) => console.error(`rank 0 ${line}`),
     },
   };
