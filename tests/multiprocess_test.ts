@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import {
   freePort,
+  imageLikeDataset,
   ROOT,
   runScript,
   scriptArgs,
@@ -17,6 +18,7 @@ import {
   writeTinyDataset,
 } from "./helpers.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
+import { train } from "../lib/train/coordinator/train.ts";
 
 const TOKEN = "multi-process test token";
 
@@ -273,4 +275,38 @@ Deno.test("with --max-restarts, a killed process relaunched by its scheduler rej
       await fileSha(`${dir}/single/group1-shard1of1.bin`),
     );
   });
+});
+
+Deno.test("a process whose worker hangs: the other process names it once the step timeout passes", async () => {
+  const data = { train: imageLikeDataset(48, 1), test: imageLikeDataset(12, 2) };
+  const port = freePort();
+  // Two processes' coordinators in this one (each with its own worker thread); the faulty worker
+  // hangs on global rank 1, which is process 1's only worker.
+  const run = (rank: number) =>
+    train({
+      inputSize: 67,
+      width: 0.125,
+      batchSize: 8,
+      epochs: 2,
+      workers: 1,
+      stepTimeout: 3,
+      data,
+      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
+      processGroup: {
+        rank,
+        size: 2,
+        masterAddr: "127.0.0.1",
+        masterPort: port,
+        token: TOKEN,
+      },
+    });
+  const [zero, one] = await Promise.allSettled([run(0), run(1)]);
+  assert.equal(zero.status, "rejected");
+  assert.equal(one.status, "rejected");
+  // Whichever watchdog fires first, process 0 names process 1 — never its own worker.
+  assert.match(
+    (zero as PromiseRejectedResult).reason.message,
+    /^(no progress for \d+ s, over the step timeout of 3 s: the all-reduce waits for rank 1 \(127\.0\.0\.1:\d+\)|rank 1 \(127\.0\.0\.1:\d+\) stopped: worker 0 failed: no progress .*)$/,
+  );
+  assert.match((one as PromiseRejectedResult).reason.message, /no progress/);
 });

@@ -37,6 +37,8 @@ export interface ProcessGroup {
   ): Promise<Float32Array>;
   /** Whether any process raised its flag in the last {@linkcode ProcessGroup.average}. */
   readonly raised: boolean;
+  /** The peer a collective of this process waits for now, if any (e.g. `"rank 2 (10.0.0.3:…)"`). */
+  readonly waitingFor: string | undefined;
   /** Rank 0's `bytes`, on every rank (others pass undefined). */
   broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array>;
   /**

@@ -36,6 +36,8 @@ export interface CollectiveHost {
   abort(): void;
   /** The ranks the others wait for in the all-reduce now (empty if none is under way). */
   laggards(): number[];
+  /** `tcp`: the other process this one's all-reduce waits for now, if any. */
+  waitingFor?(): string | undefined;
 }
 
 /**
@@ -130,6 +132,7 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
         joinInfo: undefined,
         abort: () => {}, // the trainer tells the other processes, with the reason
         laggards: () => hub.missing(),
+        waitingFor: () => (hub.missing().length === 0 ? processes.waitingFor : undefined),
       };
     },
     join: ({ mailbox }) => new StarAllReduce(mailbox),

@@ -116,6 +116,7 @@ export class TcpProcessGroup implements ProcessGroup {
   readonly rank: number;
   readonly size: number;
   raised = false;
+  waitingFor: string | undefined = undefined;
   /** Rank 0: a control link per other rank (index = rank). Others: [rank 0's]. */
   readonly #control: (Link | undefined)[];
   readonly #next: Link | undefined;
@@ -302,9 +303,11 @@ export class TcpProcessGroup implements ProcessGroup {
     // What a peer sent before the group failed is still its answer (it may have closed since).
     let frame: Frame;
     try {
+      this.waitingFor = link.peer;
       frame = link.holds(type)
         ? await link.next(type)
         : await Promise.race([link.next(type), this.#failed.promise]);
+      this.waitingFor = undefined;
     } catch (error) {
       // E.g. a peer that finished while this one still waits: the others must hear of it.
       throw this.#fail(error instanceof PeerError ? error : new PeerError(String(error)));

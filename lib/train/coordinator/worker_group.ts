@@ -10,7 +10,7 @@
 import { PostMessageChannel } from "../../collective/channel.ts";
 import { Mailbox } from "../../collective/mailbox.ts";
 import { type CollectiveHost, COLLECTIVES } from "../../collective/registry.ts";
-import type { ProcessGroup } from "../../collective/process_group.ts";
+import { PeerError, type ProcessGroup } from "../../collective/process_group.ts";
 import { float32Bytes } from "../../collective/tcp/frame.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import {
@@ -650,6 +650,17 @@ export class WorkerGroup {
     // First: the ranks behind the others in reporting steps; then: in the all-reduce.
     const reported = ranks.map((rank) => this.#reportedByRank[rank] ?? 0);
     let laggards = ranks.filter((rank) => reported[rank] < Math.max(...reported));
+    const remote = laggards.length === 0 ? this.#collective.waitingFor?.() : undefined;
+    if (remote !== undefined) {
+      // Every worker here has contributed: the all-reduce waits for another process.
+      this.fail(
+        new PeerError(
+          `no progress for ${Math.round(idleMs / 1000)} s, over the step timeout of ` +
+            `${Math.round(this.#stepLimitMs() / 1000)} s: the all-reduce waits for ${remote}`,
+        ),
+      );
+      return;
+    }
     if (laggards.length === 0) laggards = this.#collective.laggards();
     if (laggards.length === 0 || laggards.length === ranks.length) laggards = ranks;
     const waiting = ranks.filter((rank) => !laggards.includes(rank));
