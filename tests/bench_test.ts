@@ -57,10 +57,12 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
       "shared 4096",
       "star 4096",
       "tcp 4096",
+      "tcp-chain 4096",
       "copy 65536",
       "shared 65536",
       "star 65536",
       "tcp 65536",
+      "tcp-chain 65536",
     ]);
     for (const row of report.allReduce) {
       assert.ok(row.ms.median > 0);

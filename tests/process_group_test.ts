@@ -48,7 +48,7 @@ async function checksum(values: Float32Array): Promise<string> {
   return await sha256Hex(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
 }
 
-Deno.test("the average is weightedAverage over every replica, whatever the split into processes", async () => {
+Deno.test("the average (chain or direct reduce-scatter) is weightedAverage over every replica, whatever the split into processes", async () => {
   // 6 replicas with uneven weights (one zero), a length of several chunks plus a remainder.
   const length = 3 * 65536 + 17;
   const replicas: Contribution[] = [3, 0, 5, 1, 2, 4].map((weight, r) => ({
@@ -56,7 +56,9 @@ Deno.test("the average is weightedAverage over every replica, whatever the split
     weight,
   }));
   const expected = await checksum(weightedAverage(replicas));
-  for (const split of [[6], [2, 4], [1, 1, 4], [3, 3], [1, 2, 1, 2]]) {
+  // Up to 2 replicas in every process: the direct reduce-scatter; more: the chain.
+  const splits = [[6], [2, 4], [1, 1, 4], [3, 3], [1, 2, 1, 2], [2, 2, 2], [1, 1, 1, 1, 1, 1]];
+  for (const split of splits) {
     const groups = await Promise.all(joinAll(split.length));
     let first = 0;
     const results = await Promise.all(groups.map((group, rank) => {

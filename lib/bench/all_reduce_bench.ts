@@ -28,8 +28,11 @@ import { TcpProcessGroup } from "../collective/tcp/tcp_process_group.ts";
 import { WorkerError } from "../errors.ts";
 import { summarize, type Summary } from "./stats.ts";
 
-/** What the all-reduce benchmark measures: an algorithm, or the `copy` baseline. */
-export type AllReduceBenchKind = AllReduceAlgorithm | "copy";
+/**
+ * What the all-reduce benchmark measures: an algorithm, the `copy` baseline,
+ * or `tcp-chain` (the TCP group with its chain average forced, to compare).
+ */
+export type AllReduceBenchKind = AllReduceAlgorithm | "copy" | "tcp-chain";
 
 /** Options for {@linkcode benchAllReduce}. */
 export interface AllReduceBenchOptions {
@@ -133,10 +136,11 @@ async function measure(
   },
 ): Promise<number[]> {
   const { kind, worldSize, length, ops, repeats } = config;
-  const buffer = kind === "star" || kind === "tcp"
+  const overTcp = kind === "tcp" || kind === "tcp-chain";
+  const buffer = kind === "star" || overTcp
     ? undefined
     : createSharedAllReduceBuffer({ worldSize, length });
-  const tcp = kind === "tcp"
+  const tcp = overTcp
     ? { port: freeLoopbackPort(), token: crypto.randomUUID() } // a token for this run only
     : undefined;
   const mailboxes: Mailbox[] = [];
@@ -228,8 +232,9 @@ export async function serveAllReduceBench(channel: Channel): Promise<void> {
         data.set(slot);
         return Promise.resolve();
       };
-    } else if (setup.kind === "tcp") {
+    } else if (setup.kind === "tcp" || setup.kind === "tcp-chain") {
       const group = await TcpProcessGroup.connect({
+        averaging: setup.kind === "tcp" ? "auto" : "chain",
         rank: setup.rank,
         size: setup.worldSize,
         masterAddr: "127.0.0.1",

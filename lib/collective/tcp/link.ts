@@ -60,6 +60,9 @@ export class Link {
 
   /** Starts reading `reader` (the connection's authenticated frames) at once. */
   constructor(conn: Deno.Conn, reader: FrameReader, options: LinkOptions) {
+    // Frames are written whole: no need for Nagle's delay, which stalls small frames behind
+    // delayed acknowledgements.
+    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
     this.peer = options.peer;
     this.#conn = conn;
     this.#reader = reader;

@@ -49,6 +49,13 @@ import { decode, encode } from "@msgpack/msgpack";
 /** The exchange tag of the averages' weights. */
 const AVERAGE = "average";
 
+/**
+ * Up to this many replicas in every process, averages use the direct
+ * reduce-scatter (bytes per element on each link: 4·k·(n−1)/n out, plus the
+ * all-gather); above it, the chain (12 per element, whatever k).
+ */
+const MESH_MAX_LOCAL = 2;
+
 /** Elements per pipelined chunk of the average (512 KiB of float64 partial sums). */
 const CHUNK = 1 << 16;
 
@@ -71,6 +78,12 @@ export interface TcpGroupOptions {
   digest?: string;
   /** How long to wait for every rank to join. Default 600 s. */
   rendezvousTimeoutMs?: number;
+  /**
+   * How averages travel: `"auto"` (default: the direct reduce-scatter when
+   * every process has at most 2 replicas, else the chain), `"direct"` or
+   * `"chain"` (to compare them). Every rank must give the same.
+   */
+  averaging?: "auto" | "direct" | "chain";
   /** A peer that sends nothing (not even a heartbeat) for this long is dead. Default 60 s. */
   silenceMs?: number;
   /** Told about refused connections at the rendezvous (rank 0), one line each. */
@@ -80,7 +93,7 @@ export interface TcpGroupOptions {
 }
 
 interface Hello {
-  purpose: "join" | "ring";
+  purpose: "join" | "ring" | "mesh";
   rank: number;
   size: number;
   digest: string;
@@ -121,19 +134,32 @@ export class TcpProcessGroup implements ProcessGroup {
   readonly #control: (Link | undefined)[];
   readonly #next: Link | undefined;
   readonly #prev: Link | undefined;
+  /** A link to every other rank (index = rank), for the direct reduce-scatter. */
+  readonly #peers: (Link | undefined)[];
+  readonly #averaging: "auto" | "direct" | "chain";
   /** Per tag: the number of collectives of that sequence so far. */
   readonly #seqs = new Map<string, number>();
   #error: PeerError | null = null;
   readonly #failed = Promise.withResolvers<never>();
 
   private constructor(
-    parts: { rank: number; size: number; control: (Link | undefined)[]; next?: Link; prev?: Link },
+    parts: {
+      rank: number;
+      size: number;
+      control: (Link | undefined)[];
+      next?: Link;
+      prev?: Link;
+      peers?: (Link | undefined)[];
+      averaging?: "auto" | "direct" | "chain";
+    },
   ) {
     this.rank = parts.rank;
     this.size = parts.size;
     this.#control = parts.control;
     this.#next = parts.next;
     this.#prev = parts.prev;
+    this.#peers = parts.peers ?? [];
+    this.#averaging = parts.averaging ?? "auto";
     this.#failed.promise.catch(() => {});
   }
 
@@ -157,7 +183,12 @@ export class TcpProcessGroup implements ProcessGroup {
     const links = rank === 0
       ? await rendezvousAsRoot(options, { deadline, onFailure })
       : await rendezvousAsMember(options, { deadline, onFailure });
-    const group = joined.group = new TcpProcessGroup({ rank, size, ...links });
+    const group = joined.group = new TcpProcessGroup({
+      rank,
+      size,
+      ...links,
+      averaging: options.averaging,
+    });
     if (failures.length > 0) group.#fail(failures[0]);
     await group.barrier(); // rank 0's links carry a frame both ways
     return group;
@@ -192,6 +223,25 @@ export class TcpProcessGroup implements ProcessGroup {
     if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
     const n = [...lengths][0];
     const out = options.out ?? new Float32Array(n);
+    const round = { seq, n, total, out };
+    // Few replicas per process: the bandwidth-optimal direct reduce-scatter; many: the chain.
+    const most = Math.max(...everyone.map((e) => e.weights.length));
+    const direct = this.#averaging === "direct" ||
+      (this.#averaging === "auto" && most <= MESH_MAX_LOCAL);
+    if (direct) await this.#meshAverage(parts, { ...round, everyone });
+    else await this.#chainAverage(parts, round);
+    return out;
+  }
+
+  /**
+   * The chain: float64 running sums flow rank 0 → n−1 chunk by chunk, each
+   * rank adding its terms; the float32 result flows back around the ring.
+   */
+  async #chainAverage(
+    parts: readonly Contribution[],
+    round: { seq: number; n: number; total: number; out: Float32Array },
+  ): Promise<void> {
+    const { seq, n, total, out } = round;
     const terms = parts.filter((p) => p.weight !== 0)
       .map(({ data, weight }) => ({ data, weight: weight / total }));
     const last = this.rank === this.size - 1;
@@ -204,11 +254,7 @@ export class TcpProcessGroup implements ProcessGroup {
         started = frame.header.started === true;
         sums = float64Of(frame, end - start, this.#prev!.peer);
       }
-      for (const { data, weight } of terms) {
-        if (started) { for (let i = start; i < end; i++) sums[i - start] += weight * data[i]; }
-        else for (let i = start; i < end; i++) sums[i - start] = weight * data[i];
-        started = true;
-      }
+      started = accumulate(sums, { terms, start, started });
       if (!last) {
         this.#next!.send(
           { type: "partial", seq, start, started },
@@ -217,24 +263,101 @@ export class TcpProcessGroup implements ProcessGroup {
         continue;
       }
       for (let i = start; i < end; i++) out[i] = sums[i - start];
-      this.#next!.send(
-        { type: "result", seq, start },
-        new Uint8Array(out.buffer, out.byteOffset + start * 4, (end - start) * 4),
-      );
+      this.#next!.send({ type: "result", seq, start }, float32Range(out, start, end));
     }
     if (!last) {
       for (let start = 0; start < n; start += CHUNK) {
         const end = Math.min(n, start + CHUNK);
         const frame = await this.#receive(this.#prev!, "result", { seq, start });
-        if (frame.payload.length !== (end - start) * 4) {
-          throw this.#fail(new PeerError(`${this.#prev!.peer}: result chunk of the wrong size`));
-        }
-        new Uint8Array(out.buffer, out.byteOffset + start * 4, (end - start) * 4)
-          .set(frame.payload);
+        this.#copyResult(frame, { out, start, end, peer: this.#prev!.peer });
         if (this.rank < this.size - 2) this.#next!.send(frame.header, frame.payload);
       }
     }
-    return out;
+  }
+
+  /**
+   * The direct reduce-scatter: the vector is cut into one block per rank;
+   * every rank sends its replicas' float32 values of block b straight to
+   * rank b, which adds every term in global rank order and sends the float32
+   * result to all (the all-gather). With one replica per process each rank
+   * sends and receives 8·(n−1)/n bytes per element, as a reduce-scatter ring.
+   */
+  async #meshAverage(
+    parts: readonly Contribution[],
+    round: {
+      seq: number;
+      n: number;
+      total: number;
+      out: Float32Array;
+      everyone: readonly { weights: number[] }[];
+    },
+  ): Promise<void> {
+    const { seq, n, total, out, everyone } = round;
+    const block = (
+      b: number,
+    ) => [Math.floor((b * n) / this.size), Math.floor(((b + 1) * n) / this.size)];
+    // Send every other block's chunks to their owners, all queued at once.
+    for (let b = 0; b < this.size; b++) {
+      if (b === this.rank) continue;
+      const [from, to] = block(b);
+      for (let start = from; start < to; start += CHUNK) {
+        const end = Math.min(to, start + CHUNK);
+        const values = new Float32Array(parts.length * (end - start));
+        parts.forEach((p, j) => values.set(p.data.subarray(start, end), j * (end - start)));
+        this.#peers[b]!.send({ type: "scatter", seq, start }, new Uint8Array(values.buffer));
+      }
+    }
+    // Reduce this rank's block, chunk by chunk, every process's terms in rank order.
+    const [from, to] = block(this.rank);
+    for (let start = from; start < to; start += CHUNK) {
+      const end = Math.min(to, start + CHUNK);
+      const sums = new Float64Array(end - start);
+      let started = false;
+      for (let r = 0; r < this.size; r++) {
+        const weights = everyone[r].weights;
+        let data: Float32Array[];
+        if (r === this.rank) data = parts.map((p) => p.data.subarray(start, end));
+        else {
+          const link = this.#peers[r]!;
+          const frame = await this.#receive(link, "scatter", { seq, start });
+          if (frame.payload.length !== weights.length * (end - start) * 4) {
+            throw this.#fail(new PeerError(`${link.peer}: scatter chunk of the wrong size`));
+          }
+          const values = new Float32Array(weights.length * (end - start));
+          new Uint8Array(values.buffer).set(frame.payload);
+          data = weights.map((_, j) => values.subarray(j * (end - start), (j + 1) * (end - start)));
+        }
+        const terms = data.flatMap((values, j) =>
+          weights[j] === 0 ? [] : [{ data: values, weight: weights[j] / total }]
+        );
+        started = accumulate(sums, { terms, start: 0, started });
+      }
+      for (let i = start; i < end; i++) out[i] = sums[i - start];
+      const result = float32Range(out, start, end);
+      for (const link of this.#peers) link?.send({ type: "gathered-block", seq, start }, result);
+    }
+    // Every other block, from its owner.
+    for (let b = 0; b < this.size; b++) {
+      if (b === this.rank) continue;
+      const [from, to] = block(b);
+      const link = this.#peers[b]!;
+      for (let start = from; start < to; start += CHUNK) {
+        const end = Math.min(to, start + CHUNK);
+        const frame = await this.#receive(link, "gathered-block", { seq, start });
+        this.#copyResult(frame, { out, start, end, peer: link.peer });
+      }
+    }
+  }
+
+  #copyResult(
+    frame: Frame,
+    into: { out: Float32Array; start: number; end: number; peer: string },
+  ): void {
+    const { out, start, end, peer } = into;
+    if (frame.payload.length !== (end - start) * 4) {
+      throw this.#fail(new PeerError(`${peer}: result chunk of the wrong size`));
+    }
+    new Uint8Array(out.buffer, out.byteOffset + start * 4, (end - start) * 4).set(frame.payload);
   }
 
   async broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array> {
@@ -294,7 +417,8 @@ export class TcpProcessGroup implements ProcessGroup {
   }
 
   #links(): Link[] {
-    const all = [...this.#control, this.#next, this.#prev].filter((l): l is Link => !!l);
+    const all = [...this.#control, this.#next, this.#prev, ...this.#peers]
+      .filter((l): l is Link => !!l);
     return [...new Set(all)];
   }
 
@@ -338,6 +462,30 @@ export class TcpProcessGroup implements ProcessGroup {
   }
 }
 
+/**
+ * `sums[i] (+)= Σ w·x[start + i]` over `terms` in order, the first term
+ * assigned unless `started` (so a lone −0 stays −0, as in `weightedAverage`);
+ * returns whether anything was added so far.
+ */
+function accumulate(
+  sums: Float64Array,
+  at: { terms: readonly Contribution[]; start: number; started: boolean },
+): boolean {
+  let started = at.started;
+  const { start } = at;
+  for (const { data, weight } of at.terms) {
+    if (started) { for (let i = 0; i < sums.length; i++) sums[i] += weight * data[start + i]; }
+    else for (let i = 0; i < sums.length; i++) sums[i] = weight * data[start + i];
+    started = true;
+  }
+  return started;
+}
+
+/** The bytes of `values[start, end)`. */
+function float32Range(values: Float32Array, start: number, end: number): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset + start * 4, (end - start) * 4);
+}
+
 function float64Of(frame: Frame, length: number, peer: string): Float64Array<ArrayBuffer> {
   if (frame.payload.length !== length * 8) {
     throw new PeerError(`${peer}: partial-sum chunk of ${frame.payload.length} bytes`);
@@ -359,7 +507,9 @@ function decodeValue<T>(frame: Frame, peer: string): T {
 async function rendezvousAsRoot(
   options: TcpGroupOptions,
   run: { deadline: number; onFailure: (error: PeerError) => void },
-): Promise<{ control: (Link | undefined)[]; next: Link; prev: Link }> {
+): Promise<
+  { control: (Link | undefined)[]; next: Link; prev: Link; peers: (Link | undefined)[] }
+> {
   const { size, key } = options;
   const digest = options.digest ?? "";
   const silenceMs = options.silenceMs ?? 60_000;
@@ -424,15 +574,17 @@ async function rendezvousAsRoot(
     stop.clear();
     closeQuietly(listener);
   }
-  const next = await connectRing(options, { to: 1, address: ringAddresses[1], silenceMs, run });
-  return { control, next, prev: prev! };
+  const next = await connectPeer(options, { to: 1, address: ringAddresses[1], silenceMs, run });
+  return { control, next, prev: prev!, peers: control };
 }
 
 /** Rank r > 0: join at rank 0, learn the ring, connect to rank r + 1, accept rank r − 1. */
 async function rendezvousAsMember(
   options: TcpGroupOptions,
   run: { deadline: number; onFailure: (error: PeerError) => void },
-): Promise<{ control: (Link | undefined)[]; next: Link; prev: Link }> {
+): Promise<
+  { control: (Link | undefined)[]; next: Link; prev: Link; peers: (Link | undefined)[] }
+> {
   const { rank, size, key } = options;
   const silenceMs = options.silenceMs ?? 60_000;
   const master = `rank 0 (${options.masterAddr}:${options.masterPort})`;
@@ -474,13 +626,25 @@ async function rendezvousAsMember(
     const address = to === 0
       ? { host: options.masterAddr, port: options.masterPort }
       : table[to - 1];
-    const [next, prev] = await Promise.all([
-      connectRing(options, { to, address, silenceMs, run }),
-      acceptRing(listener, { options, from: rank - 1, silenceMs, run }),
+    // Besides the ring and rank 0's links, the mesh: rank s connects to every rank 1..s−2.
+    const expected = new Map<number, "ring" | "mesh">([[rank - 1, "ring"]]);
+    for (let s = rank + 2; s < size; s++) expected.set(s, "mesh");
+    const meshTargets = Array.from({ length: Math.max(0, rank - 2) }, (_, i) => i + 1);
+    const [next, accepted, ...mesh] = await Promise.all([
+      connectPeer(options, { to, address, silenceMs, run }),
+      acceptPeers(listener, { options, expected, silenceMs, run }),
+      ...meshTargets.map((q) =>
+        connectPeer(options, { to: q, address: table[q - 1], purpose: "mesh", silenceMs, run })
+      ),
     ]).catch((error) => {
       throw stop.reason() ?? error;
     });
-    return { control: [joined], next, prev };
+    const peers: (Link | undefined)[] = new Array(size).fill(undefined);
+    peers[0] = joined;
+    for (const [r, link] of accepted) if (r !== 0) peers[r] = link;
+    if (to !== 0) peers[to] = next;
+    meshTargets.forEach((q, i) => peers[q] = mesh[i]);
+    return { control: [joined], next, prev: accepted.get(rank - 1)!, peers };
   } catch (error) {
     control?.close();
     closeQuietly(conn);
@@ -539,11 +703,12 @@ async function connectWithRetry(options: TcpGroupOptions, deadline: number): Pro
   }
 }
 
-async function connectRing(
+async function connectPeer(
   options: TcpGroupOptions,
   target: {
     to: number;
     address: { host: string; port: number };
+    purpose?: "ring" | "mesh";
     silenceMs: number;
     run: { onFailure: (error: PeerError) => void };
   },
@@ -561,7 +726,7 @@ async function connectRing(
     throw new PeerError((error as Error).message);
   });
   const hello: Hello = {
-    purpose: "ring",
+    purpose: target.purpose ?? "ring",
     rank: options.rank,
     size: options.size,
     digest: options.digest ?? "",
@@ -574,36 +739,46 @@ async function connectRing(
   });
 }
 
-async function acceptRing(
+/** Accepts, on `listener`, one authenticated connection from each rank in `expected`. */
+async function acceptPeers(
   listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>,
-  expected: {
+  accept: {
     options: TcpGroupOptions;
-    from: number;
+    /** Rank → what its connection is for. */
+    expected: Map<number, "ring" | "mesh">;
     silenceMs: number;
     run: { onFailure: (error: PeerError) => void };
   },
-): Promise<Link> {
-  const { options, from } = expected;
-  for (;;) {
+): Promise<Map<number, Link>> {
+  const { options, expected } = accept;
+  const links = new Map<number, Link>();
+  while (links.size < expected.size) {
     const conn = await listener.accept();
     const address = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
     try {
       const reader = await acceptAuthenticated(conn, { key: options.key, peer: address });
       const hello = await readHello(reader, address);
-      if (hello.purpose !== "ring" || hello.rank !== from || hello.size !== options.size) {
-        throw new FrameError(`${address}: not rank ${from}'s ring connection`);
+      if (
+        expected.get(hello.rank) !== hello.purpose || links.has(hello.rank) ||
+        hello.size !== options.size
+      ) {
+        throw new FrameError(`${address}: not a connection this rank expects`);
       }
-      return new Link(conn, reader, {
-        peer: `rank ${from} (${address})`,
-        silenceMs: expected.silenceMs,
-        onFailure: expected.run.onFailure,
-      });
+      links.set(
+        hello.rank,
+        new Link(conn, reader, {
+          peer: `rank ${hello.rank} (${address})`,
+          silenceMs: accept.silenceMs,
+          onFailure: accept.run.onFailure,
+        }),
+      );
     } catch (error) {
       if (!(error instanceof AuthError || error instanceof FrameError)) throw error;
       options.onNotice?.(`refused a connection from ${address}: ${error.message}`);
       void refuseAndClose(conn, error.message);
     }
   }
+  return links;
 }
 
 async function readHello(reader: FrameReader, from: string): Promise<Hello> {
@@ -611,7 +786,7 @@ async function readHello(reader: FrameReader, from: string): Promise<Hello> {
   if (frame === undefined) throw new FrameError(`${from}: closed the connection before hello`);
   const h = frame.header;
   if (
-    h.type !== "hello" || (h.purpose !== "join" && h.purpose !== "ring") ||
+    h.type !== "hello" || !["join", "ring", "mesh"].includes(h.purpose as string) ||
     !Number.isInteger(h.rank) || !Number.isInteger(h.size) || typeof h.digest !== "string" ||
     (h.purpose === "join" && !Number.isInteger(h.ringPort))
   ) {
