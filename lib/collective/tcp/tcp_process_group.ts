@@ -1,34 +1,43 @@
 /**
- * The process group over TCP: rendezvous at rank 0, a ring of authenticated
- * connections for the gradients, and rank 0's star for small exchanges and
- * broadcasts.
+ * The process group over TCP: rendezvous at rank 0, a mesh of authenticated
+ * connections (a ring plus direct links) for the gradients, and rank 0's star
+ * for small exchanges and broadcasts.
  *
  * Rendezvous (as torchrun's `MASTER_ADDR:MASTER_PORT`): rank 0 listens at the
  * master address; every other rank connects (retrying until rank 0 is up),
  * proves the shared token, and says `hello` with its rank, the world size, the
- * job's configuration digest and the address its own ring listener has. Rank 0
+ * job's configuration digest and the address of its own listener. Rank 0
  * refuses a wrong world size, configuration or rank, or a rank that already
  * joined, with one line each (sent to the refused process, told to `onNotice`)
  * and goes on waiting for the right one. Once all are in, rank 0 sends every
- * rank the table of ring addresses; rank `r` connects to rank `r + 1` (the
- * last to rank 0), each ring connection authenticated again.
+ * rank the table of addresses; rank `r` connects to rank `r + 1` (the last to
+ * rank 0: the ring) and to ranks 1 … r − 2 (the rest of the mesh; rank 0's
+ * links serve for rank 0), each connection authenticated again.
  *
- * The average runs as a pipelined chain around that ring, in rank order:
+ * Every average first shares every rank's contribution weights (through rank
+ * 0), then runs one of two schedules, both adding every element's terms in
+ * global rank order into one float64 sum rounded once — so the result equals
+ * `weightedAverage` over all replicas, on every rank, and for any split of the
+ * replicas into processes (2 processes × 2 replicas give the bits 1 × 4 gives):
  *
  * ```
- * weights   every rank's contribution weights, gathered and shared by rank 0
- * partial   rank 0 → 1 → … → n−1, chunk by chunk: float64 running sums; each
- *           rank adds its replicas' terms, in order, as the chunk passes
- * result    rank n−1 → 0 → 1 → … → n−2: the float32 average, chunk by chunk
+ * direct   reduce-scatter: the vector is cut into one block per rank; every
+ *          rank sends its replicas' float32 values of block b straight to rank
+ *          b, which adds all terms in rank order; all-gather: rank b sends its
+ *          float32 block to every rank. Per rank 4·k·(n−1)/n bytes per element
+ *          out plus 4·(n−1)/n back (k: replicas per process) — a reduce-scatter
+ *          ring's 8·(n−1)/n for k = 1. Used when every process has k ≤ 2.
+ * chain    float64 running sums flow rank 0 → 1 → … → n−1 chunk by chunk, each
+ *          rank adding its replicas' terms as the chunk passes; the float32
+ *          result flows back around the ring: 12 bytes per element on the
+ *          busiest link whatever k. Used for more replicas per process.
  * ```
  *
- * Because every element's terms are added in global rank order into one
- * float64 sum and rounded once, the result equals `weightedAverage` over all
- * replicas — on every rank, and for any split of the replicas into processes
- * (2 processes × 2 replicas give the bits 1 × 4 gives). The price: each link
- * carries 12 bytes per element (8 forward, 4 back) where a reduce-scatter ring
- * carries 8·(n−1)/n; a reduce-scatter ring adds in an order that depends on
- * the chunk's owner, which would make the weights depend on the topology.
+ * A reduce-scatter *ring* is not used: it adds chunk c starting at rank c + 1,
+ * in an order that depends on the chunk's owner, which would make the weights
+ * depend on how replicas are spread over processes. Both schedules are
+ * pipelined in 64 Ki-element chunks: all sends are queued at once, so sending,
+ * receiving and summing overlap.
  *
  * @module
  */
