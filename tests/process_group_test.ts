@@ -246,3 +246,21 @@ Deno.test("a killed process is named at once; a silent one after the silence lim
     await group.close();
   });
 });
+
+Deno.test("rank 0 names a master address it cannot listen at (one that does not resolve: at its deadline)", async () => {
+  for (const masterAddr of ["no-such-host.invalid", "192.0.2.1"]) { // 192.0.2.1: TEST-NET-1, not ours
+    await assert.rejects(
+      TcpProcessGroup.connect({
+        rank: 0,
+        size: 2,
+        masterAddr,
+        masterPort: freePort(),
+        key,
+        rendezvousTimeoutMs: 500,
+      }),
+      (error: Error) =>
+        error instanceof PeerError &&
+        error.message.startsWith(`rank 0 cannot listen at ${masterAddr}:`),
+    );
+  }
+});

@@ -666,8 +666,8 @@ async function rendezvousAsMember(
 
 /**
  * Rank 0's listener at the master address. A port still held by the
- * connections of a group that just failed (a restart) is tried again until
- * the deadline.
+ * connections of a group that just failed (a restart), or a host name that
+ * does not resolve yet, is tried again until the deadline.
  */
 async function listenWithRetry(
   options: TcpGroupOptions,
@@ -678,8 +678,11 @@ async function listenWithRetry(
     try {
       return Deno.listen({ hostname, port });
     } catch (error) {
-      const busy = error instanceof Deno.errors.AddrInUse;
-      if (!busy || performance.now() + delay > deadline || options.signal?.aborted) {
+      // A port still held, or a name not resolvable yet (a Kubernetes pod's own headless-service
+      // name appears once the pod runs): both pass; a wrong address does not.
+      const passing = error instanceof Deno.errors.AddrInUse ||
+        /failed to lookup address/.test((error as Error).message);
+      if (!passing || performance.now() + delay > deadline || options.signal?.aborted) {
         throw new PeerError(
           `rank 0 cannot listen at ${hostname}:${port}: ${(error as Error).message}`,
         );
