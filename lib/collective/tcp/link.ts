@@ -119,8 +119,12 @@ export class Link {
     this.close();
   }
 
-  /** Tells the peer why this process stops (best effort), then closes. */
+  /**
+   * Tells the peer why this process stops (best effort), then closes; what
+   * waits on this link is rejected at once.
+   */
   async abort(reason: string): Promise<void> {
+    this.#rejectAll(new PeerError(`${this.peer}: link aborted (${reason})`));
     this.send({ type: "abort", reason });
     await Promise.race([this.#writes, new Promise((r) => setTimeout(r, 1000))]);
     this.close();

@@ -149,7 +149,6 @@ export class TcpProcessGroup implements ProcessGroup {
   /** Per tag: the number of collectives of that sequence so far. */
   readonly #seqs = new Map<string, number>();
   #error: PeerError | null = null;
-  readonly #failed = Promise.withResolvers<never>();
 
   private constructor(
     parts: {
@@ -169,7 +168,6 @@ export class TcpProcessGroup implements ProcessGroup {
     this.#prev = parts.prev;
     this.#peers = parts.peers ?? [];
     this.#averaging = parts.averaging ?? "auto";
-    this.#failed.promise.catch(() => {});
   }
 
   /**
@@ -261,7 +259,11 @@ export class TcpProcessGroup implements ProcessGroup {
       if (this.rank > 0) {
         const frame = await this.#receive(this.#prev!, "partial", { seq, start });
         started = frame.header.started === true;
-        sums = float64Of(frame, end - start, this.#prev!.peer);
+        sums = this.#payloadAs(frame, {
+          array: Float64Array,
+          length: end - start,
+          peer: this.#prev!.peer,
+        });
       }
       started = accumulate(sums, { terms, start, started });
       if (!last) {
@@ -271,7 +273,7 @@ export class TcpProcessGroup implements ProcessGroup {
         );
         continue;
       }
-      for (let i = start; i < end; i++) out[i] = sums[i - start];
+      out.set(sums, start); // rounded to float32, once
       this.#next!.send({ type: "result", seq, start }, float32Range(out, start, end));
     }
     if (!last) {
@@ -329,11 +331,8 @@ export class TcpProcessGroup implements ProcessGroup {
         else {
           const link = this.#peers[r]!;
           const frame = await this.#receive(link, "scatter", { seq, start });
-          if (frame.payload.length !== weights.length * (end - start) * 4) {
-            throw this.#fail(new PeerError(`${link.peer}: scatter chunk of the wrong size`));
-          }
-          const values = new Float32Array(weights.length * (end - start));
-          new Uint8Array(values.buffer).set(frame.payload);
+          const length = weights.length * (end - start);
+          const values = this.#payloadAs(frame, { array: Float32Array, length, peer: link.peer });
           data = weights.map((_, j) => values.subarray(j * (end - start), (j + 1) * (end - start)));
         }
         const terms = data.flatMap((values, j) =>
@@ -341,7 +340,7 @@ export class TcpProcessGroup implements ProcessGroup {
         );
         started = accumulate(sums, { terms, start: 0, started });
       }
-      for (let i = start; i < end; i++) out[i] = sums[i - start];
+      out.set(sums, start); // rounded to float32, once
       const result = float32Range(out, start, end);
       for (const link of this.#peers) link?.send({ type: "gathered-block", seq, start }, result);
     }
@@ -358,6 +357,26 @@ export class TcpProcessGroup implements ProcessGroup {
     }
   }
 
+  /**
+   * `frame`'s payload as `length` values of `array`'s type: an aligned copy
+   * (it may sit at any offset). A payload of another size fails the group.
+   */
+  #payloadAs<T extends Float32Array<ArrayBuffer> | Float64Array<ArrayBuffer>>(
+    frame: Frame,
+    into: { array: new (length: number) => T; length: number; peer: string },
+  ): T {
+    const values = new into.array(into.length);
+    if (frame.payload.length !== values.byteLength) {
+      throw this.#fail(
+        new PeerError(
+          `${into.peer}: a ${frame.header.type} chunk of ${frame.payload.length} bytes, not ${values.byteLength}`,
+        ),
+      );
+    }
+    new Uint8Array(values.buffer).set(frame.payload);
+    return values;
+  }
+
   #copyResult(
     frame: Frame,
     into: { out: Float32Array; start: number; end: number; peer: string },
@@ -366,7 +385,7 @@ export class TcpProcessGroup implements ProcessGroup {
     if (frame.payload.length !== (end - start) * 4) {
       throw this.#fail(new PeerError(`${peer}: result chunk of the wrong size`));
     }
-    new Uint8Array(out.buffer, out.byteOffset + start * 4, (end - start) * 4).set(frame.payload);
+    float32Range(out, start, end).set(frame.payload);
   }
 
   async broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array> {
@@ -410,7 +429,6 @@ export class TcpProcessGroup implements ProcessGroup {
   abort(reason: string): void {
     if (this.#error) return;
     this.#error = new PeerError(`rank ${this.rank} stopped: ${reason}`);
-    this.#failed.reject(this.#error);
     for (const link of this.#links()) void link.abort(reason);
   }
 
@@ -434,16 +452,17 @@ export class TcpProcessGroup implements ProcessGroup {
   /** The next frame of `type` from `link`, checked against `expected` header fields. */
   async #receive(link: Link, type: string, expected: Record<string, number>): Promise<Frame> {
     // What a peer sent before the group failed is still its answer (it may have closed since).
+    // Once the group fails every link is aborted, which rejects what still waits on it.
+    if (this.#error && !link.holds(type)) throw this.#error;
     let frame: Frame;
     try {
       this.waitingFor = link.peer;
-      frame = link.holds(type)
-        ? await link.next(type)
-        : await Promise.race([link.next(type), this.#failed.promise]);
-      this.waitingFor = undefined;
+      frame = await link.next(type);
     } catch (error) {
       // E.g. a peer that finished while this one still waits: the others must hear of it.
       throw this.#fail(error instanceof PeerError ? error : new PeerError(String(error)));
+    } finally {
+      this.waitingFor = undefined;
     }
     for (const [name, value] of Object.entries(expected)) {
       if (frame.header[name] !== value) {
@@ -463,7 +482,6 @@ export class TcpProcessGroup implements ProcessGroup {
   #fail(error: PeerError): PeerError {
     if (this.#error) return this.#error;
     this.#error = error;
-    this.#failed.reject(error);
     for (const link of this.#links()) {
       if (link.error === null) void link.abort(`rank ${this.rank} saw: ${error.message}`);
     }
@@ -493,15 +511,6 @@ function accumulate(
 /** The bytes of `values[start, end)`. */
 function float32Range(values: Float32Array, start: number, end: number): Uint8Array {
   return new Uint8Array(values.buffer, values.byteOffset + start * 4, (end - start) * 4);
-}
-
-function float64Of(frame: Frame, length: number, peer: string): Float64Array<ArrayBuffer> {
-  if (frame.payload.length !== length * 8) {
-    throw new PeerError(`${peer}: partial-sum chunk of ${frame.payload.length} bytes`);
-  }
-  const sums = new Float64Array(length); // aligned copy: the payload may sit at any offset
-  new Uint8Array(sums.buffer).set(frame.payload);
-  return sums;
 }
 
 function decodeValue<T>(frame: Frame, peer: string): T {
@@ -667,49 +676,63 @@ async function rendezvousAsMember(
 /**
  * Rank 0's listener at the master address. A port still held by the
  * connections of a group that just failed (a restart), or a host name that
- * does not resolve yet, is tried again until the deadline.
+ * does not resolve yet (a Kubernetes pod's own headless-service name appears
+ * once the pod runs), is tried again until the deadline; a wrong address is not.
  */
-async function listenWithRetry(
+function listenWithRetry(
   options: TcpGroupOptions,
   deadline: number,
 ): Promise<Deno.Listener<Deno.TcpConn, Deno.NetAddr>> {
   const { masterAddr: hostname, masterPort: port } = options;
-  for (let delay = 100;; delay = Math.min(2000, delay * 2)) {
-    try {
-      return Deno.listen({ hostname, port });
-    } catch (error) {
-      // A port still held, or a name not resolvable yet (a Kubernetes pod's own headless-service
-      // name appears once the pod runs): both pass; a wrong address does not.
-      const passing = error instanceof Deno.errors.AddrInUse ||
-        /failed to lookup address/.test((error as Error).message);
-      if (!passing || performance.now() + delay > deadline || options.signal?.aborted) {
-        throw new PeerError(
-          `rank 0 cannot listen at ${hostname}:${port}: ${(error as Error).message}`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay));
-    }
-  }
+  return retrying(() => Deno.listen({ hostname, port }), {
+    deadline,
+    signal: options.signal,
+    passing: (error) =>
+      error instanceof Deno.errors.AddrInUse ||
+      /failed to lookup address/.test((error as Error).message),
+    fail: (error) =>
+      new PeerError(`rank 0 cannot listen at ${hostname}:${port}: ${(error as Error).message}`),
+  });
 }
 
 /** Connects to `rank 0` until it answers or the deadline passes. */
-async function connectWithRetry(options: TcpGroupOptions, deadline: number): Promise<Deno.TcpConn> {
+function connectWithRetry(options: TcpGroupOptions, deadline: number): Promise<Deno.TcpConn> {
   const { masterAddr: hostname, masterPort: port } = options;
+  return retrying(() => Deno.connect({ hostname, port }), {
+    deadline,
+    signal: options.signal,
+    passing: (error) =>
+      error instanceof Deno.errors.ConnectionRefused ||
+      error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.TimedOut,
+    fail: (error, late) =>
+      late
+        ? new PeerError(`rank 0 did not answer at ${hostname}:${port} in time`)
+        : new PeerError(`cannot reach rank 0 at ${hostname}:${port}: ${(error as Error).message}`),
+  });
+}
+
+/**
+ * `attempt()`'s result, trying again (after 0.1, 0.2, … up to 2 s) while it
+ * fails with an error `passing` accepts. Throws `fail(error, late)` for
+ * another error or once the deadline would pass (`late`), and an
+ * `InterruptedRendezvous` once `signal` is aborted.
+ */
+async function retrying<T>(
+  attempt: () => T | Promise<T>,
+  policy: {
+    deadline: number;
+    signal?: AbortSignal;
+    passing: (error: unknown) => boolean;
+    fail: (error: unknown, late: boolean) => Error;
+  },
+): Promise<T> {
   for (let delay = 100;; delay = Math.min(2000, delay * 2)) {
     try {
-      return await Deno.connect({ hostname, port });
+      return await attempt();
     } catch (error) {
-      const retryable = error instanceof Deno.errors.ConnectionRefused ||
-        error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.TimedOut;
-      if (!retryable) {
-        throw new PeerError(
-          `cannot reach rank 0 at ${hostname}:${port}: ${(error as Error).message}`,
-        );
-      }
-      if (options.signal?.aborted) throw new InterruptedRendezvous();
-      if (performance.now() + delay > deadline) {
-        throw new PeerError(`rank 0 did not answer at ${hostname}:${port} in time`);
-      }
+      if (!policy.passing(error)) throw policy.fail(error, false);
+      if (policy.signal?.aborted) throw new InterruptedRendezvous();
+      if (performance.now() + delay > policy.deadline) throw policy.fail(error, true);
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }

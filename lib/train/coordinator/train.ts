@@ -30,6 +30,7 @@ import type { EpochSums, RunConfig, TrainingState } from "../shared/checkpoint.t
 import { CheckpointStore } from "./checkpoint_store.ts";
 import {
   type EpochRecord,
+  type ProcessGroupOptions,
   type ResolvedTrainOptions,
   resolveTrainOptions,
   type TrainOptions,
@@ -97,19 +98,19 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const found = options.resume && leader
     ? await findResumePoint(options.resume, { checkpointDir: options.checkpointDir })
     : undefined;
-  let processes = given.processGroup &&
-    await joinProcesses(given.processGroup, { options: given, signal: options.signal })
-      .catch((error) => {
-        if (error instanceof InterruptedRendezvous) throw interrupted(options.signal);
-        throw error;
-      });
-  const position = processes
-    ? await sharePosition(processes, {
-      runId: found?.state.runId ?? crypto.randomUUID(),
-      state: found?.state,
-      path: found?.path,
-    })
-    : { runId: found?.state.runId ?? crypto.randomUUID(), state: found?.state, path: found?.path };
+  // Every join (the first, and after each restart) uses the options as every process started.
+  const join = (group: ProcessGroupOptions) =>
+    joinProcesses(group, { options: given, signal: options.signal }).catch((error) => {
+      if (error instanceof InterruptedRendezvous) throw interrupted(options.signal);
+      throw error;
+    });
+  let processes = given.processGroup && await join(given.processGroup);
+  const here = {
+    runId: found?.state.runId ?? crypto.randomUUID(),
+    state: found?.state,
+    path: found?.path,
+  };
+  const position = processes ? await sharePosition(processes, here) : here;
   const resume: ResumePoint | undefined = position.state && {
     path: leader
       ? position.path!
@@ -179,10 +180,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     try {
       if (resolved.processGroup && processes === undefined) {
         // A restart: every process joins again, and continues from rank 0's last state.
-        processes = await joinProcesses(resolved.processGroup, {
-          options: given, // as every process started, so that a relaunched one fits
-          signal: options.signal,
-        });
+        processes = await join(resolved.processGroup);
         last = (await sharePosition(processes, { runId, state: last })).state;
         history.splice(0, history.length, ...(last?.history ?? []));
       }

@@ -348,7 +348,7 @@ export class WorkerGroup {
   /**
    * Several processes: whether they agreed to stop (one of them was asked
    * to); the run ends at the step boundary they agreed on, or at the end of
-   * the epoch. One process: whether its `halt` signal was aborted.
+   * the epoch. Always false for one process, whose own `halt` signal says it.
    */
   get stopAgreed(): boolean {
     return this.#stopAgreed;
@@ -469,7 +469,7 @@ export class WorkerGroup {
         }'s`,
       );
     }
-    if (this.#processes) addSums(progress.sums, everyone);
+    if (this.#processes) progress.sums = totalled(progress.sums, everyone);
     if (everyone.some((process) => process.stop)) this.#stopAgreed = true;
     const sums = this.#sumsNow(progress);
     const testCorrect = everyone.reduce((sum, process) => sum + process.testCorrect, 0);
@@ -503,8 +503,10 @@ export class WorkerGroup {
     const { weights, checksum, optimizer } = await this.#mailboxes[0].receive<WeightsMessage>(
       "weights",
     );
-    const sums = this.#sumsNow(progress);
-    if (this.#processes) addSums(sums, await this.#processes.exchange(sums, { tag: "stop" }));
+    const local = this.#sumsNow(progress);
+    const sums = this.#processes
+      ? totalled(local, await this.#processes.exchange(local, { tag: "stop" }))
+      : local;
     return { stepsDone: progress.completed, sums, weights, checksum, optimizer };
   }
 
@@ -628,7 +630,7 @@ export class WorkerGroup {
       const everyone = processes && await processes.exchange(sums, { tag: "snapshot" });
       await onSnapshot({
         stepsDone,
-        sums: everyone ? addSums({ ...sums, lossSum: 0, correct: 0, count: 0 }, everyone) : sums,
+        sums: everyone ? totalled(sums, everyone) : sums,
         weights: checkpoint.weights,
         checksum: checkpoint.checksum,
         optimizer: checkpoint.optimizer,
@@ -676,12 +678,14 @@ export class WorkerGroup {
   }
 }
 
-/** `into`'s loss sum, correct count and example count replaced by `all`'s totals. */
-function addSums(into: EpochSums, all: readonly EpochSums[]): EpochSums {
-  into.lossSum = all.reduce((sum, s) => sum + s.lossSum, 0);
-  into.correct = all.reduce((sum, s) => sum + s.correct, 0);
-  into.count = all.reduce((sum, s) => sum + s.count, 0);
-  return into;
+/** `sums` with its loss sum, correct count and example count replaced by those of `all` together. */
+function totalled(sums: EpochSums, all: readonly EpochSums[]): EpochSums {
+  return {
+    ...sums,
+    lossSum: all.reduce((sum, s) => sum + s.lossSum, 0),
+    correct: all.reduce((sum, s) => sum + s.correct, 0),
+    count: all.reduce((sum, s) => sum + s.count, 0),
+  };
 }
 
 /** Rank 0's `weights` on every process (others' `weights` are ignored). */
