@@ -91,7 +91,8 @@ export const TRAIN_FLAGS_HELP =
                      warmup=E (linear warm-up over E epochs), e.g. cosine:warmup=1
   --seed N           seed of initialisation, shuffling and dropout (default 0)
   --backend NAME     webgpu (default) or cpu
-  --allreduce NAME   shared (default: zero-copy, shared memory) or star (via the coordinator)
+  --allreduce NAME   shared (default: zero-copy, shared memory) or star (via the coordinator);
+                     with --nnodes, tcp (the only choice, and the default)
   --kernels NAME     fast (default: this library's WebGPU convolution kernels) or tfjs
                      (tfjs's own, to compare)
   --input-size N     side images are resized to (default 224, at least 67)
