@@ -521,13 +521,19 @@ function decodeValue<T>(frame: Frame, peer: string): T {
   }
 }
 
+/** What a rendezvous leaves a rank: its links (see the fields of `TcpProcessGroup`). */
+interface GroupLinks {
+  control: (Link | undefined)[];
+  next: Link;
+  prev: Link;
+  peers: (Link | undefined)[];
+}
+
 /** Rank 0: listen, admit every other rank once, send the table, close the ring. */
 async function rendezvousAsRoot(
   options: TcpGroupOptions,
   run: { deadline: number; onFailure: (error: PeerError) => void },
-): Promise<
-  { control: (Link | undefined)[]; next: Link; prev: Link; peers: (Link | undefined)[] }
-> {
+): Promise<GroupLinks> {
   const { size, key } = options;
   const digest = options.digest ?? "";
   const silenceMs = options.silenceMs ?? 60_000;
@@ -600,9 +606,7 @@ async function rendezvousAsRoot(
 async function rendezvousAsMember(
   options: TcpGroupOptions,
   run: { deadline: number; onFailure: (error: PeerError) => void },
-): Promise<
-  { control: (Link | undefined)[]; next: Link; prev: Link; peers: (Link | undefined)[] }
-> {
+): Promise<GroupLinks> {
   const { rank, size, key } = options;
   const silenceMs = options.silenceMs ?? 60_000;
   const master = `rank 0 (${options.masterAddr}:${options.masterPort})`;
