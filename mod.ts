@@ -99,7 +99,14 @@ export {
   type ModelSpec,
   resolveModelConfig,
 } from "./lib/model/registry.ts";
-export { KERNEL_INITS, type KernelInit, MIN_INPUT_SIZE, type NiNOptions } from "./lib/model/nin.ts";
+export {
+  HEAD_INITS,
+  type HeadInit,
+  KERNEL_INITS,
+  type KernelInit,
+  MIN_INPUT_SIZE,
+  type NiNOptions,
+} from "./lib/model/nin.ts";
 export {
   Adam,
   type AdamOptions,

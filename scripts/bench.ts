@@ -34,8 +34,22 @@ import {
   type KernelSet,
   UsageError,
 } from "../mod.ts";
+import { PRESETS } from "../lib/train/shared/options.ts";
 import { serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
+
+/**
+ * The kernels section's shapes: the quick preset's, with the share of its
+ * batch one of `--workers 2`'s workers computes; or d2l's configuration.
+ */
+const KERNEL_SHAPES = {
+  quick: {
+    inputSize: PRESETS.quick.inputSize!,
+    width: PRESETS.quick.width!,
+    batch: PRESETS.quick.batchSize! / 2,
+  },
+  d2l: { inputSize: 224, width: 1, batch: 128 },
+} as const;
 
 const HELP = `Benchmark data-parallel NiN training and its all-reduce.
 
@@ -58,8 +72,8 @@ Usage: deno task bench [options]
   --kernels NAME          WebGPU kernels of the scaling, overhead and batch sections:
                           fast (default) or tfjs
   --kernel-shapes NAME    shapes of the kernels section: quick (default: the quick
-                          preset's, 67 px, width 0.125, 16 images per worker) or d2l
-                          (224 px, width 1, 128 images)
+                          preset's, ${KERNEL_SHAPES.quick.inputSize} px, width ${KERNEL_SHAPES.quick.width}, ${KERNEL_SHAPES.quick.batch} images per worker of 2)
+                          or d2l (224 px, width 1, 128 images)
   --only LIST             scaling, allreduce, overhead, batch and/or kernels
                           (default all five)
   --json FILE             also write every figure, machine and device to FILE
@@ -68,12 +82,6 @@ Usage: deno task bench [options]
 `;
 
 const SECTIONS = ["scaling", "allreduce", "overhead", "batch", "kernels"] as const;
-
-/** The kernels section's shapes: the quick preset's share per worker, or d2l's configuration. */
-const KERNEL_SHAPES = {
-  quick: { inputSize: 67, width: 0.125, batch: 16 },
-  d2l: { inputSize: 224, width: 1, batch: 128 },
-} as const;
 
 async function main(): Promise<void> {
   const { values } = parseFlags({

@@ -328,7 +328,10 @@ function describeModel(model: ModelConfig, info: TrainStart): string {
   return `${model.export} of ${model.module} (${params}, ${input})`;
 }
 
-/** "lr 0.1", or e.g. "sgd (momentum 0.9, nesterov) lr 0.1, cosine schedule". */
+/**
+ * "lr 0.1", "lr 0.1 after a 0.5-epoch warm-up", or e.g.
+ * "sgd (momentum 0.9, nesterov) lr 0.1, cosine schedule after a 1-epoch warm-up".
+ */
 function describeOptimizer(options: TrainStart["options"]): string {
   const { name, ...hyper } = options.optimizer;
   const settings = Object.entries(hyper).filter(([, v]) => v !== undefined && v !== false)
@@ -336,9 +339,11 @@ function describeOptimizer(options: TrainStart["options"]): string {
   const optimizer = name === "sgd" && settings.length === 0
     ? ""
     : `${name}${settings.length ? ` (${settings.join(", ")})` : ""} `;
-  const schedule = options.schedule.name === "constant" && !options.schedule.warmupEpochs
-    ? ""
-    : `, ${options.schedule.name} schedule`;
+  const { name: scheduleName, warmupEpochs } = options.schedule;
+  const warmup = warmupEpochs ? `after a ${warmupEpochs}-epoch warm-up` : "";
+  const schedule = scheduleName === "constant"
+    ? (warmup ? ` ${warmup}` : "")
+    : `, ${scheduleName} schedule${warmup ? ` ${warmup}` : ""}`;
   return `${optimizer}lr ${options.lr}${schedule}`;
 }
 

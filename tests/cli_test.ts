@@ -73,6 +73,8 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
     [["--backend", "cuda"], /--backend must be one of webgpu, cpu, got "cuda"/],
     [["--kernels", "cudnn"], /--kernels must be one of fast, tfjs, got "cudnn"/],
     [["--input-size", "50"], /input size must be an integer of at least 67/],
+    [["--head", "ones"], /head must be one of random, zero, got "ones"/],
+    [["--model", "lenet", "--head", "zero"], /head applies to NiN only, not to model "lenet"/],
     [
       ["--optimizer", "rmsprop"],
       /optimizer: name must be one of sgd, adam, got \{"name":"rmsprop"\}/,

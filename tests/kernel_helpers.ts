@@ -65,6 +65,13 @@ export async function runOnActiveBackend(
   }
 }
 
+/** How many of the backend's compiled shaders have a key starting with `prefix`. */
+export function compiledShaders(prefix: string): number {
+  const cache = (tf.backend() as unknown as { pipelineCache: Record<string, unknown> })
+    .pipelineCache;
+  return Object.keys(cache).filter((key) => key.startsWith(prefix)).length;
+}
+
 /** Runs `f` on tfjs's `cpu` backend, then makes `webgpu` the active backend again. */
 export async function onCpuBackend<T>(f: () => Promise<T>): Promise<T> {
   await tf.setBackend("cpu");

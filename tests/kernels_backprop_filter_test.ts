@@ -26,6 +26,11 @@ Deno.test("fast Conv2DBackpropFilter matches the CPU backend on NiN's layers at 
   for (const [i, c] of cases.entries()) await checkBackpropCase(FILTER, c, 100 + i);
 });
 
+Deno.test("fast Conv2DBackpropFilter matches the CPU backend on NiN's layers at 99 px (the quick preset: a 2×2 last block), batch 4", async () => {
+  const cases = ninCases("99px", 4, 99, 0.125);
+  for (const [i, c] of cases.entries()) await checkBackpropCase(FILTER, c, 300 + i);
+});
+
 // tfjs' CPU backend takes about 8 s for each of these; the 5×5 layer would take 80 s.
 Deno.test("fast Conv2DBackpropFilter matches the CPU backend on NiN's first layers at 224 px, width 1", async () => {
   const cases = ninCases("224px", 1, 224, 1).slice(0, 2);

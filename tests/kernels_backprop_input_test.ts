@@ -26,6 +26,11 @@ Deno.test("fast Conv2DBackpropInput matches the CPU backend on NiN's layers at 6
   for (const [i, c] of cases.entries()) await checkBackpropCase(INPUT, c, 100 + i);
 });
 
+Deno.test("fast Conv2DBackpropInput matches the CPU backend on NiN's layers at 99 px (the quick preset: a 2×2 last block), batch 4", async () => {
+  const cases = ninCases("99px", 4, 99, 0.125);
+  for (const [i, c] of cases.entries()) await checkBackpropCase(INPUT, c, 300 + i);
+});
+
 Deno.test("fast Conv2DBackpropInput matches the CPU backend on NiN's blocks 1 and 2 at 224 px, width 1", async () => {
   const cases = ninCases("224px", 1, 224, 1).slice(0, 6);
   for (const [i, c] of cases.entries()) await checkBackpropCase(INPUT, c, 200 + i);

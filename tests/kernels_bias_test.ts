@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import {
+  compiledShaders,
   expectMatchesCpu,
   expectNoLeaks,
   expectTfjsKernelResult,
@@ -16,15 +17,8 @@ import {
 
 await initBackend("webgpu", { kernels: "fast" });
 
-/** The fast kernels' shaders compiled so far whose key starts with `prefix`. */
-function compiled(prefix: string): number {
-  const cache = (tf.backend() as unknown as { pipelineCache: Record<string, unknown> })
-    .pipelineCache;
-  return Object.keys(cache).filter((key) => key.startsWith(prefix)).length;
-}
-
 Deno.test("the fast bias add matches tfjs's cpu backend, either operand order, 4k or not", async () => {
-  const before = compiled("fastBiasAdd_");
+  const before = compiledShaders("fastBiasAdd_");
   const cases: [number[], boolean][] = [
     [[2, 5, 5, 12], false], // NiN's activations: channels a multiple of 4
     [[3, 7, 10], false], // 10 channels
@@ -41,11 +35,11 @@ Deno.test("the fast bias add matches tfjs's cpu backend, either operand order, 4
       { tolerance: { relative: worstCaseRelative(1), absolute: 0 }, magnitudesOn: "cpu" },
     );
   }
-  assert.equal(compiled("fastBiasAdd_") - before, cases.length, "the fast kernel ran");
+  assert.equal(compiledShaders("fastBiasAdd_") - before, cases.length, "the fast kernel ran");
 });
 
 Deno.test("the fast bias gradient (a sum over all axes but the channels) matches tfjs's cpu backend", async () => {
-  const before = compiled("fastChannelSum_");
+  const before = compiledShaders("fastChannelSum_");
   const cases: [number[], number[]][] = [
     [[2, 5, 5, 12], [0, 1, 2]],
     [[3, 7, 10], [0, 1]],
@@ -61,7 +55,7 @@ Deno.test("the fast bias gradient (a sum over all axes but the channels) matches
       { tolerance: { relative: worstCaseRelative(rows), absolute: 0 }, magnitudesOn: "cpu" },
     );
   }
-  assert.equal(compiled("fastChannelSum_") - before, cases.length, "the fast kernel ran");
+  assert.equal(compiledShaders("fastChannelSum_") - before, cases.length, "the fast kernel ran");
 });
 
 Deno.test("other adds and sums are tfjs's kernels, bit for bit", async () => {

@@ -48,7 +48,7 @@ async function expectMatchesCpuConv(
 type Case = [number[], number[], number, "same" | "valid"];
 
 const NIN_SMALL: Case[] = [
-  [[2, 67, 67, 1], [11, 11, 1, 12], 4, "valid"], // nin1_conv at the quick preset
+  [[2, 67, 67, 1], [11, 11, 1, 12], 4, "valid"], // nin1_conv at 67 px
   [[2, 15, 15, 12], [1, 1, 12, 12], 1, "valid"], // 1×1
   [[2, 7, 7, 12], [5, 5, 12, 32], 1, "same"], // nin2_conv
   [[2, 7, 7, 32], [1, 1, 32, 32], 1, "valid"],
@@ -60,6 +60,8 @@ const NIN_SMALL: Case[] = [
   [[1, 9, 9, 3], [3, 3, 3, 5], 4, "same"], // stride 4 same, odd channels
   [[3, 8, 6, 6], [3, 2, 6, 7], 1, "valid"], // non-square kernel and input
   [[2, 54, 54, 1], [11, 11, 1, 96], 4, "same"],
+  [[2, 99, 99, 1], [11, 11, 1, 12], 4, "valid"], // nin1_conv at the quick preset's 99 px
+  [[2, 2, 2, 48], [3, 3, 48, 10], 1, "same"], // its nin4_conv: a 2×2 map, padding on every side
 ];
 
 Deno.test("the fast forward convolution matches tfjs's cpu backend on NiN's shapes and more", async (t) => {

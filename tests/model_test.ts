@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type * as tfl from "@tensorflow/tfjs-layers";
-import { createNiN, MIN_INPUT_SIZE, ninSummary } from "../lib/model/nin.ts";
+import { createNiN, MIN_INPUT_SIZE, ninSummary, ZERO_HEAD_BIAS } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import { UsageError } from "../lib/errors.ts";
 
@@ -102,4 +102,27 @@ Deno.test("NiN can use Glorot-uniform kernels instead", async () => {
   } finally {
     model.dispose();
   }
+});
+
+Deno.test("NiN's zero head: the class-score layer starts at zero weights and a positive bias, every other weight as with a random head", async () => {
+  const random = createNiN({ inputSize: 99, width: 0.125, seed: 3 });
+  const zero = createNiN({ inputSize: 99, width: 0.125, seed: 3, head: "zero" });
+  try {
+    const [kr, kz] = [await kernels(random), await kernels(zero)];
+    const [headKernel, headBias] = kz.slice(-2);
+    assert.match(headKernel.name, /nin4_mlp2/);
+    assert.ok(headKernel.values.every((v) => v === 0), "head kernel is zero");
+    assert.deepEqual([...headBias.values], Array(10).fill(Math.fround(ZERO_HEAD_BIAS)));
+    assert.ok(kr.at(-2)!.values.some((v) => v !== 0), "the random head is not zero");
+    for (const [i, w] of kz.slice(0, -2).entries()) {
+      assert.deepEqual(w.values, kr[i].values, `${w.name} differs between heads`);
+    }
+  } finally {
+    [random, zero].forEach((m) => m.dispose());
+  }
+  assert.throws(
+    () => createNiN({ head: "ones" as never }),
+    (e: Error) =>
+      e instanceof UsageError && /head must be one of random, zero, got "ones"/.test(e.message),
+  );
 });

@@ -151,12 +151,13 @@ Deno.test("a preset's values are defaults, not settings given: a run with --pres
     assert.deepEqual(resumed.history.map((r) => r.epoch), [1, 2]);
     const [saved] = (await listCheckpoints(dir)).slice(-1);
     const state = await readCheckpoint(saved.path);
-    assert.equal(state.config.batchSize, 16, "the checkpoint's batch size, not the preset's 32");
+    assert.equal(state.config.batchSize, 16, "the checkpoint's batch size, not the preset's 128");
     assert.equal(
       state.config.model.options.inputSize,
-      67,
+      99,
       "the preset's input size, as first trained",
     );
+    assert.equal(state.config.model.options.head, "zero", "the preset's head, as first trained");
   });
 });
 

@@ -9,7 +9,7 @@
 import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { UsageError } from "../errors.ts";
-import type { KernelInit } from "../model/nin.ts";
+import type { HeadInit, KernelInit } from "../model/nin.ts";
 import { type ModelName, MODELS } from "../model/registry.ts";
 import { type LrSchedule, type OptimizerName, parseSchedule } from "../optim/mod.ts";
 import { type BackendName, BACKENDS } from "../train/shared/backend.ts";
@@ -51,6 +51,7 @@ export const TRAIN_FLAGS = {
   width: { type: "string" },
   dropout: { type: "string" },
   init: { type: "string" },
+  head: { type: "string" },
   "train-limit": { type: "string" },
   "test-limit": { type: "string" },
   preset: { type: "string" },
@@ -99,11 +100,13 @@ export const TRAIN_FLAGS_HELP =
   --width X          channel multiplier of the first three NiN blocks (default 1)
   --dropout X        dropout rate (default 0.5)
   --init NAME        kernel initialisation: he-normal (default) or glorot-uniform
+  --head NAME        NiN's class-score layer: random (default) or zero (zero weights, equal
+                     positive scores: no class starts without gradient)
   --train-limit N    use only the first N training examples
   --test-limit N     use only the first N test examples
   --preset NAME      d2l (default) or quick: ${QUICK.inputSize} px, width ${QUICK.width},
-                     dropout ${QUICK.dropout}, the first ${QUICK.trainLimit} training and ${QUICK.testLimit} test
-                     examples, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}; flags given override it
+                     dropout ${QUICK.dropout}, head ${QUICK.head}, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}
+                     (about 7 min on 2 CPU cores); flags given override it
   --step-timeout S   stop with an error naming the stuck worker after S seconds without
                      progress (default: 30 min before the first step, then 20 × the
                      slowest step, at least 5 min)
@@ -142,7 +145,7 @@ export type TrainFlagValues = {
  *
  * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
  * assert.ok(options.workers === 2 && options.preset === "quick");
- * assert.equal(resolveTrainOptions(options).model.options.inputSize, 67);
+ * assert.equal(resolveTrainOptions(options).model.options.inputSize, 99);
  * ```
  */
 export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
@@ -196,6 +199,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     width: numberFlag("--width", values.width),
     dropout: numberFlag("--dropout", values.dropout),
     init: values.init as KernelInit | undefined,
+    head: values.head as HeadInit | undefined,
     trainLimit: numberFlag("--train-limit", values["train-limit"], { integer: true }),
     testLimit: numberFlag("--test-limit", values["test-limit"], { integer: true }),
     stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),

@@ -15,6 +15,7 @@ import { fastBiasAdd, fastChannelSum } from "./bias.ts";
 import { fastConv2D, fastFusedConv2D } from "./conv2d.ts";
 import { fastConv2DBackpropFilter } from "./conv2d_backprop_filter.ts";
 import { fastConv2DBackpropInput } from "./conv2d_backprop_input.ts";
+import { fastMaxPool, fastMaxPoolGrad } from "./max_pool.ts";
 
 /** The kernel sets a run can use: `fast` (this library's, the default) or `tfjs` (tfjs's own). */
 export type KernelSet = "fast" | "tfjs";
@@ -71,6 +72,18 @@ const FAST_KERNELS: Readonly<Record<string, FastKernel>> = {
     fastConv2DBackpropFilter(
       inputs as unknown as { x: tf.TensorInfo; dy: tf.TensorInfo },
       attrs as unknown as tf.Conv2DBackpropFilterAttrs,
+      backend,
+    ),
+  [tf.MaxPool]: (inputs, attrs, backend) =>
+    fastMaxPool(
+      inputs as unknown as { x: tf.TensorInfo },
+      attrs as unknown as tf.MaxPoolAttrs,
+      backend,
+    ),
+  [tf.MaxPoolGrad]: (inputs, attrs, backend) =>
+    fastMaxPoolGrad(
+      inputs as unknown as { dy: tf.TensorInfo; input: tf.TensorInfo },
+      attrs as unknown as tf.MaxPoolGradAttrs,
       backend,
     ),
 };

@@ -30,7 +30,48 @@ export interface NiNOptions {
    * default, for comparison).
    */
   init?: KernelInit;
+  /**
+   * The class scores' layer (the last 1×1 convolution): `"random"` (default;
+   * initialised as every other layer) or `"zero"`: zero weights and a bias of
+   * {@linkcode ZERO_HEAD_BIAS}, so every class starts with the same positive
+   * score for every image, and its ReLU lets every class's gradient through
+   * from the first step. With `"random"`, a class whose score is negative for
+   * every image at the start gets no gradient at all — how small NiNs stall
+   * at chance accuracy (see the README's initialisation study).
+   */
+  head?: HeadInit;
 }
+
+/** Initialisations of NiN's class-score layer that {@linkcode createNiN} offers. */
+export type HeadInit = "random" | "zero";
+
+/**
+ * The values of {@linkcode HeadInit}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HEAD_INITS } from "./nin.ts";
+ *
+ * assert.deepEqual(HEAD_INITS, ["random", "zero"]);
+ * ```
+ */
+export const HEAD_INITS: readonly HeadInit[] = ["random", "zero"];
+
+/**
+ * Every class score's initial value with `head: "zero"`: the bias of the last
+ * 1×1 convolution, whose weights start at zero. Positive, so that the layer's
+ * ReLU passes gradient for every class.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ZERO_HEAD_BIAS } from "./nin.ts";
+ *
+ * assert.ok(ZERO_HEAD_BIAS > 0);
+ * ```
+ */
+export const ZERO_HEAD_BIAS = 0.1;
 
 /** Kernel initialisations {@linkcode createNiN} offers. */
 export type KernelInit = "he-normal" | "glorot-uniform";
@@ -94,6 +135,7 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
     dropout: options.dropout ?? 0.5,
     seed: options.seed ?? 0,
     init: options.init ?? "he-normal",
+    head: options.head ?? "random",
   };
   if (!Number.isInteger(resolved.inputSize) || resolved.inputSize < MIN_INPUT_SIZE) {
     throw new UsageError(
@@ -115,6 +157,11 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
       `init must be one of ${KERNEL_INITS.join(", ")}, got ${describeValue(resolved.init)}`,
     );
   }
+  if (!HEAD_INITS.includes(resolved.head)) {
+    throw new UsageError(
+      `head must be one of ${HEAD_INITS.join(", ")}, got ${describeValue(resolved.head)}`,
+    );
+  }
   if (!Number.isInteger(resolved.seed)) {
     throw new UsageError(`seed must be an integer, got ${describeValue(resolved.seed)}`);
   }
@@ -123,7 +170,8 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
 
 /**
  * Builds the NiN model with He-normal (Kaiming, fan-in) initialised kernels
- * (unless `options.init` says otherwise) and zero biases. With the default options it has 1,992,166 parameters and takes
+ * (unless `options.init` says otherwise) and zero biases (but see
+ * `options.head`). With the default options it has 1,992,166 parameters and takes
  * `[batch, 224, 224, 1]` images.
  *
  * He-normal is used instead of tfjs' default Glorot-uniform because NiN at
@@ -143,7 +191,7 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
  * ```
  */
 export function createNiN(options: NiNOptions = {}): tfl.Sequential {
-  const { inputSize, width, dropout, seed, init } = resolveNiNOptions(options);
+  const { inputSize, width, dropout, seed, init, head } = resolveNiNOptions(options);
   const channels = (c: number) => Math.max(1, Math.round(c * width));
   const model = tfl.sequential({ name: "nin" });
   let layerIndex = 0;
@@ -151,6 +199,7 @@ export function createNiN(options: NiNOptions = {}): tfl.Sequential {
   const conv = (name: string, filters: number, kernel: number, stride: number, pad: 0 | 1 | 2) => {
     const fanIn = kernel * kernel * inChannels;
     const layerSeed = mixSeed([seed, layerIndex++]);
+    const zero = head === "zero" && name === "nin4_mlp2";
     model.add(tfl.layers.conv2d({
       name,
       filters,
@@ -159,10 +208,12 @@ export function createNiN(options: NiNOptions = {}): tfl.Sequential {
       // For stride 1, "same" padding is exactly d2l's padding of (k-1)/2.
       padding: pad === 0 ? "valid" : "same",
       activation: "relu",
-      kernelInitializer: init === "he-normal"
+      kernelInitializer: zero
+        ? "zeros"
+        : init === "he-normal"
         ? tfl.initializers.randomNormal({ mean: 0, stddev: Math.sqrt(2 / fanIn), seed: layerSeed })
         : tfl.initializers.glorotUniform({ seed: layerSeed }),
-      biasInitializer: "zeros",
+      biasInitializer: zero ? tfl.initializers.constant({ value: ZERO_HEAD_BIAS }) : "zeros",
       ...(model.layers.length === 0 ? { inputShape: [inputSize, inputSize, 1] } : {}),
     }));
     inChannels = filters;
