@@ -85,6 +85,29 @@ async function fileSha(path: string): Promise<string> {
   return await sha256Hex(await Deno.readFile(path));
 }
 
+/**
+ * The reference: one process with `flags` on a fresh tiny data set in `dir`,
+ * exporting to `dir/single`; it must succeed.
+ */
+async function singleProcessRun(dir: string, flags: string[]) {
+  await writeTinyDataset(dir, { train: 48, test: 16 });
+  const single = await runScript(
+    "scripts/train.ts",
+    runFlags(dir, [...flags, `--export=${dir}/single`]),
+    { env: { LP_NUM_THREADS: "1" } },
+  );
+  assert.equal(single.code, 0, single.stderr);
+  return single;
+}
+
+/** Asserts that the several processes' export (`dir/multi`) has the reference's weights, bit for bit. */
+async function assertReferenceWeights(dir: string): Promise<void> {
+  assert.equal(
+    await fileSha(`${dir}/multi/group1-shard1of1.bin`),
+    await fileSha(`${dir}/single/group1-shard1of1.bin`),
+  );
+}
+
 /** The epoch lines of a run's output. */
 function epochLines(stdout: string): string[] {
   return stdout.split("\n").filter((line) => /^epoch \d/.test(line))
@@ -93,13 +116,7 @@ function epochLines(stdout: string): string[] {
 
 Deno.test("2 processes × 2 workers end with the weights of 1 process × 4; rank 0 alone writes", async () => {
   await withTempDir(async (dir) => {
-    await writeTinyDataset(dir, { train: 48, test: 16 });
-    const single = await runScript(
-      "scripts/train.ts",
-      runFlags(dir, ["--workers=4", `--export=${dir}/single`]),
-      { env: { LP_NUM_THREADS: "1" } },
-    );
-    assert.equal(single.code, 0, single.stderr);
+    const single = await singleProcessRun(dir, ["--workers=4"]);
 
     const port = freePort();
     const flags = runFlags(dir, [
@@ -118,10 +135,7 @@ Deno.test("2 processes × 2 workers end with the weights of 1 process × 4; rank
     assert.equal(epochLines(zero.stdout).length, 2);
     assert.deepEqual(epochLines(one.stdout), epochLines(zero.stdout));
     assert.deepEqual(epochLines(zero.stdout), epochLines(single.stdout));
-    assert.equal(
-      await fileSha(`${dir}/multi/group1-shard1of1.bin`),
-      await fileSha(`${dir}/single/group1-shard1of1.bin`),
-    );
+    await assertReferenceWeights(dir);
     // One run's checkpoints, one metrics file: rank 1 wrote nothing.
     const files = [...Deno.readDirSync(`${dir}/ckpt`)].map((e) => e.name).sort();
     assert.deepEqual(files.filter((name) => name.endsWith(".msgpack")).length, 2, files.join());
@@ -192,13 +206,7 @@ Deno.test("launch mistakes are usage errors, before any work", async () => {
 
 Deno.test("SIGTERM to one process stops both at the same step; rank 0's checkpoint resumes both to the uninterrupted bits", async () => {
   await withTempDir(async (dir) => {
-    await writeTinyDataset(dir, { train: 48, test: 16 });
-    const baseline = await runScript(
-      "scripts/train.ts",
-      runFlags(dir, ["--workers=2", "--epochs=6", `--export=${dir}/single`]),
-      { env: { LP_NUM_THREADS: "1" } },
-    );
-    assert.equal(baseline.code, 0, baseline.stderr);
+    await singleProcessRun(dir, ["--workers=2", "--epochs=6"]);
 
     const flags = runFlags(dir, [
       "--workers=1",
@@ -230,22 +238,13 @@ Deno.test("SIGTERM to one process stops both at the same step; rank 0's checkpoi
     assert.equal(done0.code, 0, done0.stderr);
     assert.equal(done1.code, 0, done1.stderr);
     assert.match(done1.stdout, /resuming from rank 0's .*ckpt-/);
-    assert.equal(
-      await fileSha(`${dir}/multi/group1-shard1of1.bin`),
-      await fileSha(`${dir}/single/group1-shard1of1.bin`),
-    );
+    await assertReferenceWeights(dir);
   });
 });
 
 Deno.test("with --max-restarts, a killed process relaunched by its scheduler rejoins and the run ends with the uninterrupted bits", async () => {
   await withTempDir(async (dir) => {
-    await writeTinyDataset(dir, { train: 48, test: 16 });
-    const baseline = await runScript(
-      "scripts/train.ts",
-      runFlags(dir, ["--workers=2", "--epochs=5", `--export=${dir}/single`]),
-      { env: { LP_NUM_THREADS: "1" } },
-    );
-    assert.equal(baseline.code, 0, baseline.stderr);
+    await singleProcessRun(dir, ["--workers=2", "--epochs=5"]);
 
     const flags = runFlags(dir, [
       "--workers=1",
@@ -270,10 +269,7 @@ Deno.test("with --max-restarts, a killed process relaunched by its scheduler rej
       /rank 1 \(127\.0\.0\.1:\d+\) closed its connection; restarting every worker from epoch [23], step 0 \(restart 1 of 1\)/,
     );
     assert.match(relaunched.stdout, /resuming from rank 0's state after its last restart/);
-    assert.equal(
-      await fileSha(`${dir}/multi/group1-shard1of1.bin`),
-      await fileSha(`${dir}/single/group1-shard1of1.bin`),
-    );
+    await assertReferenceWeights(dir);
   });
 });
 
