@@ -259,7 +259,9 @@ function withOptionalValue(args: string[], flag: string): string[] {
 function printStart(info: TrainStart): void {
   const { options } = info;
   const perWorker = options.batchSize / options.replicas;
-  const share = Number.isInteger(perWorker) ? `${perWorker}` : `~${perWorker.toFixed(1)}`;
+  const shardsPerWorker = options.batchShards / options.replicas;
+  const share = (Number.isInteger(perWorker) ? `${perWorker}` : `~${perWorker.toFixed(1)}`) +
+    " per worker" + (shardsPerWorker > 1 ? ` in ${shardsPerWorker} shards` : "");
   console.log(
     `${describeModel(options.model, info)} on ` +
       `${info.trainCount} training / ${info.testCount} test examples`,
@@ -272,7 +274,7 @@ function printStart(info: TrainStart): void {
     `${options.workers} worker(s)${where} on ${info.device.backend}` +
       `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +
       `${adapterWithPath(info.device)}; ` +
-      `batch ${options.batchSize} (${share} per worker), ${describeOptimizer(options)}, ` +
+      `batch ${options.batchSize} (${share}), ${describeOptimizer(options)}, ` +
       `${info.stepsPerEpoch} steps per epoch`,
   );
   if (info.resumedFrom) {

@@ -67,6 +67,8 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
     [["--lr", "NaN"], /--lr must be a number, got "NaN"/],
     [["--lr", "nan"], /--lr must be a number, got "nan"/],
     [["--workers", "4", "--batch-size", "2"], /batch size 2 is smaller than the 4 workers/],
+    [["--workers", "2", "--shards", "3"], /shards 3 is not a multiple of the 2 workers/],
+    [["--shards", "0"], /shards must be a positive integer, got 0/],
     [["--bogus"], /Unknown option '--bogus'/],
     [["--epochs"], /--epochs/],
     [["--preset", "fast"], /--preset must be d2l or quick, got "fast"/],

@@ -115,7 +115,13 @@ Deno.test("star all-reduce: every replica gets the same weighted average; buffer
 
 function startSharedWorkers(
   worldSize: number,
-  message: { buffer: SharedArrayBuffer; length: number; rounds: number; stall?: number },
+  message: {
+    buffer: SharedArrayBuffer;
+    length: number;
+    rounds: number;
+    stall?: number;
+    parts?: number;
+  },
 ) {
   const url = new URL("./fixtures/shared_all_reduce_worker.ts", import.meta.url);
   return Array.from({ length: worldSize }, (_, rank) => {
@@ -152,6 +158,61 @@ Deno.test("shared-memory all-reduce: every worker gets the star all-reduce's bit
     }
   } finally {
     workers.forEach((w) => w.worker.terminate());
+  }
+});
+
+Deno.test("shared-memory all-reduce: 2 replicas of 2 parts each give the bits of 4 replicas", async () => {
+  const [worldSize, parts, length, rounds] = [2, 2, 10_007, 3];
+  const buffer = createSharedAllReduceBuffer({ worldSize, length, parts });
+  const workers = startSharedWorkers(worldSize, { buffer, length, rounds, parts });
+  try {
+    const results = await Promise.all(workers.map((w) => w.received));
+    for (let round = 0; round < rounds; round++) {
+      // Weights 16 + rank + round: not powers of two, so the order of the terms shows.
+      const expected = weightedAverage(
+        Array.from({ length: 4 }, (_, rank) => contribution(rank, round, length)),
+      );
+      for (const messages of results) {
+        assert.equal(messages[round].error, undefined);
+        assert.deepEqual(messages[round].result, expected);
+      }
+    }
+  } finally {
+    workers.forEach((w) => w.worker.terminate());
+  }
+});
+
+Deno.test("star all-reduce and one shared-memory replica: parts give the bits of as many replicas", async () => {
+  const length = 5_003;
+  const inputs = Array.from({ length: 3 }, (_, rank) => contribution(rank, 2, length));
+  const expected = weightedAverage(inputs);
+  const backToBack = (from: number, to: number) => {
+    const data = new Float32Array((to - from) * length);
+    inputs.slice(from, to).forEach((input, j) => data.set(input.data, j * length));
+    return { data, weight: inputs.slice(from, to).map((input) => input.weight) };
+  };
+  // One replica, three parts (one of them weighing 0), without any peer.
+  const alone = new SharedAllReduce(
+    createSharedAllReduceBuffer({ worldSize: 1, length, parts: 3 }),
+    { rank: 0, worldSize: 1, length, parts: 3 },
+  );
+  const whole = backToBack(0, 3);
+  assert.deepEqual(await alone.average(whole.data, whole.weight), expected);
+  await assert.rejects(alone.average(whole.data, [1, 2]), /expected 2 × 5003 elements/);
+  // Star: replica 0 with parts 0 and 1, replica 1 with part 2.
+  const [hub0, replica0] = mailboxPair();
+  const [hub1, replica1] = mailboxPair();
+  const hub = new StarAllReduceHub([hub0, hub1]);
+  try {
+    const first = backToBack(0, 2);
+    const results = await Promise.all([
+      new StarAllReduce(replica0).average(first.data, first.weight),
+      new StarAllReduce(replica1).average(inputs[2].data.slice(), inputs[2].weight),
+    ]);
+    for (const result of results) assert.deepEqual(result, expected);
+    assert.equal(hub.rounds, 1);
+  } finally {
+    [hub0, replica0, hub1, replica1].forEach((m) => m.close());
   }
 });
 

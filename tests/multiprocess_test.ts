@@ -145,6 +145,22 @@ Deno.test("2 processes × 2 workers end with the weights of 1 process × 4; rank
   });
 });
 
+Deno.test("with --shards 4, 2 processes × 1 worker end with the weights of 1 process × 1 worker", async () => {
+  await withTempDir(async (dir) => {
+    // Batch 10: shards of 3, 3, 2 and 2 examples, each its own term of the average.
+    const shards = ["--shards=4", "--batch-size=10"];
+    await singleProcessRun(dir, ["--workers=1", ...shards]);
+    const port = freePort();
+    const flags = runFlags(dir, ["--workers=1", ...shards, `--export=${dir}/multi`]);
+    const ranks = [0, 1].map((rank) => startRank(rank, { size: 2, port, flags }));
+    const [zero, one] = await Promise.all(ranks.map((r) => r.finished()));
+    assert.equal(zero.code, 0, zero.stderr);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(zero.stdout, /batch 10 \(5 per worker in 2 shards\)/);
+    await assertReferenceWeights(dir);
+  });
+});
+
 Deno.test("a process with a wrong token is refused and the job goes on; a killed process is named", async () => {
   await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 48, test: 16 });

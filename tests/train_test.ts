@@ -267,6 +267,13 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
       [{ lr: NaN }, /learning rate must be a positive number, got NaN/],
       [{ dataset: "mnist" }, /dataset must be one of fashion-mnist, got "mnist"/],
       [{ workers: 4, batchSize: 3 }, /batch size 3 is smaller than the 4 workers/],
+      [
+        { workers: 2, shards: 3 },
+        /^shards 3 is not a multiple of the 2 workers: each worker computes whole shards$/,
+      ],
+      [{ shards: 8, batchSize: 4 }, /^shards 8 is larger than the batch size 4: each shard needs/],
+      [{ shards: 512, batchSize: 1024 }, /^shards must be at most 256, got 512$/],
+      [{ shards: "4" }, /^shards must be a positive integer, got "4"$/],
       [{ epochs: 1.5 }, /epochs must be a positive integer/],
       [{ inputSize: 32 }, /input size must be an integer of at least 67/],
       // Values are shown as given: a string in quotes, so "32" is not mistaken for 32.

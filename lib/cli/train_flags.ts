@@ -36,6 +36,7 @@ export const TRAIN_FLAGS = {
   workers: { type: "string" },
   epochs: { type: "string" },
   "batch-size": { type: "string" },
+  shards: { type: "string" },
   lr: { type: "string" },
   optimizer: { type: "string" },
   momentum: { type: "string" },
@@ -82,6 +83,9 @@ export const TRAIN_FLAGS_HELP =
   --workers N        worker replicas (default 1)
   --epochs N         passes over the training set (default 10)
   --batch-size N     global batch, split across the workers (default 128)
+  --shards N         cut each batch into N shards, a multiple of the workers (default: one
+                     per worker); each worker computes whole shards in turn. The same N
+                     gives the same weights, bit for bit, with any worker count dividing it
   --lr X             base learning rate (default 0.1)
   --optimizer NAME   sgd (default) or adam
   --momentum X       SGD momentum (default 0)
@@ -193,6 +197,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     workers: numberFlag("--workers", values.workers, { integer: true }),
     epochs: numberFlag("--epochs", values.epochs, { integer: true }),
     batchSize: numberFlag("--batch-size", values["batch-size"], { integer: true }),
+    shards: numberFlag("--shards", values.shards, { integer: true }),
     lr: numberFlag("--lr", values.lr),
     seed: numberFlag("--seed", values.seed, { integer: true }),
     inputSize: numberFlag("--input-size", values["input-size"], { integer: true }),

@@ -10,13 +10,23 @@
  * Every replica calls {@linkcode AllReduce.average} once per step with its
  * local vector and weight (its number of examples). All calls resolve with the
  * same vector, bit for bit: `Σ wᵣ·xᵣ / Σ wᵣ`, summed in rank order.
+ *
+ * A replica may contribute several parts (e.g. the gradients of several
+ * shards of its batch): `data` then holds one vector per weight, back to
+ * back, and the parts are summed in order, each in its own place in the rank
+ * order — so 1 replica with parts a, b gives the bits 2 replicas with a and b
+ * give.
  */
 export interface AllReduce {
   /**
-   * Contributes `data` with `weight` and resolves with the weighted average.
+   * Contributes `data` with `weight` (or the parts of `data` with `weight`'s
+   * entries) and resolves with the weighted average, one vector long.
    * `data`'s buffer may be transferred away: do not use it afterwards.
    */
-  average(data: Float32Array<ArrayBuffer>, weight: number): Promise<Float32Array<ArrayBuffer>>;
+  average(
+    data: Float32Array<ArrayBuffer>,
+    weight: number | readonly number[],
+  ): Promise<Float32Array<ArrayBuffer>>;
   /** Where the last {@linkcode AllReduce.average} spent its time. */
   readonly lastTiming: AllReduceTiming;
 }
@@ -35,6 +45,35 @@ export interface Contribution {
   data: Float32Array;
   /** Its weight, e.g. the number of examples it was computed from (may be 0). */
   weight: number;
+}
+
+/**
+ * The parts of one replica's contribution: `data` cut into `weight.length`
+ * vectors of `length` elements (one vector for a single weight).
+ *
+ * @example Two shards' gradients, back to back
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { contributionParts } from "./all_reduce.ts";
+ *
+ * const parts = contributionParts(new Float32Array([1, 2, 3, 4]), { weight: [3, 1], length: 2 });
+ * assert.deepEqual(parts.map((p) => [...p.data]), [[1, 2], [3, 4]]);
+ * assert.deepEqual(parts.map((p) => p.weight), [3, 1]);
+ * ```
+ */
+export function contributionParts(
+  data: Float32Array<ArrayBuffer>,
+  options: { weight: number | readonly number[]; length: number },
+): { data: Float32Array<ArrayBuffer>; weight: number }[] {
+  const { weight, length } = options;
+  const weights = typeof weight === "number" ? [weight] : weight;
+  if (weights.length === 0 || data.length !== weights.length * length) {
+    throw new RangeError(
+      `expected ${weights.length} × ${length} elements, got ${data.length}`,
+    );
+  }
+  if (weights.length === 1) return [{ data, weight: weights[0] }];
+  return weights.map((w, j) => ({ data: data.subarray(j * length, (j + 1) * length), weight: w }));
 }
 
 /** Options for {@linkcode weightedAverage}. */

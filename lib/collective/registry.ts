@@ -62,6 +62,8 @@ export interface CollectiveEntry {
   host(group: {
     worldSize: number;
     length: number;
+    /** Parts each replica contributes per average (see `AllReduce`). Default 1. */
+    parts?: number;
     mailboxes: readonly Mailbox[];
     processes?: ProcessGroup;
     onError?: (error: Error) => void;
@@ -72,6 +74,8 @@ export interface CollectiveEntry {
     rank: number;
     worldSize: number;
     length: number;
+    /** Parts this replica contributes per average. Default 1. */
+    parts?: number;
     joinInfo: unknown;
     mailbox: Mailbox;
   }): AllReduce;
@@ -95,8 +99,8 @@ export interface CollectiveEntry {
  */
 export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> = {
   shared: {
-    host: ({ worldSize, length }) => {
-      const buffer = createSharedAllReduceBuffer({ worldSize, length });
+    host: ({ worldSize, length, parts }) => {
+      const buffer = createSharedAllReduceBuffer({ worldSize, length, parts });
       return {
         joinInfo: buffer,
         abort: () => abortSharedAllReduce(buffer),
@@ -107,8 +111,8 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
         },
       };
     },
-    join: ({ rank, worldSize, length, joinInfo }) =>
-      new SharedAllReduce(joinInfo as SharedArrayBuffer, { rank, worldSize, length }),
+    join: ({ rank, worldSize, length, parts, joinInfo }) =>
+      new SharedAllReduce(joinInfo as SharedArrayBuffer, { rank, worldSize, length, parts }),
   },
   star: {
     host: ({ mailboxes }) => {
@@ -121,8 +125,11 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
     host: ({ mailboxes, processes, onError, stop }) => {
       if (processes === undefined) throw new Error("the tcp all-reduce needs a process group");
       const hub = new StarAllReduceHub(mailboxes, {
-        reduce: async (requests, out) => {
-          const average = await processes.average(requests, { out, raise: stop?.requested() });
+        reduce: async (contributions, out) => {
+          const average = await processes.average(contributions, {
+            out,
+            raise: stop?.requested(),
+          });
           stop?.onRound(processes.raised);
           return average;
         },

@@ -2,8 +2,8 @@
  * A zero-copy all-reduce among workers of one process, over a
  * `SharedArrayBuffer`.
  *
- * Each round: every replica writes its vector once into its own slot and its
- * weight into the weights table; after a barrier, replica `r` reduces chunk
+ * Each round: every replica writes its vector (or its parts' vectors) once
+ * into its own slots and its weights into the weights table; after a barrier, replica `r` reduces chunk
  * `r` of the vector across all slots (a reduce-scatter, in rank order, with
  * {@linkcode weightedAverage}'s arithmetic) into the shared result; after a
  * second barrier every replica copies the whole result out (the all-gather).
@@ -18,7 +18,12 @@
  * @module
  */
 
-import { type AllReduce, type AllReduceTiming, weightedAverage } from "./all_reduce.ts";
+import {
+  type AllReduce,
+  type AllReduceTiming,
+  contributionParts,
+  weightedAverage,
+} from "./all_reduce.ts";
 
 /** Int32 control words: barrier arrivals, barrier generation, abort flag. */
 const CONTROL_WORDS = 4;
@@ -32,15 +37,17 @@ const WAIT_SLICE_MS = 1000;
 
 /**
  * Byte offsets in the buffer: control words; per replica, the number of
- * all-reduces it has entered (for diagnosing a stall); per replica, its
- * weight; the slots; the result.
+ * all-reduces it has entered (for diagnosing a stall); per part of every
+ * replica, its weight; the slots (one per part, in rank order); the result.
  */
-function layout(worldSize: number, length: number) {
+function layout(shape: SharedAllReduceShape) {
+  const { worldSize, length } = shape;
+  const slotCount = worldSize * (shape.parts ?? 1);
   const entered = CONTROL_BYTES;
   const weights = entered + 8 * Math.ceil(worldSize / 2); // keep the float64s aligned
-  const slots = weights + 8 * worldSize;
-  const result = slots + 4 * worldSize * length;
-  return { entered, weights, slots, result, end: result + 4 * length };
+  const slots = weights + 8 * slotCount;
+  const result = slots + 4 * slotCount * length;
+  return { entered, weights, slots, slotCount, result, end: result + 4 * length };
 }
 
 /** Shape of a shared all-reduce buffer. */
@@ -49,6 +56,8 @@ export interface SharedAllReduceShape {
   worldSize: number;
   /** Number of float32 elements per vector. */
   length: number;
+  /** Parts every replica contributes in each round (see `AllReduce`). Default 1. */
+  parts?: number;
 }
 
 /**
@@ -65,14 +74,17 @@ export interface SharedAllReduceShape {
  * ```
  */
 export function createSharedAllReduceBuffer(shape: SharedAllReduceShape): SharedArrayBuffer {
-  const { worldSize, length } = shape;
+  const { worldSize, length, parts = 1 } = shape;
   if (!Number.isInteger(worldSize) || worldSize < 1) {
     throw new RangeError(`worldSize must be a positive integer, got ${worldSize}`);
   }
   if (!Number.isInteger(length) || length < 0) {
     throw new RangeError(`length must be a non-negative integer, got ${length}`);
   }
-  return new SharedArrayBuffer(layout(worldSize, length).end);
+  if (!Number.isInteger(parts) || parts < 1) {
+    throw new RangeError(`parts must be a positive integer, got ${parts}`);
+  }
+  return new SharedArrayBuffer(layout(shape).end);
 }
 
 /**
@@ -142,6 +154,7 @@ export class SharedAllReduce implements AllReduce {
   readonly #rank: number;
   readonly #worldSize: number;
   readonly #length: number;
+  readonly #parts: number;
   readonly #control: Int32Array;
   readonly #entered: Int32Array;
   readonly #weights: Float64Array;
@@ -150,9 +163,11 @@ export class SharedAllReduce implements AllReduce {
 
   /** Attaches replica `rank` to `buffer`. */
   constructor(buffer: SharedArrayBuffer, options: SharedAllReduceShape & { rank: number }) {
-    const { rank, worldSize, length } = options;
-    if (buffer.byteLength !== createSharedAllReduceBuffer({ worldSize, length }).byteLength) {
-      throw new RangeError(`buffer does not fit ${worldSize} replicas × ${length} elements`);
+    const { rank, worldSize, length, parts = 1 } = options;
+    if (buffer.byteLength !== createSharedAllReduceBuffer(options).byteLength) {
+      throw new RangeError(
+        `buffer does not fit ${worldSize} replicas × ${parts} part(s) × ${length} elements`,
+      );
     }
     if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
       throw new RangeError(`rank must be an integer in [0, ${worldSize - 1}], got ${rank}`);
@@ -160,48 +175,63 @@ export class SharedAllReduce implements AllReduce {
     this.#rank = rank;
     this.#worldSize = worldSize;
     this.#length = length;
-    const at = layout(worldSize, length);
+    this.#parts = parts;
+    const at = layout(options);
     this.#control = new Int32Array(buffer, 0, CONTROL_WORDS);
     this.#entered = new Int32Array(buffer, at.entered, worldSize);
-    this.#weights = new Float64Array(buffer, at.weights, worldSize);
+    this.#weights = new Float64Array(buffer, at.weights, at.slotCount);
     this.#slots = Array.from(
-      { length: worldSize },
+      { length: at.slotCount },
       (_, r) => new Float32Array(buffer, at.slots + 4 * r * length, length),
     );
     this.#result = new Float32Array(buffer, at.result, length);
   }
 
   /**
-   * Contributes `data` with `weight` and resolves with the weighted average,
-   * written into `data` itself (no buffer changes hands). With one replica,
-   * `data` is already the average and comes back as it is.
+   * Contributes `data` with `weight` (one weight per part) and resolves with
+   * the weighted average, written into the start of `data` itself (no buffer
+   * changes hands). With one replica and one part, `data` is already the
+   * average and comes back as it is.
    */
-  average(data: Float32Array<ArrayBuffer>, weight: number): Promise<Float32Array<ArrayBuffer>> {
+  average(
+    data: Float32Array<ArrayBuffer>,
+    weight: number | readonly number[],
+  ): Promise<Float32Array<ArrayBuffer>> {
     try {
-      if (data.length !== this.#length) {
-        throw new RangeError(`expected ${this.#length} elements, got ${data.length}`);
+      const parts = contributionParts(data, { weight, length: this.#length });
+      if (parts.length !== this.#parts) {
+        throw new RangeError(`expected ${this.#parts} part(s), got ${parts.length}`);
       }
       if (this.#worldSize === 1) {
-        if (!(weight > 0)) throw new RangeError(`total weight must be positive, got ${weight}`);
-        this.lastTiming = { waitMs: 0, reduceMs: 0 };
-        return Promise.resolve(data);
+        const started = performance.now();
+        const out = data.subarray(0, this.#length);
+        if (parts.length === 1) {
+          const total = parts[0].weight;
+          if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
+        } else weightedAverage(parts, { out });
+        this.lastTiming = { waitMs: 0, reduceMs: performance.now() - started };
+        return Promise.resolve(out);
       }
       const started = performance.now();
       Atomics.add(this.#entered, this.#rank, 1);
-      this.#slots[this.#rank].set(data);
-      this.#weights[this.#rank] = weight;
+      parts.forEach((part, j) => {
+        const slot = this.#rank * this.#parts + j;
+        this.#slots[slot].set(part.data);
+        this.#weights[slot] = part.weight;
+      });
       let waitMs = this.#barrier(); // every slot written
       const start = Math.floor((this.#rank * this.#length) / this.#worldSize);
       const end = Math.floor(((this.#rank + 1) * this.#length) / this.#worldSize);
-      const contributions = this.#slots.map((slot, r) => ({
+      const contributions = this.#slots.map((slot, s) => ({
         data: slot,
-        weight: this.#weights[r],
+        weight: this.#weights[s],
       }));
       weightedAverage(contributions, { out: this.#result, start, end });
       waitMs += this.#barrier(); // every chunk reduced
-      data.set(this.#result);
+      const out = data.subarray(0, this.#length);
+      out.set(this.#result);
       this.lastTiming = { waitMs, reduceMs: performance.now() - started - waitMs };
-      return Promise.resolve(data);
+      return Promise.resolve(out);
     } catch (error) {
       return Promise.reject(error);
     }

@@ -10,7 +10,13 @@
  * @module
  */
 
-import { type AllReduce, type AllReduceTiming, weightedAverage } from "./all_reduce.ts";
+import {
+  type AllReduce,
+  type AllReduceTiming,
+  type Contribution,
+  contributionParts,
+  weightedAverage,
+} from "./all_reduce.ts";
 import type { Message } from "./channel.ts";
 import type { Mailbox } from "./mailbox.ts";
 
@@ -19,9 +25,9 @@ export interface AllReduceRequest extends Message {
   type: "allreduce";
   /** Sequence number; every replica's n-th call carries the same one. */
   seq: number;
-  /** Weight of this contribution. */
-  weight: number;
-  /** The local vector (transferred). */
+  /** Weight of this contribution, or of each of its parts. */
+  weight: number | readonly number[];
+  /** The local vector, or the parts' vectors back to back (transferred). */
   data: Float32Array<ArrayBuffer>;
 }
 
@@ -61,7 +67,7 @@ export class StarAllReduce implements AllReduce {
   /** Sends `data` to the hub (transferring its buffer) and waits for the average. */
   async average(
     data: Float32Array<ArrayBuffer>,
-    weight: number,
+    weight: number | readonly number[],
   ): Promise<Float32Array<ArrayBuffer>> {
     const started = performance.now();
     const seq = this.#seq++;
@@ -80,10 +86,10 @@ export class StarAllReduce implements AllReduce {
 /** Options of a {@linkcode StarAllReduceHub}. */
 export interface StarHubOptions {
   /**
-   * Averages one round's contributions (in rank order) into `out` (rank 0's
-   * buffer); default `weightedAverage`.
+   * Averages one round's contributions (every replica's parts, in rank order)
+   * into `out` (the start of rank 0's buffer); default `weightedAverage`.
    */
-  reduce?: (contributions: AllReduceRequest[], out: Float32Array) => Promise<Float32Array>;
+  reduce?: (contributions: Contribution[], out: Float32Array) => Promise<Float32Array>;
   /** Told when `reduce` fails; the replicas then wait until the coordinator stops them. */
   onError?: (error: Error) => void;
 }
@@ -153,17 +159,24 @@ export class StarAllReduceHub {
     this.#arrivals.delete(request.seq);
     const requests = round as AllReduceRequest[];
     const reduce = this.#options.reduce;
+    // Every request is the same number of vectors of one length: rank 0's tells it.
+    const parts = typeof requests[0].weight === "number" ? 1 : requests[0].weight.length;
+    const length = requests[0].data.length / parts;
+    const contributions = requests.flatMap(({ data, weight }) =>
+      contributionParts(data, { weight, length })
+    );
+    const out = requests[0].data.subarray(0, length);
     if (reduce === undefined) {
       this.#reply(request.seq, {
         requests,
         arrivals,
-        result: weightedAverage(requests, { out: requests[0].data }),
+        result: weightedAverage(contributions, { out }),
       });
       return;
     }
     // Rounds are answered in order, each after the one before.
     this.#reducing = this.#reducing.then(async () => {
-      const result = await reduce(requests, requests[0].data);
+      const result = await reduce(contributions, out);
       this.#reply(request.seq, { requests, arrivals, result });
     }).catch((error) => this.#options.onError?.(error instanceof Error ? error : new Error(error)));
   }
@@ -176,7 +189,7 @@ export class StarAllReduceHub {
     const last = Math.max(...arrivals);
     // Rank 0's buffer holds the result: answer it last, after copying from it.
     for (let r = this.#replicas.length - 1; r >= 0; r--) {
-      const data = requests[r].data;
+      const data = requests[r].data.subarray(0, result.length);
       if (r !== 0) data.set(result);
       const reply: AllReduceReply = {
         type: "allreduce:result",

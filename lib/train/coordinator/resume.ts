@@ -95,6 +95,8 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
     trainLimit: config.trainLimit,
     testLimit: config.testLimit,
     dataset: config.dataset ?? "fashion-mnist",
+    // Shards given to the run are kept (any number of workers that divides them gives its bits).
+    ...(config.shards !== undefined ? { shards: config.shards } : {}),
     ...ninShape,
   };
   if (options.model !== undefined) {

@@ -152,7 +152,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     : undefined;
   const trainSet = shareDataset(data.train, resolved.trainLimit);
   const testSet = shareDataset(data.test, resolved.testLimit);
-  const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.replicas), resolved);
+  const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.batchShards), resolved);
   if (resume) checkResumable(resume, { count: trainSet.count, steps, options: resolved });
   const history = [...(resume?.state.history ?? [])];
   let last: TrainingState | undefined = resume?.state;
@@ -379,6 +379,7 @@ function runConfig(options: ResolvedTrainOptions): RunConfig {
     processes: options.processGroup?.size,
     epochs: options.epochs,
     batchSize: options.batchSize,
+    shards: options.shards,
     lr: options.lr,
     optimizer: options.optimizer,
     schedule: options.schedule,
@@ -422,8 +423,10 @@ function checkResumable(
         "it does not belong to this data set",
     );
   }
-  const before = state.config.workers * (state.config.processes ?? 1);
-  const now = run.options.replicas;
+  // A checkpoint's own shards are kept on resume; without them a batch had one per replica.
+  const { config } = state;
+  const before = config.shards ?? config.workers * (config.processes ?? 1);
+  const now = run.options.batchShards;
   if (state.stepsDone === 0 || before === now) return;
   if (paddedSize(run.count, before) !== paddedSize(run.count, now)) {
     throw new UsageError(
@@ -434,9 +437,9 @@ function checkResumable(
   }
 }
 
-/** Length of the padded order that `DistributedSampler` deals out to `workers` replicas. */
-function paddedSize(count: number, workers: number): number {
-  return new DistributedSampler(count, { rank: 0, worldSize: workers }).totalSize;
+/** Length of the padded order that `DistributedSampler` deals out to `shards` shards. */
+function paddedSize(count: number, shards: number): number {
+  return new DistributedSampler(count, { rank: 0, worldSize: shards }).totalSize;
 }
 
 /** The error for a run stopped by `signal` before its first step. */

@@ -246,6 +246,7 @@ export class WorkerGroup {
       stepsPerEpoch: setup.stepsPerEpoch,
       seed: options.seed,
       batchSize: options.batchSize,
+      batchShards: options.batchShards,
       evalBatchSize: Math.ceil(options.batchSize / options.replicas),
       localWorkers: options.workers,
       allReduce: options.allReduce,
@@ -299,6 +300,7 @@ export class WorkerGroup {
       const collective = COLLECTIVES[options.allReduce].host({
         worldSize: options.workers,
         length: numParams,
+        parts: options.batchShards / options.replicas,
         mailboxes,
         processes: setup.processes,
         onError: fail,

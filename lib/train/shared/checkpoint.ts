@@ -68,6 +68,8 @@ export type RunConfig =
     dataset?: DatasetName;
     /** Processes in the job, each with `workers` replicas; absent for one. */
     processes?: number;
+    /** Shards per global batch, when given (see `TrainOptions.shards`); absent: one per replica. */
+    shards?: number;
   };
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */

@@ -45,6 +45,7 @@ export function checkpointProblem(state: Fields): string | undefined {
       workers: config.workers,
       epochs: config.epochs,
       batchSize: config.batchSize,
+      shards: config.shards ?? undefined,
       lr: config.lr,
       seed: config.seed,
       backend: config.backend,

@@ -91,6 +91,16 @@ export interface TrainOptions {
   epochs?: number;
   /** Global batch size, split across the workers. Default 128. */
   batchSize?: number;
+  /**
+   * Cut every global batch into this many equal shards (default: one per
+   * worker, over all processes). Each worker computes the gradients of whole
+   * shards, one after the other, and every shard's gradient is its own term
+   * of the average, in shard order. So runs with the same `shards` give
+   * bit-identical weights with any number of workers that divides it (1, 2
+   * or 4 workers with `shards: 4`), and a worker holding several shards needs
+   * the memory of one shard's pass only. At most 256, at most the batch size.
+   */
+  shards?: number;
   /** Base learning rate. Default 0.1 (d2l's). */
   lr?: number;
   /**
@@ -270,6 +280,10 @@ export interface ResolvedTrainOptions {
   epochs: number;
   /** Global batch size. */
   batchSize: number;
+  /** Shards per global batch as given; undefined: one per replica. Recorded in checkpoints. */
+  shards: number | undefined;
+  /** Shards per global batch: `shards`, or one per replica. A multiple of `replicas`. */
+  batchShards: number;
   /** Base learning rate. */
   lr: number;
   /** Optimizer and its hyper-parameters. */
@@ -434,6 +448,23 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
       `batch size ${batchSize} is smaller than the ${replicas} workers: each worker needs at least one example per step`,
     );
   }
+  const shards = options.shards;
+  if (shards !== undefined) {
+    positiveInteger("shards", shards);
+    if (shards > MAX_WORKERS) {
+      throw new UsageError(`shards must be at most ${MAX_WORKERS}, got ${describeValue(shards)}`);
+    }
+    if (shards > batchSize) {
+      throw new UsageError(
+        `shards ${shards} is larger than the batch size ${batchSize}: each shard needs at least one example per step`,
+      );
+    }
+    if (shards % replicas !== 0) {
+      throw new UsageError(
+        `shards ${shards} is not a multiple of the ${replicas} workers: each worker computes whole shards`,
+      );
+    }
+  }
   if ((allReduce === "tcp") !== (processGroup !== undefined) && typeof allReduce === "string") {
     throw new UsageError(
       processGroup
@@ -560,6 +591,8 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     processGroup,
     epochs,
     batchSize,
+    shards,
+    batchShards: shards ?? replicas,
     lr,
     optimizer: optimizer as OptimizerConfig,
     schedule,

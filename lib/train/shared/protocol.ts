@@ -56,6 +56,8 @@ export interface ReplicaConfig {
   seed: number;
   /** Global batch size. */
   batchSize: number;
+  /** Shards per global batch, a multiple of the replicas: each computes `batchShards / worldSize`. */
+  batchShards: number;
   /** Examples per forward pass when evaluating. */
   evalBatchSize: number;
   /** Workers of each process: the group the in-process all-reduce joins. */

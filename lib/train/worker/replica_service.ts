@@ -2,11 +2,12 @@
  * What a worker does: build a replica, then follow the coordinator's commands
  * (see protocol.ts). One training step, on every worker at once:
  *
- * 1. take this rank's share of the global batch (`batchShard`),
+ * 1. take this rank's shard of the global batch (`batchShard`) — or its
+ *    shards, one after the other, when a batch has more shards than replicas,
  * 2. copy those examples out of the shared data set (`gatherBatch`),
  * 3. forward and backward pass on the device, read the gradient back
  *    (`Replica.computeGradients`),
- * 4. average the gradients of all ranks, weighted by their example counts
+ * 4. average the gradients of all shards, weighted by their example counts
  *    (`AllReduce.average`),
  * 5. apply the same optimizer update on every rank, at the learning rate
  *    the schedule gives this step (`Replica.applyGradients`).
@@ -43,7 +44,23 @@ import type {
   StepTiming,
   WeightsMessage,
 } from "../shared/protocol.ts";
-import { Replica, weightsChecksum } from "./replica.ts";
+import { type LocalGradients, Replica, weightsChecksum } from "./replica.ts";
+
+/** One rank's part of a step: its shards' gradients and their totals. */
+interface ShardGradients {
+  /** One gradient per shard, back to back. */
+  gradients: Float32Array<ArrayBuffer>;
+  /** Each shard's number of examples: its weight in the average. */
+  counts: number[];
+  /** Sum of the per-example losses over the shards. */
+  lossSum: number;
+  /** Correct arg-max predictions over the shards. */
+  correct: number;
+  /** Examples over the shards. */
+  count: number;
+  /** Milliseconds spent reading gradients back (with `profile`). */
+  readbackMs: number;
+}
 
 /**
  * Runs one replica worker over `channel` until the coordinator closes it.
@@ -90,7 +107,8 @@ class ReplicaWorker {
   readonly #init: InitMessage;
   readonly #replica: Replica;
   readonly #allReduce: AllReduce;
-  readonly #sampler: DistributedSampler;
+  /** This rank's shards of every batch: `shardsPerRank` consecutive shard indices, and their samplers. */
+  readonly #shards: { index: number; sampler: DistributedSampler }[];
   #granted = 0;
   #grantArrived: (() => void) | null = null;
 
@@ -104,10 +122,16 @@ class ReplicaWorker {
     this.#init = init;
     this.#replica = replica;
     this.#allReduce = allReduce;
-    this.#sampler = new DistributedSampler(init.train.count, {
-      rank: init.rank,
-      worldSize: init.worldSize,
-      seed: init.config.seed,
+    const { batchShards } = init.config;
+    const perRank = batchShards / init.worldSize;
+    this.#shards = Array.from({ length: perRank }, (_, j) => {
+      const index = init.rank * perRank + j;
+      const sampler = new DistributedSampler(init.train.count, {
+        rank: index,
+        worldSize: batchShards,
+        seed: init.config.seed,
+      });
+      return { index, sampler };
     });
   }
 
@@ -142,6 +166,7 @@ class ReplicaWorker {
       rank: init.localRank,
       worldSize: init.config.localWorkers,
       length: replica.numParams,
+      parts: init.config.batchShards / init.worldSize,
       joinInfo: start.collective,
       mailbox,
     });
@@ -160,10 +185,11 @@ class ReplicaWorker {
     const { epoch, fromStep, snapshotAfter } = command;
     // The sampler's shuffle and the dropout seeds count epochs from 0, as DistributedSampler does.
     const epochIndex = epoch - 1;
-    const { rank, worldSize, localRank, config, train } = this.#init;
-    const shardOptions = { rank, worldSize, batchSize: config.batchSize };
-    this.#sampler.setEpoch(epochIndex);
-    const indices = this.#sampler.indices();
+    const { localRank, config } = this.#init;
+    const shards = this.#shards.map(({ index, sampler }) => {
+      sampler.setEpoch(epochIndex);
+      return { index, indices: sampler.indices() };
+    });
     const steps = config.stepsPerEpoch;
     this.#granted = command.grantUpTo;
     for (let step = fromStep; step < steps; step++) {
@@ -171,16 +197,12 @@ class ReplicaWorker {
         await new Promise<void>((resolve) => this.#grantArrived = resolve);
       }
       const started = performance.now();
-      const batch = gatherBatch(train, batchShard(indices, step, shardOptions));
-      const local = await this.#replica.computeGradients(batch, {
-        dropoutSeed: mixSeed([config.seed, epochIndex, step, rank]),
-        profile: config.profile,
-      });
+      const local = await this.#shardGradients(shards, { epochIndex, step });
       const reduceStarted = performance.now();
-      const average = await this.#allReduce.average(local.gradients, local.count);
+      const average = await this.#allReduce.average(local.gradients, local.counts);
       // Nothing non-finite is applied: every replica checks the same averaged gradient.
       const what = !Number.isFinite(local.lossSum)
-        ? `the loss is ${local.lossSum / local.count} on worker ${rank}`
+        ? `the loss is ${local.lossSum / local.count} on worker ${this.#init.rank}`
         : nonFinite(average);
       if (what !== undefined) throw new DivergedError({ epoch, step: step + 1, what });
       const updateStarted = performance.now();
@@ -196,8 +218,8 @@ class ReplicaWorker {
         await this.#replica.sync();
         const { waitMs } = this.#allReduce.lastTiming;
         timing = {
-          computeMs: reduceStarted - started - local.timing!.readbackMs, // gathering included
-          readbackMs: local.timing!.readbackMs,
+          computeMs: reduceStarted - started - local.readbackMs, // gathering included
+          readbackMs: local.readbackMs,
           allReduceMs: updateStarted - reduceStarted - waitMs,
           waitMs,
           optimizerMs: performance.now() - updateStarted,
@@ -244,6 +266,50 @@ class ReplicaWorker {
       optimizer: leader ? this.#replica.optimizerState() : undefined,
     };
     this.#mailbox.send(end, leader ? transferables(weights, end.optimizer!) : []);
+  }
+
+  /**
+   * The gradients of this rank's shards of global batch `step`, one forward
+   * and backward pass each (one vector per shard, back to back, and each
+   * shard's example count), with their loss, correct and example totals.
+   */
+  async #shardGradients(
+    shards: readonly { index: number; indices: readonly number[] }[],
+    at: { epochIndex: number; step: number },
+  ): Promise<ShardGradients> {
+    const { config, train } = this.#init;
+    const { epochIndex, step } = at;
+    const results: LocalGradients[] = [];
+    for (const shard of shards) {
+      const shardOptions = {
+        rank: shard.index,
+        worldSize: config.batchShards,
+        batchSize: config.batchSize,
+      };
+      const batch = gatherBatch(train, batchShard(shard.indices, step, shardOptions));
+      results.push(
+        await this.#replica.computeGradients(batch, {
+          dropoutSeed: mixSeed([config.seed, epochIndex, step, shard.index]),
+          profile: config.profile,
+        }),
+      );
+    }
+    const n = this.#replica.numParams;
+    let gradients = results[0].gradients;
+    if (results.length > 1) {
+      gradients = new Float32Array(results.length * n);
+      results.forEach((r, j) => gradients.set(r.gradients, j * n));
+    }
+    const total = (pick: (r: LocalGradients) => number) =>
+      results.reduce((sum, r) => sum + pick(r), 0);
+    return {
+      gradients,
+      counts: results.map((r) => r.count),
+      lossSum: total((r) => r.lossSum),
+      correct: total((r) => r.correct),
+      count: total((r) => r.count),
+      readbackMs: total((r) => r.timing?.readbackMs ?? 0),
+    };
   }
 
   async sendWeights(): Promise<void> {
