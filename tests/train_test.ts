@@ -251,6 +251,26 @@ Deno.test("after a step timeout, a library caller's process ends by itself", asy
   );
 });
 
+Deno.test("a worker spinning in a synchronous loop: train() rejects, warns, and Deno.exit() ends the process", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    // --allow-all: the thread watch needs /proc/self/task to see the thread that did not end.
+    args: ["run", "--allow-all", "tests/fixtures/hang_caller.ts", "spin", "--exit"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000); // a guard, as above
+  const { code, signal, stdout, stderr } = await child.output();
+  clearTimeout(guard);
+  assert.equal(signal, null, "the process had to be killed");
+  assert.equal(code, 3);
+  assert.match(new TextDecoder().decode(stdout), /^worker 1 failed: no progress for \d+ s/m);
+  assert.match(
+    new TextDecoder().decode(stderr),
+    /^warning: a worker thread did not stop when terminated .* end it with Deno\.exit\(\) once train\(\) has rejected$/m,
+  );
+});
+
 Deno.test("the shared-memory and the star all-reduce train bit-identical weights", async () => {
   const options = { ...CONFIG, workers: 3, trainLimit: 42, data: DATA };
   const shared = await train({ ...options, allReduce: "shared" });

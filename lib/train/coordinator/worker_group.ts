@@ -437,8 +437,9 @@ export class WorkerGroup {
     this.#closed = this.#threads.exited({ timeoutMs: 3000 }).then((allExited) => {
       if (allExited) return;
       console.error(
-        "warning: a worker thread did not stop when terminated (it runs a synchronous loop); " +
-          "this process will not exit by itself",
+        "warning: a worker thread did not stop when terminated (it runs a synchronous loop, " +
+          "which Deno 2.9's Worker.terminate() cannot interrupt); this process will not exit " +
+          "by itself: end it with Deno.exit() once train() has rejected",
       );
     });
     return this.#closed;
