@@ -109,6 +109,7 @@ export function numberFlag(
  * const dir = await Deno.makeTempDir();
  * assert.equal(await outputPath("--json", `${dir}/out.json`), `${dir}/out.json`);
  * await assert.rejects(outputPath("--json", "/nonexistent/dir/out.json"), /does not exist/);
+ * await Deno.remove(dir);
  * ```
  */
 export async function outputPath(flag: string, path: string): Promise<string> {

@@ -42,6 +42,7 @@ export const WEIGHTS_FILE = "group1-shard1of1.bin";
  * await exportLayersModel(weights, { dir, model: config });
  * const manifest = JSON.parse(await Deno.readTextFile(`${dir}/model.json`));
  * assert.equal(manifest.format, "layers-model");
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function exportLayersModel(

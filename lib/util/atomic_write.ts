@@ -20,6 +20,7 @@ import { basename, dirname, join } from "node:path";
  * const dir = await Deno.makeTempDir();
  * await writeFileAtomic(`${dir}/metrics.jsonl`, new TextEncoder().encode('{"epoch":1}\n'));
  * assert.ok((await Deno.readTextFile(`${dir}/metrics.jsonl`)).startsWith("{"));
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
@@ -53,7 +54,10 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
  * import assert from "node:assert/strict";
  * import { probeWritable } from "./atomic_write.ts";
  *
- * await probeWritable(await Deno.makeTempDir());
+ * const dir = await Deno.makeTempDir();
+ * await probeWritable(dir); // leaves nothing behind
+ * assert.deepEqual(await Array.fromAsync(Deno.readDir(dir)), []);
+ * await Deno.remove(dir);
  * await assert.rejects(probeWritable("/nonexistent/dir"));
  * ```
  */

@@ -33,6 +33,7 @@ export interface ResumePoint {
  *
  * const dir = await Deno.makeTempDir();
  * assert.equal(await findResumePoint(true, { checkpointDir: dir }), undefined);
+ * await Deno.remove(dir);
  * ```
  */
 export async function findResumePoint(

@@ -454,6 +454,7 @@ function withinLimits(bytes: Uint8Array) {
  * const latest = await latestCheckpoint(dir);
  * assert.equal(latest.state, undefined);
  * assert.match(latest.skipped[0].reason, /not a checkpoint/);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function latestCheckpoint(dir: string): Promise<{
