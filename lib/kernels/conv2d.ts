@@ -202,6 +202,150 @@ class Conv2DProgram implements WebGPUProgram {
 }
 
 /**
+ * How much of the output one invocation of the one-input-channel program
+ * computes: `pixels` neighbouring output pixels of one row × `groups` groups
+ * of 4 output channels.
+ */
+interface Conv2DRowTile {
+  /** Neighbouring output pixels of one output row. */
+  pixels: number;
+  /** Groups of 4 output channels. */
+  groups: number;
+}
+
+/**
+ * The tile of the one-input-channel program: 8 pixels, one channel group.
+ * Measured on llvmpipe (1 thread), GFLOP/s of the general program → this
+ * one: NiN's first layer at 99 px, width ⅛, 1.9 → 3.5; at 224 px, width 1,
+ * 2.8 → 5.4; LeNet's first layer (128 images) 0.7 → 1.2. More channel groups
+ * per invocation were slower everywhere (3 groups at 99 px: 1.5), as were
+ * 4 or 16 pixels; a whole 28-pixel row was faster for LeNet only (1.6–1.8).
+ */
+const ROW_TILE: Conv2DRowTile = { pixels: 8, groups: 1 };
+
+/**
+ * The forward convolution of a one-channel input (NiN's and LeNet's first
+ * layers). With one channel, the window of output pixel `ox` in one kernel
+ * row is `kW` consecutive input values, and the windows of neighbouring
+ * pixels overlap (stride < kW): each invocation loads the input row segment
+ * its `pixels` windows cover once per kernel row, into registers, and reuses
+ * every value for each pixel whose window holds it and each of its output
+ * channels — instead of one load per tap and pixel, as the general program
+ * does. Rows outside the input are skipped, columns outside it read as 0.
+ */
+class Conv2DRowProgram implements WebGPUProgram {
+  variableNames: string[];
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = { x: [3], y: [0, 1, 2] };
+  dispatch: [number, number, number];
+  workgroupSize: [number, number, number];
+  variableComponents: number[];
+  outputComponent: number;
+  readonly #g: ConvGeometry;
+  readonly #t: Conv2DRowTile;
+  readonly #epilogue: Epilogue;
+
+  constructor(
+    g: ConvGeometry,
+    t: Conv2DRowTile,
+    epilogue: Epilogue = { bias: false, relu: false },
+  ) {
+    this.#g = g;
+    this.#t = t;
+    this.#epilogue = epilogue;
+    this.variableNames = epilogue.bias ? ["x", "W", "bias"] : ["x", "W"];
+    this.outputShape = [g.batch, g.outH, g.outW, g.outC];
+    const threadsX = Math.ceil(Math.ceil(g.outC / 4) / t.groups);
+    const threadsY = g.batch * g.outH * Math.ceil(g.outW / t.pixels);
+    const x = Math.min(16, 2 ** Math.ceil(Math.log2(threadsX)));
+    this.workgroupSize = [x, 64 / x, 1];
+    this.dispatch = [
+      Math.ceil(threadsX / x),
+      Math.ceil(threadsY / this.workgroupSize[1]),
+      1,
+    ];
+    const outVec = g.outC % 4 === 0 ? 4 : 1;
+    this.variableComponents = [1, outVec, ...(epilogue.bias ? [outVec] : [])];
+    this.outputComponent = outVec;
+    this.shaderKey = `fastConv2D_row_${Object.values(g).join("_")}_${t.pixels}_${t.groups}_` +
+      `${epilogue.bias ? "b" : ""}${epilogue.relu ? "r" : ""}`;
+  }
+
+  getUserCode(): string {
+    const g = this.#g;
+    const t = this.#t;
+    const vecW = g.outC % 4 === 0;
+    const groups = Math.ceil(g.outC / 4);
+    const runs = Math.ceil(g.outW / t.pixels);
+    const span = (t.pixels - 1) * g.strideW + g.kW; // input values the run's windows cover
+    const pixels = [...Array(t.pixels).keys()];
+    const cols = [...Array(t.groups).keys()];
+    const filterRow = (tap: string, n: string) =>
+      vecW
+        ? `W[(${tap}) * ${groups} + min(${n}, ${groups - 1})]`
+        : `vec4<f32>(${
+          [0, 1, 2, 3].map((j) => `W[(${tap}) * ${g.outC} + min((${n}) * 4 + ${j}, ${g.outC - 1})]`)
+            .join(", ")
+        })`;
+    const loads = [...Array(span).keys()].map((i) =>
+      `let s${i} = select(0.0, x[row + clamp(ix0 + ${i}, 0, ${g.inW - 1})], ` +
+      `ix0 + ${i} >= 0 && ix0 + ${i} < ${g.inW});`
+    );
+    const taps = [...Array(g.kW).keys()].map((kw) =>
+      cols.map((c) => `let w${kw}_${c} = ${filterRow(`kh * ${g.kW} + ${kw}`, `n0 + ${c}`)};`)
+        .join("\n            ") +
+      "\n            " +
+      pixels.flatMap((p) =>
+        cols.map((c) => `acc${p}_${c} += s${p * g.strideW + kw} * w${kw}_${c};`)
+      ).join("\n            ")
+    );
+    const { bias, relu } = this.#epilogue;
+    const finish = (value: string, channel: string, zero: string) => {
+      const biased = bias ? `${value} + bias[${channel}]` : value;
+      return relu ? `max(${biased}, ${zero})` : biased;
+    };
+    const write = (p: number, c: number) =>
+      vecW
+        ? `if (ox0 + ${p} < ${g.outW} && n0 + ${c} < ${groups}) {
+          result[(out0 + ${p}) * ${groups} + n0 + ${c}] = ${
+          finish(`acc${p}_${c}`, `n0 + ${c}`, "vec4<f32>(0.0)")
+        };
+        }`
+        : `if (ox0 + ${p} < ${g.outW}) {
+          for (var j = 0; j < 4; j++) {
+            let n = (n0 + ${c}) * 4 + j;
+            if (n < ${g.outC}) { result[(out0 + ${p}) * ${g.outC} + n] = ${
+          finish(`acc${p}_${c}[j]`, "n", "0.0")
+        }; }
+          }
+        }`;
+    return `
+      fn main() {
+        _ = uniforms.NAN; // tfjs binds its uniforms to every program: keep the binding
+        let n0 = i32(globalId.x) * ${t.groups};
+        let run = i32(globalId.y);
+        if (n0 >= ${groups} || run >= ${g.batch * g.outH * runs}) { return; }
+        let b = run / ${g.outH * runs};
+        let oy = (run / ${runs}) % ${g.outH};
+        let ox0 = run % ${runs} * ${t.pixels};
+        let out0 = (b * ${g.outH} + oy) * ${g.outW} + ox0; // the run's first output pixel
+        let ix0 = ox0 * ${g.strideW} - ${g.padLeft};
+        ${pixels.flatMap((p) => cols.map((c) => `var acc${p}_${c} = vec4<f32>(0.0);`)).join(" ")}
+        for (var kh = 0; kh < ${g.kH}; kh++) {
+          let iy = oy * ${g.strideH} - ${g.padTop} + kh;
+          if (iy < 0 || iy >= ${g.inH}) { continue; }
+          let row = (b * ${g.inH} + iy) * ${g.inW};
+          ${loads.join("\n          ")}
+          ${taps.join("\n          ")}
+        }
+        ${pixels.flatMap((p) => cols.map((c) => write(p, c))).join("\n        ")}
+      }
+    `;
+  }
+}
+
+/**
  * Runs the forward convolution of `x` (NHWC) with `filter` (`[kh, kw, in,
  * out]`) on `backend`, or returns undefined when the case is not one this
  * kernel covers (the caller then uses tfjs's kernel).
@@ -226,7 +370,9 @@ export function fastConv2D(
 ): tf.TensorInfo | undefined {
   const g = convGeometry(inputs.x, inputs.filter, attrs);
   if (g === undefined) return undefined;
-  const program = new Conv2DProgram(g, tile ?? conv2DTile(g));
+  const program = g.inC === 1 && tile === undefined
+    ? new Conv2DRowProgram(g, ROW_TILE)
+    : new Conv2DProgram(g, tile ?? conv2DTile(g));
   return backend.runWebGPUProgram(program, [inputs.x, inputs.filter], "float32");
 }
 
@@ -268,6 +414,8 @@ export function fastFusedConv2D(
     return undefined;
   }
   const epilogue = { bias: bias !== undefined, relu: attrs.activation === "relu" };
-  const program = new Conv2DProgram(g, conv2DTile(g), epilogue);
+  const program = g.inC === 1
+    ? new Conv2DRowProgram(g, ROW_TILE, epilogue)
+    : new Conv2DProgram(g, conv2DTile(g), epilogue);
   return backend.runWebGPUProgram(program, bias ? [x, filter, bias] : [x, filter], "float32");
 }
