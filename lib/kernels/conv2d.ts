@@ -12,7 +12,13 @@
  * the same pixels: their filter loads are contiguous and their input loads
  * the same. Where the input has a multiple of 4 channels, inputs are read as
  * `vec4`s (16 multiply-adds per load of 4 filter rows); otherwise one channel
- * at a time (NiN's first layer has one).
+ * at a time.
+ *
+ * A one-channel input (NiN's and LeNet's first layers) has a program of its
+ * own, `Conv2DRowProgram`: each invocation takes 8 neighbouring output pixels
+ * of one row and loads, per kernel row, the input segment their overlapping
+ * windows cover once, instead of one value per tap and pixel. It adds the
+ * same products in the same order, so it gives the general program's bits.
  *
  * `FusedConv2D` (what tfjs runs for a layer with a bias whose activation it
  * does not fuse during training — LeNet's sigmoid convolutions — and for

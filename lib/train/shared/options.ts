@@ -51,7 +51,7 @@ export type PresetName = "d2l" | "quick";
  * Named defaults: `d2l` (d2l.ai's configuration: the built-in defaults) and
  * `quick` (a NiN small enough to learn Fashion-MNIST in minutes on a 2-core
  * CPU machine: 99 px — the smallest input whose last block sees 2×2 pixels —
- * ⅛ width, no dropout, the whole training set for 2 epochs at batch 128, lr
+ * ⅛ width, no dropout, the whole training set for 3 epochs at batch 128, lr
  * 0.1, and a class-score layer that starts at zero so that no class starts
  * without gradient; see the README's quick-preset example for why). Options given
  * explicitly override a preset's values; a resumed run takes its settings
@@ -73,7 +73,7 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<TrainOptions>>> = Obj
     width: 0.125,
     dropout: 0,
     head: "zero",
-    epochs: 2,
+    epochs: 3,
     batchSize: 128,
   }),
 });

@@ -107,7 +107,7 @@ class ReplicaWorker {
   readonly #init: InitMessage;
   readonly #replica: Replica;
   readonly #allReduce: AllReduce;
-  /** This rank's shards of every batch: `shardsPerRank` consecutive shard indices, and their samplers. */
+  /** This rank's shards of every batch (`batchShards / worldSize` consecutive indices) and their samplers. */
   readonly #shards: { index: number; sampler: DistributedSampler }[];
   #granted = 0;
   #grantArrived: (() => void) | null = null;
