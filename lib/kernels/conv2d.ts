@@ -62,6 +62,67 @@ interface Epilogue {
   relu: boolean;
 }
 
+/**
+ * WGSL that writes accumulator `acc` (the 4 channels of group `group`, a
+ * WGSL expression, at output pixel `pixel`) through the epilogue, if `valid`
+ * holds: one `vec4` store where the channels are a multiple of 4, else one
+ * store per channel that exists.
+ */
+function writeResult(
+  g: ConvGeometry,
+  epilogue: Epilogue,
+  at: { acc: string; pixel: string; group: string; valid: string },
+): string {
+  const finish = (value: string, channel: string, zero: string) => {
+    const biased = epilogue.bias ? `${value} + bias[${channel}]` : value;
+    return epilogue.relu ? `max(${biased}, ${zero})` : biased;
+  };
+  const { acc, pixel, group, valid } = at;
+  const groups = Math.ceil(g.outC / 4);
+  if (g.outC % 4 === 0) {
+    return `if (${valid} && ${group} < ${groups}) {
+          result[(${pixel}) * ${groups} + ${group}] = ${finish(acc, group, "vec4<f32>(0.0)")};
+        }`;
+  }
+  return `if (${valid}) {
+          for (var j = 0; j < 4; j++) {
+            let n = (${group}) * 4 + j;
+            if (n < ${g.outC}) { result[(${pixel}) * ${g.outC} + n] = ${
+    finish(`${acc}[j]`, "n", "0.0")
+  }; }
+          }
+        }`;
+}
+
+/**
+ * WGSL for filter row `row` (tap × input channels + channel) as a `vec4` of
+ * the 4 output channels of group `n`: one `vec4` load where the output
+ * channels are a multiple of 4, else four loads (clamped at the last channel).
+ */
+function filterVec4(g: ConvGeometry, row: string, n: string): string {
+  const groups = Math.ceil(g.outC / 4);
+  if (g.outC % 4 === 0) return `W[(${row}) * ${groups} + min(${n}, ${groups - 1})]`;
+  const channel = (j: number) => `W[(${row}) * ${g.outC} + min((${n}) * 4 + ${j}, ${g.outC - 1})]`;
+  return `vec4<f32>(${[0, 1, 2, 3].map(channel).join(", ")})`;
+}
+
+/**
+ * Workgroups of 64 invocations for `threads` = [channel blocks, pixel
+ * blocks]: the channel blocks of a few pixel blocks side by side (up to 16),
+ * so that neighbouring invocations share their input loads.
+ */
+function workgroupLayout(threads: [number, number]): {
+  workgroupSize: [number, number, number];
+  dispatch: [number, number, number];
+} {
+  const x = Math.min(16, 2 ** Math.ceil(Math.log2(threads[0])));
+  const y = 64 / x;
+  return {
+    workgroupSize: [x, y, 1],
+    dispatch: [Math.ceil(threads[0] / x), Math.ceil(threads[1] / y), 1],
+  };
+}
+
 class Conv2DProgram implements WebGPUProgram {
   variableNames: string[];
   outputShape: number[];
@@ -81,16 +142,11 @@ class Conv2DProgram implements WebGPUProgram {
     this.#epilogue = epilogue;
     this.variableNames = epilogue.bias ? ["x", "W", "bias"] : ["x", "W"];
     this.outputShape = [g.batch, g.outH, g.outW, g.outC];
-    const threadsX = Math.ceil(Math.ceil(g.outC / 4) / t.cols);
     const pixels = g.batch * g.outH * g.outW;
-    // 64 invocations: the channel blocks of a few pixels side by side (up to 16).
-    const x = Math.min(16, 2 ** Math.ceil(Math.log2(threadsX)));
-    this.workgroupSize = [x, 64 / x, 1];
-    this.dispatch = [
-      Math.ceil(threadsX / x),
-      Math.ceil(Math.ceil(pixels / t.rows) / this.workgroupSize[1]),
-      1,
-    ];
+    ({ workgroupSize: this.workgroupSize, dispatch: this.dispatch } = workgroupLayout([
+      Math.ceil(Math.ceil(g.outC / 4) / t.cols),
+      Math.ceil(pixels / t.rows),
+    ]));
     const outVec = g.outC % 4 === 0 ? 4 : 1;
     this.variableComponents = [g.inC % 4 === 0 ? 4 : 1, outVec, ...(epilogue.bias ? [outVec] : [])];
     this.outputComponent = outVec;
@@ -102,20 +158,13 @@ class Conv2DProgram implements WebGPUProgram {
     const g = this.#g;
     const t = this.#t;
     const vecX = g.inC % 4 === 0;
-    const vecW = g.outC % 4 === 0;
     const groups = Math.ceil(g.outC / 4);
     const pixels = g.batch * g.outH * g.outW;
     const inC4 = vecX ? g.inC / 4 : g.inC;
     const rows = [...Array(t.rows).keys()];
     const cols = [...Array(t.cols).keys()];
     // Filter row `row` (tap × in + channel) as a vec4 of the 4 output channels of group `n`.
-    const filterRow = (row: string, n: string) =>
-      vecW
-        ? `W[(${row}) * ${groups} + min(${n}, ${groups - 1})]`
-        : `vec4<f32>(${
-          [0, 1, 2, 3].map((j) => `W[(${row}) * ${g.outC} + min((${n}) * 4 + ${j}, ${g.outC - 1})]`)
-            .join(", ")
-        })`;
+    const filterRow = (row: string, n: string) => filterVec4(g, row, n);
     const accumulate = vecX
       ? `
           ${
@@ -147,24 +196,13 @@ class Conv2DProgram implements WebGPUProgram {
           ${cols.map((c) => `acc${r}${c} += x${r} * w${c};`).join("\n          ")}`
         ).join("\n          ")
       }`;
-    const { bias, relu } = this.#epilogue;
-    const finish = (value: string, channel: string, zero: string) => {
-      const biased = bias ? `${value} + bias[${channel}]` : value;
-      return relu ? `max(${biased}, ${zero})` : biased;
-    };
     const write = (r: number, c: number) =>
-      vecW
-        ? `if (m${r} < ${pixels} && n0 + ${c} < ${groups}) { result[m${r} * ${groups} + n0 + ${c}] = ${
-          finish(`acc${r}${c}`, `n0 + ${c}`, "vec4<f32>(0.0)")
-        }; }`
-        : `if (m${r} < ${pixels}) {
-          for (var j = 0; j < 4; j++) {
-            let n = (n0 + ${c}) * 4 + j;
-            if (n < ${g.outC}) { result[m${r} * ${g.outC} + n] = ${
-          finish(`acc${r}${c}[j]`, "n", "0.0")
-        }; }
-          }
-        }`;
+      writeResult(g, this.#epilogue, {
+        acc: `acc${r}${c}`,
+        pixel: `m${r}`,
+        group: `n0 + ${c}`,
+        valid: `m${r} < ${pixels}`,
+      });
     return `
       fn main() {
         _ = uniforms.NAN; // tfjs binds its uniforms to every program: keep the binding
@@ -262,15 +300,10 @@ class Conv2DRowProgram implements WebGPUProgram {
     this.#epilogue = epilogue;
     this.variableNames = epilogue.bias ? ["x", "W", "bias"] : ["x", "W"];
     this.outputShape = [g.batch, g.outH, g.outW, g.outC];
-    const threadsX = Math.ceil(Math.ceil(g.outC / 4) / t.groups);
-    const threadsY = g.batch * g.outH * Math.ceil(g.outW / t.pixels);
-    const x = Math.min(16, 2 ** Math.ceil(Math.log2(threadsX)));
-    this.workgroupSize = [x, 64 / x, 1];
-    this.dispatch = [
-      Math.ceil(threadsX / x),
-      Math.ceil(threadsY / this.workgroupSize[1]),
-      1,
-    ];
+    ({ workgroupSize: this.workgroupSize, dispatch: this.dispatch } = workgroupLayout([
+      Math.ceil(Math.ceil(g.outC / 4) / t.groups),
+      g.batch * g.outH * Math.ceil(g.outW / t.pixels),
+    ]));
     const outVec = g.outC % 4 === 0 ? 4 : 1;
     this.variableComponents = [1, outVec, ...(epilogue.bias ? [outVec] : [])];
     this.outputComponent = outVec;
@@ -281,19 +314,12 @@ class Conv2DRowProgram implements WebGPUProgram {
   getUserCode(): string {
     const g = this.#g;
     const t = this.#t;
-    const vecW = g.outC % 4 === 0;
     const groups = Math.ceil(g.outC / 4);
     const runs = Math.ceil(g.outW / t.pixels);
     const span = (t.pixels - 1) * g.strideW + g.kW; // input values the run's windows cover
     const pixels = [...Array(t.pixels).keys()];
     const cols = [...Array(t.groups).keys()];
-    const filterRow = (tap: string, n: string) =>
-      vecW
-        ? `W[(${tap}) * ${groups} + min(${n}, ${groups - 1})]`
-        : `vec4<f32>(${
-          [0, 1, 2, 3].map((j) => `W[(${tap}) * ${g.outC} + min((${n}) * 4 + ${j}, ${g.outC - 1})]`)
-            .join(", ")
-        })`;
+    const filterRow = (tap: string, n: string) => filterVec4(g, tap, n);
     const loads = [...Array(span).keys()].map((i) =>
       `let s${i} = select(0.0, x[row + clamp(ix0 + ${i}, 0, ${g.inW - 1})], ` +
       `ix0 + ${i} >= 0 && ix0 + ${i} < ${g.inW});`
@@ -306,26 +332,13 @@ class Conv2DRowProgram implements WebGPUProgram {
         cols.map((c) => `acc${p}_${c} += s${p * g.strideW + kw} * w${kw}_${c};`)
       ).join("\n            ")
     );
-    const { bias, relu } = this.#epilogue;
-    const finish = (value: string, channel: string, zero: string) => {
-      const biased = bias ? `${value} + bias[${channel}]` : value;
-      return relu ? `max(${biased}, ${zero})` : biased;
-    };
     const write = (p: number, c: number) =>
-      vecW
-        ? `if (ox0 + ${p} < ${g.outW} && n0 + ${c} < ${groups}) {
-          result[(out0 + ${p}) * ${groups} + n0 + ${c}] = ${
-          finish(`acc${p}_${c}`, `n0 + ${c}`, "vec4<f32>(0.0)")
-        };
-        }`
-        : `if (ox0 + ${p} < ${g.outW}) {
-          for (var j = 0; j < 4; j++) {
-            let n = (n0 + ${c}) * 4 + j;
-            if (n < ${g.outC}) { result[(out0 + ${p}) * ${g.outC} + n] = ${
-          finish(`acc${p}_${c}[j]`, "n", "0.0")
-        }; }
-          }
-        }`;
+      writeResult(g, this.#epilogue, {
+        acc: `acc${p}_${c}`,
+        pixel: `out0 + ${p}`,
+        group: `n0 + ${c}`,
+        valid: `ox0 + ${p} < ${g.outW}`,
+      });
     return `
       fn main() {
         _ = uniforms.NAN; // tfjs binds its uniforms to every program: keep the binding
