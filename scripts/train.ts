@@ -259,9 +259,8 @@ function withOptionalValue(args: string[], flag: string): string[] {
 function printStart(info: TrainStart): void {
   const { options } = info;
   const perWorker = options.batchSize / options.replicas;
-  const shardsPerWorker = options.batchShards / options.replicas;
   const share = (Number.isInteger(perWorker) ? `${perWorker}` : `~${perWorker.toFixed(1)}`) +
-    " per worker" + (shardsPerWorker > 1 ? ` in ${shardsPerWorker} shards` : "");
+    " per worker" + (options.shardsPerReplica > 1 ? ` in ${options.shardsPerReplica} shards` : "");
   console.log(
     `${describeModel(options.model, info)} on ` +
       `${info.trainCount} training / ${info.testCount} test examples`,

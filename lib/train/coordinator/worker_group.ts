@@ -247,6 +247,7 @@ export class WorkerGroup {
       seed: options.seed,
       batchSize: options.batchSize,
       batchShards: options.batchShards,
+      shardsPerReplica: options.shardsPerReplica,
       evalBatchSize: Math.ceil(options.batchSize / options.replicas),
       localWorkers: options.workers,
       allReduce: options.allReduce,
@@ -300,7 +301,7 @@ export class WorkerGroup {
       const collective = COLLECTIVES[options.allReduce].host({
         worldSize: options.workers,
         length: numParams,
-        parts: options.batchShards / options.replicas,
+        parts: options.shardsPerReplica,
         mailboxes,
         processes: setup.processes,
         onError: fail,

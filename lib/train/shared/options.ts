@@ -284,6 +284,8 @@ export interface ResolvedTrainOptions {
   shards: number | undefined;
   /** Shards per global batch: `shards`, or one per replica. A multiple of `replicas`. */
   batchShards: number;
+  /** Shards each replica computes per step: `batchShards / replicas`. */
+  shardsPerReplica: number;
   /** Base learning rate. */
   lr: number;
   /** Optimizer and its hyper-parameters. */
@@ -593,6 +595,7 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
     batchSize,
     shards,
     batchShards: shards ?? replicas,
+    shardsPerReplica: (shards ?? replicas) / replicas,
     lr,
     optimizer: optimizer as OptimizerConfig,
     schedule,

@@ -56,8 +56,10 @@ export interface ReplicaConfig {
   seed: number;
   /** Global batch size. */
   batchSize: number;
-  /** Shards per global batch, a multiple of the replicas: each computes `batchShards / worldSize`. */
+  /** Shards per global batch, a multiple of the replicas. */
   batchShards: number;
+  /** Shards each replica computes per step (consecutive indices from `rank × shardsPerReplica`). */
+  shardsPerReplica: number;
   /** Examples per forward pass when evaluating. */
   evalBatchSize: number;
   /** Workers of each process: the group the in-process all-reduce joins. */

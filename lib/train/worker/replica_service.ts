@@ -107,7 +107,7 @@ class ReplicaWorker {
   readonly #init: InitMessage;
   readonly #replica: Replica;
   readonly #allReduce: AllReduce;
-  /** This rank's shards of every batch (`batchShards / worldSize` consecutive indices) and their samplers. */
+  /** This rank's shards of every batch (`shardsPerReplica` consecutive indices) and their samplers. */
   readonly #shards: { index: number; sampler: DistributedSampler }[];
   #granted = 0;
   #grantArrived: (() => void) | null = null;
@@ -122,10 +122,9 @@ class ReplicaWorker {
     this.#init = init;
     this.#replica = replica;
     this.#allReduce = allReduce;
-    const { batchShards } = init.config;
-    const perRank = batchShards / init.worldSize;
-    this.#shards = Array.from({ length: perRank }, (_, j) => {
-      const index = init.rank * perRank + j;
+    const { batchShards, shardsPerReplica } = init.config;
+    this.#shards = Array.from({ length: shardsPerReplica }, (_, j) => {
+      const index = init.rank * shardsPerReplica + j;
       const sampler = new DistributedSampler(init.train.count, {
         rank: index,
         worldSize: batchShards,
@@ -166,7 +165,7 @@ class ReplicaWorker {
       rank: init.localRank,
       worldSize: init.config.localWorkers,
       length: replica.numParams,
-      parts: init.config.batchShards / init.worldSize,
+      parts: init.config.shardsPerReplica,
       joinInfo: start.collective,
       mailbox,
     });
