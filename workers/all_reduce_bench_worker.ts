@@ -1,14 +1,12 @@
-/// <reference no-default-lib="true" />
-/// <reference lib="deno.worker" />
-
 /**
- * Worker entry point of the all-reduce benchmark (`deno task bench`);
- * everything it does is in `lib/bench/all_reduce_bench.ts`.
+ * Worker entry point of the all-reduce benchmark (`deno task bench`), in a
+ * thread started by `lib/bench/all_reduce_bench.ts`, where everything it does
+ * is.
  *
  * @module
  */
 
-import { PostMessageChannel } from "../lib/collective/channel.ts";
+import { parentChannel } from "../lib/collective/worker_thread.ts";
 import { serveAllReduceBench } from "../lib/bench/all_reduce_bench.ts";
 
-await serveAllReduceBench(new PostMessageChannel(self));
+await serveAllReduceBench(parentChannel({ label: "all-reduce bench worker" }));

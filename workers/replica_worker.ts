@@ -1,14 +1,12 @@
-/// <reference no-default-lib="true" />
-/// <reference lib="deno.worker" />
-
 /**
- * Worker entry point: one data-parallel NiN replica. Spawned by `train()`;
- * everything it does is in `lib/train/replica_service.ts`.
+ * Worker entry point: one data-parallel replica, in a thread started by
+ * `train()` (see `lib/collective/worker_thread.ts`); everything it does is in
+ * `lib/train/worker/replica_service.ts`.
  *
  * @module
  */
 
-import { PostMessageChannel } from "../lib/collective/channel.ts";
+import { parentChannel } from "../lib/collective/worker_thread.ts";
 import { serveReplica } from "../lib/train/worker/replica_service.ts";
 
-await serveReplica(new PostMessageChannel(self, { label: self.name }));
+await serveReplica(parentChannel({ label: "replica worker" }));

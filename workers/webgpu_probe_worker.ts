@@ -1,9 +1,6 @@
-/// <reference no-default-lib="true" />
-/// <reference lib="deno.worker" />
-
 /**
  * Worker entry point: asks WebGPU for an adapter once and posts what it
- * found, then closes. Spawned by `chooseWebGPUPath()` with
+ * found. Started by `chooseWebGPUPath()` (a `WorkerThread`) with
  * `DENO_WEBGPU_BACKEND` set to the path under test: Deno reads that variable
  * once per thread, when the thread first asks for an adapter, so each path is
  * tried in a fresh thread.
@@ -11,6 +8,7 @@
  * @module
  */
 
+import { parentChannel } from "../lib/collective/worker_thread.ts";
 import { describeAdapter, type ProbeResult } from "../lib/train/coordinator/webgpu_path.ts";
 
 let result: ProbeResult = null;
@@ -22,5 +20,4 @@ try {
 } catch {
   result = null; // this path has no usable adapter
 }
-self.postMessage(result);
-self.close();
+parentChannel({ label: "WebGPU probe" }).send({ type: "probe", result });

@@ -15,7 +15,8 @@
 
 import type { AllReduce } from "../collective/all_reduce.ts";
 import type { AllReduceAlgorithm } from "../collective/registry.ts";
-import { type Channel, type Message, PostMessageChannel } from "../collective/channel.ts";
+import type { Channel, Message } from "../collective/channel.ts";
+import { WorkerThread } from "../collective/worker_thread.ts";
 import { Mailbox } from "../collective/mailbox.ts";
 import {
   abortSharedAllReduce,
@@ -151,9 +152,8 @@ async function measure(
     mailboxes.forEach((m) => m.fail(error));
   };
   for (let rank = 0; rank < worldSize; rank++) {
-    const worker = new Worker(WORKER_URL, { type: "module", name: `allreduce-bench-${rank}` });
     const mailbox = new Mailbox(
-      new PostMessageChannel(worker, { close: () => worker.terminate() }),
+      new WorkerThread(WORKER_URL, { name: `allreduce-bench-${rank}` }),
       { onError: (error) => fail(new WorkerError(rank, error.message)) },
     );
     mailbox.handle<Message>("error", (m) => fail(new WorkerError(rank, String(m.message))));
@@ -210,10 +210,10 @@ interface BenchDone extends Message {
  *
  * @example The whole of the benchmark's worker entry point
  * ```ts ignore
- * import { PostMessageChannel } from "../collective/channel.ts";
+ * import { parentChannel } from "../collective/worker_thread.ts";
  * import { serveAllReduceBench } from "./all_reduce_bench.ts";
  *
- * await serveAllReduceBench(new PostMessageChannel(self));
+ * await serveAllReduceBench(parentChannel());
  * ```
  */
 export async function serveAllReduceBench(channel: Channel): Promise<void> {

@@ -5,7 +5,8 @@
  * A {@linkcode Channel} is an ordered, reliable, bidirectional link that
  * carries {@linkcode Message} objects and can move `ArrayBuffer`s without
  * copying them. {@linkcode PostMessageChannel} implements it over anything with
- * `postMessage` (a `Worker`, the worker's own global scope, a `MessagePort`);
+ * `postMessage` (a `MessagePort`, such as a worker thread's `parentPort`);
+ * `WorkerThread` (worker_thread.ts) implements it over a thread it starts;
  * a TCP transport between hosts implements the same interface by framing and
  * encoding the messages.
  *
@@ -37,7 +38,7 @@ export interface Channel {
   close(): void;
 }
 
-/** What {@linkcode PostMessageChannel} needs from a `Worker`, `MessagePort` or worker scope. */
+/** What {@linkcode PostMessageChannel} needs from a `MessagePort`. */
 export interface PostMessageEndpoint {
   /** Posts a message, transferring the listed buffers. */
   postMessage(message: unknown, transfer: Transferable[]): void;
@@ -50,19 +51,21 @@ export interface PostMessageEndpoint {
 /**
  * A {@linkcode Channel} over `postMessage`.
  *
- * On a `Worker`, an uncaught error inside the worker arrives through
- * `onError` (and is kept from crashing the parent).
- *
- * @example Talking to a worker
- * ```ts ignore
+ * @example Two ends of a `MessageChannel`
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { PostMessageChannel } from "./channel.ts";
  *
- * const worker = new Worker(new URL("./echo_worker.ts", import.meta.url), { type: "module" });
- * const channel = new PostMessageChannel(worker, { close: () => worker.terminate() });
- * channel.onMessage = (message) => console.log("got", message.type);
- * channel.onError = (error) => console.error("worker failed:", error.message);
+ * const { port1, port2 } = new MessageChannel();
+ * const a = new PostMessageChannel(port1, { close: () => port1.close() });
+ * const b = new PostMessageChannel(port2, { close: () => port2.close() });
+ * const received = new Promise((resolve) => (b.onMessage = resolve));
  * const data = new Float32Array(1024);
- * channel.send({ type: "data", data }, [data.buffer]); // moved, not copied
+ * a.send({ type: "data", data }, [data.buffer]); // moved, not copied
+ * assert.equal(data.length, 0);
+ * assert.equal(((await received) as { data: Float32Array }).data.length, 1024);
+ * a.close();
+ * b.close();
  * ```
  */
 export class PostMessageChannel implements Channel {
@@ -76,7 +79,7 @@ export class PostMessageChannel implements Channel {
 
   /**
    * Wraps `endpoint`. `options.close` is what {@linkcode PostMessageChannel.close}
-   * does (e.g. `worker.terminate()`); by default it only detaches the handlers.
+   * does besides detaching the handlers (e.g. `port.close()`).
    * `options.label` names the channel in `DDP_TRACE` output.
    */
   constructor(
@@ -92,12 +95,6 @@ export class PostMessageChannel implements Channel {
     };
     endpoint.onmessageerror = () =>
       this.onError?.(new Error("received a message that could not be decoded"));
-    if (isWorker(endpoint)) {
-      endpoint.onerror = (event) => {
-        event.preventDefault();
-        this.onError?.(new Error(event.message || "uncaught error"));
-      };
-    }
   }
 
   /** Posts `message`, moving the buffers in `transfer`. */
@@ -110,11 +107,6 @@ export class PostMessageChannel implements Channel {
   close(): void {
     this.#endpoint.onmessage = null;
     this.#endpoint.onmessageerror = null;
-    if (isWorker(this.#endpoint)) this.#endpoint.onerror = null;
     this.#close();
   }
-}
-
-function isWorker(endpoint: PostMessageEndpoint): endpoint is Worker {
-  return typeof Worker !== "undefined" && endpoint instanceof Worker;
 }

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { WorkerThread } from "../../collective/worker_thread.ts";
 import { ThreadWatch } from "../../util/thread_watch.ts";
 
 /** The environment variable through which Deno's WebGPU takes its path. */
@@ -130,21 +131,20 @@ async function choose(): Promise<WebGPUPath | undefined> {
 async function probe(path: string): Promise<ProbeResult> {
   const threads = new ThreadWatch();
   Deno.env.set(PATH_VARIABLE, path);
-  const worker = new Worker(new URL("../../../workers/webgpu_probe_worker.ts", import.meta.url), {
-    type: "module",
-    name: `webgpu-probe-${path}`,
-  });
+  const thread = new WorkerThread(
+    new URL("../../../workers/webgpu_probe_worker.ts", import.meta.url),
+    {
+      name: `webgpu-probe-${path}`,
+    },
+  );
   try {
     return await new Promise<ProbeResult>((resolve) => {
-      worker.onmessage = (event: MessageEvent<ProbeResult>) => resolve(event.data);
-      worker.onerror = (event) => {
-        event.preventDefault();
-        resolve(null);
-      };
+      thread.onMessage = (message) => resolve(message.result as ProbeResult);
+      thread.onError = () => resolve(null);
     });
   } finally {
     threads.mark();
-    worker.terminate();
+    thread.close();
     await threads.exited(); // see thread_watch.ts: never race a driver's teardown
   }
 }

@@ -7,10 +7,10 @@
  * @module
  */
 
-import { PostMessageChannel } from "../../collective/channel.ts";
 import { Mailbox } from "../../collective/mailbox.ts";
 import { type CollectiveHost, COLLECTIVES } from "../../collective/registry.ts";
 import { PeerError, type ProcessGroup } from "../../collective/process_group.ts";
+import { WorkerThread } from "../../collective/worker_thread.ts";
 import { float32Bytes } from "../../collective/tcp/frame.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import {
@@ -130,7 +130,7 @@ export class WorkerGroup {
   readonly rendererThreads: string | undefined;
   readonly #options: ResolvedTrainOptions;
   readonly #testCount: number;
-  readonly #workers: Worker[];
+  readonly #workers: WorkerThread[];
   readonly #mailboxes: Mailbox[];
   readonly #collective: CollectiveHost;
   readonly #processes: ProcessGroup | undefined;
@@ -149,7 +149,7 @@ export class WorkerGroup {
   private constructor(parts: {
     options: ResolvedTrainOptions;
     testCount: number;
-    workers: Worker[];
+    workers: WorkerThread[];
     mailboxes: Mailbox[];
     ready: ReadyMessage[];
     rendererThreads: string | undefined;
@@ -201,7 +201,7 @@ export class WorkerGroup {
   ): Promise<WorkerGroup> {
     const cores = shareCoresAmongWorkers(options.workers);
     const threads = new ThreadWatch();
-    const workers: Worker[] = [];
+    const workers: WorkerThread[] = [];
     const mailboxes: Mailbox[] = [];
     let group: WorkerGroup | null = null;
     let early: Error | null = null;
@@ -213,14 +213,13 @@ export class WorkerGroup {
       }
     };
     for (let rank = 0; rank < options.workers; rank++) {
-      const worker = new Worker(setup.workerUrl, { type: "module", name: `replica-${rank}` });
-      const mailbox = new Mailbox(
-        new PostMessageChannel(worker, {
-          close: () => worker.terminate(),
-          label: `coordinator↔worker ${rank}`,
-        }),
-        { onError: (error) => fail(new WorkerError(rank, error.message)) },
-      );
+      const thread = new WorkerThread(setup.workerUrl, {
+        name: `replica-${rank}`,
+        label: `coordinator↔worker ${rank}`,
+      });
+      const mailbox = new Mailbox(thread, {
+        onError: (error) => fail(new WorkerError(rank, error.message)),
+      });
       mailbox.handle<ErrorMessage>(
         "error",
         (m) =>
@@ -232,7 +231,7 @@ export class WorkerGroup {
               : new WorkerError(rank, m.message),
           ),
       );
-      workers.push(worker);
+      workers.push(thread);
       mailboxes.push(mailbox);
     }
     const config: ReplicaConfig = {
@@ -435,12 +434,12 @@ export class WorkerGroup {
     for (const mailbox of this.#mailboxes) mailbox.close();
     // A thread waiting (for its device, a message) ends within milliseconds; one spinning in a
     // synchronous loop is not stopped by Deno (2.9) at all, so waiting longer would not help.
+    // It no longer holds the process (see worker_thread.ts): it ends when the process does.
     this.#closed = this.#threads.exited({ timeoutMs: 3000 }).then((allExited) => {
       if (allExited) return;
       console.error(
         "warning: a worker thread did not stop when terminated (it runs a synchronous loop, " +
-          "which Deno 2.9's Worker.terminate() cannot interrupt); this process will not exit " +
-          "by itself: end it with Deno.exit() once train() has rejected",
+          "which Deno 2.9 cannot interrupt); it runs on until this process exits",
       );
     });
     return this.#closed;

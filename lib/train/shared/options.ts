@@ -186,9 +186,10 @@ export interface TrainOptions {
   /** Evaluate on the first `testLimit` test examples only. */
   testLimit?: number;
   /**
-   * Module each worker runs. Default: the library's `workers/replica_worker.ts`.
-   * A replacement must serve the same protocol, normally by calling
-   * `serveReplica` (e.g. after registering extra tfjs kernels).
+   * Module each worker runs, in a `node:worker_threads` thread. Default: the
+   * library's `workers/replica_worker.ts`. A replacement must serve the same
+   * protocol, normally by calling `serveReplica(parentChannel())` (e.g. after
+   * registering extra tfjs kernels).
    */
   workerUrl?: URL | string;
   /**

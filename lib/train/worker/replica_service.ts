@@ -68,10 +68,10 @@ interface ShardGradients {
  *
  * @example The whole of a worker entry point
  * ```ts ignore
- * import { PostMessageChannel } from "../../collective/channel.ts";
+ * import { parentChannel } from "../../collective/worker_thread.ts";
  * import { serveReplica } from "./replica_service.ts";
  *
- * await serveReplica(new PostMessageChannel(self));
+ * await serveReplica(parentChannel());
  * ```
  */
 export async function serveReplica(channel: Channel): Promise<void> {
