@@ -1,7 +1,8 @@
 /**
- * Waiting until terminated Web Workers' threads have really exited.
+ * Waiting until terminated workers' threads have really exited.
  *
- * `Worker.terminate()` returns at once; the worker's thread then tears down
+ * A worker's `terminate()` returns at once (Web Workers and
+ * `node:worker_threads` workers alike); the worker's thread then tears down
  * its runtime, its WebGPU device and, with it, the graphics driver's state.
  * If the process exits during that teardown, the driver's exit handlers run
  * concurrently with it. With Mesa's software drivers this crashed the process
