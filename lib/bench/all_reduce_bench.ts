@@ -80,7 +80,10 @@ const WORKER_URL = new URL("../../workers/all_reduce_bench_worker.ts", import.me
 
 /**
  * Measures every `kind` × `worldSize` × `length` combination, each with its
- * own fresh workers.
+ * own fresh workers. For one size and worker count, the kinds' repetitions
+ * take turns (copy, shared, star, copy, …), so that a machine that speeds up
+ * or slows down during the run moves every kind's figures alike and their
+ * ratios stay fair.
  *
  * @example
  * ```ts
@@ -102,41 +105,56 @@ export async function benchAllReduce(
   const results: AllReduceBenchResult[] = [];
   for (const length of options.lengths) {
     for (const worldSize of worldSizes) {
-      for (const kind of kinds) {
-        const bytes = 4 * length;
-        const ops = Math.max(1, Math.min(500, Math.round(bytesPerRepeat / bytes)));
-        const times = await measure({ kind, worldSize, length, ops, repeats });
-        const ms = summarize(times.map((t) => t / ops));
-        const algbwGBps = bytes / (ms.median * 1e6);
-        const result: AllReduceBenchResult = {
-          kind,
-          worldSize,
-          length,
-          bytes,
-          opsPerRepeat: ops,
-          ms,
-          algbwGBps,
-          busbwGBps: (algbwGBps * 2 * (worldSize - 1)) / worldSize,
-        };
-        results.push(result);
-        options.onResult?.(result);
+      const bytes = 4 * length;
+      const ops = Math.max(1, Math.min(500, Math.round(bytesPerRepeat / bytes)));
+      const groups: BenchGroup[] = [];
+      try {
+        for (const kind of kinds) {
+          const group = await startGroup({ kind, worldSize, length, ops });
+          groups.push(group);
+          await group.repeat(); // warm-up, untimed
+        }
+        const times = kinds.map(() => [] as number[]);
+        for (let repeat = 0; repeat < repeats; repeat++) {
+          for (const [k, group] of groups.entries()) times[k].push(await group.repeat());
+        }
+        for (const [k, kind] of kinds.entries()) {
+          const ms = summarize(times[k].map((t) => t / ops));
+          const algbwGBps = bytes / (ms.median * 1e6);
+          const result: AllReduceBenchResult = {
+            kind,
+            worldSize,
+            length,
+            bytes,
+            opsPerRepeat: ops,
+            ms,
+            algbwGBps,
+            busbwGBps: (algbwGBps * 2 * (worldSize - 1)) / worldSize,
+          };
+          results.push(result);
+          options.onResult?.(result);
+        }
+      } finally {
+        groups.forEach((group) => group.close());
       }
     }
   }
   return results;
 }
 
-/** Runs one configuration; resolves with the duration of each timed repetition, in ms. */
-async function measure(
-  config: {
-    kind: AllReduceBenchKind;
-    worldSize: number;
-    length: number;
-    ops: number;
-    repeats: number;
-  },
-): Promise<number[]> {
-  const { kind, worldSize, length, ops, repeats } = config;
+/** One configuration's workers, set up and waiting to be told to go. */
+interface BenchGroup {
+  /** Runs one repetition of `ops` operations; resolves with its duration in ms (the slowest worker's). */
+  repeat(): Promise<number>;
+  /** Terminates the workers. */
+  close(): void;
+}
+
+/** Starts one configuration's workers and waits until they are ready. */
+async function startGroup(
+  config: { kind: AllReduceBenchKind; worldSize: number; length: number; ops: number },
+): Promise<BenchGroup> {
+  const { kind, worldSize, length, ops } = config;
   const overTcp = kind === "tcp" || kind === "tcp-chain";
   const buffer = kind === "star" || overTcp
     ? undefined
@@ -159,6 +177,7 @@ async function measure(
     mailbox.handle<Message>("error", (m) => fail(new WorkerError(rank, String(m.message))));
     mailboxes.push(mailbox);
   }
+  const close = () => mailboxes.forEach((m) => m.close());
   try {
     if (kind === "star") new StarAllReduceHub(mailboxes);
     mailboxes.forEach((mailbox, rank) => {
@@ -166,18 +185,22 @@ async function measure(
       mailbox.send(setup);
     });
     await Promise.all(mailboxes.map((m) => m.receive("ready")));
-    const times: number[] = [];
-    for (let repeat = 0; repeat <= repeats; repeat++) { // repeat 0 warms up
-      mailboxes.forEach((mailbox) => mailbox.send({ type: "go", ops }));
-      const done = await Promise.all(mailboxes.map((m) => m.receive<BenchDone>("done")));
-      if (repeat > 0) times.push(Math.max(...done.map((d) => d.ms)));
-    }
-    return times;
   } catch (error) {
+    close();
     throw failure ?? error;
-  } finally {
-    mailboxes.forEach((m) => m.close());
   }
+  return {
+    async repeat() {
+      try {
+        mailboxes.forEach((mailbox) => mailbox.send({ type: "go", ops }));
+        const done = await Promise.all(mailboxes.map((m) => m.receive<BenchDone>("done")));
+        return Math.max(...done.map((d) => d.ms));
+      } catch (error) {
+        throw failure ?? error;
+      }
+    },
+    close,
+  };
 }
 
 interface BenchSetup extends Message {

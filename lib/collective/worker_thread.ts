@@ -91,7 +91,7 @@ export class WorkerThread implements Channel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    void this.#worker.terminate();
+    this.#worker.terminate().catch(() => {}); // it ends either way; nothing to report
   }
 }
 
