@@ -20,7 +20,7 @@ import {
 } from "../lib/bench/report.ts";
 import {
   benchBatchSweep,
-  benchPlainLoop,
+  benchOverhead,
   benchScaling,
   type ScalingResult,
 } from "../lib/bench/scaling_bench.ts";
@@ -199,21 +199,18 @@ async function main(): Promise<void> {
 
   let overheadRatio: number | undefined;
   if (config.only.includes("overhead")) {
-    const oneWorker = scaling?.find((r) => r.workers === 1) ??
-      (await benchScaling({ ...config, workers: [1] }))[0];
-    const plain = await benchPlainLoop({
-      ...config,
-      steps: config.repeats * config.stepsPerRepeat,
-    });
-    overheadRatio = oneWorker.stepMs.median / plain.median;
+    const overhead = await benchOverhead(config);
+    overheadRatio = overhead.ratio;
+    const { workerStepMs, plainStepMs } = overhead;
     console.log(
-      `\nOverhead: --workers 1 takes ${oneWorker.stepMs.median.toFixed(1)} ms per step, a plain ` +
-        `tfjs loop on the same model and batch in one thread ${plain.median.toFixed(1)} ms ` +
-        `(${spread(plain, 1)}): ${((overheadRatio - 1) * 100).toFixed(1)}%`,
+      `\nOverhead: ms per step, median (min–max), the two taking turns (${config.repeats} rounds ` +
+        `of ${config.stepsPerRepeat} steps): --workers 1 ${spread(workerStepMs, 1)}, a plain ` +
+        `tfjs loop on the same model and batch in one thread ${spread(plainStepMs, 1)}: ` +
+        `${((overheadRatio - 1) * 100).toFixed(1)}%`,
     );
     report.overhead = {
-      workersOneStepMs: oneWorker.stepMs,
-      plainLoopStepMs: plain,
+      workersOneStepMs: workerStepMs,
+      plainLoopStepMs: plainStepMs,
       ratio: overheadRatio,
     };
   }

@@ -2,7 +2,7 @@
  * Scaling benchmark: training throughput with 1, 2, 4 … workers on the real
  * training path (`train()`), each worker taking the same number of images
  * per step, and where each step's time goes; plus the overhead of one worker
- * against a plain single-process tfjs loop.
+ * against a plain single-process tfjs loop, the two taking turns.
  *
  * @module
  */
@@ -178,10 +178,56 @@ export interface PlainLoopOptions extends BenchModel {
 }
 
 /**
- * The baseline for the one-worker overhead: a plain single-process tfjs
- * training loop on the same model and batch (tfjs' own SGD optimizer, no
- * workers, no gradient read-back), in this thread. Returns milliseconds per
- * step.
+ * A plain single-process tfjs training loop on the same model and batch as
+ * the workers (tfjs' own SGD optimizer, no workers, no gradient read-back),
+ * in this thread: the baseline for the one-worker overhead.
+ */
+class PlainLoop {
+  readonly #inputSize: number;
+  readonly #model: ReturnType<typeof createNiN>;
+  readonly #optimizer = tf.train.sgd(0.1);
+  readonly #batch;
+
+  private constructor(options: BenchModel) {
+    this.#inputSize = options.inputSize;
+    this.#model = createNiN({ inputSize: options.inputSize, width: options.width });
+    this.#batch = { ...syntheticDataset(options.perWorkerBatch, { seed: 1 }) };
+  }
+
+  static async create(options: BenchModel): Promise<PlainLoop> {
+    await initBackend(options.backend ?? "webgpu", { kernels: options.kernels });
+    return new PlainLoop(options);
+  }
+
+  /** Runs `steps` steps; resolves with each one's milliseconds. */
+  async run(steps: number): Promise<number[]> {
+    const times: number[] = [];
+    const size = { height: this.#inputSize, width: this.#inputSize };
+    for (let step = 0; step < steps; step++) {
+      const started = performance.now();
+      const x = toModelInput(this.#batch, size);
+      const y = tf.oneHot(tf.tensor1d(Int32Array.from(this.#batch.labels), "int32"), 10);
+      const loss = this.#optimizer.minimize(
+        () =>
+          tf.losses.softmaxCrossEntropy(y, this.#model.apply(x, { training: true }) as tf.Tensor),
+        true,
+      )!;
+      await loss.data(); // wait for the step, as the workers' read-back does
+      tf.dispose([x, y, loss]);
+      times.push(performance.now() - started);
+    }
+    return times;
+  }
+
+  dispose(): void {
+    this.#model.dispose();
+    this.#optimizer.dispose();
+  }
+}
+
+/**
+ * The plain loop of {@linkcode benchOverhead} alone, for `options.steps`
+ * timed steps after `options.warmupSteps`. Returns milliseconds per step.
  *
  * @example
  * ```ts ignore
@@ -192,30 +238,79 @@ export interface PlainLoopOptions extends BenchModel {
  * ```
  */
 export async function benchPlainLoop(options: PlainLoopOptions): Promise<Summary> {
-  await initBackend(options.backend ?? "webgpu", { kernels: options.kernels });
-  const model = createNiN({ inputSize: options.inputSize, width: options.width });
-  const optimizer = tf.train.sgd(0.1);
-  const data = syntheticDataset(options.perWorkerBatch, { seed: 1 });
-  const batch = { ...data };
-  const times: number[] = [];
+  const loop = await PlainLoop.create(options);
   try {
-    for (let step = 0; step < options.warmupSteps + options.steps; step++) {
-      const started = performance.now();
-      const x = toModelInput(batch, { height: options.inputSize, width: options.inputSize });
-      const y = tf.oneHot(tf.tensor1d(Int32Array.from(batch.labels), "int32"), 10);
-      const loss = optimizer.minimize(
-        () => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor),
-        true,
-      )!;
-      await loss.data(); // wait for the step, as the workers' read-back does
-      tf.dispose([x, y, loss]);
-      if (step >= options.warmupSteps) times.push(performance.now() - started);
+    await loop.run(options.warmupSteps);
+    return summarize(await loop.run(options.steps));
+  } finally {
+    loop.dispose();
+  }
+}
+
+/** Options for {@linkcode benchOverhead}. */
+export interface OverheadBenchOptions extends BenchModel {
+  /** Untimed steps first, in every round. */
+  warmupSteps: number;
+  /** Timed steps per round, on each side. */
+  stepsPerRepeat: number;
+  /** Rounds. */
+  repeats: number;
+}
+
+/** What {@linkcode benchOverhead} measured. */
+export interface OverheadResult {
+  /** Milliseconds per step of `train()` with one worker. */
+  workerStepMs: Summary;
+  /** Milliseconds per step of the plain loop in this thread. */
+  plainStepMs: Summary;
+  /** `workerStepMs.median / plainStepMs.median`. */
+  ratio: number;
+}
+
+/**
+ * The cost of training through one worker (`train()` with `workers: 1`)
+ * against a plain tfjs loop in this thread, on the same model and batch.
+ * The two take turns, `options.repeats` rounds of `options.stepsPerRepeat`
+ * timed steps each, so that both see the machine in the same state; the
+ * ratio is that of the medians over all timed steps.
+ *
+ * @example
+ * ```ts ignore
+ * import { benchOverhead } from "./scaling_bench.ts";
+ *
+ * const { ratio } = await benchOverhead({
+ *   inputSize: 68,
+ *   width: 0.25,
+ *   perWorkerBatch: 32,
+ *   warmupSteps: 2,
+ *   stepsPerRepeat: 5,
+ *   repeats: 3,
+ * });
+ * console.log(`one worker: ${((ratio - 1) * 100).toFixed(1)}% over a plain loop`);
+ * ```
+ */
+export async function benchOverhead(options: OverheadBenchOptions): Promise<OverheadResult> {
+  const loop = await PlainLoop.create(options);
+  const worker: number[] = [];
+  const plain: number[] = [];
+  try {
+    await loop.run(options.warmupSteps);
+    for (let round = 0; round < options.repeats; round++) {
+      const completions = await stepCompletions(
+        { ...options, workers: [1] },
+        { workers: 1, steps: options.warmupSteps + options.stepsPerRepeat, profile: false },
+      );
+      for (let i = options.warmupSteps; i < completions.length; i++) {
+        worker.push((completions[i].seconds - completions[i - 1].seconds) * 1000);
+      }
+      plain.push(...await loop.run(options.stepsPerRepeat));
     }
   } finally {
-    model.dispose();
-    optimizer.dispose();
+    loop.dispose();
   }
-  return summarize(times);
+  const workerStepMs = summarize(worker);
+  const plainStepMs = summarize(plain);
+  return { workerStepMs, plainStepMs, ratio: workerStepMs.median / plainStepMs.median };
 }
 
 /** One point of {@linkcode benchBatchSweep}. */
