@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { weightedAverage } from "../lib/collective/all_reduce.ts";
 import { PostMessageChannel } from "../lib/collective/channel.ts";
+import { WorkerThread } from "../lib/collective/worker_thread.ts";
 import { Mailbox } from "../lib/collective/mailbox.ts";
 import {
   abortSharedAllReduce,
@@ -125,16 +126,18 @@ function startSharedWorkers(
 ) {
   const url = new URL("./fixtures/shared_all_reduce_worker.ts", import.meta.url);
   return Array.from({ length: worldSize }, (_, rank) => {
-    const worker = new Worker(url, { type: "module" });
+    const thread = new WorkerThread(url, { name: `shared-all-reduce-${rank}` });
     const messages: { round?: number; result?: Float32Array; error?: string }[] = [];
     const received = new Promise<typeof messages>((resolve) => {
-      worker.onmessage = (event) => {
-        messages.push(event.data);
-        if (event.data.error || messages.length === message.rounds) resolve(messages);
+      thread.onMessage = (m) => {
+        const reply = m as { round?: number; result?: Float32Array; error?: string };
+        messages.push(reply);
+        if (reply.error || messages.length === message.rounds) resolve(messages);
       };
+      thread.onError = (error) => resolve([{ error: error.message }]);
     });
-    worker.postMessage({ ...message, rank, worldSize, stall: message.stall === rank });
-    return { worker, received };
+    thread.send({ type: "run", ...message, rank, worldSize, stall: message.stall === rank });
+    return { thread, received };
   });
 }
 
@@ -157,7 +160,7 @@ Deno.test("shared-memory all-reduce: every worker gets the star all-reduce's bit
       }
     }
   } finally {
-    workers.forEach((w) => w.worker.terminate());
+    workers.forEach((w) => w.thread.close());
   }
 });
 
@@ -178,7 +181,7 @@ Deno.test("shared-memory all-reduce: 2 replicas of 2 parts each give the bits of
       }
     }
   } finally {
-    workers.forEach((w) => w.worker.terminate());
+    workers.forEach((w) => w.thread.close());
   }
 });
 
@@ -229,7 +232,7 @@ Deno.test("shared-memory all-reduce: aborting wakes the replicas waiting for a d
       assert.match(message.error ?? "", /aborted: another replica failed/);
     }
   } finally {
-    workers.forEach((w) => w.worker.terminate());
+    workers.forEach((w) => w.thread.close());
   }
 });
 
