@@ -7,8 +7,9 @@
  * neither kind's `terminate()` interrupts a thread that spins in a
  * synchronous loop (an open Deno bug), but a Web Worker that did not stop
  * keeps the whole process from exiting until it is killed, whereas a
- * terminated `node:worker_threads` worker no longer holds the process: it ends
- * when its main module is done, and the stuck thread with it. A thread started
+ * terminated `node:worker_threads` worker no longer holds the process: the
+ * process ends once its own work is done, and the stuck thread with it
+ * (`tests/train_test.ts`, a replica in `for (;;) {}`). A thread started
  * here sees Deno's APIs and WebGPU as a Web Worker does; it talks through
  * `parentPort` (see {@linkcode parentChannel}) instead of `self`.
  *
