@@ -63,6 +63,29 @@ interface Epilogue {
 }
 
 /**
+ * What both forward programs declare about their inputs and output: `x`, `W`
+ * and, with the epilogue's bias, `bias`; `x` read `xComponents` floats at a
+ * time, `W`, `bias` and the NHWC output as `vec4`s where the output channels
+ * are a multiple of 4. `key` ends the program's shader key.
+ */
+function forwardIO(g: ConvGeometry, epilogue: Epilogue, xComponents: number): {
+  variableNames: string[];
+  outputShape: number[];
+  variableComponents: number[];
+  outputComponent: number;
+  key: string;
+} {
+  const outVec = g.outC % 4 === 0 ? 4 : 1;
+  return {
+    variableNames: epilogue.bias ? ["x", "W", "bias"] : ["x", "W"],
+    outputShape: [g.batch, g.outH, g.outW, g.outC],
+    variableComponents: [xComponents, outVec, ...(epilogue.bias ? [outVec] : [])],
+    outputComponent: outVec,
+    key: `${epilogue.bias ? "b" : ""}${epilogue.relu ? "r" : ""}`,
+  };
+}
+
+/**
  * WGSL that writes accumulator `acc` (the 4 channels of group `group`, a
  * WGSL expression, at output pixel `pixel`) through the epilogue, if `valid`
  * holds: one `vec4` store where the channels are a multiple of 4, else one
@@ -140,18 +163,17 @@ class Conv2DProgram implements WebGPUProgram {
     this.#g = g;
     this.#t = t;
     this.#epilogue = epilogue;
-    this.variableNames = epilogue.bias ? ["x", "W", "bias"] : ["x", "W"];
-    this.outputShape = [g.batch, g.outH, g.outW, g.outC];
+    const io = forwardIO(g, epilogue, g.inC % 4 === 0 ? 4 : 1);
+    this.variableNames = io.variableNames;
+    this.outputShape = io.outputShape;
+    this.variableComponents = io.variableComponents;
+    this.outputComponent = io.outputComponent;
     const pixels = g.batch * g.outH * g.outW;
     ({ workgroupSize: this.workgroupSize, dispatch: this.dispatch } = workgroupLayout([
       Math.ceil(Math.ceil(g.outC / 4) / t.cols),
       Math.ceil(pixels / t.rows),
     ]));
-    const outVec = g.outC % 4 === 0 ? 4 : 1;
-    this.variableComponents = [g.inC % 4 === 0 ? 4 : 1, outVec, ...(epilogue.bias ? [outVec] : [])];
-    this.outputComponent = outVec;
-    this.shaderKey = `fastConv2D_${Object.values(g).join("_")}_${t.rows}_${t.cols}_` +
-      `${epilogue.bias ? "b" : ""}${epilogue.relu ? "r" : ""}`;
+    this.shaderKey = `fastConv2D_${Object.values(g).join("_")}_${t.rows}_${t.cols}_${io.key}`;
   }
 
   getUserCode(): string {
@@ -298,17 +320,18 @@ class Conv2DRowProgram implements WebGPUProgram {
     this.#g = g;
     this.#t = t;
     this.#epilogue = epilogue;
-    this.variableNames = epilogue.bias ? ["x", "W", "bias"] : ["x", "W"];
-    this.outputShape = [g.batch, g.outH, g.outW, g.outC];
+    const io = forwardIO(g, epilogue, 1);
+    this.variableNames = io.variableNames;
+    this.outputShape = io.outputShape;
+    this.variableComponents = io.variableComponents;
+    this.outputComponent = io.outputComponent;
     ({ workgroupSize: this.workgroupSize, dispatch: this.dispatch } = workgroupLayout([
       Math.ceil(Math.ceil(g.outC / 4) / t.groups),
       g.batch * g.outH * Math.ceil(g.outW / t.pixels),
     ]));
-    const outVec = g.outC % 4 === 0 ? 4 : 1;
-    this.variableComponents = [1, outVec, ...(epilogue.bias ? [outVec] : [])];
-    this.outputComponent = outVec;
-    this.shaderKey = `fastConv2D_row_${Object.values(g).join("_")}_${t.pixels}_${t.groups}_` +
-      `${epilogue.bias ? "b" : ""}${epilogue.relu ? "r" : ""}`;
+    this.shaderKey = `fastConv2D_row_${
+      Object.values(g).join("_")
+    }_${t.pixels}_${t.groups}_${io.key}`;
   }
 
   getUserCode(): string {
