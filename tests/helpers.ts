@@ -151,22 +151,36 @@ export function scriptEnv(): Record<string, string> {
   return { ...env, NO_COLOR: "1" };
 }
 
-/** Runs `script` to completion in the root directory; resolves with its exit code and output. */
+/**
+ * Runs `script` to completion in the root directory; resolves with its exit
+ * code, the signal that ended it (null if none) and its output. With
+ * `options.killAfterMs`, a script still running then is killed (SIGKILL): a
+ * guard, so that a process that never ends cannot hang the test run.
+ */
 export async function runScript(
   script: string,
   args: readonly string[],
-  options: { permissions?: readonly string[]; env?: Record<string, string> } = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+  options: {
+    permissions?: readonly string[];
+    env?: Record<string, string>;
+    killAfterMs?: number;
+  } = {},
+): Promise<{ code: number; signal: Deno.Signal | null; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
     args: scriptArgs(script, args, options.permissions),
     cwd: ROOT,
     clearEnv: true,
     env: { ...scriptEnv(), ...options.env },
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  }).spawn();
+  const guard = options.killAfterMs === undefined
+    ? undefined
+    : setTimeout(() => child.kill("SIGKILL"), options.killAfterMs);
+  const { code, signal, stdout, stderr } = await child.output();
+  clearTimeout(guard);
   const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+  return { code, signal, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
 }
 
 /**

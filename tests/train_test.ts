@@ -15,7 +15,7 @@ import { initBackend } from "../lib/train/shared/backend.ts";
 import type { TrainOptions } from "../lib/train/shared/options.ts";
 import { train } from "../lib/train/coordinator/train.ts";
 import { listCheckpoints, readCheckpoint } from "../lib/train/shared/checkpoint.ts";
-import { imageLikeDataset, ROOT, runScript, withTempDir } from "./helpers.ts";
+import { imageLikeDataset, runScript, withTempDir } from "./helpers.ts";
 
 await initBackend("webgpu");
 
@@ -232,59 +232,42 @@ Deno.test("aborted while the workers start: train() stops them at once and rejec
   clearTimeout(timer);
 });
 
-Deno.test("after a step timeout, a library caller's process ends by itself", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-env", "tests/fixtures/hang_caller.ts"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+/** `tests/fixtures/hang_caller.ts` with `fault` on rank 1; killed if still running after 120 s. */
+function runHangCaller(fault: string, permissions: readonly string[]) {
   // A guard, not a speed goal: a process that never ends would hang the test run.
-  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
-  const { code, signal, stdout } = await child.output();
-  clearTimeout(guard);
+  return runScript("tests/fixtures/hang_caller.ts", [fault], { permissions, killAfterMs: 120_000 });
+}
+
+Deno.test("after a step timeout, a library caller's process ends by itself", async () => {
+  const { code, signal, stdout } = await runHangCaller("hang", ["--allow-read", "--allow-env"]);
   assert.equal(signal, null, "the process had to be killed: it did not end by itself");
   assert.equal(code, 0);
   assert.match(
-    new TextDecoder().decode(stdout),
+    stdout,
     /^worker 1 failed: no progress for \d+ s, over the step timeout of 3 s; worker\(s\) 0, 2 waited for it$/m,
   );
 });
 
 Deno.test("a worker spinning in a busy loop: train() rejects, warns, and the process ends by itself", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    // --allow-all: the thread watch needs /proc/self/task to see the thread that did not end.
-    args: ["run", "--allow-all", "tests/fixtures/hang_caller.ts", "spin"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000); // a guard, as above
-  const { code, signal, stdout, stderr } = await child.output();
-  clearTimeout(guard);
+  // --allow-all: the thread watch needs /proc/self/task to see the thread that did not end.
+  const { code, signal, stdout, stderr } = await runHangCaller("spin", ["--allow-all"]);
   assert.equal(signal, null, "the process had to be killed: it did not end by itself");
   assert.equal(code, 0);
   assert.match(
-    new TextDecoder().decode(stdout),
+    stdout,
     /^worker 1 failed: no progress for \d+ s, over the step timeout of 3 s; worker\(s\) 0, 2 waited for it$/m,
   );
   assert.match(
-    new TextDecoder().decode(stderr),
+    stderr,
     /^warning: a worker thread did not stop when terminated .*; it runs on until this process exits$/m,
   );
 });
 
 Deno.test("a worker's uncaught error reaches the caller as its message, with no stack trace printed", async () => {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-env", "tests/fixtures/hang_caller.ts", "crash"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const { code, stdout, stderr } = await runHangCaller("crash", ["--allow-read", "--allow-env"]);
   assert.equal(code, 0);
-  assert.equal(new TextDecoder().decode(stdout), "worker 1 failed: injected crash on rank 1\n");
-  const printed = new TextDecoder().decode(stderr);
-  assert.doesNotMatch(printed, /Uncaught|injected crash|^\s+at /m);
+  assert.equal(stdout, "worker 1 failed: injected crash on rank 1\n");
+  assert.doesNotMatch(stderr, /Uncaught|injected crash|^\s+at /m);
 });
 
 Deno.test("the shared-memory and the star all-reduce train bit-identical weights", async () => {
