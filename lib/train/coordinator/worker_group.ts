@@ -130,7 +130,6 @@ export class WorkerGroup {
   readonly rendererThreads: string | undefined;
   readonly #options: ResolvedTrainOptions;
   readonly #testCount: number;
-  readonly #workers: WorkerThread[];
   readonly #mailboxes: Mailbox[];
   readonly #collective: CollectiveHost;
   readonly #processes: ProcessGroup | undefined;
@@ -149,7 +148,6 @@ export class WorkerGroup {
   private constructor(parts: {
     options: ResolvedTrainOptions;
     testCount: number;
-    workers: WorkerThread[];
     mailboxes: Mailbox[];
     ready: ReadyMessage[];
     rendererThreads: string | undefined;
@@ -160,7 +158,6 @@ export class WorkerGroup {
     this.#processes = parts.processes;
     this.#options = parts.options;
     this.#testCount = parts.testCount;
-    this.#workers = parts.workers;
     this.#mailboxes = parts.mailboxes;
     this.#collective = parts.collective;
     this.#threads = parts.threads;
@@ -201,7 +198,6 @@ export class WorkerGroup {
   ): Promise<WorkerGroup> {
     const cores = shareCoresAmongWorkers(options.workers);
     const threads = new ThreadWatch();
-    const workers: WorkerThread[] = [];
     const mailboxes: Mailbox[] = [];
     let group: WorkerGroup | null = null;
     let early: Error | null = null;
@@ -231,7 +227,6 @@ export class WorkerGroup {
               : new WorkerError(rank, m.message),
           ),
       );
-      workers.push(thread);
       mailboxes.push(mailbox);
     }
     const config: ReplicaConfig = {
@@ -322,7 +317,6 @@ export class WorkerGroup {
       const started: WorkerGroup = new WorkerGroup({
         options,
         testCount: setup.test.count,
-        workers,
         mailboxes,
         ready,
         rendererThreads: cores.threads,
@@ -542,7 +536,7 @@ export class WorkerGroup {
       (progress.timings[message.step] ??= [])[message.rank] = message.timing;
     }
     const done = ++progress.reported[message.step];
-    if (done < this.#workers.length) return;
+    if (done < this.#mailboxes.length) return;
     // Every worker has finished this step.
     const now = performance.now();
     if (this.#stepsDone > 0) {
@@ -651,7 +645,7 @@ export class WorkerGroup {
 
   /** No progress for too long: blame the workers the others wait for, and stop. */
   #onStall(idleMs: number): void {
-    const ranks = this.#workers.map((_, rank) => rank);
+    const ranks = this.#mailboxes.map((_, rank) => rank);
     // First: the ranks behind the others in reporting steps; then: in the all-reduce.
     const reported = ranks.map((rank) => this.#reportedByRank[rank] ?? 0);
     let laggards = ranks.filter((rank) => reported[rank] < Math.max(...reported));
