@@ -16,6 +16,8 @@ import { ProgressBar } from "../lib/util/progress.ts";
 import { type BackendName, BACKENDS, readCheckpoint, UsageError } from "../mod.ts";
 import { initBackend } from "../mod.ts";
 import { buildModel } from "../lib/model/registry.ts";
+import { modelFlag } from "../lib/cli/train_flags.ts";
+import { resumedModel } from "../lib/train/coordinator/resume.ts";
 import { type DatasetName, DATASETS } from "../lib/data/registry.ts";
 import type { Normalization } from "../lib/data/dataset.ts";
 
@@ -25,6 +27,9 @@ Usage: deno task eval (--model DIR | --checkpoint FILE) [options]
 
   --model DIR        a model saved by deno task train --export DIR (TensorFlow.js LayersModel)
   --checkpoint FILE  a checkpoint written by deno task train --checkpoint-dir
+  --model-module FILE[#EXPORT]
+                     with --checkpoint of your own model: the module that builds it (a
+                     checkpoint is data; the code comes from you, compared with its record)
   --backend NAME     webgpu (default) or cpu
   --batch-size N     images per forward pass (default 128)
   --test-limit N     evaluate the first N test examples only
@@ -39,6 +44,7 @@ async function main(): Promise<void> {
     options: {
       model: { type: "string" },
       checkpoint: { type: "string" },
+      "model-module": { type: "string" },
       backend: { type: "string" },
       "batch-size": { type: "string" },
       "test-limit": { type: "string" },
@@ -59,6 +65,12 @@ async function main(): Promise<void> {
   if (!BACKENDS.includes(backend as BackendName)) {
     throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
   }
+  if (values["model-module"] !== undefined && values.checkpoint === undefined) {
+    throw new UsageError("--model-module goes with --checkpoint FILE (see --help)");
+  }
+  const given = values["model-module"] === undefined
+    ? undefined
+    : modelFlag("--model-module", values["model-module"]);
   const batchSize = numberFlag("--batch-size", values["batch-size"], { integer: true }) ?? 128;
   const testLimit = numberFlag("--test-limit", values["test-limit"], { integer: true });
   for (const [flag, value] of [["--batch-size", batchSize], ["--test-limit", testLimit]] as const) {
@@ -81,7 +93,8 @@ async function main(): Promise<void> {
   } else {
     const state = await readCheckpoint(values.checkpoint!);
     datasetName = state.config.dataset ?? datasetName;
-    model = await buildModel(state.config.model);
+    // The checkpoint's record only names a built-in, or is compared with the module given.
+    model = await buildModel(resumedModel(values.checkpoint!, state.config, given));
     normalize = state.config.normalize;
     setFlatWeights(model, state.weights);
     source =

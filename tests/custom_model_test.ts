@@ -6,6 +6,8 @@ import { train } from "../lib/train/coordinator/train.ts";
 import type { TrainOptions } from "../lib/train/shared/options.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 import { withTempDir } from "./helpers.ts";
+import { createModel } from "./fixtures/tiny_model.ts";
+import { initBackend } from "../lib/train/shared/backend.ts";
 import { trainInterrupted } from "./train_helpers.ts";
 
 const MODULE = new URL("./fixtures/tiny_model.ts", import.meta.url);
@@ -79,7 +81,14 @@ Deno.test("with shards, a run interrupted with 2 workers and resumed with 1 give
     const saved = await trainInterrupted({ ...run, workers: 2 }, { epoch: 2, step: 3, dir });
     assert.equal((await readCheckpoint(saved.path)).config.shards, 4);
     // The checkpoint's shards are kept; the worker count may change.
-    const resumed = await train({ data: run.data, checkpointDir: dir, resume: true, workers: 1 });
+    // A checkpoint is data: the model's module comes from the caller, compared with its record.
+    const resumed = await train({
+      data: run.data,
+      model: run.model,
+      checkpointDir: dir,
+      resume: true,
+      workers: 1,
+    });
     assert.equal(resumed.checksum, straight.checksum);
   });
 });
@@ -118,8 +127,43 @@ Deno.test("a user's model with momentum and with Adam: interrupted, resumed, the
         assert.equal(state.config.model.module, MODULE.href);
         assert.deepEqual(state.config.model.options, { hidden: 12, seed: 5 });
         assert.equal(state.optimizer.state?.step, 8 + saved.stepsDone);
-        const resumed = await train({ data: run.data, checkpointDir: dir, resume: true });
+        const resumed = await train({
+          data: run.data,
+          model: run.model,
+          checkpointDir: dir,
+          resume: true,
+        });
         assert.equal(resumed.checksum, straight.checksum); // the SHA-256 of every weight
+      });
+    });
+  }
+});
+
+Deno.test("a LayersModel and a { topology }: checkpointed, interrupted, resumed with the model given, the uninterrupted bits", async (t) => {
+  await initBackend("cpu");
+  for (const kind of ["LayersModel", "topology"] as const) {
+    await t.step(kind, async () => {
+      // Built anew for each run, as a user's script does: tfjs names its layers afresh
+      // (dense_Dense7, …), and the resumed run must still recognise the architecture.
+      const model = () => {
+        const built = createModel({ seed: 5, hidden: 12 });
+        return kind === "LayersModel" ? built : { topology: built.toJSON(null, false) };
+      };
+      const run = { ...RUN, model: model(), workers: 2, shards: 2 };
+      const straight = await train(run);
+      await withTempDir(async (dir) => {
+        await trainInterrupted({ ...run, model: model() }, { epoch: 2, step: 3, dir });
+        await assert.rejects(
+          train({ data: run.data, checkpointDir: dir, resume: true }),
+          /was trained with your own model \(given as a LayersModel \(its topology\)\): give the same model/,
+        );
+        const resumed = await train({
+          data: run.data,
+          model: model(),
+          checkpointDir: dir,
+          resume: true,
+        });
+        assert.equal(resumed.checksum, straight.checksum);
       });
     });
   }

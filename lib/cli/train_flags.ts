@@ -10,7 +10,7 @@ import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { HeadInit, KernelInit } from "../model/nin.ts";
-import { type ModelName, MODELS } from "../model/registry.ts";
+import { type ModelName, MODELS, type ModelSpec } from "../model/registry.ts";
 import { type LrSchedule, type OptimizerName, parseSchedule } from "../optim/mod.ts";
 import { type BackendName, BACKENDS } from "../train/shared/backend.ts";
 import { type PresetName, PRESETS, type TrainOptions } from "../train/shared/options.ts";
@@ -79,7 +79,8 @@ export const TRAIN_FLAGS = {
  */
 export const TRAIN_FLAGS_HELP =
   `  --model NAME       nin (default: d2l §7.3) or lenet (d2l §7.6: 28×28, sigmoid; trained
-                     at lr 0.9, batch 256 unless given); your own model: see the README
+                     at lr 0.9, batch 256 unless given), or your own: FILE[#EXPORT], a
+                     module exporting a function (default createModel) that builds it
   --workers N        worker replicas (default 1)
   --epochs N         passes over the training set (default 10)
   --batch-size N     global batch, split across the workers (default 128)
@@ -128,6 +129,36 @@ export const TRAIN_FLAGS_HELP =
   --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
   --no-download      fail instead of downloading missing files`;
 
+/**
+ * The model a `flag` names: a built-in's name, or a module `FILE[#EXPORT]`
+ * (a path or URL; the export defaults to `createModel`). Throws a
+ * {@linkcode UsageError} naming the flag for anything else.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { modelFlag } from "./train_flags.ts";
+ *
+ * assert.equal(modelFlag("--model", "lenet"), "lenet");
+ * assert.deepEqual(modelFlag("--model", "./mlp.ts#build"), { module: "./mlp.ts", export: "build" });
+ * assert.throws(() => modelFlag("--model", "resnet"), /--model must be one of nin, lenet or FILE/);
+ * ```
+ */
+export function modelFlag(flag: string, value: string): ModelName | ModelSpec {
+  if (Object.hasOwn(MODELS, value)) return value as ModelName;
+  const hash = value.lastIndexOf("#");
+  const module = hash < 0 ? value : value.slice(0, hash);
+  const exportName = hash < 0 ? undefined : value.slice(hash + 1);
+  if (!/[\\/]|\.[cm]?[jt]sx?$/.test(module) || exportName === "") {
+    throw new UsageError(
+      `${flag} must be one of ${
+        Object.keys(MODELS).join(", ")
+      } or FILE[#EXPORT] (a module that builds your model, e.g. ./my_model.ts), got "${value}"`,
+    );
+  }
+  return exportName === undefined ? { module } : { module, export: exportName };
+}
+
 /** Parsed values of {@linkcode TRAIN_FLAGS}. */
 export type TrainFlagValues = {
   [K in keyof typeof TRAIN_FLAGS]?: (typeof TRAIN_FLAGS)[K]["type"] extends "boolean" ? boolean
@@ -159,11 +190,6 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
       `--preset must be ${Object.keys(PRESETS).join(" or ")}, got "${preset}"`,
     );
   }
-  if (values.model !== undefined && !Object.hasOwn(MODELS, values.model)) {
-    throw new UsageError(
-      `--model must be one of ${Object.keys(MODELS).join(", ")}, got "${values.model}"`,
-    );
-  }
   const backend = values.backend ?? "webgpu";
   if (!BACKENDS.includes(backend as BackendName)) {
     throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${backend}"`);
@@ -191,7 +217,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     ? undefined
     : { name: (values.optimizer ?? "sgd") as OptimizerName, ...hyper };
   const flags: TrainOptions = {
-    model: values.model as ModelName | undefined,
+    model: values.model === undefined ? undefined : modelFlag("--model", values.model),
     optimizer,
     schedule,
     workers: numberFlag("--workers", values.workers, { integer: true }),

@@ -257,7 +257,11 @@ export async function buildModel(config: ModelConfig): Promise<tfl.LayersModel> 
     }
     return model;
   }
+  // Only a "custom" model names a module to import; any other name must be a built-in's.
   const builtIn = config.name === "custom" ? undefined : MODELS[config.name as ModelName];
+  if (config.name !== "custom" && !Object.hasOwn(MODELS, config.name)) {
+    throw new UsageError(`unknown model ${describeValue(config.name)}`);
+  }
   const url = builtIn ? new URL(builtIn.module, import.meta.url).href : config.module!;
   const exportName = builtIn ? builtIn.export : config.export!;
   let module: Record<string, unknown>;

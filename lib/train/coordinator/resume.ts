@@ -6,7 +6,12 @@
 
 import { DataError, UsageError } from "../../errors.ts";
 import { latestCheckpoint, readCheckpoint, type TrainingState } from "../shared/checkpoint.ts";
-import { type ModelConfig, resolveModelConfig } from "../../model/registry.ts";
+import {
+  isLayersModel,
+  type ModelConfig,
+  type ModelSpec,
+  resolveModelConfig,
+} from "../../model/registry.ts";
 import { modelOptions, type TrainOptions } from "../shared/options.ts";
 
 /** A checkpoint chosen to resume from. */
@@ -69,7 +74,90 @@ function canonical(value: unknown): string {
 }
 
 function describeModel(model: ModelConfig): string {
-  return model.name === "custom" ? `${model.export} of ${model.module}` : model.name;
+  if (model.name === "custom") return `${model.export} of ${model.module}`;
+  return model.name === "layers" ? "given as a LayersModel (its topology)" : model.name;
+}
+
+/**
+ * A model in a form two runs can compare: `layers` topologies with their
+ * generated names (`dense_Dense3`, `sequential_2`, which count the models a
+ * process has built) replaced by their order of appearance, so that the same
+ * architecture built again compares equal; NiN without its shape options,
+ * which are compared one by one.
+ */
+function comparable(model: ModelConfig): unknown {
+  if (model.name === "nin") return { ...model, options: {} };
+  if (model.name !== "layers") return model;
+  const names = new Map<string, string>();
+  const collect = (value: unknown): void => {
+    if (Array.isArray(value)) value.forEach(collect);
+    else if (typeof value === "object" && value !== null) {
+      const fields = value as Record<string, unknown>;
+      const config = fields.config as Record<string, unknown> | undefined;
+      if (typeof fields.class_name === "string" && typeof config?.name === "string") {
+        if (!names.has(config.name)) names.set(config.name, `#${names.size}`);
+      }
+      Object.values(fields).forEach(collect);
+    }
+  };
+  collect(model.topology);
+  const renamed = JSON.stringify(
+    model.topology,
+    (_, value) => typeof value === "string" ? names.get(value) ?? value : value,
+  );
+  return { ...model, topology: JSON.parse(renamed) };
+}
+
+/**
+ * The model to rebuild for a checkpoint at `path` whose run recorded
+ * `run.model`, given the caller's `given` (undefined: none). A checkpoint is data: the
+ * code that builds a user's model (a module, a `LayersModel`'s topology) comes
+ * from the caller, never from the file, whose checksum whoever edits it can
+ * recompute; the file's record is only compared with it. A built-in model is
+ * a name, resolved from the checkpoint alone. A module given without options
+ * takes the checkpoint's (JSON handed to the caller's own code). Throws a
+ * `UsageError` when a user's model is not given or differs from the record.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resumedModel } from "./resume.ts";
+ *
+ * const recorded = { name: "custom", module: "file:///m.ts", export: "createModel", options: { seed: 0 } };
+ * const run = { model: recorded, seed: 0 };
+ * assert.throws(() => resumedModel("ckpt.msgpack", run, undefined), /give the same model/);
+ * const config = resumedModel("ckpt.msgpack", run, { module: "/m.ts" });
+ * assert.deepEqual(config, recorded);
+ * ```
+ */
+export function resumedModel(
+  path: string,
+  run: { model: ModelConfig; seed: number },
+  given: TrainOptions["model"],
+): ModelConfig {
+  const recorded = run.model;
+  const own = recorded.name === "custom" || recorded.name === "layers";
+  if (own && given === undefined) {
+    throw new UsageError(
+      `${path} was trained with your own model (${describeModel(recorded)}): ` +
+        `give the same model to resume or evaluate it (train({ model }), or --model FILE#EXPORT)`,
+    );
+  }
+  if (given === undefined) return recorded;
+  const keepOptions = recorded.name === "custom" && typeof given === "object" &&
+    !isLayersModel(given) && !("topology" in given) && given.options === undefined;
+  const config = resolveModelConfig(
+    keepOptions ? { ...given as ModelSpec, options: recorded.options } : given,
+    { seed: run.seed },
+  );
+  if (canonical(comparable(config)) !== canonical(comparable(recorded))) {
+    throw new UsageError(
+      `${path} was trained with model ${describeModel(recorded)}, not ${describeModel(config)}: ${
+        own ? "give that model" : "leave model out"
+      } to resume, or start a new run`,
+    );
+  }
+  return own ? config : recorded;
 }
 
 /**
@@ -100,18 +188,7 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
     ...(config.shards !== undefined ? { shards: config.shards } : {}),
     ...ninShape,
   };
-  if (options.model !== undefined) {
-    const given = resolveModelConfig(options.model, { seed: config.seed });
-    // NiN's shape options are compared below, one by one.
-    const identity = (m: ModelConfig) => (m.name === "nin" ? { ...m, options: {} } : m);
-    if (canonical(identity(given)) !== canonical(identity(config.model))) {
-      throw new UsageError(
-        `${point.path} was trained with model ${describeModel(config.model)}, not ${
-          describeModel(given)
-        }: leave model out to resume, or start a new run`,
-      );
-    }
-  }
+  const model = modelOptions(resumedModel(point.path, config, options.model)).model;
   for (const [key, value] of Object.entries(fixed)) {
     const given = options[key as keyof typeof fixed];
     if (given !== undefined && given !== value) {
@@ -141,7 +218,7 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
     ...options,
     ...fixed,
     ...structured,
-    model: modelOptions(config.model).model,
+    model,
     workers: options.workers ?? config.workers,
     epochs: options.epochs ?? config.epochs,
     backend: options.backend ?? config.backend,

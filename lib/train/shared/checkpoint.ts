@@ -24,7 +24,7 @@ import type {
   OptimizerName,
   OptimizerState,
 } from "../../optim/mod.ts";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
 import { DataError } from "../../errors.ts";
 import { writeFileAtomic } from "../../util/atomic_write.ts";
@@ -391,7 +391,9 @@ export async function writeCheckpoint(dir: string, state: TrainingState): Promis
 
 /**
  * Reads and verifies one checkpoint file; throws a {@linkcode DataError}
- * naming it and the reason if it cannot be used.
+ * naming it and the reason if it cannot be used. A file named like a
+ * checkpoint (`ckpt-EEEE-SSSSSS.msgpack`) must hold the position its name
+ * says, since the newest is chosen by name.
  *
  * @example
  * ```ts
@@ -417,7 +419,16 @@ export async function readCheckpoint(path: string): Promise<TrainingState> {
     if (error instanceof DataError) throw error;
     throw new DataError(`cannot read checkpoint ${path}: ${(error as Error).message}`);
   }
-  return await decodeCheckpoint(bytes, { name: path });
+  const state = await decodeCheckpoint(bytes, { name: path });
+  // A file named like a checkpoint is chosen by its name: the name must tell the truth.
+  const named = parseCheckpointName(basename(path));
+  if (named && (named.epochsDone !== state.epochsDone || named.stepsDone !== state.stepsDone)) {
+    throw new DataError(
+      `${path}: its name says ${named.epochsDone} epoch(s) and ${named.stepsDone} step(s) done, ` +
+        `its content ${state.epochsDone} and ${state.stepsDone}: not a checkpoint this run wrote`,
+    );
+  }
+  return state;
 }
 
 /** The largest checkpoint file read: 2 GiB (a full NiN checkpoint is 8 MB). */

@@ -63,7 +63,9 @@ export function checkpointProblem(state: Fields): string | undefined {
     if (error instanceof UsageError) return `config: ${error.message}`;
     throw error;
   }
-  if (model.name !== "custom" && (model.options as Fields).seed !== config.seed) {
+  // A built-in's options record the run's seed; a user's model takes its own (or none).
+  const builtIn = model.name !== "custom" && model.name !== "layers";
+  if (builtIn && (model.options as Fields).seed !== config.seed) {
     return "config.model.options.seed differs from config.seed";
   }
   if (
