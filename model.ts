@@ -1,18 +1,25 @@
 /**
  * The TensorFlow.js side of the library: the built-in models (d2l's NiN and
- * LeNet), building any model a run describes (`buildModel`), one replica's
- * training step, exporting and evaluating — for single-process use,
- * inference with trained weights, or custom training loops. Its signatures use TensorFlow.js types, which is why
- * it is a separate entry point from `mod.ts`.
+ * LeNet), building any model a run describes, loading trained weights into a
+ * model, exporting it in TensorFlow.js' LayersModel format, and evaluating it.
+ * Its signatures use TensorFlow.js types, which is why it is an entry point of
+ * its own (and why `deno doc --lint` leaves it out: it would ask for JSDoc on
+ * TensorFlow.js' own classes).
  *
- * @example Load the weights `train()` returns into a model for inference
+ * @example Load the weights `train()` returns into a model, and evaluate it
  * ```ts ignore
  * import { train } from "./mod.ts";
- * import { createNiN, setFlatWeights } from "./model.ts";
+ * import { loadFashionMNIST } from "./data.ts";
+ * import { buildModel, evaluateModel, initBackend, setFlatWeights } from "./model.ts";
+ * import { resolveTrainOptions } from "./internal.ts";
  *
- * const { weights } = await train({ workers: 2, epochs: 1 });
- * const model = createNiN();
+ * const options = { preset: "quick" } as const;
+ * const { weights } = await train(options);
+ * await initBackend("cpu");
+ * const model = await buildModel(resolveTrainOptions(options).model);
  * setFlatWeights(model, weights);
+ * const { test } = await loadFashionMNIST();
+ * console.log((await evaluateModel(model, test)).accuracy);
  * ```
  *
  * @module
@@ -20,24 +27,13 @@
 
 export {
   createNiN,
-  KERNEL_INITS,
-  type KernelInit,
-  MIN_INPUT_SIZE,
   type NiNOptions,
   ninSummary,
   NUM_CLASSES,
-  resolveNiNOptions,
-  setDropoutSeed,
   type StageSummary,
 } from "./lib/model/nin.ts";
-export {
-  type LocalGradients,
-  Replica,
-  type ReplicaOptions,
-  weightsChecksum,
-} from "./lib/train/worker/replica.ts";
-export { buildModel, type ModelFactory } from "./lib/model/registry.ts";
 export { createLeNet, type LeNetOptions } from "./lib/model/lenet.ts";
+export { buildModel, type ModelFactory } from "./lib/model/registry.ts";
 export {
   exportLayersModel,
   loadLayersModelFromDir,
@@ -45,3 +41,6 @@ export {
   WEIGHTS_FILE,
 } from "./lib/model/export.ts";
 export { evaluateModel, type Evaluation } from "./lib/train/coordinator/evaluate.ts";
+export { initBackend } from "./lib/train/shared/backend.ts";
+export type { BackendName, DeviceInfo, KernelInit, ModelConfig, Normalization } from "./mod.ts";
+export type { Dataset } from "./data.ts";

@@ -25,15 +25,8 @@ import {
   type ScalingResult,
 } from "../lib/bench/scaling_bench.ts";
 import { numberFlag, outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
-import {
-  ALL_REDUCE_ALGORITHMS,
-  type AllReduceAlgorithm,
-  type BackendName,
-  BACKENDS,
-  KERNEL_SETS,
-  type KernelSet,
-  UsageError,
-} from "../mod.ts";
+import { ALL_REDUCE_ALGORITHMS, BACKENDS, KERNEL_SETS } from "../internal.ts";
+import { type AllReduceAlgorithm, type BackendName, type KernelSet, UsageError } from "../mod.ts";
 import { PRESETS } from "../lib/train/shared/options.ts";
 import { serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
@@ -44,8 +37,8 @@ import { writeFileAtomic } from "../lib/util/atomic_write.ts";
  */
 const KERNEL_SHAPES = {
   quick: {
-    inputSize: PRESETS.quick.inputSize!,
-    width: PRESETS.quick.width!,
+    inputSize: PRESETS.quick.model.inputSize!,
+    width: PRESETS.quick.model.width!,
     batch: PRESETS.quick.batchSize! / 2,
   },
   d2l: { inputSize: 224, width: 1, batch: 128 },

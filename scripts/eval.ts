@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { LayersModel } from "@tensorflow/tfjs-layers";
+import type { LayersModel } from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { numberFlag, outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
 import { loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
 import { evaluateModel } from "../lib/train/coordinator/evaluate.ts";
@@ -13,8 +13,10 @@ import { renderConfusionSvg } from "../lib/train/coordinator/plot.ts";
 import { formatConfusion, formatPerClass } from "../lib/train/coordinator/report.ts";
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
-import { type BackendName, BACKENDS, readCheckpoint, UsageError } from "../mod.ts";
-import { initBackend } from "../mod.ts";
+import { BACKENDS } from "../internal.ts";
+import { type BackendName, UsageError } from "../mod.ts";
+import { readCheckpoint } from "../checkpoint.ts";
+import { initBackend } from "../model.ts";
 import { buildModel } from "../lib/model/registry.ts";
 import { modelFlag } from "../lib/cli/train_flags.ts";
 import { resumedModel } from "../lib/train/coordinator/resume.ts";

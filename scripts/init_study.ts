@@ -12,11 +12,15 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
-import * as tfl from "@tensorflow/tfjs-layers";
-import { KERNEL_INITS, type KernelInit, loadFashionMNIST, train } from "../mod.ts";
-import { createNiN, type NiNOptions } from "../model.ts";
-import { initBackend } from "../mod.ts";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
+import { KERNEL_INITS } from "../internal.ts";
+import type { KernelInit } from "../mod.ts";
+import { train } from "../mod.ts";
+import { loadFashionMNIST } from "../data.ts";
+import { createNiN, initBackend, type NiNOptions } from "../model.ts";
+import type { NiNModel } from "../lib/model/registry.ts";
+import { resolveTrainOptions } from "../lib/train/shared/options.ts";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { toModelInput } from "../lib/train/shared/model_input.ts";
 import { formatMetrics } from "../lib/train/coordinator/report.ts";
@@ -71,14 +75,16 @@ async function main(): Promise<void> {
     throw new UsageError(`--inits must name ${KERNEL_INITS.join(", ")}, got "${bad}"`);
   }
   if (values.signal) {
-    await printSignal({ ...base, seeds, inits });
+    const shape = resolveTrainOptions(base).model.options as NiNOptions;
+    await printSignal({ ...shape, dataDir: base.data?.dir, seeds, inits });
     return;
   }
   const rows: string[] = [];
   for (const init of inits) {
     for (const seed of seeds) {
       try {
-        const { history } = await train({ ...base, init, seed });
+        const model = { ...base.model as NiNModel | undefined, name: "nin" as const, init };
+        const { history } = await train({ ...base, model, seed });
         const last = history.at(-1)!;
         const stalled = last.testAcc < STALLED_BELOW;
         console.error(

@@ -44,12 +44,10 @@ async function main(): Promise<void> {
   console.log("step   tensors per worker   process RSS (MiB)   s");
   await train({
     data: { train: syntheticDataset(steps * batchSize, { seed: 1 }), test: syntheticDataset(2) },
-    workers,
+    model: { name: "nin", inputSize: 67, width: 0.0625, dropout: 0 },
+    distributed: { workers },
     batchSize,
     epochs: 1,
-    inputSize: 67,
-    width: 0.0625,
-    dropout: 0,
     profile: true, // reports each worker's tensor count with its step
     onStep: (progress) => {
       done++;

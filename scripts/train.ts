@@ -4,15 +4,8 @@
  * @module
  */
 
-import {
-  type EpochRecord,
-  initBackend,
-  resolveTrainOptions,
-  train,
-  type TrainOptions,
-  type TrainStart,
-  UsageError,
-} from "../mod.ts";
+import { type EpochRecord, train, type TrainOptions, type TrainStart, UsageError } from "../mod.ts";
+import { resolveTrainOptions } from "../internal.ts";
 import { launchInfo } from "../lib/collective/tcp/launch_env.ts";
 import {
   formatDuration,
@@ -22,7 +15,7 @@ import {
 } from "../lib/train/coordinator/report.ts";
 import { renderHistorySvg } from "../lib/train/coordinator/plot.ts";
 import { adapterWithPath, serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
-import { ninSummary } from "../model.ts";
+import { initBackend, ninSummary } from "../model.ts";
 import { buildModel, type ModelConfig } from "../lib/model/registry.ts";
 import { exportLayersModel } from "../lib/model/export.ts";
 import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
@@ -49,13 +42,6 @@ ${TRAIN_FLAGS_HELP}
   --summary          print each layer's output shape and parameter count, then exit
   -h, --help         show this help
 `;
-
-/**
- * Seconds a SIGTERM leaves for reaching a step boundary and writing the
- * checkpoint: inside Kubernetes' default grace period (30 s) and systemd's
- * (90 s). Docker's `docker stop` waits 10 s unless given `--time`.
- */
-const STOP_GRACE_S = 25;
 
 async function main(): Promise<void> {
   const { values } = parseFlags({
@@ -85,16 +71,20 @@ async function main(): Promise<void> {
     masterAddr: values["master-addr"],
     masterPort: values["master-port"],
   }, Deno.env.toObject());
+  const flags = trainOptionsFromFlags(values);
   const options: TrainOptions = {
-    ...trainOptionsFromFlags(values),
-    processGroup: launch && {
-      rank: launch.rank,
-      size: launch.worldSize,
-      masterAddr: launch.masterAddr,
-      masterPort: launch.masterPort,
-      tokenFile: values["token-file"],
-      peerTimeout: numberFlag("--peer-timeout", values["peer-timeout"]),
-      onNotice: (line) => console.error(`rank 0 ${line}`),
+    ...flags,
+    distributed: {
+      ...flags.distributed,
+      processGroup: launch && {
+        rank: launch.rank,
+        size: launch.worldSize,
+        masterAddr: launch.masterAddr,
+        masterPort: launch.masterPort,
+        tokenFile: values["token-file"],
+        peerTimeout: numberFlag("--peer-timeout", values["peer-timeout"]),
+        onNotice: (line: string) => console.error(`rank 0 ${line}`),
+      },
     },
   };
   const resolved = resolveTrainOptions(options); // usage errors before any work
@@ -117,39 +107,9 @@ async function main(): Promise<void> {
   let software = false;
   // Ctrl-C (SIGINT) and SIGTERM (systemd, Docker, Kubernetes, Slurm) stop at the next step
   // boundary after a checkpoint; a second signal, or SIGTERM's grace time running out, quits.
-  const interrupt = new AbortController();
-  const onSignal = (signal: "SIGINT" | "SIGTERM") => {
-    const code = signal === "SIGTERM" ? 143 : 130;
-    if (interrupt.signal.aborted) Deno.exit(code);
-    bar?.clear();
-    const saving = !run.checkpointDir
-      ? "; without --checkpoint-dir nothing is saved"
-      : writes
-      ? " to write a checkpoint"
-      : " that every process agrees on (rank 0 writes the checkpoint)";
-    const quit = signal === "SIGINT"
-      ? "Ctrl-C again to quit at once"
-      : `at most ${STOP_GRACE_S} s; SIGTERM again to quit at once`;
-    console.error(`${signal}: stopping at the next step boundary${saving} (${quit})`);
-    interrupt.abort(signal);
-    if (signal === "SIGTERM") {
-      const grace = setTimeout(() => {
-        console.error(
-          `no step boundary within ${STOP_GRACE_S} s of SIGTERM: quitting without a new ` +
-            "checkpoint (the last one written is intact)",
-        );
-        Deno.exit(code);
-      }, STOP_GRACE_S * 1000);
-      Deno.unrefTimer(grace);
-    }
-  };
-  const onSigint = () => onSignal("SIGINT");
-  const onSigterm = () => onSignal("SIGTERM");
-  Deno.addSignalListener("SIGINT", onSigint);
-  Deno.addSignalListener("SIGTERM", onSigterm);
   const result = await train({
     ...options,
-    signal: interrupt.signal,
+    stopOnSignals: { onSignal: () => bar?.clear() },
     onStart: (info) => {
       run = info.options;
       software = info.device.software;
@@ -207,15 +167,14 @@ async function main(): Promise<void> {
       if (metricsPath) await writeFileAtomic(metricsPath, historyToJsonl(history));
       if (plotPath) {
         const title =
-          `NiN on Fashion-MNIST: ${run.workers} worker(s), batch ${run.batchSize}, lr ${run.lr}`;
+          `${
+            describeModelShort(run.model)
+          } on Fashion-MNIST: ${run.distributed.workers} worker(s), ` +
+          `batch ${run.batchSize}, lr ${run.lr}`;
         await writeFileAtomic(plotPath, renderHistorySvg(history, { epochs: run.epochs, title }));
       }
     },
-  }).finally(() => {
-    bar?.clear();
-    Deno.removeSignalListener("SIGINT", onSigint);
-    Deno.removeSignalListener("SIGTERM", onSigterm);
-  });
+  }).finally(() => bar?.clear());
   const last = result.history.at(-1)!;
   console.log(formatMetrics(last));
   const device = result.device ? ` on ${result.device.adapter}` : "";
@@ -225,7 +184,7 @@ async function main(): Promise<void> {
     await exportLayersModel(result.weights, {
       dir: exportDir,
       model: run.model,
-      normalize: run.normalize,
+      normalize: run.data.normalize,
     });
     console.log(`model saved to ${exportDir} (TensorFlow.js LayersModel)`);
   }
@@ -257,7 +216,7 @@ function withOptionalValue(args: string[], flag: string): string[] {
 }
 
 function printStart(info: TrainStart): void {
-  const { options } = info;
+  const options = { ...info.options, ...info.options.distributed };
   const perWorker = options.batchSize / options.replicas;
   const share = (Number.isInteger(perWorker) ? `${perWorker}` : `~${perWorker.toFixed(1)}`) +
     " per worker" + (options.shardsPerReplica > 1 ? ` in ${options.shardsPerReplica} shards` : "");
@@ -317,6 +276,15 @@ async function printSummary(config: ModelConfig): Promise<void> {
   }
   console.log(`total: ${model.countParams().toLocaleString("en-US")} parameters`);
   model.dispose();
+}
+
+/** "NiN", "LeNet", or a user's model's export. */
+function describeModelShort(model: ModelConfig): string {
+  return model.name === "nin"
+    ? "NiN"
+    : model.name === "lenet"
+    ? "LeNet"
+    : `${model.export ?? "model"}`;
 }
 
 /** "NiN (36,646 parameters, 67×67 input, width 0.125)", "LeNet (…)", or a custom model's export and module. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 import { DataError, UsageError } from "../lib/errors.ts";
 import {
   decodeCheckpoint,
@@ -153,7 +153,7 @@ Deno.test("a checkpoint store prunes only its own run's verified checkpoints", a
           "ckpt-0009-000000.msgpack",
         ]);
         assert.equal((await readCheckpoint(last)).epochsDone, 3);
-        const point = await findResumePoint(true, { checkpointDir: dir });
+        const point = await findResumePoint(true, { dir });
         assert.equal(point?.state.epochsDone, 3, "the next --resume finds the good checkpoint");
       });
     },
@@ -253,7 +253,7 @@ Deno.test("the newest usable checkpoint is used when newer ones are corrupt; all
       latest.skipped[0].reason,
       /ckpt-0001-000004\.msgpack: not a checkpoint, or truncated/,
     );
-    const point = await findResumePoint(true, { checkpointDir: dir });
+    const point = await findResumePoint(true, { dir });
     assert.equal(point?.state.stepsDone, 0);
     assert.equal((await listCheckpoints(dir)).length, 2, "nothing was deleted");
   });
@@ -261,10 +261,10 @@ Deno.test("the newest usable checkpoint is used when newer ones are corrupt; all
 
 Deno.test("resuming needs a usable checkpoint, and the settings that shape the result", async () => {
   await withTempDir(async (dir) => {
-    assert.equal(await findResumePoint(true, { checkpointDir: dir }), undefined); // fresh start
+    assert.equal(await findResumePoint(true, { dir }), undefined); // fresh start
     await Deno.writeTextFile(`${dir}/ckpt-0000-000001.msgpack`, "garbage");
     await assert.rejects(
-      findResumePoint(true, { checkpointDir: dir }),
+      findResumePoint(true, { dir }),
       rejectsWith(/^no usable checkpoint in .*: .*ckpt-0000-000001\.msgpack: not a checkpoint/),
     );
     await assert.rejects(
@@ -273,14 +273,14 @@ Deno.test("resuming needs a usable checkpoint, and the settings that shape the r
     );
   });
   const point = { path: "run.msgpack", state: await state(1, 2), skipped: [] };
-  const options = resumedOptions(point, { epochs: 5, workers: 4 });
+  const options = resumedOptions(point, { epochs: 5, distributed: { workers: 4 } });
   assert.equal(options.epochs, 5);
-  assert.equal(options.workers, 4);
-  assert.equal(options.width, 0.125);
+  assert.equal(options.distributed?.workers, 4);
+  assert.equal((options.model as { width: number }).width, 0.125);
   assert.equal(options.seed, 4);
   assert.equal(resumedOptions(point, {}).epochs, 3);
   assert.throws(
-    () => resumedOptions(point, { width: 0.25 }),
+    () => resumedOptions(point, { model: { name: "nin", width: 0.25 } }),
     (e: unknown) =>
       e instanceof UsageError &&
       /^run\.msgpack was trained with width 0\.125, not 0\.25: leave width out to resume, or start a new run$/

@@ -118,7 +118,11 @@ Deno.test("a checkpoint naming a module never imports it: --resume, a dropped fi
       }
       await t.step(`${what}: train() with resume`, async () => {
         await assert.rejects(
-          train({ backend: "cpu", checkpointDir: ckptDir, resume: true, dataDir: data }),
+          train({
+            backend: "cpu",
+            checkpoint: { dir: ckptDir, resume: true },
+            data: { dir: data },
+          }),
           (e: unknown) => e instanceof UsageError && /give the same model/.test(e.message),
         );
         assert.equal(await exists(marker), false);

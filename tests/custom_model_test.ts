@@ -33,22 +33,25 @@ function rgbDataset(count: number, seed: number): Dataset {
   return { images, labels, count, rows: 8, cols: 8, channels: 3 };
 }
 
-const RUN: TrainOptions = {
+const RUN = {
   model: { module: MODULE, options: { hidden: 12 } },
-  data: { train: rgbDataset(96, 1), test: rgbDataset(30, 2) },
-  normalize: { mean: [0.1, 0.1, 0.1], std: [0.3, 0.3, 0.3] },
+  data: {
+    train: rgbDataset(96, 1),
+    test: rgbDataset(30, 2),
+    normalize: { mean: [0.1, 0.1, 0.1], std: [0.3, 0.3, 0.3] },
+  },
   batchSize: 12, // 8 steps per epoch
   epochs: 3,
   lr: 0.2,
   seed: 5,
-  backend: "webgpu",
+  backend: "webgpu" as const,
 };
 
 Deno.test("a user's model on a user's data set, with 1, 2 and 4 workers: the replicas agree, and it learns", async () => {
   for (const workers of [1, 2, 4]) {
     // train() compares every replica's weight checksum after each epoch and
     // throws a ReplicaDivergenceError if one differs.
-    const result = await train({ ...RUN, workers });
+    const result = await train({ ...RUN, distributed: { workers } });
     assert.equal(result.history.length, 3);
     assert.ok(result.history[2].testAcc >= 0.9, `test accuracy ${result.history[2].testAcc}`);
   }
@@ -68,26 +71,31 @@ Deno.test("with shards: 4, 1, 2 and 4 workers end with the same weights, bit for
       "star",
     ]] as const
   ) {
-    const result = await train({ ...RUN, workers, allReduce, shards: 4, batchSize: 10 });
+    const result = await train({
+      ...RUN,
+      distributed: { workers, allReduce, shards: 4 },
+      batchSize: 10,
+    });
     checksums.set(`${workers} × ${allReduce}`, result.checksum);
   }
   assert.equal(new Set(checksums.values()).size, 1, JSON.stringify(Object.fromEntries(checksums)));
 });
 
 Deno.test("with shards, a run interrupted with 2 workers and resumed with 1 gives the 4-worker bits", async () => {
-  const run = { ...RUN, shards: 4 };
-  const straight = await train({ ...run, workers: 4 });
+  const straight = await train({ ...RUN, distributed: { workers: 4, shards: 4 } });
   await withTempDir(async (dir) => {
-    const saved = await trainInterrupted({ ...run, workers: 2 }, { epoch: 2, step: 3, dir });
+    const saved = await trainInterrupted(
+      { ...RUN, distributed: { workers: 2, shards: 4 } },
+      { epoch: 2, step: 3, dir },
+    );
     assert.equal((await readCheckpoint(saved.path)).config.shards, 4);
     // The checkpoint's shards are kept; the worker count may change.
     // A checkpoint is data: the model's module comes from the caller, compared with its record.
     const resumed = await train({
-      data: run.data,
-      model: run.model,
-      checkpointDir: dir,
-      resume: true,
-      workers: 1,
+      data: RUN.data,
+      model: RUN.model,
+      checkpoint: { dir, resume: true },
+      distributed: { workers: 1 },
     });
     assert.equal(resumed.checksum, straight.checksum);
   });
@@ -98,7 +106,9 @@ Deno.test("without shards, 1, 2 and 4 workers end with the same weights up to fl
   // gradient's average (and the dropout masks) change with the worker count.
   const model = { module: MODULE, options: { hidden: 12, dropout: 0 } };
   const results = [];
-  for (const workers of [1, 2, 4]) results.push(await train({ ...RUN, model, workers }));
+  for (const workers of [1, 2, 4]) {
+    results.push(await train({ ...RUN, model, distributed: { workers } }));
+  }
   for (const other of results.slice(1)) {
     let worst = 0;
     for (let i = 0; i < other.weights.length; i++) {
@@ -117,7 +127,7 @@ Deno.test("a user's model with momentum and with Adam: interrupted, resumed, the
   ] as const;
   for (const settings of optimizers) {
     await t.step(settings.optimizer.name, async () => {
-      const run = { ...RUN, ...settings, workers: 2 };
+      const run = { ...RUN, ...settings, distributed: { workers: 2 } };
       const straight = await train(run);
       await withTempDir(async (dir) => {
         const saved = await trainInterrupted(run, { epoch: 2, step: 3, dir });
@@ -130,8 +140,7 @@ Deno.test("a user's model with momentum and with Adam: interrupted, resumed, the
         const resumed = await train({
           data: run.data,
           model: run.model,
-          checkpointDir: dir,
-          resume: true,
+          checkpoint: { dir, resume: true },
         });
         assert.equal(resumed.checksum, straight.checksum); // the SHA-256 of every weight
       });
@@ -149,19 +158,18 @@ Deno.test("a LayersModel and a { topology }: checkpointed, interrupted, resumed 
         const built = createModel({ seed: 5, hidden: 12 });
         return kind === "LayersModel" ? built : { topology: built.toJSON(null, false) };
       };
-      const run = { ...RUN, model: model(), workers: 2, shards: 2 };
+      const run = { ...RUN, model: model(), distributed: { workers: 2, shards: 2 } };
       const straight = await train(run);
       await withTempDir(async (dir) => {
         await trainInterrupted({ ...run, model: model() }, { epoch: 2, step: 3, dir });
         await assert.rejects(
-          train({ data: run.data, checkpointDir: dir, resume: true }),
+          train({ data: run.data, checkpoint: { dir, resume: true } }),
           /was trained with your own model \(given as a LayersModel \(its topology\)\): give the same model/,
         );
         const resumed = await train({
           data: run.data,
           model: model(),
-          checkpointDir: dir,
-          resume: true,
+          checkpoint: { dir, resume: true },
         });
         assert.equal(resumed.checksum, straight.checksum);
       });
@@ -200,11 +208,11 @@ Deno.test("a model or data the trainer cannot use: one clear error before traini
       (e) => e instanceof UsageError && /model\.options must hold JSON values only/.test(e.message),
     ],
     [
-      "NiN's options with another model",
-      { model: { module: MODULE }, width: 0.5 },
+      "NiN's options beside a module",
+      { model: { module: MODULE, width: 0.5 } as TrainOptions["model"] },
       (e) =>
         e instanceof UsageError &&
-        /^width applies to NiN only, not to model "\(custom\)"$/.test(e.message),
+        /^model: a module's model takes module, export and options, not width/.test(e.message),
     ],
     [
       "data with other channels than the model takes",
@@ -225,7 +233,10 @@ Deno.test("a model or data the trainer cannot use: one clear error before traini
   ];
   for (const [name, options, check] of cases) {
     await t.step(name, async () => {
-      await assert.rejects(train({ ...RUN, workers: 2, maxRestarts: 2, ...options }), check);
+      await assert.rejects(
+        train({ ...RUN, distributed: { workers: 2, maxRestarts: 2 }, ...options }),
+        check,
+      );
     });
   }
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { exportLayersModel, loadLayersModelFromDir, setFlatWeights } from "../lib/model/export.ts";
 import { DataError } from "../lib/errors.ts";
 import { createNiN } from "../lib/model/nin.ts";
@@ -13,7 +13,13 @@ const run = (script: string, args: string[]) => runScript(script, args);
 
 Deno.test("an exported model loads back with tfjs and predicts exactly as the trained weights do", async () => {
   const data = { train: imageLikeDataset(16, 1), test: imageLikeDataset(8, 2) };
-  const { weights } = await train({ ...MODEL, workers: 2, epochs: 1, batchSize: 8, data });
+  const { weights } = await train({
+    model: { name: "nin", ...MODEL },
+    distributed: { workers: 2 },
+    epochs: 1,
+    batchSize: 8,
+    data,
+  });
   await initBackend("cpu");
   await withTempDir(async (dir) => {
     await exportLayersModel(weights, { dir, model: { name: "nin", options: MODEL } });

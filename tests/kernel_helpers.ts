@@ -13,8 +13,8 @@
  */
 
 import assert from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs-core";
-import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import { useKernels } from "../lib/kernels/mod.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 

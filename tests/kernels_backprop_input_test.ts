@@ -1,4 +1,4 @@
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { fastConv2DBackpropInput } from "../lib/kernels/conv2d_backprop_input.ts";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import {

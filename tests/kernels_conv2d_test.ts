@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { useKernels } from "../lib/kernels/mod.ts";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import {

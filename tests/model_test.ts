@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type * as tfl from "@tensorflow/tfjs-layers";
+import type * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { createNiN, MIN_INPUT_SIZE, ninSummary, ZERO_HEAD_BIAS } from "../lib/model/nin.ts";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import { UsageError } from "../lib/errors.ts";

@@ -296,20 +296,21 @@ Deno.test("a process whose worker hangs: the other process names it once the ste
   // hangs on global rank 1, which is process 1's only worker.
   const run = (rank: number) =>
     train({
-      inputSize: 67,
-      width: 0.125,
+      model: { name: "nin", inputSize: 67, width: 0.125 },
       batchSize: 8,
       epochs: 2,
-      workers: 1,
-      stepTimeout: 3,
       data,
-      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
-      processGroup: {
-        rank,
-        size: 2,
-        masterAddr: "127.0.0.1",
-        masterPort: port,
-        token: TOKEN,
+      distributed: {
+        workers: 1,
+        stepTimeout: 3,
+        workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
+        processGroup: {
+          rank,
+          size: 2,
+          masterAddr: "127.0.0.1",
+          masterPort: port,
+          token: TOKEN,
+        },
       },
     });
   const [zero, one] = await Promise.allSettled([run(0), run(1)]);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-backend-cpu";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
 import {
   Adam,
   createOptimizer,

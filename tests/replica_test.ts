@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs-core";
-import * as tfl from "@tensorflow/tfjs-layers";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { weightedAverage } from "../lib/collective/all_reduce.ts";
 import type { Batch } from "../lib/data/batches.ts";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import { createNiN } from "../lib/model/nin.ts";
-import { Replica, weightsChecksum } from "../lib/train/worker/replica.ts";
+import { Replica } from "../lib/train/worker/replica.ts";
+import { weightsChecksum } from "../lib/util/sha256.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 
 await initBackend("webgpu");

@@ -11,12 +11,10 @@ import { trainInterrupted } from "./train_helpers.ts";
 
 // Dropout on: resuming must also reproduce the dropout masks.
 const RUN = {
-  inputSize: 67,
-  width: 0.125,
-  dropout: 0.5,
+  model: { name: "nin", inputSize: 67, width: 0.125, dropout: 0.5 },
   lr: 0.1,
   seed: 11,
-  workers: 2,
+  distributed: { workers: 2 },
   batchSize: 8,
   epochs: 2,
   data: { train: imageLikeDataset(48, 3), test: imageLikeDataset(8, 4) }, // 6 steps per epoch
@@ -29,7 +27,7 @@ Deno.test("a run interrupted mid-epoch and resumed ends with the uninterrupted r
     const interrupt = new AbortController();
     const error = await train({
       ...RUN,
-      checkpointDir: dir,
+      checkpoint: { dir },
       signal: interrupt.signal,
       onStep: (p) => {
         if (p.epoch === 1 && p.step === 2) interrupt.abort();
@@ -44,8 +42,7 @@ Deno.test("a run interrupted mid-epoch and resumed ends with the uninterrupted r
     let resumedFrom = "";
     const resumed = await train({
       ...RUN,
-      checkpointDir: dir,
-      resume: true,
+      checkpoint: { dir, resume: true },
       onStart: (info) => resumedFrom = info.resumedFrom?.path ?? "",
     });
     assert.equal(resumedFrom, saved.path);
@@ -57,10 +54,10 @@ Deno.test("a run interrupted mid-epoch and resumed ends with the uninterrupted r
 
 Deno.test("resuming from an end-of-epoch checkpoint, with more epochs than first planned", async () => {
   await withTempDir(async (dir) => {
-    await train({ ...RUN, epochs: 1, checkpointDir: dir });
+    await train({ ...RUN, epochs: 1, checkpoint: { dir } });
     const [saved] = await listCheckpoints(dir);
     assert.deepEqual([saved.epochsDone, saved.stepsDone], [1, 0]);
-    const resumed = await train({ ...RUN, checkpointDir: dir, resume: saved.path });
+    const resumed = await train({ ...RUN, checkpoint: { dir, resume: saved.path } });
     assert.equal(resumed.checksum, reference.checksum); // the SHA-256 of every weight
   });
 });
@@ -72,10 +69,12 @@ Deno.test("a worker killed mid-epoch: every worker restarts from the last checkp
         const restarts: string[] = [];
         const result = await train({
           ...RUN,
-          checkpointDir: checkpointDir ? dir : undefined,
-          checkpointEvery: 1,
-          maxRestarts: 1,
-          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash-once", import.meta.url),
+          checkpoint: { dir: checkpointDir ? dir : undefined, every: 1 },
+          distributed: {
+            workers: 2,
+            maxRestarts: 1,
+            workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash-once", import.meta.url),
+          },
           onRestart: ({ error, from }) => restarts.push(`${error.message} → ${from}`),
         });
         assert.equal(result.restarts, 1);
@@ -96,10 +95,12 @@ Deno.test("past --max-restarts: one clear error, and the checkpoints are still t
     await assert.rejects(
       train({
         ...RUN,
-        checkpointDir: dir,
-        checkpointEvery: 1,
-        maxRestarts: 1,
-        workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
+        checkpoint: { dir, every: 1 },
+        distributed: {
+          workers: 2,
+          maxRestarts: 1,
+          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
+        },
         onRestart: () => restarts++,
       }),
       (e: unknown) => e instanceof WorkerError && /injected crash on rank 1/.test(e.message),
@@ -116,7 +117,7 @@ Deno.test("past --max-restarts: one clear error, and the checkpoints are still t
 
 Deno.test("a checkpoint of another model shape is refused before training", async () => {
   await withTempDir(async (dir) => {
-    await train({ ...RUN, epochs: 1, checkpointDir: dir });
+    await train({ ...RUN, epochs: 1, checkpoint: { dir } });
     const [saved] = await listCheckpoints(dir);
     const state = await readCheckpoint(saved.path);
     // Claim a different width, as if the file came from another run's directory.
@@ -130,7 +131,7 @@ Deno.test("a checkpoint of another model shape is refused before training", asyn
     };
     await Deno.writeFile(saved.path, await encodeCheckpoint(other));
     await assert.rejects(
-      train({ ...RUN, checkpointDir: dir, resume: true, width: undefined }),
+      train({ ...RUN, model: undefined, checkpoint: { dir, resume: true } }),
       /holds 36646 weights but this model has \d+/,
     );
   });
@@ -139,13 +140,12 @@ Deno.test("a checkpoint of another model shape is refused before training", asyn
 Deno.test("a preset's values are defaults, not settings given: a run with --preset quick --batch-size 16 resumes with --preset quick", async () => {
   await withTempDir(async (dir) => {
     const data = { train: imageLikeDataset(48, 5), test: imageLikeDataset(8, 6) };
-    const first = { preset: "quick", batchSize: 16, epochs: 1, data, checkpointDir: dir } as const;
+    const first = { preset: "quick", batchSize: 16, epochs: 1, data, checkpoint: { dir } } as const;
     await train(first);
     const resumed = await train({
       preset: "quick",
       data,
-      checkpointDir: dir,
-      resume: true,
+      checkpoint: { dir, resume: true },
       epochs: 2,
     });
     assert.deepEqual(resumed.history.map((r) => r.epoch), [1, 2]);
@@ -163,13 +163,13 @@ Deno.test("a preset's values are defaults, not settings given: a run with --pres
 
 Deno.test("a checkpoint that stopped past the end of an epoch of this data is refused", async () => {
   await withTempDir(async (dir) => {
-    await train({ ...RUN, epochs: 1, checkpointDir: dir });
+    await train({ ...RUN, epochs: 1, checkpoint: { dir } });
     const [saved] = await listCheckpoints(dir);
     const state = await readCheckpoint(saved.path);
     const lying = `${dir}/lying.msgpack`;
     await Deno.writeFile(lying, await encodeCheckpoint({ ...state, stepsDone: 999 }));
     await assert.rejects(
-      train({ ...RUN, checkpointDir: dir, resume: lying }),
+      train({ ...RUN, checkpoint: { dir, resume: lying } }),
       (e: unknown) =>
         e instanceof DataError &&
         e.message ===
@@ -216,8 +216,7 @@ Deno.test("with momentum and with Adam: interrupted, resumed, the same bits as u
           optimizer: undefined,
           schedule: undefined,
           lr: undefined,
-          checkpointDir: dir,
-          resume: true,
+          checkpoint: { dir, resume: true },
         });
         assert.equal(resumed.checksum, straight.checksum); // the SHA-256 of every weight
       });
@@ -230,11 +229,11 @@ Deno.test("resuming with another optimizer than the checkpoint's is refused", as
     await train({
       ...RUN,
       epochs: 1,
-      checkpointDir: dir,
+      checkpoint: { dir },
       optimizer: { name: "sgd", momentum: 0.9 },
     });
     await assert.rejects(
-      train({ ...RUN, checkpointDir: dir, resume: true, optimizer: "adam" }),
+      train({ ...RUN, checkpoint: { dir, resume: true }, optimizer: "adam" }),
       (e: unknown) =>
         e instanceof Error && e.name === "UsageError" &&
         /was trained with optimizer \{"momentum":0\.9,"name":"sgd"\}, not \{"name":"adam"\}: leave optimizer out/
@@ -250,10 +249,12 @@ Deno.test("with Adam, a worker killed mid-epoch: the restarted workers continue 
     await withTempDir(async (dir) => {
       const result = await train({
         ...run,
-        checkpointDir: checkpointDir && dir,
-        checkpointEvery: 1,
-        maxRestarts: 1,
-        workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash-once", import.meta.url),
+        checkpoint: { dir: checkpointDir && dir, every: 1 },
+        distributed: {
+          workers: 2,
+          maxRestarts: 1,
+          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash-once", import.meta.url),
+        },
       });
       assert.equal(result.restarts, 1);
       // Checksums, not the arrays: a failing deepEqual of 36,646 floats takes minutes to print.

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { encode } from "@msgpack/msgpack";
+import { encode } from "npm:@msgpack/msgpack@3.1.3";
 import {
   acceptAuthenticated,
   AuthError,

@@ -23,7 +23,7 @@ export async function trainInterrupted(
   await assert.rejects(
     train({
       ...options,
-      checkpointDir: at.dir,
+      checkpoint: { ...options.checkpoint, dir: at.dir },
       signal: interrupt.signal,
       onStep: (p) => {
         if (p.epoch === at.epoch && p.step === at.step) interrupt.abort();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { DistributedSampler } from "../lib/data/sampler.ts";
 import type { Dataset } from "../lib/data/dataset.ts";
@@ -19,17 +19,9 @@ import { imageLikeDataset, runScript, withTempDir } from "./helpers.ts";
 
 await initBackend("webgpu");
 
-const DATA = { train: imageLikeDataset(48, 1), test: imageLikeDataset(12, 2) };
-const CONFIG = {
-  inputSize: 67,
-  width: 0.125,
-  dropout: 0,
-  lr: 0.1,
-  seed: 5,
-  batchSize: 16,
-  epochs: 2,
-  testLimit: 12,
-} as const;
+const DATA = { train: imageLikeDataset(48, 1), test: imageLikeDataset(12, 2), testLimit: 12 };
+const NIN = { name: "nin", inputSize: 67, width: 0.125, dropout: 0 } as const;
+const CONFIG = { model: NIN, lr: 0.1, seed: 5, batchSize: 16, epochs: 2 } as const;
 
 /**
  * The single-process reference: tfjs' own SGD over each whole global batch,
@@ -38,7 +30,7 @@ const CONFIG = {
 async function referenceWeights(
   trainLimit: number,
 ): Promise<{ initial: Float32Array; final: Float32Array }> {
-  const model = createNiN({ ...CONFIG });
+  const model = createNiN({ ...NIN, seed: CONFIG.seed });
   const initial = await flatWeights(model);
   const optimizer = tf.train.sgd(CONFIG.lr);
   const sampler = new DistributedSampler(trainLimit, { rank: 0, worldSize: 1, seed: CONFIG.seed });
@@ -51,7 +43,7 @@ async function referenceWeights(
         tf.div(
           tf.image.resizeBilinear(
             tf.tensor4d(Float32Array.from(batch.images), [batch.count, 28, 28, 1]),
-            [CONFIG.inputSize, CONFIG.inputSize],
+            [NIN.inputSize, NIN.inputSize],
             false,
             true,
           ),
@@ -109,9 +101,8 @@ Deno.test("1, 2, 3 and 4 workers reach the weights of a single-process loop over
       const epochs: number[] = [];
       const result = await train({
         ...CONFIG,
-        workers,
-        trainLimit,
-        data: DATA,
+        distributed: { workers },
+        data: { ...DATA, trainLimit },
         onEpoch: (record) => {
           epochs.push(record.epoch);
         },
@@ -133,7 +124,13 @@ Deno.test("1, 2, 3 and 4 workers reach the weights of a single-process loop over
 });
 
 Deno.test("the cpu backend trains the same model as WebGPU, within float tolerance", async () => {
-  const options = { ...CONFIG, workers: 2, epochs: 1, trainLimit: 16, batchSize: 8, data: DATA };
+  const options = {
+    ...CONFIG,
+    distributed: { workers: 2 },
+    epochs: 1,
+    batchSize: 8,
+    data: { ...DATA, trainLimit: 16 },
+  };
   const gpu = await train(options);
   const cpu = await train({ ...options, backend: "cpu" });
   assert.equal(cpu.device?.backend, "cpu");
@@ -148,9 +145,11 @@ Deno.test("a worker that fails while building its replica stops the run with its
   await assert.rejects(
     train({
       ...CONFIG,
-      workers: 2,
       data: DATA,
-      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=init", import.meta.url),
+      distributed: {
+        workers: 2,
+        workerUrl: new URL("./fixtures/faulty_worker.ts?fault=init", import.meta.url),
+      },
     }),
     (e: unknown) =>
       e instanceof WorkerError && e.rank === 1 &&
@@ -169,11 +168,12 @@ Deno.test("a worker that crashes mid-epoch stops every worker; train() rejects i
       await assert.rejects(
         train({
           ...CONFIG,
-          workers: 3,
-          trainLimit: 42,
-          allReduce,
-          data: DATA,
-          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
+          data: { ...DATA, trainLimit: 42 },
+          distributed: {
+            workers: 3,
+            allReduce,
+            workerUrl: new URL("./fixtures/faulty_worker.ts?fault=crash", import.meta.url),
+          },
           onStep: (progress) => {
             steps.push(progress.step);
           },
@@ -194,12 +194,13 @@ Deno.test("a worker that hangs is named once the step timeout passes; train() re
       await assert.rejects(
         train({
           ...CONFIG,
-          workers: 3,
-          trainLimit: 42,
-          allReduce,
-          stepTimeout: 3,
-          data: DATA,
-          workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
+          data: { ...DATA, trainLimit: 42 },
+          distributed: {
+            workers: 3,
+            allReduce,
+            stepTimeout: 3,
+            workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
+          },
         }),
         (e: unknown) =>
           e instanceof WorkerError && e.rank === 1 &&
@@ -219,10 +220,12 @@ Deno.test("aborted while the workers start: train() stops them at once and rejec
   await assert.rejects(
     train({
       ...CONFIG,
-      workers: 2,
       data: DATA,
       signal: stop.signal,
-      workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang-init", import.meta.url),
+      distributed: {
+        workers: 2,
+        workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang-init", import.meta.url),
+      },
       onStart: () => assert.fail("the workers never all started"),
     }),
     (e: unknown) =>
@@ -271,9 +274,9 @@ Deno.test("a worker's uncaught error reaches the caller as its message, with no 
 });
 
 Deno.test("the shared-memory and the star all-reduce train bit-identical weights", async () => {
-  const options = { ...CONFIG, workers: 3, trainLimit: 42, data: DATA };
-  const shared = await train({ ...options, allReduce: "shared" });
-  const star = await train({ ...options, allReduce: "star" });
+  const options = { ...CONFIG, data: { ...DATA, trainLimit: 42 } };
+  const shared = await train({ ...options, distributed: { workers: 3, allReduce: "shared" } });
+  const star = await train({ ...options, distributed: { workers: 3, allReduce: "star" } });
   assert.equal(shared.checksum, star.checksum);
   assert.deepEqual(shared.weights, star.weights);
 });
@@ -281,39 +284,68 @@ Deno.test("the shared-memory and the star all-reduce train bit-identical weights
 Deno.test("train() rejects bad options before starting any worker", async () => {
   for (
     const [options, pattern] of [
-      [{ workers: 0 }, /workers must be a positive integer, got 0/],
+      [{ distributed: { workers: 0 } }, /workers must be a positive integer, got 0/],
       [{ lr: -0.1 }, /learning rate must be a positive number, got -0.1/],
       [{ lr: NaN }, /learning rate must be a positive number, got NaN/],
-      [{ dataset: "mnist" }, /dataset must be one of fashion-mnist, got "mnist"/],
-      [{ workers: 4, batchSize: 3 }, /batch size 3 is smaller than the 4 workers/],
+      [{ data: { dataset: "mnist" } }, /dataset must be one of fashion-mnist, got "mnist"/],
       [
-        { workers: 2, shards: 3 },
+        { distributed: { workers: 4 }, batchSize: 3 },
+        /batch size 3 is smaller than the 4 workers/,
+      ],
+      [
+        { distributed: { workers: 2, shards: 3 } },
         /^shards 3 is not a multiple of the 2 workers: each worker computes whole shards$/,
       ],
-      [{ shards: 8, batchSize: 4 }, /^shards 8 is larger than the batch size 4: each shard needs/],
-      [{ shards: 512, batchSize: 1024 }, /^shards must be at most 256, got 512$/],
-      [{ shards: "4" }, /^shards must be a positive integer, got "4"$/],
+      [
+        { distributed: { shards: 8 }, batchSize: 4 },
+        /^shards 8 is larger than the batch size 4: each shard needs/,
+      ],
+      [{ distributed: { shards: 512 }, batchSize: 1024 }, /^shards must be at most 256, got 512$/],
+      [{ distributed: { shards: "4" } }, /^shards must be a positive integer, got "4"$/],
       [{ epochs: 1.5 }, /epochs must be a positive integer/],
-      [{ inputSize: 32 }, /input size must be an integer of at least 67/],
+      [{ model: { name: "nin", inputSize: 32 } }, /input size must be an integer of at least 67/],
       // Values are shown as given: a string in quotes, so "32" is not mistaken for 32.
       [{ batchSize: "32" }, /^batch size must be a positive integer, got "32"$/],
-      [{ workers: "2" }, /^workers must be a positive integer, got "2"$/],
+      [{ distributed: { workers: "2" } }, /^workers must be a positive integer, got "2"$/],
       [{ lr: "0.1" }, /^learning rate must be a positive number, got "0\.1"$/],
-      [{ dropout: "0.1" }, /^dropout must be a number in \[0, 1\), got "0\.1"$/],
-      [{ width: "0.5" }, /^width must be a positive number, got "0\.5"$/],
-      [{ inputSize: "67" }, /^input size must be an integer of at least 67, got "67"$/],
+      [
+        { model: { name: "nin", dropout: "0.1" } },
+        /^dropout must be a number in \[0, 1\), got "0\.1"$/,
+      ],
+      [{ model: { name: "nin", width: "0.5" } }, /^width must be a positive number, got "0\.5"$/],
+      [
+        { model: { name: "nin", inputSize: "67" } },
+        /^input size must be an integer of at least 67, got "67"$/,
+      ],
+      [{ model: { name: "nin", widht: 0.5 } }, /^model: nin takes no option widht \(it takes/],
+      [{ model: "resnet" }, /^model must be one of nin, lenet, a \{ name, … \} of one/],
       [{ seed: 1.5 }, /^seed must be a non-negative integer, got 1\.5$/],
       [{ backend: "cuda" }, /^backend must be one of webgpu, cpu, got "cuda"$/],
-      [{ allReduce: 2 }, /^all-reduce must be one of shared, star, tcp, got 2$/],
-      [{ checkpointDir: 123 }, /^checkpoint directory must be a non-empty string, got 123$/],
-      [{ resume: 1 }, /^resume must be true, false or a checkpoint path, got 1$/],
+      [
+        { distributed: { allReduce: 2 } },
+        /^all-reduce must be one of shared, star, tcp, got 2$/,
+      ],
+      [{ distributed: 2 }, /^distributed must be an object, got 2$/],
+      [{ checkpoint: { dir: 123 } }, /^checkpoint\.dir must be a non-empty string, got 123$/],
+      [
+        { checkpoint: { resume: 1 } },
+        /^checkpoint\.resume must be true, false or a checkpoint path, got 1$/,
+      ],
+      [
+        { checkpoint: { resume: true } },
+        /^resuming from the latest checkpoint needs a checkpoint directory$/,
+      ],
       [{ profile: "yes" }, /^profile must be true or false, got "yes"$/],
-      [{ stepTimeout: "60" }, /^step timeout must be a positive number of seconds, got "60"$/],
+      [
+        { distributed: { stepTimeout: "60" } },
+        /^step timeout must be a positive number of seconds, got "60"$/,
+      ],
       [{ onEpoch: 3 }, /^onEpoch must be a function, got 3$/],
+      [{ preset: "quick", model: "lenet" }, /^the quick preset is NiN's; leave it out/],
     ] as const
   ) {
     await assert.rejects(
-      train({ ...(options as TrainOptions), data: DATA }),
+      train({ data: DATA, ...(options as TrainOptions) }),
       (e: unknown) => e instanceof UsageError && pattern.test(e.message),
     );
   }
@@ -323,14 +355,11 @@ Deno.test("a diverging run stops at the step its loss or gradient stops being fi
   await withTempDir(async (dir) => {
     const run = train({
       ...CONFIG,
-      workers: 2,
       lr: 1e30,
       epochs: 3,
       data: DATA,
-      checkpointDir: dir,
-      checkpointEvery: 1,
-      keep: 10,
-      maxRestarts: 2, // divergence is not a failure to restart from
+      checkpoint: { dir, every: 1, keep: 10 },
+      distributed: { workers: 2, maxRestarts: 2 }, // divergence is not a failure to restart from
     });
     let error: unknown;
     await run.catch((e) => error = e);

@@ -9,8 +9,8 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
-import type * as tfl from "@tensorflow/tfjs-layers";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { type KernelSet, useKernels } from "../kernels/mod.ts";
 import { createNiN } from "../model/nin.ts";
 import { summarize, type Summary } from "./stats.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { type BackendName, type DeviceInfo, initBackend } from "../train/shared/backend.ts";
 import { chooseWebGPUPath } from "../train/coordinator/webgpu_path.ts";
 

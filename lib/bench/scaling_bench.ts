@@ -7,7 +7,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import type { KernelSet } from "../kernels/mod.ts";
 import { createNiN } from "../model/nin.ts";
@@ -144,14 +144,12 @@ async function stepCompletions(
   const completions: { seconds: number; timings?: StepTiming[] }[] = [];
   await train({
     data: { train: syntheticDataset(count, { seed: 1 }), test: syntheticDataset(1) },
-    workers: run.workers,
+    model: { name: "nin", inputSize: options.inputSize, width: options.width },
+    distributed: { workers: run.workers, allReduce: options.allReduce },
     batchSize,
     epochs: 1,
-    inputSize: options.inputSize,
-    width: options.width,
     backend: options.backend,
     kernels: options.kernels,
-    allReduce: options.allReduce,
     profile: run.profile,
     onStep: (progress) => completions.push(progress),
   });

@@ -8,7 +8,7 @@
 
 import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
-import { UsageError } from "../errors.ts";
+import { describeValue, UsageError } from "../errors.ts";
 import type { HeadInit, KernelInit } from "../model/nin.ts";
 import { type ModelName, MODELS, type ModelSpec } from "../model/registry.ts";
 import { type LrSchedule, type OptimizerName, parseSchedule } from "../optim/mod.ts";
@@ -109,8 +109,8 @@ export const TRAIN_FLAGS_HELP =
                      positive scores: no class starts without gradient)
   --train-limit N    use only the first N training examples
   --test-limit N     use only the first N test examples
-  --preset NAME      d2l (default) or quick: ${QUICK.inputSize} px, width ${QUICK.width},
-                     dropout ${QUICK.dropout}, head ${QUICK.head}, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}
+  --preset NAME      d2l (default) or quick: ${QUICK.model.inputSize} px, width ${QUICK.model.width},
+                     dropout ${QUICK.model.dropout}, head ${QUICK.model.head}, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}
                      (about 7½ min on 2 CPU cores); flags given override it
   --step-timeout S   stop with an error naming the stuck worker after S seconds without
                      progress (default: 30 min before the first step, then 20 × the
@@ -179,7 +179,7 @@ export type TrainFlagValues = {
  * import { resolveTrainOptions } from "../train/shared/options.ts";
  *
  * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
- * assert.ok(options.workers === 2 && options.preset === "quick");
+ * assert.ok(options.distributed?.workers === 2 && options.preset === "quick");
  * assert.equal(resolveTrainOptions(options).model.options.inputSize, 99);
  * ```
  */
@@ -216,43 +216,63 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   const optimizer = values.optimizer === undefined && !tuned
     ? undefined
     : { name: (values.optimizer ?? "sgd") as OptimizerName, ...hyper };
-  const flags: TrainOptions = {
-    model: values.model === undefined ? undefined : modelFlag("--model", values.model),
-    optimizer,
-    schedule,
-    workers: numberFlag("--workers", values.workers, { integer: true }),
-    epochs: numberFlag("--epochs", values.epochs, { integer: true }),
-    batchSize: numberFlag("--batch-size", values["batch-size"], { integer: true }),
-    shards: numberFlag("--shards", values.shards, { integer: true }),
-    lr: numberFlag("--lr", values.lr),
-    seed: numberFlag("--seed", values.seed, { integer: true }),
-    inputSize: numberFlag("--input-size", values["input-size"], { integer: true }),
+  const int = (flag: string, value: string | undefined) =>
+    numberFlag(flag, value, { integer: true });
+  const nin = defined({
+    inputSize: int("--input-size", values["input-size"]),
     width: numberFlag("--width", values.width),
     dropout: numberFlag("--dropout", values.dropout),
     init: values.init as KernelInit | undefined,
     head: values.head as HeadInit | undefined,
-    trainLimit: numberFlag("--train-limit", values["train-limit"], { integer: true }),
-    testLimit: numberFlag("--test-limit", values["test-limit"], { integer: true }),
-    stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),
-    checkpointEvery: numberFlag("--checkpoint-every", values["checkpoint-every"], {
-      integer: true,
-    }),
-    keep: numberFlag("--keep", values.keep, { integer: true }),
-    maxRestarts: numberFlag("--max-restarts", values["max-restarts"], { integer: true }),
-  };
-  const given = Object.fromEntries(
-    Object.entries(flags).filter(([, value]) => value !== undefined),
-  ) as TrainOptions;
-  return {
+  });
+  const model = values.model === undefined ? undefined : modelFlag("--model", values.model);
+  const ninFlags = Object.keys(nin).map((key) =>
+    key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+  );
+  if (model !== undefined && model !== "nin" && ninFlags.length > 0) {
+    throw new UsageError(
+      `${ninFlags.map((flag) => `--${flag}`).join(", ")} ${
+        ninFlags.length === 1 ? "applies" : "apply"
+      } to NiN only, not to model ${describeValue(typeof model === "string" ? model : "(custom)")}`,
+    );
+  }
+  return defined({
     preset: preset as PresetName,
-    ...given,
+    model: ninFlags.length > 0 ? { name: "nin" as const, ...nin } : model,
+    data: defined({
+      dir: values["data-dir"],
+      download: !values["no-download"],
+      trainLimit: int("--train-limit", values["train-limit"]),
+      testLimit: int("--test-limit", values["test-limit"]),
+    }),
+    epochs: int("--epochs", values.epochs),
+    batchSize: int("--batch-size", values["batch-size"]),
+    lr: numberFlag("--lr", values.lr),
+    optimizer,
+    schedule,
+    seed: int("--seed", values.seed),
     backend: values.backend as BackendName | undefined,
-    allReduce: values.allreduce as AllReduceAlgorithm | undefined,
     kernels: values.kernels as KernelSet | undefined,
-    checkpointDir: values["checkpoint-dir"],
-    overwrite: values.overwrite,
-    resume: values.resume === undefined ? undefined : values.resume === "" ? true : values.resume,
-    dataDir: values["data-dir"],
-    download: !values["no-download"],
-  };
+    distributed: defined({
+      workers: int("--workers", values.workers),
+      shards: int("--shards", values.shards),
+      allReduce: values.allreduce as AllReduceAlgorithm | undefined,
+      stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),
+      maxRestarts: int("--max-restarts", values["max-restarts"]),
+    }),
+    checkpoint: defined({
+      dir: values["checkpoint-dir"],
+      every: int("--checkpoint-every", values["checkpoint-every"]),
+      keep: int("--keep", values.keep),
+      overwrite: values.overwrite,
+      resume: values.resume === undefined ? undefined : values.resume === "" ? true : values.resume,
+    }),
+  });
+}
+
+/** `fields` without its undefined values (and undefined when none is left, for a group). */
+function defined<T extends object>(fields: T): T {
+  return Object.fromEntries(
+    Object.entries(fields).filter(([, value]) => value !== undefined),
+  ) as T;
 }

@@ -18,8 +18,8 @@
  * @module
  */
 
-import type * as tf from "@tensorflow/tfjs-core";
-import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
+import type * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type { WebGPUBackend, WebGPUProgram } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 
 /** Invocations per workgroup of both programs. */
 const WORKGROUP = 64;
@@ -108,7 +108,7 @@ class ChannelSumProgram implements WebGPUProgram {
  *
  * @example
  * ```ts ignore
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { fastBiasAdd } from "./bias.ts";
  *
  * const y = fastBiasAdd({ a: activations, b: bias }, tf.backend() as WebGPUBackend);
@@ -137,7 +137,7 @@ export function fastBiasAdd(
  *
  * @example
  * ```ts ignore
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { fastChannelSum } from "./bias.ts";
  *
  * const biasGradient = fastChannelSum({ x: dy }, { axis: [0, 1, 2], keepDims: false }, backend);

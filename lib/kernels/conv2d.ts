@@ -31,8 +31,8 @@
  * @module
  */
 
-import type * as tf from "@tensorflow/tfjs-core";
-import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
+import type * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type { WebGPUBackend, WebGPUProgram } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import { type ConvGeometry, convGeometry } from "./geometry.ts";
 
 /** How much of the output one invocation computes: `rows` pixels × `cols` groups of 4 channels. */
@@ -394,7 +394,7 @@ class Conv2DRowProgram implements WebGPUProgram {
  *
  * @example
  * ```ts ignore
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { fastConv2D } from "./conv2d.ts";
  *
  * const out = fastConv2D(
@@ -427,7 +427,7 @@ export function fastConv2D(
  *
  * @example
  * ```ts ignore
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { fastFusedConv2D } from "./conv2d.ts";
  *
  * const out = fastFusedConv2D(

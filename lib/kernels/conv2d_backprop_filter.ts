@@ -38,10 +38,10 @@
  * @module
  */
 
-import type * as tf from "@tensorflow/tfjs-core";
+import type * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 // Registers the webgpu backend and its kernels, which this module replaces.
-import "@tensorflow/tfjs-backend-webgpu";
-import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
+import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
+import type { WebGPUBackend, WebGPUProgram } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import { backpropGeometry, type ConvGeometry } from "./geometry.ts";
 
 /** How the GEMM is cut into threads; see {@linkcode chooseTiles}. */
@@ -297,8 +297,8 @@ class PartialSumProgram implements WebGPUProgram {
  *
  * @example
  * ```ts ignore
- * import * as tf from "@tensorflow/tfjs-core";
- * import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
  * import { fastConv2DBackpropFilter } from "./conv2d_backprop_filter.ts";
  *
  * await tf.setBackend("webgpu");

@@ -32,10 +32,10 @@
  * @module
  */
 
-import type * as tf from "@tensorflow/tfjs-core";
+import type * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 // Registers the webgpu backend and its kernels, which this module replaces.
-import "@tensorflow/tfjs-backend-webgpu";
-import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
+import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
+import type { WebGPUBackend, WebGPUProgram } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import { backpropGeometry, type ConvGeometry } from "./geometry.ts";
 
 /** How the GEMM is cut into threads; see {@linkcode chooseTiles}. */
@@ -237,8 +237,8 @@ class BackpropInputProgram implements WebGPUProgram {
  *
  * @example
  * ```ts ignore
- * import * as tf from "@tensorflow/tfjs-core";
- * import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+ * import type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
  * import { fastConv2DBackpropInput } from "./conv2d_backprop_input.ts";
  *
  * await tf.setBackend("webgpu");

@@ -5,7 +5,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 
 /** Every size a convolution kernel needs, in NHWC and `[kh, kw, in, out]`. */
 export interface ConvGeometry {

@@ -19,8 +19,8 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
-import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type { WebGPUBackend, WebGPUProgram } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 
 /** Invocations per workgroup of both programs. */
 const WORKGROUP = 64;

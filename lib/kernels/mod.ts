@@ -9,8 +9,8 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
-import type { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import { fastBiasAdd, fastChannelSum } from "./bias.ts";
 import { fastConv2D, fastFusedConv2D } from "./conv2d.ts";
 import { fastConv2DBackpropFilter } from "./conv2d_backprop_filter.ts";

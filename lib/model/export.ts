@@ -7,8 +7,8 @@
  */
 
 import { join, resolve, sep as SEPARATOR } from "node:path";
-import * as tf from "@tensorflow/tfjs-core";
-import * as tfl from "@tensorflow/tfjs-layers";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { DataError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic_write.ts";
 import { buildModel, type ModelConfig } from "./registry.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import * as tfl from "@tensorflow/tfjs-layers";
+import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { mixSeed } from "../util/random.ts";
 
 /** Options for {@linkcode createLeNet}. */

@@ -10,7 +10,7 @@
  * @module
  */
 
-import * as tfl from "@tensorflow/tfjs-layers";
+import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { describeValue, UsageError } from "../errors.ts";
 import { mixSeed } from "../util/random.ts";
 

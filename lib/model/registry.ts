@@ -21,11 +21,12 @@
  * @module
  */
 
-import * as tfl from "@tensorflow/tfjs-layers";
+import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { pathToFileURL } from "node:url";
 import { isAbsolute, resolve } from "node:path";
 import { describeValue, UsageError } from "../errors.ts";
-import { type NiNOptions, resolveNiNOptions } from "./nin.ts";
+import { createLeNet } from "./lenet.ts";
+import { createNiN, type NiNOptions, resolveNiNOptions } from "./nin.ts";
 
 /** A function that builds a model from its options; may be async. */
 export type ModelFactory = (
@@ -92,10 +93,8 @@ export interface ModelConfig {
 
 /** One built-in model. */
 export interface ModelEntry {
-  /** Its module, relative to this file. */
-  module: string;
-  /** The factory it exports. */
-  export: string;
+  /** Builds it from its resolved options. */
+  create: ModelFactory;
   /** Checks the options and fills in defaults (throws a `UsageError`). */
   resolveOptions: (options: Record<string, unknown>) => Record<string, unknown>;
   /** The number of classes it tells apart (its logits). */
@@ -117,20 +116,29 @@ export interface ModelEntry {
  * assert.equal(MODELS.lenet.training.lr, 0.9);
  * ```
  */
-export const MODELS: Readonly<Record<"nin" | "lenet", ModelEntry>> = {
+export const MODELS: Readonly<Record<ModelName, ModelEntry>> = {
   nin: {
-    module: "./nin.ts",
-    export: "createNiN",
-    resolveOptions: (options) => resolveNiNOptions(options as NiNOptions),
+    create: (options) => createNiN(options as NiNOptions),
+    resolveOptions: (options) => {
+      const known = ["inputSize", "width", "dropout", "init", "head", "seed"];
+      const unknown = Object.keys(options).find((key) => !known.includes(key));
+      if (unknown !== undefined) {
+        throw new UsageError(
+          `model: nin takes no option ${unknown} (it takes ${known.slice(0, -1).join(", ")})`,
+        );
+      }
+      return resolveNiNOptions(options as NiNOptions);
+    },
     classes: 10,
     training: {},
   },
   lenet: {
-    module: "./lenet.ts",
-    export: "createLeNet",
+    create: (options) => createLeNet(options),
     resolveOptions: (options) => {
       const unknown = Object.keys(options).find((key) => key !== "seed");
-      if (unknown !== undefined) throw new UsageError(`lenet takes no option ${unknown}`);
+      if (unknown !== undefined) {
+        throw new UsageError(`model: lenet takes no option ${unknown}`);
+      }
       return { seed: options.seed ?? 0 };
     },
     classes: 10,
@@ -138,13 +146,29 @@ export const MODELS: Readonly<Record<"nin" | "lenet", ModelEntry>> = {
   },
 };
 
-/** Names of the built-in models. */
-export type ModelName = keyof typeof MODELS;
+/** Names of the built-in models: d2l's NiN (§7.3) and LeNet (§7.6). */
+export type ModelName = "nin" | "lenet";
+
+/** NiN chosen with its shape options (see `NiNOptions`; the seed is the run's). */
+export type NiNModel = { name: "nin" } & Omit<NiNOptions, "seed">;
 
 /**
- * The {@linkcode ModelConfig} of `model` (a built-in's name, a spec, or
- * undefined for NiN) with `options` (a built-in's options) and the run's
- * `seed`. Throws a `UsageError` for an unknown name, a malformed spec or
+ * A model as `train()` takes it: a built-in's name, or `{ name, …options }`
+ * (NiN's shape options), or a model of your own — a tfjs `LayersModel`,
+ * `{ topology }`, or a module and the function it exports.
+ */
+export type ModelChoice =
+  | ModelName
+  | NiNModel
+  | { name: "lenet" }
+  | ModelSpec
+  | LayersModelLike
+  | { topology: unknown };
+
+/**
+ * The {@linkcode ModelConfig} of `model` (a {@linkcode ModelChoice}, or
+ * undefined for NiN) with the run's `seed`. Throws a `UsageError` for an
+ * unknown name, options a built-in does not take, a malformed spec or
  * options that are not plain JSON.
  *
  * @example
@@ -154,37 +178,42 @@ export type ModelName = keyof typeof MODELS;
  *
  * const config = resolveModelConfig("lenet", { seed: 3 });
  * assert.deepEqual(config, { name: "lenet", options: { seed: 3 } });
+ * const nin = resolveModelConfig({ name: "nin", width: 0.5 }, { seed: 0 });
+ * assert.equal(nin.options.width, 0.5);
  * const custom = resolveModelConfig({ module: "/models/mlp.ts" }, { seed: 0 });
  * assert.equal(custom.module, "file:///models/mlp.ts");
  * assert.equal(custom.export, "createModel");
  * ```
  */
 export function resolveModelConfig(
-  model: ModelName | ModelSpec | LayersModelLike | { topology: unknown } | undefined,
-  options: { seed: number; options?: Record<string, unknown> },
+  model: ModelChoice | undefined,
+  options: { seed: number },
 ): ModelConfig {
   const seed = options.seed;
-  if (model === undefined || typeof model === "string") {
-    const name = model ?? "nin";
-    if (!Object.hasOwn(MODELS, name)) {
+  const named = typeof model === "object" && model !== null && !isLayersModel(model) &&
+      !("module" in model) && !("topology" in model)
+    ? model as { name?: unknown }
+    : undefined;
+  if (model === undefined || typeof model === "string" || named !== undefined) {
+    const name = model === undefined ? "nin" : typeof model === "string" ? model : named!.name;
+    if (typeof name !== "string" || !Object.hasOwn(MODELS, name)) {
       throw new UsageError(
-        `model must be one of ${Object.keys(MODELS).join(", ")} or { module, export, options }, ` +
-          `got ${describeValue(model)}`,
+        `model must be one of ${Object.keys(MODELS).join(", ")}, a { name, … } of one, ` +
+          `a LayersModel, { topology } or { module, export, options }; got ${
+            describeValue(named ? named.name : model)
+          }`,
       );
     }
+    const { name: _, ...given } = (named ?? {}) as Record<string, unknown>;
+    if ("seed" in given) {
+      throw new UsageError("model.seed: the seed is the run's (the seed option)");
+    }
     const entry = MODELS[name as ModelName];
-    return { name, options: entry.resolveOptions({ ...options.options, seed }) };
+    return { name, options: entry.resolveOptions({ ...given, seed }) };
   }
   if (typeof model !== "object" || model === null) {
     throw new UsageError(
       `model must be a name or { module, export, options }, got ${describeValue(model)}`,
-    );
-  }
-  if (options.options !== undefined && Object.keys(options.options).length > 0) {
-    throw new UsageError(
-      `${
-        Object.keys(options.options).join(", ")
-      } apply to NiN only; give a custom model's options in model.options`,
     );
   }
   if (isLayersModel(model) || "topology" in model) {
@@ -194,13 +223,21 @@ export function resolveModelConfig(
     }
     return { name: "layers", topology: JSON.parse(JSON.stringify(topology)), options: {} };
   }
-  const exportName = model.export ?? "createModel";
+  const spec = model as ModelSpec;
+  const unknown = Object.keys(spec).find((key) => !["module", "export", "options"].includes(key));
+  if (unknown !== undefined) {
+    throw new UsageError(
+      `model: a module's model takes module, export and options, not ${unknown}` +
+        " (give the factory's options in model.options)",
+    );
+  }
+  const exportName = spec.export ?? "createModel";
   if (typeof exportName !== "string" || exportName === "") {
     throw new UsageError(
       `model.export must be a non-empty string, got ${describeValue(exportName)}`,
     );
   }
-  const given = model.options ?? {};
+  const given = spec.options ?? {};
   if (typeof given !== "object" || given === null || Array.isArray(given)) {
     throw new UsageError(`model.options must be an object, got ${describeValue(given)}`);
   }
@@ -218,10 +255,33 @@ export function resolveModelConfig(
   }
   return {
     name: "custom",
-    module: moduleUrl(model.module),
+    module: moduleUrl(spec.module),
     export: exportName,
     options: JSON.parse(json),
   };
+}
+
+/**
+ * The {@linkcode ModelChoice} that selects `config` again (the seed is the
+ * run's): a built-in as `{ name, …options }`, a module as its spec, a
+ * topology as `{ topology }`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { modelChoice, resolveModelConfig } from "./registry.ts";
+ *
+ * const config = resolveModelConfig({ name: "nin", width: 0.5 }, { seed: 2 });
+ * assert.deepEqual(resolveModelConfig(modelChoice(config), { seed: 2 }), config);
+ * ```
+ */
+export function modelChoice(config: ModelConfig): ModelChoice {
+  if (config.name === "custom") {
+    return { module: config.module!, export: config.export, options: config.options };
+  }
+  if (config.name === "layers") return { topology: config.topology };
+  const { seed: _, ...options } = config.options;
+  return { name: config.name, ...options } as ModelChoice;
 }
 
 /**
@@ -258,27 +318,33 @@ export async function buildModel(config: ModelConfig): Promise<tfl.LayersModel> 
     return model;
   }
   // Only a "custom" model names a module to import; any other name must be a built-in's.
-  const builtIn = config.name === "custom" ? undefined : MODELS[config.name as ModelName];
-  if (config.name !== "custom" && !Object.hasOwn(MODELS, config.name)) {
+  let factory: ModelFactory;
+  let what: string;
+  if (config.name === "custom") {
+    const url = config.module!;
+    let module: Record<string, unknown>;
+    try {
+      module = await importModule(url);
+    } catch (error) {
+      throw new UsageError(`model module ${url} cannot be loaded: ${firstLine(error)}`);
+    }
+    const exported = module[config.export!];
+    if (typeof exported !== "function") {
+      throw new UsageError(`model module ${url} has no exported function ${config.export}`);
+    }
+    factory = exported as ModelFactory;
+    what = `${config.export} of ${url}`;
+  } else if (Object.hasOwn(MODELS, config.name)) {
+    factory = MODELS[config.name as ModelName].create;
+    what = config.name;
+  } else {
     throw new UsageError(`unknown model ${describeValue(config.name)}`);
-  }
-  const url = builtIn ? new URL(builtIn.module, import.meta.url).href : config.module!;
-  const exportName = builtIn ? builtIn.export : config.export!;
-  let module: Record<string, unknown>;
-  try {
-    module = await import(url);
-  } catch (error) {
-    throw new UsageError(`model module ${url} cannot be loaded: ${firstLine(error)}`);
-  }
-  const factory = module[exportName];
-  if (typeof factory !== "function") {
-    throw new UsageError(`model module ${url} has no exported function ${exportName}`);
   }
   const model = await (factory as ModelFactory)(structuredClone(config.options));
   const problem = modelProblem(model);
   if (problem !== undefined) {
     (model as { dispose?: () => void })?.dispose?.();
-    throw new UsageError(`${exportName} of ${url}: ${problem}`);
+    throw new UsageError(`${what}: ${problem}`);
   }
   return model;
 }
@@ -353,6 +419,17 @@ export async function flatWeightsOf(model: LayersModelLike): Promise<Float32Arra
   }
   return flat;
 }
+
+/**
+ * `import(url)` of a user's model module. The URL is absolute (a path is made
+ * a `file:` URL first) and comes from the caller at run time, so there is no
+ * import-map specifier in it for `deno publish` to rewrite; publish's
+ * analyser warns about every `import()` of a non-literal all the same, hence
+ * the `Function`, whose body it does not read.
+ */
+const importModule = new Function("url", "return import(url)") as (
+  url: string,
+) => Promise<Record<string, unknown>>;
 
 function moduleUrl(module: URL | string): string {
   if (module instanceof URL) return module.href;

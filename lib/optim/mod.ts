@@ -68,7 +68,7 @@ export const OPTIMIZERS = {
 >;
 
 /** Names of the optimizers. */
-export type OptimizerName = keyof typeof OPTIMIZERS;
+export type OptimizerName = "sgd" | "adam";
 
 /** The allowed range `[low, high)` of each numeric hyper-parameter, and how to say it. */
 const RANGES: Readonly<Record<string, [number, number, string]>> = {

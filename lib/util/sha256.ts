@@ -24,3 +24,21 @@ export async function sha256Hex(data: ArrayBufferView): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", input as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/**
+ * SHA-256 of a flat weight vector (its float32 bytes): equal checksums mean
+ * bit-identical weights. `train()` reports its result's as `checksum`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { weightsChecksum } from "../../mod.ts";
+ *
+ * const a = await weightsChecksum(new Float32Array([0.5, 1]));
+ * const b = await weightsChecksum(new Float32Array([0.5, 1.0000001]));
+ * assert.notEqual(a, b);
+ * ```
+ */
+export function weightsChecksum(weights: Float32Array): Promise<string> {
+  return sha256Hex(weights);
+}

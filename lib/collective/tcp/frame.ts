@@ -18,7 +18,7 @@
  * @module
  */
 
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 
 /** The protocol version every header carries; a peer with another is refused. */
 export const PROTOCOL_VERSION = 1;

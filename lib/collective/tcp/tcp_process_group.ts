@@ -53,7 +53,7 @@ import {
   type FrameReader,
 } from "./frame.ts";
 import { Link } from "./link.ts";
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 
 /** The exchange tag of the averages' weights. */
 const AVERAGE = "average";

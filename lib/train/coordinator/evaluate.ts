@@ -5,8 +5,8 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
-import type * as tfl from "@tensorflow/tfjs-layers";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { gatherBatch } from "../../data/batches.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import type { Normalization } from "../../data/dataset.ts";

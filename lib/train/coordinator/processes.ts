@@ -7,7 +7,7 @@
  * @module
  */
 
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 import type { ProcessGroup } from "../../collective/process_group.ts";
 import { importToken } from "../../collective/tcp/auth.ts";
 import { TcpProcessGroup } from "../../collective/tcp/tcp_process_group.ts";
@@ -36,7 +36,9 @@ export async function joinProcesses(
   }).catch((error) => {
     throw new UsageError((error as Error).message);
   });
-  const { processGroup: _, ...shared } = run.options;
+  // Every setting but this process's own place in the job (and its callbacks).
+  const { processGroup: _, ...distributed } = run.options.distributed;
+  const shared = { ...run.options, distributed };
   return await TcpProcessGroup.connect({
     rank: group.rank,
     size: group.size,

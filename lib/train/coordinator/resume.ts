@@ -8,11 +8,12 @@ import { DataError, UsageError } from "../../errors.ts";
 import { latestCheckpoint, readCheckpoint, type TrainingState } from "../shared/checkpoint.ts";
 import {
   isLayersModel,
+  modelChoice,
   type ModelConfig,
   type ModelSpec,
   resolveModelConfig,
 } from "../../model/registry.ts";
-import { modelOptions, type TrainOptions } from "../shared/options.ts";
+import type { TrainOptions } from "../shared/options.ts";
 
 /** A checkpoint chosen to resume from. */
 export interface ResumePoint {
@@ -37,18 +38,18 @@ export interface ResumePoint {
  * import { findResumePoint } from "./resume.ts";
  *
  * const dir = await Deno.makeTempDir();
- * assert.equal(await findResumePoint(true, { checkpointDir: dir }), undefined);
+ * assert.equal(await findResumePoint(true, { dir }), undefined);
  * await Deno.remove(dir);
  * ```
  */
 export async function findResumePoint(
   resume: true | string,
-  options: { checkpointDir?: string },
+  options: { dir?: string },
 ): Promise<ResumePoint | undefined> {
   if (typeof resume === "string") {
     return { path: resume, state: await readCheckpoint(resume), skipped: [] };
   }
-  const dir = options.checkpointDir;
+  const dir = options.dir;
   if (dir === undefined) {
     throw new UsageError("resuming from the latest checkpoint needs a checkpoint directory");
   }
@@ -145,7 +146,7 @@ export function resumedModel(
   }
   if (given === undefined) return recorded;
   const keepOptions = recorded.name === "custom" && typeof given === "object" &&
-    !isLayersModel(given) && !("topology" in given) && given.options === undefined;
+    !isLayersModel(given) && "module" in given && given.options === undefined;
   const config = resolveModelConfig(
     keepOptions ? { ...given as ModelSpec, options: recorded.options } : given,
     { seed: run.seed },
@@ -162,69 +163,81 @@ export function resumedModel(
 
 /**
  * The options of a run resumed from `point`: its checkpoint's settings, except
- * those that may change between runs (workers, epochs, backend, all-reduce,
- * and everything that does not affect the result). An option that would
- * change the result and differs from the checkpoint's is a `UsageError`.
+ * those that may change between runs (workers, epochs, backend, kernels,
+ * all-reduce, and everything that does not affect the result). An option
+ * that would change the result and differs from the checkpoint's is a
+ * `UsageError`; a preset's values are defaults, not settings given.
  *
  * @example
  * ```ts ignore
  * import { findResumePoint, resumedOptions } from "./resume.ts";
  *
- * const point = await findResumePoint(true, { checkpointDir: "./ckpt" });
+ * const point = await findResumePoint(true, { dir: "./ckpt" });
  * const options = point ? resumedOptions(point, { epochs: 20 }) : { epochs: 20 };
  * ```
  */
 export function resumedOptions(point: ResumePoint, options: TrainOptions): TrainOptions {
   const { config } = point.state;
-  const { model: _, ...ninShape } = modelOptions(config.model);
-  const fixed = {
+  const model = resumedModel(point.path, config, options.model);
+  const conflict = (key: string, recorded: unknown, given: unknown) => {
+    if (given === undefined || canonical(given) === canonical(recorded)) return;
+    const show = (value: unknown) =>
+      typeof value === "object" && value !== null ? canonical(value) : String(value ?? "(all)");
+    throw new UsageError(
+      `${point.path} was trained with ${key} ${show(recorded)}, not ${show(given)}: ` +
+        `leave ${key} out to resume, or start a new run`,
+    );
+  };
+  // NiN's shape options, one by one.
+  if (model.name === "nin" && typeof options.model === "object") {
+    for (const [key, value] of Object.entries(options.model)) {
+      if (key !== "name") conflict(key, model.options[key], value);
+    }
+  }
+  const named = (given: TrainOptions["optimizer"] | TrainOptions["schedule"]) =>
+    typeof given === "string" ? { name: given } : given;
+  // Checkpoints written before there was a choice used plain SGD at a constant rate.
+  const optimizer = config.optimizer ?? { name: "sgd" as const };
+  const schedule = config.schedule ?? { name: "constant" as const };
+  const dataset = config.dataset ?? "fashion-mnist";
+  conflict("batchSize", config.batchSize, options.batchSize);
+  conflict("lr", config.lr, options.lr);
+  conflict("seed", config.seed, options.seed);
+  conflict("optimizer", optimizer, named(options.optimizer));
+  conflict("schedule", schedule, named(options.schedule));
+  conflict("dataset", dataset, options.data?.dataset);
+  conflict("trainLimit", config.trainLimit, options.data?.trainLimit);
+  conflict("testLimit", config.testLimit, options.data?.testLimit);
+  conflict("normalize", config.normalize ?? {}, options.data?.normalize);
+  // Shards given to the run are kept (any number of workers that divides them gives its bits).
+  if (config.shards !== undefined) conflict("shards", config.shards, options.distributed?.shards);
+  const given = options.distributed ?? {};
+  return {
+    ...options,
+    preset: undefined, // the checkpoint's settings replace the preset's defaults
+    model: modelChoice(model),
+    epochs: options.epochs ?? config.epochs,
     batchSize: config.batchSize,
     lr: config.lr,
     seed: config.seed,
-    trainLimit: config.trainLimit,
-    testLimit: config.testLimit,
-    dataset: config.dataset ?? "fashion-mnist",
-    // Shards given to the run are kept (any number of workers that divides them gives its bits).
-    ...(config.shards !== undefined ? { shards: config.shards } : {}),
-    ...ninShape,
-  };
-  const model = modelOptions(resumedModel(point.path, config, options.model)).model;
-  for (const [key, value] of Object.entries(fixed)) {
-    const given = options[key as keyof typeof fixed];
-    if (given !== undefined && given !== value) {
-      throw new UsageError(
-        `${point.path} was trained with ${key} ${value ?? "(all)"}, not ${given}: ` +
-          `leave ${key} out to resume, or start a new run`,
-      );
-    }
-  }
-  // Checkpoints written before there was a choice used plain SGD at a constant rate.
-  const structured = {
-    optimizer: config.optimizer ?? { name: "sgd" as const },
-    schedule: config.schedule ?? { name: "constant" as const },
-    normalize: config.normalize,
-  };
-  for (const [key, value] of Object.entries(structured)) {
-    let given: unknown = options[key as keyof typeof structured];
-    if (typeof given === "string") given = { name: given };
-    if (given !== undefined && canonical(given) !== canonical(value ?? {})) {
-      throw new UsageError(
-        `${point.path} was trained with ${key} ${canonical(value)}, not ${canonical(given)}: ` +
-          `leave ${key} out to resume, or start a new run`,
-      );
-    }
-  }
-  return {
-    ...options,
-    ...fixed,
-    ...structured,
-    model,
-    workers: options.workers ?? config.workers,
-    epochs: options.epochs ?? config.epochs,
+    optimizer,
+    schedule,
     backend: options.backend ?? config.backend,
-    // The all-reduce follows the job's shape: "tcp" across processes only.
-    allReduce: options.allReduce ??
-      (options.processGroup || config.allReduce === "tcp" ? undefined : config.allReduce),
     kernels: options.kernels ?? config.kernels,
+    data: {
+      ...options.data,
+      dataset,
+      trainLimit: config.trainLimit,
+      testLimit: config.testLimit,
+      normalize: config.normalize,
+    },
+    distributed: {
+      ...given,
+      workers: given.workers ?? config.workers,
+      shards: config.shards ?? given.shards,
+      // The all-reduce follows the job's shape: "tcp" across processes only.
+      allReduce: given.allReduce ??
+        (given.processGroup || config.allReduce === "tcp" ? undefined : config.allReduce),
+    },
   };
 }

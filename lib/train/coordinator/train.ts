@@ -37,10 +37,11 @@ import {
 } from "../shared/options.ts";
 import { findResumePoint, resumedOptions, type ResumePoint } from "./resume.ts";
 import { chooseWebGPUPath } from "./webgpu_path.ts";
+import { listenForStop } from "./signals.ts";
 import { joinProcesses, sharePosition } from "./processes.ts";
 import { PeerError } from "../../collective/process_group.ts";
 import { InterruptedRendezvous } from "../../collective/tcp/tcp_process_group.ts";
-import { type StepSnapshot, WorkerGroup } from "./worker_group.ts";
+import { type GroupPlan, type StepSnapshot, WorkerGroup } from "./worker_group.ts";
 
 /** What {@linkcode train} resolves to. */
 export interface TrainResult {
@@ -91,12 +92,36 @@ const NO_SUMS: EpochSums = { lossSum: 0, correct: 0, count: 0, trainSeconds: 0, 
  * ```
  */
 export async function train(options: TrainOptions = {}): Promise<TrainResult> {
-  const started = performance.now();
   const given = resolveTrainOptions(options); // usage errors before anything else
   // In a job of several processes only rank 0 reads and writes checkpoints; the others follow it.
-  const leader = (given.processGroup?.rank ?? 0) === 0;
-  const found = options.resume && leader
-    ? await findResumePoint(options.resume, { checkpointDir: options.checkpointDir })
+  const leader = (given.distributed.processGroup?.rank ?? 0) === 0;
+  const signals = options.stopOnSignals
+    ? listenForStop({
+      saving: !given.checkpoint.dir ? "none" : leader ? "here" : "rank 0",
+      onSignal: typeof options.stopOnSignals === "object"
+        ? options.stopOnSignals.onSignal
+        : undefined,
+    })
+    : undefined;
+  const signal = options.signal && signals
+    ? AbortSignal.any([options.signal, signals.signal])
+    : options.signal ?? signals?.signal;
+  try {
+    return await run({ ...options, signal }, given, leader);
+  } finally {
+    signals?.dispose();
+  }
+}
+
+/** {@linkcode train} once its options are checked and its stop signal is set up. */
+async function run(
+  options: TrainOptions & { signal: AbortSignal | undefined },
+  given: ResolvedTrainOptions,
+  leader: boolean,
+): Promise<TrainResult> {
+  const started = performance.now();
+  const found = given.checkpoint.resume !== undefined && leader
+    ? await findResumePoint(given.checkpoint.resume, { dir: given.checkpoint.dir })
     : undefined;
   // Every join (the first, and after each restart) uses the options as every process started.
   const join = (group: ProcessGroupOptions) =>
@@ -104,7 +129,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
       if (error instanceof InterruptedRendezvous) throw interrupted(options.signal);
       throw error;
     });
-  let processes = given.processGroup && await join(given.processGroup);
+  let processes = given.distributed.processGroup && await join(given.distributed.processGroup);
   const here = {
     runId: found?.state.runId ?? crypto.randomUUID(),
     state: found?.state,
@@ -118,30 +143,34 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     state: position.state,
     skipped: found?.skipped ?? [],
   };
-  const resolved = resolveTrainOptions(resume ? resumedOptions(resume, options) : options);
+  // The run's settings, resolved: a resumed run's are its checkpoint's.
+  const resolved = resume ? resolveTrainOptions(resumedOptions(resume, options)) : given;
+  const { distributed } = resolved;
   const runId = position.runId;
   // Before any work: the checkpoint directory is created, written to, and checked for other runs.
-  const store = resolved.checkpointDir === undefined || !leader
+  const store = resolved.checkpoint.dir === undefined || !leader
     ? undefined
-    : await CheckpointStore.open(
-      resolved.checkpointDir,
-      { runId, keep: resolved.keep, resuming: resume !== undefined, overwrite: options.overwrite },
-    );
-  const data = options.data ?? await DATASETS[resolved.dataset].load({
-    dataDir: options.dataDir,
-    download: options.download,
+    : await CheckpointStore.open(resolved.checkpoint.dir, {
+      runId,
+      keep: resolved.checkpoint.keep,
+      resuming: resume !== undefined,
+      overwrite: resolved.checkpoint.overwrite,
+    });
+  const inMemory = options.data?.train && options.data.test
+    ? { train: options.data.train, test: options.data.test }
+    : undefined;
+  const data = inMemory ?? await DATASETS[resolved.data.dataset].load({
+    dataDir: resolved.data.dir,
+    download: resolved.data.download,
     signal: options.signal,
   }).catch((error) => {
     if (!options.signal?.aborted) throw error;
     throw interrupted(options.signal);
   });
-  if (options.data !== undefined) {
-    if (typeof options.data !== "object" || options.data === null) {
-      throw new DataError("data must be { train, test } data sets");
-    }
+  if (inMemory !== undefined) {
     // A built-in model's classes are known now; a user's model's once a worker has built it.
     const builtIn = MODELS[resolved.model.name as ModelName] as ModelEntry | undefined;
-    checkSplits(options.data, {
+    checkSplits(inMemory, {
       names: { train: "data.train", test: "data.test" },
       numClasses: builtIn?.classes,
     });
@@ -150,9 +179,9 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const initialWeights = isLayersModel(options.model)
     ? await flatWeightsOf(options.model)
     : undefined;
-  const trainSet = shareDataset(data.train, resolved.trainLimit);
-  const testSet = shareDataset(data.test, resolved.testLimit);
-  const steps = stepsPerEpoch(paddedSize(trainSet.count, resolved.batchShards), resolved);
+  const trainSet = shareDataset(data.train, resolved.data.trainLimit);
+  const testSet = shareDataset(data.test, resolved.data.testLimit);
+  const steps = stepsPerEpoch(paddedSize(trainSet.count, distributed.batchShards), resolved);
   if (resume) checkResumable(resume, { count: trainSet.count, steps, options: resolved });
   const history = [...(resume?.state.history ?? [])];
   let last: TrainingState | undefined = resume?.state;
@@ -172,25 +201,24 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     return path;
   };
   if (resolved.backend === "webgpu") await chooseWebGPUPath(); // before any worker asks
-  const workerUrl = options.workerUrl ??
+  const workerUrl = options.distributed?.workerUrl ??
     new URL("../../../workers/replica_worker.ts", import.meta.url);
   let restarts = 0;
   for (;;) {
     let group: WorkerGroup | undefined;
     try {
-      if (resolved.processGroup && processes === undefined) {
+      if (distributed.processGroup && processes === undefined) {
         // A restart: every process joins again, and continues from rank 0's last state.
-        processes = await join(resolved.processGroup);
+        processes = await join(distributed.processGroup);
         last = (await sharePosition(processes, { runId, state: last })).state;
         history.splice(0, history.length, ...(last?.history ?? []));
       }
       const from = last;
-      group = await WorkerGroup.start(resolved, {
+      group = await WorkerGroup.start(groupPlan(resolved, steps), {
         train: trainSet,
         test: testSet,
         workerUrl,
         attempt: restarts,
-        stepsPerEpoch: steps,
         startWeights: from?.weights ?? initialWeights,
         startOptimizer: from?.optimizer.state,
         processes,
@@ -241,12 +269,12 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
       else processes?.abort(error instanceof Error ? error.message : String(error));
       processes = undefined;
       const retry = (error instanceof WorkerError || error instanceof PeerError) &&
-        restarts < resolved.maxRestarts;
+        restarts < distributed.maxRestarts;
       if (!retry) throw error;
       restarts++;
       options.onRestart?.({
         restart: restarts,
-        maxRestarts: resolved.maxRestarts,
+        maxRestarts: distributed.maxRestarts,
         error,
         from: describePosition(last),
       });
@@ -283,7 +311,7 @@ async function runEpochs(
       throw new InterruptedError({
         epochsDone: state?.epochsDone ?? 0,
         stepsDone: state?.stepsDone ?? 0,
-        checkpoint: savedPath ?? (state && resolved.checkpointDir ? await save(state) : undefined),
+        checkpoint: savedPath ?? (state && resolved.checkpoint.dir ? await save(state) : undefined),
         signal: signalName(signal),
       });
     }
@@ -373,25 +401,56 @@ function makeState(
   };
 }
 
-function runConfig(options: ResolvedTrainOptions): RunConfig {
+/** What the worker group is started with: the replicas' settings and the group's shape. */
+function groupPlan(options: ResolvedTrainOptions, stepsPerEpoch: number): GroupPlan {
+  const { distributed } = options;
   return {
-    workers: options.workers,
-    processes: options.processGroup?.size,
+    replica: {
+      backend: options.backend,
+      model: options.model,
+      normalize: options.data.normalize,
+      lr: options.lr,
+      optimizer: options.optimizer,
+      schedule: options.schedule,
+      epochs: options.epochs,
+      stepsPerEpoch,
+      seed: options.seed,
+      batchSize: options.batchSize,
+      batchShards: distributed.batchShards,
+      shardsPerReplica: distributed.shardsPerReplica,
+      evalBatchSize: Math.ceil(options.batchSize / distributed.replicas),
+      localWorkers: distributed.workers,
+      allReduce: distributed.allReduce,
+      kernels: options.kernels,
+      profile: options.profile,
+    },
+    workers: distributed.workers,
+    replicas: distributed.replicas,
+    stepTimeout: distributed.stepTimeout,
+    checkpointEvery: options.checkpoint.every,
+  };
+}
+
+function runConfig(options: ResolvedTrainOptions): RunConfig {
+  const { distributed, data } = options;
+  return {
+    workers: distributed.workers,
+    processes: distributed.processGroup?.size,
     epochs: options.epochs,
     batchSize: options.batchSize,
-    shards: options.shards,
+    shards: distributed.shards,
     lr: options.lr,
     optimizer: options.optimizer,
     schedule: options.schedule,
     seed: options.seed,
     backend: options.backend,
-    allReduce: options.allReduce,
+    allReduce: distributed.allReduce,
     kernels: options.kernels,
     model: options.model,
-    dataset: options.dataset,
-    normalize: options.normalize,
-    trainLimit: options.trainLimit,
-    testLimit: options.testLimit,
+    dataset: data.dataset,
+    normalize: data.normalize,
+    trainLimit: data.trainLimit,
+    testLimit: data.testLimit,
   };
 }
 
@@ -426,7 +485,7 @@ function checkResumable(
   // A checkpoint's own shards are kept on resume; without them a batch had one per replica.
   const { config } = state;
   const before = config.shards ?? config.workers * (config.processes ?? 1);
-  const now = run.options.batchShards;
+  const now = run.options.distributed.batchShards;
   if (state.stepsDone === 0 || before === now) return;
   if (paddedSize(run.count, before) !== paddedSize(run.count, now)) {
     throw new UsageError(

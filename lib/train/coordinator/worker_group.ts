@@ -24,7 +24,7 @@ import type { OptimizerState } from "../../optim/mod.ts";
 import { ThreadWatch } from "../../util/thread_watch.ts";
 import type { DeviceInfo } from "../shared/backend.ts";
 import type { EpochSums } from "../shared/checkpoint.ts";
-import type { EpochRecord, ResolvedTrainOptions, StepProgress } from "../shared/options.ts";
+import type { EpochRecord, StepProgress } from "../shared/options.ts";
 import type {
   CheckpointMessage,
   EpochEndMessage,
@@ -118,6 +118,20 @@ interface EpochProgress {
   rounds: number;
 }
 
+/** What a group of workers is started with: the replicas' settings and the group's shape. */
+export interface GroupPlan {
+  /** What every replica is told; identical on every rank. */
+  replica: ReplicaConfig;
+  /** Worker threads in this process. */
+  workers: number;
+  /** Replicas in the job (over all processes). */
+  replicas: number;
+  /** Step timeout in seconds, or undefined for the adaptive default (see `DistributedOptions`). */
+  stepTimeout: number | undefined;
+  /** Steps between checkpoints within an epoch (0: only after each epoch). */
+  checkpointEvery: number;
+}
+
 /** Spawned workers, their mailboxes, and the all-reduce that joins them. */
 export class WorkerGroup {
   /** The device of worker 0. */
@@ -128,7 +142,7 @@ export class WorkerGroup {
   readonly inputShape: readonly [number, number, number];
   /** `LP_NUM_THREADS` as the workers saw it when they created their devices. */
   readonly rendererThreads: string | undefined;
-  readonly #options: ResolvedTrainOptions;
+  readonly #plan: GroupPlan;
   readonly #testCount: number;
   readonly #mailboxes: Mailbox[];
   readonly #collective: CollectiveHost;
@@ -146,7 +160,7 @@ export class WorkerGroup {
   readonly #reportedByRank: number[] = [];
 
   private constructor(parts: {
-    options: ResolvedTrainOptions;
+    plan: GroupPlan;
     testCount: number;
     mailboxes: Mailbox[];
     ready: ReadyMessage[];
@@ -156,7 +170,7 @@ export class WorkerGroup {
     processes: ProcessGroup | undefined;
   }) {
     this.#processes = parts.processes;
-    this.#options = parts.options;
+    this.#plan = parts.plan;
     this.#testCount = parts.testCount;
     this.#mailboxes = parts.mailboxes;
     this.#collective = parts.collective;
@@ -177,14 +191,12 @@ export class WorkerGroup {
    * `startOptimizer`) or rank 0's initial ones.
    */
   static async start(
-    options: ResolvedTrainOptions,
+    plan: GroupPlan,
     setup: {
       train: Dataset;
       test: Dataset;
       workerUrl: URL | string;
       attempt: number;
-      /** Global steps per epoch. */
-      stepsPerEpoch: number;
       /** The other processes of the job, if any. */
       processes?: ProcessGroup;
       startWeights?: Float32Array<ArrayBuffer>;
@@ -196,7 +208,7 @@ export class WorkerGroup {
       stop?: { signal: AbortSignal; error: () => Error };
     },
   ): Promise<WorkerGroup> {
-    const cores = shareCoresAmongWorkers(options.workers);
+    const cores = shareCoresAmongWorkers(plan.workers);
     const threads = new ThreadWatch();
     const mailboxes: Mailbox[] = [];
     let group: WorkerGroup | null = null;
@@ -208,7 +220,7 @@ export class WorkerGroup {
         mailboxes.forEach((m) => m.fail(error));
       }
     };
-    for (let rank = 0; rank < options.workers; rank++) {
+    for (let rank = 0; rank < plan.workers; rank++) {
       const thread = new WorkerThread(setup.workerUrl, {
         name: `replica-${rank}`,
         label: `coordinator↔worker ${rank}`,
@@ -229,25 +241,7 @@ export class WorkerGroup {
       );
       mailboxes.push(mailbox);
     }
-    const config: ReplicaConfig = {
-      backend: options.backend,
-      model: options.model,
-      normalize: options.normalize,
-      lr: options.lr,
-      optimizer: options.optimizer,
-      schedule: options.schedule,
-      epochs: options.epochs,
-      stepsPerEpoch: setup.stepsPerEpoch,
-      seed: options.seed,
-      batchSize: options.batchSize,
-      batchShards: options.batchShards,
-      shardsPerReplica: options.shardsPerReplica,
-      evalBatchSize: Math.ceil(options.batchSize / options.replicas),
-      localWorkers: options.workers,
-      allReduce: options.allReduce,
-      kernels: options.kernels,
-      profile: options.profile,
-    };
+    const config = plan.replica;
     const onStop = () => fail(setup.stop!.error());
     setup.stop?.signal.addEventListener("abort", onStop, { once: true });
     try {
@@ -255,8 +249,8 @@ export class WorkerGroup {
       mailboxes.forEach((mailbox, rank) => {
         const init: InitMessage = {
           type: "init",
-          rank: (setup.processes?.rank ?? 0) * options.workers + rank,
-          worldSize: options.replicas,
+          rank: (setup.processes?.rank ?? 0) * plan.workers + rank,
+          worldSize: plan.replicas,
           localRank: rank,
           config,
           train: setup.train,
@@ -292,10 +286,10 @@ export class WorkerGroup {
       const startWeights = setup.processes
         ? await broadcastWeights(setup.processes, setup.startWeights ?? ready[0].weights!)
         : setup.startWeights;
-      const collective = COLLECTIVES[options.allReduce].host({
-        worldSize: options.workers,
+      const collective = COLLECTIVES[config.allReduce].host({
+        worldSize: plan.workers,
         length: numParams,
-        parts: options.shardsPerReplica,
+        parts: config.shardsPerReplica,
         mailboxes,
         processes: setup.processes,
         onError: fail,
@@ -315,7 +309,7 @@ export class WorkerGroup {
         mailbox.send(start);
       });
       const started: WorkerGroup = new WorkerGroup({
-        options,
+        plan,
         testCount: setup.test.count,
         mailboxes,
         ready,
@@ -371,7 +365,7 @@ export class WorkerGroup {
       saving: Promise.resolve(),
       halted: Promise.withResolvers<void>(),
       evaluated: [],
-      snapshotAfter: new Set(snapshotSteps(this.#options.checkpointEvery, plan.steps)),
+      snapshotAfter: new Set(snapshotSteps(this.#plan.checkpointEvery, plan.steps)),
       stopAt: null,
       rounds: 0,
     };
@@ -638,7 +632,7 @@ export class WorkerGroup {
 
   /** The step timeout now: the user's, or adaptive (see `TrainOptions.stepTimeout`). */
   #stepLimitMs(): number {
-    if (this.#options.stepTimeout !== undefined) return this.#options.stepTimeout * 1000;
+    if (this.#plan.stepTimeout !== undefined) return this.#plan.stepTimeout * 1000;
     if (this.#stepsDone === 0) return 30 * 60_000;
     return Math.max(5 * 60_000, 20 * this.#slowestStepMs);
   }

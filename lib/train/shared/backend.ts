@@ -4,9 +4,9 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-backend-cpu";
-import "@tensorflow/tfjs-backend-webgpu";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
+import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import { describeValue, UsageError } from "../../errors.ts";
 import { type KernelSet, useKernels } from "../../kernels/mod.ts";
 import { describeAdapter, pathInEffect, silenceWaylandProbe } from "../coordinator/webgpu_path.ts";

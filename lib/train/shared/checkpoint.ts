@@ -25,12 +25,15 @@ import type {
   OptimizerState,
 } from "../../optim/mod.ts";
 import { basename, join } from "node:path";
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 import { DataError } from "../../errors.ts";
 import { writeFileAtomic } from "../../util/atomic_write.ts";
 import { sha256Hex } from "../../util/sha256.ts";
 import { checkpointProblem } from "./checkpoint_schema.ts";
-import type { EpochRecord, ResolvedTrainOptions } from "./options.ts";
+import type { EpochRecord } from "./options.ts";
+import type { AllReduceAlgorithm } from "../../collective/registry.ts";
+import type { ModelConfig } from "../../model/registry.ts";
+import type { BackendName } from "./backend.ts";
 
 /** The `format` field of every checkpoint file. */
 export const CHECKPOINT_FORMAT = "deno-ddp-checkpoint";
@@ -38,39 +41,46 @@ export const CHECKPOINT_FORMAT = "deno-ddp-checkpoint";
 export const CHECKPOINT_VERSION = 1;
 
 /**
- * The settings that define a run, as a checkpoint records them; a resumed run
- * must keep the ones that shape its results.
+ * The settings that define a run, as a checkpoint records them (flat, as
+ * format version 1 has them); a resumed run must keep the ones that shape
+ * its results.
  */
-export type RunConfig =
-  & Pick<
-    ResolvedTrainOptions,
-    | "workers"
-    | "epochs"
-    | "batchSize"
-    | "lr"
-    | "seed"
-    | "backend"
-    | "allReduce"
-    | "model"
-    | "trainLimit"
-    | "testLimit"
-  >
-  & {
-    /** The WebGPU kernel set; absent in checkpoints written before there was a choice. */
-    kernels?: KernelSet;
-    /** The optimizer; absent in checkpoints written before there was a choice (plain SGD). */
-    optimizer?: OptimizerConfig;
-    /** The learning-rate schedule; absent in checkpoints written before there was one (constant). */
-    schedule?: LrSchedule;
-    /** The input normalisation, if any. */
-    normalize?: Normalization;
-    /** The data set loaded by name; absent in checkpoints written before there was a choice (Fashion-MNIST). */
-    dataset?: DatasetName;
-    /** Processes in the job, each with `workers` replicas; absent for one. */
-    processes?: number;
-    /** Shards per global batch, when given (see `TrainOptions.shards`); absent: one per replica. */
-    shards?: number;
-  };
+export interface RunConfig {
+  /** Worker replicas per process. */
+  workers: number;
+  /** Epochs planned. */
+  epochs: number;
+  /** Global batch size. */
+  batchSize: number;
+  /** Base learning rate. */
+  lr: number;
+  /** Seed. */
+  seed: number;
+  /** Backend. */
+  backend: BackendName;
+  /** All-reduce algorithm. */
+  allReduce: AllReduceAlgorithm;
+  /** The model, its options resolved. */
+  model: ModelConfig;
+  /** Training examples used, or undefined for all. */
+  trainLimit: number | undefined;
+  /** Test examples used, or undefined for all. */
+  testLimit: number | undefined;
+  /** The WebGPU kernel set; absent in checkpoints written before there was a choice. */
+  kernels?: KernelSet;
+  /** The optimizer; absent in checkpoints written before there was a choice (plain SGD). */
+  optimizer?: OptimizerConfig;
+  /** The learning-rate schedule; absent in checkpoints written before there was one (constant). */
+  schedule?: LrSchedule;
+  /** The input normalisation, if any. */
+  normalize?: Normalization;
+  /** The data set loaded by name; absent in checkpoints written before there was a choice (Fashion-MNIST). */
+  dataset?: DatasetName;
+  /** Processes in the job, each with `workers` replicas; absent for one. */
+  processes?: number;
+  /** Shards per global batch, when given (see `DistributedOptions.shards`); absent: one per replica. */
+  shards?: number;
+}
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */
 export interface EpochSums {

@@ -12,8 +12,9 @@
 import { UsageError } from "../../errors.ts";
 import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import { stateProblem } from "../../optim/optimizer.ts";
-import type { ModelConfig } from "../../model/registry.ts";
-import { modelOptions, resolveTrainOptions } from "./options.ts";
+import { modelChoice } from "../../model/registry.ts";
+import { resolveTrainOptions, type TrainOptions } from "./options.ts";
+import type { RunConfig } from "./checkpoint.ts";
 
 type Fields = Record<string, unknown>;
 
@@ -40,25 +41,7 @@ export function checkpointProblem(state: Fields): string | undefined {
     return "config.model is missing or not a model";
   }
   try {
-    resolveTrainOptions({
-      ...modelOptions(model as unknown as ModelConfig),
-      workers: config.workers,
-      epochs: config.epochs,
-      batchSize: config.batchSize,
-      shards: config.shards ?? undefined,
-      lr: config.lr,
-      seed: config.seed,
-      backend: config.backend,
-      // "tcp" needs a process group, which is the launcher's business, not the checkpoint's.
-      allReduce: config.allReduce === "tcp" ? undefined : config.allReduce,
-      kernels: config.kernels,
-      optimizer: config.optimizer,
-      schedule: config.schedule,
-      normalize: config.normalize ?? undefined,
-      dataset: config.dataset ?? undefined,
-      trainLimit: config.trainLimit ?? undefined,
-      testLimit: config.testLimit ?? undefined,
-    } as Fields);
+    resolveTrainOptions(runOptions(config as unknown as RunConfig));
   } catch (error) {
     if (error instanceof UsageError) return `config: ${error.message}`;
     throw error;
@@ -135,4 +118,48 @@ function isCount(value: unknown): boolean {
 /** Whether every key of `keys` in `fields` is a number. */
 function numbers(fields: Fields, keys: readonly string[]): boolean {
   return keys.every((key) => typeof fields[key] === "number");
+}
+
+/**
+ * The options that run `config` again, a checkpoint's record of a run (the
+ * all-reduce left to the job's shape: `"tcp"` needs a process group, which is
+ * the launcher's business, not the checkpoint's).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { runOptions } from "./checkpoint_schema.ts";
+ *
+ * const options = runOptions({
+ *   workers: 2, epochs: 3, batchSize: 64, lr: 0.1, seed: 0, backend: "cpu", allReduce: "tcp",
+ *   model: { name: "lenet", options: { seed: 0 } }, trainLimit: 640, testLimit: undefined,
+ * });
+ * assert.deepEqual(options.model, { name: "lenet" });
+ * assert.equal(options.distributed?.allReduce, undefined);
+ * ```
+ */
+export function runOptions(config: RunConfig): TrainOptions {
+  const orNone = <T>(value: T | null | undefined) => value ?? undefined;
+  return {
+    model: modelChoice(config.model),
+    data: {
+      dataset: orNone(config.dataset),
+      trainLimit: orNone(config.trainLimit),
+      testLimit: orNone(config.testLimit),
+      normalize: orNone(config.normalize),
+    },
+    epochs: config.epochs,
+    batchSize: config.batchSize,
+    lr: config.lr,
+    seed: config.seed,
+    backend: config.backend,
+    kernels: config.kernels,
+    optimizer: config.optimizer,
+    schedule: config.schedule,
+    distributed: {
+      workers: config.workers,
+      shards: orNone(config.shards),
+      allReduce: config.allReduce === "tcp" ? undefined : config.allReduce,
+    },
+  };
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import type { Batch } from "../../data/batches.ts";
 import type { Normalization } from "../../data/dataset.ts";
 
@@ -18,7 +18,7 @@ import type { Normalization } from "../../data/dataset.ts";
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import * as tf from "@tensorflow/tfjs-core";
+ * import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
  * import { initBackend } from "./backend.ts";
  * import { toModelInput } from "./model_input.ts";
  *

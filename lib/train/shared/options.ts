@@ -1,25 +1,25 @@
 /**
- * Options of {@linkcode train}, their defaults (d2l §7.3's configuration) and
- * their validation, shared by the library and the command line.
+ * Options of {@linkcode train}, grouped as a user thinks of a run — what to
+ * train (`model`, `data`), how (`epochs` … `seed`), where (`backend`,
+ * `distributed`), what to keep (`checkpoint`) and how to watch and stop it
+ * (`signal`, `onStep`, …) — with d2l §7.3's defaults, validated group by
+ * group with one-line errors and resolved once.
  *
  * @module
  */
 
 import { KERNEL_SETS, type KernelSet } from "../../kernels/mod.ts";
 import { ALL_REDUCE_ALGORITHMS, type AllReduceAlgorithm } from "../../collective/registry.ts";
-import type { Dataset } from "../../data/dataset.ts";
+import type { Dataset, Normalization } from "../../data/dataset.ts";
 import { type DatasetName, DATASETS } from "../../data/registry.ts";
 import { describeValue, UsageError } from "../../errors.ts";
-import type { HeadInit, KernelInit } from "../../model/nin.ts";
 import {
-  type LayersModelLike,
+  type ModelChoice,
   type ModelConfig,
-  type ModelName,
   MODELS,
-  type ModelSpec,
+  type NiNModel,
   resolveModelConfig,
 } from "../../model/registry.ts";
-import type { Normalization } from "../../data/dataset.ts";
 import {
   type LrSchedule,
   type OptimizerConfig,
@@ -30,18 +30,7 @@ import {
 import { type BackendName, BACKENDS, type DeviceInfo } from "./backend.ts";
 import type { StepTiming } from "./protocol.ts";
 
-/**
- * The most workers one process starts: each is a thread with its own
- * device and a copy of the model.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { MAX_WORKERS, resolveTrainOptions } from "./options.ts";
- *
- * assert.throws(() => resolveTrainOptions({ workers: MAX_WORKERS + 1 }), /at most 256/);
- * ```
- */
+/** The most workers one process starts: each is a thread with its own device and model copy. */
 export const MAX_WORKERS = 256;
 
 /** The named sets of defaults {@linkcode TrainOptions.preset} selects. */
@@ -51,147 +40,82 @@ export type PresetName = "d2l" | "quick";
  * Named defaults: `d2l` (d2l.ai's configuration: the built-in defaults) and
  * `quick` (a NiN small enough to learn Fashion-MNIST in minutes on a 2-core
  * CPU machine: 99 px — the smallest input whose last block sees 2×2 pixels —
- * ⅛ width, no dropout, the whole training set for 3 epochs at batch 128, lr
- * 0.1, and a class-score layer that starts at zero so that no class starts
- * without gradient; see the README's quick-preset example for why). Options given
- * explicitly override a preset's values; a resumed run takes its settings
- * from the checkpoint, whatever the preset says.
+ * ⅛ width, no dropout, a class-score layer that starts at zero so that no
+ * class starts without gradient, 3 epochs at batch 128 and lr 0.1). Options
+ * given explicitly override a preset's values; a resumed run takes its
+ * settings from the checkpoint, whatever the preset says.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { PRESETS, resolveTrainOptions } from "./options.ts";
+ * import { PRESETS } from "../../../mod.ts";
  *
- * assert.equal(PRESETS.quick.inputSize, 99);
- * assert.equal(resolveTrainOptions({ preset: "quick", batchSize: 16 }).batchSize, 16);
+ * assert.equal(PRESETS.quick.model.inputSize, 99);
  * ```
  */
-export const PRESETS: Readonly<Record<PresetName, Readonly<TrainOptions>>> = Object.freeze({
+export const PRESETS: Readonly<{
+  d2l: Readonly<TrainOptions>;
+  quick: Readonly<TrainOptions & { model: NiNModel }>;
+}> = Object.freeze({
   d2l: Object.freeze({}),
-  quick: Object.freeze({
-    inputSize: 99,
-    width: 0.125,
-    dropout: 0,
-    head: "zero",
-    epochs: 3,
-    batchSize: 128,
-  }),
+  quick: Object.freeze(
+    {
+      model: Object.freeze({ name: "nin", inputSize: 99, width: 0.125, dropout: 0, head: "zero" }),
+      epochs: 3,
+      batchSize: 128,
+    } as const,
+  ),
 });
 
-/** Options of {@linkcode train}. Every field is optional; defaults are d2l's. */
-export interface TrainOptions {
-  /**
-   * Defaults to start from: `"d2l"` (the default) or `"quick"`; see
-   * {@linkcode PRESETS}. Options given here override them.
-   */
-  preset?: PresetName;
-  /** Number of data-parallel worker replicas. Default 1. */
-  workers?: number;
-  /** Passes over the training set. Default 10. */
-  epochs?: number;
-  /** Global batch size, split across the workers. Default 128. */
-  batchSize?: number;
-  /**
-   * Cut every global batch into this many equal shards (default: one per
-   * worker, over all processes). Each worker computes the gradients of whole
-   * shards, one after the other, and every shard's gradient is its own term
-   * of the average, in shard order. So runs with the same `shards` give
-   * bit-identical weights with any number of workers that divides it (1, 2
-   * or 4 workers with `shards: 4`), and a worker holding several shards needs
-   * the memory of one shard's pass only. At most 256, at most the batch size.
-   */
-  shards?: number;
-  /** Base learning rate. Default 0.1 (d2l's). */
-  lr?: number;
-  /**
-   * The optimizer: a name (`"sgd"`, the default, or `"adam"`) or a name with
-   * hyper-parameters, e.g. `{ name: "sgd", momentum: 0.9, nesterov: true,
-   * weightDecay: 5e-4 }` (see `OptimizerConfig`).
-   */
-  optimizer?: OptimizerName | OptimizerConfig;
-  /**
-   * The learning rate of each step, e.g. `{ name: "cosine", warmupEpochs: 1 }`
-   * (see `LrSchedule`). Default constant.
-   */
-  schedule?: LrSchedule;
-  /** Seed of the weight initialisation, the shuffle and dropout. Default 0. */
-  seed?: number;
-  /** TensorFlow.js backend in every worker. Default `"webgpu"`. */
-  backend?: BackendName;
-  /**
-   * How gradients are averaged: `"shared"` (default in one process) or
-   * `"star"`; `"tcp"` (the default, and the only choice, with
-   * `processGroup`): through this process's coordinator, then across the
-   * processes over TCP.
-   */
-  allReduce?: AllReduceAlgorithm;
-  /**
-   * This process's place in a job of several processes (one per host, or per
-   * GPU), each running `workers` replicas: `workers × size` replicas in all,
-   * identical weights on every one. Read it from the launcher's environment
-   * with `launchInfo`. Every process must be given the same options; only
-   * rank 0 writes checkpoints.
-   */
-  processGroup?: ProcessGroupOptions;
-  /**
-   * The WebGPU kernels: `"fast"` (default; this library's convolution
-   * kernels, tfjs's for everything else) or `"tfjs"` (tfjs's own only).
-   */
-  kernels?: KernelSet;
-  /**
-   * Time the phases of every step on every worker, reported in
-   * {@linkcode StepProgress.timings}. Adds two device synchronisations per step.
-   */
-  profile?: boolean;
-  /**
-   * The model: `"nin"` (the default, d2l §7.3), `"lenet"` (d2l §7.6, trained
-   * at lr 0.9 and batch 256 unless told otherwise), or your own: a tfjs
-   * `LayersModel` you built (its topology and current weights go to every
-   * worker), or a module and the function it exports (see `ModelSpec`).
-   * The options `inputSize` … `head` below are NiN's.
-   */
-  model?: ModelName | ModelSpec | LayersModelLike | { topology: unknown };
-  /** NiN: side of the square model input; images are resized to it. Default 224. */
-  inputSize?: number;
-  /** NiN: channel-width multiplier of the first three blocks. Default 1. */
-  width?: number;
-  /** NiN: dropout rate before the last block. Default 0.5. */
-  dropout?: number;
-  /** NiN: kernel initialisation. Default `"he-normal"`. */
-  init?: KernelInit;
-  /**
-   * NiN: the class-score layer's initialisation, `"random"` (default) or
-   * `"zero"` (zero weights, equal positive scores: every class learns from the
-   * first step; the quick preset's choice).
-   */
-  head?: HeadInit;
-  /**
-   * Per-channel normalisation of the input, after bytes are scaled to [0, 1]:
-   * `(x − mean) / std`. Default none (d2l's `ToTensor` only).
-   */
-  normalize?: Normalization;
-  /**
-   * The data set to load when `data` is not given: a key of `DATASETS`.
-   * Default `"fashion-mnist"`.
-   */
+/** Where the examples come from: a named data set (downloaded once) or arrays in memory. */
+export interface DataOptions {
+  /** The data set to load by name when `train` and `test` are not given. Default `"fashion-mnist"`. */
   dataset?: DatasetName;
   /** Directory with the data set's files (for Fashion-MNIST, see `loadFashionMNIST`). */
-  dataDir?: string;
+  dir?: string;
   /** Download the data set when no copy is found. Default true. */
   download?: boolean;
-  /** Data already in memory; `dataDir` and `download` are then ignored. */
-  data?: { train: Dataset; test: Dataset };
+  /** Training examples in memory (with `test`); `dataset`, `dir` and `download` are then unused. */
+  train?: Dataset;
+  /** Test examples in memory (with `train`). */
+  test?: Dataset;
   /** Train on the first `trainLimit` training examples only. */
   trainLimit?: number;
   /** Evaluate on the first `testLimit` test examples only. */
   testLimit?: number;
   /**
-   * Module each worker runs, in a `node:worker_threads` thread. Default: the
-   * library's `workers/replica_worker.ts`. A replacement must serve the same
-   * protocol, normally by calling `serveReplica(parentChannel())` (e.g. after
-   * registering extra tfjs kernels).
+   * Per-channel normalisation of the input, after bytes are scaled to [0, 1]:
+   * `(x − mean) / std`. Default none (d2l's `ToTensor` only).
    */
-  workerUrl?: URL | string;
+  normalize?: Normalization;
+}
+
+/** How the work is spread: worker threads here, and other processes. */
+export interface DistributedOptions {
+  /** Data-parallel worker replicas in this process, each a thread with its own device. Default 1. */
+  workers?: number;
+  /**
+   * Cut every global batch into this many equal shards (default: one per
+   * replica, over all processes). Each worker computes whole shards, one
+   * after the other, and every shard's gradient is its own term of the
+   * average, in shard order: runs with the same `shards` give bit-identical
+   * weights with any number of workers that divides it. At most 256, at most
+   * the batch size.
+   */
+  shards?: number;
+  /**
+   * How gradients are averaged: `"shared"` (default in one process, over
+   * shared memory) or `"star"` (through the coordinator); `"tcp"` (the
+   * default, and the only choice, with `processGroup`).
+   */
+  allReduce?: AllReduceAlgorithm;
+  /**
+   * This process's place in a job of several processes, each running
+   * `workers` replicas (read it from a launcher's environment with
+   * `launchInfo`). Every process must be given the same options; only rank 0
+   * writes checkpoints.
+   */
+  processGroup?: ProcessGroupOptions;
   /**
    * Seconds without progress after which the run stops with an error naming
    * the worker the others wait for. Default: adaptive — 30 minutes until the
@@ -199,45 +123,108 @@ export interface TrainOptions {
    * far, at least 5 minutes.
    */
   stepTimeout?: number;
-  /** Directory for checkpoints; without it nothing is written to disk. */
-  checkpointDir?: string;
-  /** Also checkpoint every this many steps within an epoch (0: only after each epoch). Default 0. */
-  checkpointEvery?: number;
   /**
-   * Start a fresh run in a `checkpointDir` that holds other checkpoints
-   * (another run's, or files named like checkpoints): they are deleted once
-   * this run's first checkpoint is written. Default false: such a directory
-   * is refused before any work is done.
-   */
-  overwrite?: boolean;
-  /** Checkpoints kept in `checkpointDir`, newest first. Default 3. */
-  keep?: number;
-  /**
-   * Continue from a checkpoint: `true` for the newest usable one in
-   * `checkpointDir` (a fresh start when there is none), or a file's path.
-   * The run then keeps the checkpoint's settings; options that would change
-   * its results (model, batch size, learning rate, seed, data limits) must
-   * match them or be left out. The same number of workers gives bit-identical
-   * weights to an uninterrupted run.
-   */
-  resume?: boolean | string;
-  /**
-   * After a worker fails or stalls, restart all workers from the last
-   * checkpoint (on disk or, without `checkpointDir`, kept in memory) at most
-   * this many times. Default 0.
+   * After a worker fails or stalls, restart every worker from the last
+   * checkpoint (on disk or, without a checkpoint directory, kept in memory)
+   * at most this many times. Default 0.
    */
   maxRestarts?: number;
   /**
+   * Module each worker runs in a `node:worker_threads` thread. Default: the
+   * library's `workers/replica_worker.ts`. A replacement must call
+   * `serveReplica(parentChannel())` (e.g. after registering extra tfjs kernels).
+   */
+  workerUrl?: URL | string;
+}
+
+/** Where the run is saved, and whether it continues from there. */
+export interface CheckpointOptions {
+  /** Directory for checkpoints; without it nothing is written to disk. */
+  dir?: string;
+  /** Also checkpoint every this many steps within an epoch (0: only after each epoch). Default 0. */
+  every?: number;
+  /** This run's checkpoints kept in `dir`, newest first. Default 3. */
+  keep?: number;
+  /**
+   * Continue from a checkpoint: `true` for the newest usable one in `dir` (a
+   * fresh start when there is none), or a file's path. The run keeps the
+   * checkpoint's settings; options that would change its results must match
+   * them or be left out, and a model of your own must be given again (a
+   * checkpoint is data: see SECURITY.md). Resumed with the same shards, the
+   * weights equal an uninterrupted run's bit for bit.
+   */
+  resume?: boolean | string;
+  /**
+   * Start a fresh run in a `dir` that holds other checkpoints (another run's,
+   * or files named like checkpoints): they are deleted once this run's first
+   * checkpoint is written. Default false: such a directory is refused before
+   * any work is done.
+   */
+  overwrite?: boolean;
+}
+
+/** Options of {@linkcode train}. Every field is optional; the defaults are d2l §7.3's. */
+export interface TrainOptions {
+  /** Defaults to start from: `"d2l"` (the default) or `"quick"`; see {@linkcode PRESETS}. */
+  preset?: PresetName;
+  /**
+   * The model: `"nin"` (the default, d2l §7.3) or `{ name: "nin", inputSize,
+   * width, dropout, init, head }`; `"lenet"` (d2l §7.6, trained at lr 0.9 and
+   * batch 256 unless told otherwise); or your own: a tfjs `LayersModel` (its
+   * topology and current weights go to every worker), `{ topology }`, or a
+   * module and the function it exports (`{ module, export, options }`).
+   */
+  model?: ModelChoice;
+  /** The examples: a named data set (default Fashion-MNIST) or your own arrays. */
+  data?: DataOptions;
+  /** Passes over the training set. Default 10. */
+  epochs?: number;
+  /** Global batch size, split across the replicas. Default 128. */
+  batchSize?: number;
+  /** Base learning rate. Default 0.1 (d2l's). */
+  lr?: number;
+  /**
+   * The optimizer: `"sgd"` (the default) or `"adam"`, or a name with
+   * hyper-parameters, e.g. `{ name: "sgd", momentum: 0.9, nesterov: true,
+   * weightDecay: 5e-4 }`.
+   */
+  optimizer?: OptimizerName | OptimizerConfig;
+  /** The learning rate of each step, e.g. `{ name: "cosine", warmupEpochs: 1 }`. Default constant. */
+  schedule?: LrSchedule;
+  /** Seed of the weight initialisation, the shuffle and dropout. Default 0. */
+  seed?: number;
+  /** TensorFlow.js backend in every worker: `"webgpu"` (default) or `"cpu"`. */
+  backend?: BackendName;
+  /** WebGPU kernels: `"fast"` (default; this library's convolutions) or `"tfjs"` (tfjs's own). */
+  kernels?: KernelSet;
+  /** Workers, shards, the all-reduce, other processes, and what happens when a worker fails. */
+  distributed?: DistributedOptions;
+  /** Checkpoints: where, how often, how many, and resuming. */
+  checkpoint?: CheckpointOptions;
+  /**
    * Aborting stops training at the next step boundary on every worker; with
-   * `checkpointDir` a checkpoint is written first. `train()` then rejects with
-   * an `InterruptedError`.
+   * a checkpoint directory a checkpoint is written first. `train()` then
+   * rejects with an `InterruptedError`.
    */
   signal?: AbortSignal;
+  /**
+   * Stop as `deno task train` does on Ctrl-C (SIGINT) and SIGTERM: at the
+   * next step boundary, after a checkpoint; a second signal ends the process
+   * at once (exit 130 or 143), and after SIGTERM so does a step boundary not
+   * reached within 25 s. Says so on stderr. The listeners are removed when
+   * `train()` settles. Default false.
+   */
+  stopOnSignals?: boolean | StopOnSignalsOptions;
+  /**
+   * Time the phases of every step on every worker, reported in
+   * {@linkcode StepProgress.timings}. Adds two device synchronisations per step.
+   */
+  profile?: boolean;
   /** Called once the workers are ready, before the first step. */
   onStart?: (info: TrainStart) => void;
   /** Called after every global step. */
   onStep?: (progress: StepProgress) => void;
-  /** Called as the test set is evaluated after an epoch (examples done of all, over all workers). */
+  /** Called as the test set is evaluated after an epoch (examples done of all). */
   onEvaluate?: (progress: { epoch: number; done: number; total: number }) => void;
   /** Called after every epoch with its metrics; training waits for a returned promise. */
   onEpoch?: (record: EpochRecord) => void | Promise<void>;
@@ -245,6 +232,12 @@ export interface TrainOptions {
   onCheckpoint?: (path: string) => void;
   /** Called when the workers are restarted after a failure. */
   onRestart?: (info: { restart: number; maxRestarts: number; error: Error; from: string }) => void;
+}
+
+/** {@linkcode TrainOptions.stopOnSignals} with a hook. */
+export interface StopOnSignalsOptions {
+  /** Called when a signal arrives, before its line is printed (e.g. to clear a progress bar). */
+  onSignal?: (signal: "SIGINT" | "SIGTERM") => void;
 }
 
 /** Where this process stands in a multi-process job, and how it joins the others. */
@@ -257,7 +250,7 @@ export interface ProcessGroupOptions {
   masterAddr: string;
   /** Rank 0's port. */
   masterPort: number;
-  /** The shared secret, at least 16 characters (or `tokenFile`). */
+  /** The shared secret, at least 16 characters (or `tokenFile`, or `DDP_TOKEN`). */
   token?: string;
   /** A file holding the shared secret. */
   tokenFile?: string;
@@ -271,22 +264,14 @@ export interface ProcessGroupOptions {
 
 /** The options with every default filled in and every value checked. */
 export interface ResolvedTrainOptions {
-  /** Number of worker replicas in this process. */
-  workers: number;
-  /** Number of replicas in the job: `workers` × processes. */
-  replicas: number;
-  /** The processes of the job, when there are several. */
-  processGroup: ProcessGroupOptions | undefined;
+  /** The model, its options resolved, seed included. */
+  model: ModelConfig;
+  /** The data settings (arrays given in memory stay in the options). */
+  data: ResolvedData;
   /** Number of epochs. */
   epochs: number;
   /** Global batch size. */
   batchSize: number;
-  /** Shards per global batch as given; undefined: one per replica. Recorded in checkpoints. */
-  shards: number | undefined;
-  /** Shards per global batch: `shards`, or one per replica. A multiple of `replicas`. */
-  batchShards: number;
-  /** Shards each replica computes per step: `batchShards / replicas`. */
-  shardsPerReplica: number;
   /** Base learning rate. */
   lr: number;
   /** Optimizer and its hyper-parameters. */
@@ -297,39 +282,73 @@ export interface ResolvedTrainOptions {
   seed: number;
   /** Backend. */
   backend: BackendName;
-  /** All-reduce algorithm. */
-  allReduce: AllReduceAlgorithm;
   /** WebGPU kernel set. */
   kernels: KernelSet;
   /** Whether steps are profiled. */
   profile: boolean;
-  /** Step timeout in seconds, or undefined for the adaptive default. */
-  stepTimeout: number | undefined;
-  /** Checkpoint directory, if any. */
-  checkpointDir: string | undefined;
-  /** Steps between checkpoints within an epoch (0: only after each epoch). */
-  checkpointEvery: number;
-  /** Checkpoints kept. */
-  keep: number;
-  /** Restarts allowed after a worker failure. */
-  maxRestarts: number;
-  /** The model, its options resolved, seed included. */
-  model: ModelConfig;
-  /** Input normalisation, if any. */
-  normalize: Normalization | undefined;
+  /** Workers, shards and processes. */
+  distributed: ResolvedDistributed;
+  /** Checkpoint settings. */
+  checkpoint: ResolvedCheckpoint;
+}
+
+/** {@linkcode DataOptions} resolved. */
+export interface ResolvedData {
   /** The data set loaded when none is given in memory. */
   dataset: DatasetName;
+  /** Its directory, if given. */
+  dir: string | undefined;
+  /** Whether a missing data set is downloaded. */
+  download: boolean;
   /** Number of training examples used, or undefined for all. */
   trainLimit: number | undefined;
   /** Number of test examples used, or undefined for all. */
   testLimit: number | undefined;
+  /** Input normalisation, if any. */
+  normalize: Normalization | undefined;
+}
+
+/** {@linkcode DistributedOptions} resolved. */
+export interface ResolvedDistributed {
+  /** Worker replicas in this process. */
+  workers: number;
+  /** Replicas in the job: `workers` × processes. */
+  replicas: number;
+  /** Shards per global batch as given; undefined: one per replica. Recorded in checkpoints. */
+  shards: number | undefined;
+  /** Shards per global batch: `shards`, or one per replica. A multiple of `replicas`. */
+  batchShards: number;
+  /** Shards each replica computes per step: `batchShards / replicas`. */
+  shardsPerReplica: number;
+  /** All-reduce algorithm. */
+  allReduce: AllReduceAlgorithm;
+  /** The processes of the job, when there are several. */
+  processGroup: ProcessGroupOptions | undefined;
+  /** Step timeout in seconds, or undefined for the adaptive default. */
+  stepTimeout: number | undefined;
+  /** Restarts allowed after a worker failure. */
+  maxRestarts: number;
+}
+
+/** {@linkcode CheckpointOptions} resolved. */
+export interface ResolvedCheckpoint {
+  /** Checkpoint directory, if any. */
+  dir: string | undefined;
+  /** Steps between checkpoints within an epoch (0: only after each epoch). */
+  every: number;
+  /** Checkpoints kept. */
+  keep: number;
+  /** What to resume from, if anything. */
+  resume: true | string | undefined;
+  /** Whether another run's checkpoints may be replaced. */
+  overwrite: boolean;
 }
 
 /** What {@linkcode TrainOptions.onStart} is told. */
 export interface TrainStart {
   /** The device of worker 0 (all workers use the same backend). */
   device: DeviceInfo;
-  /** The resolved configuration. */
+  /** The resolved configuration (a resumed run's: the checkpoint's settings). */
   options: ResolvedTrainOptions;
   /** Number of model parameters. */
   numParams: number;
@@ -399,7 +418,46 @@ export interface EpochRecord {
 }
 
 /**
- * Fills in defaults and validates every option, throwing a
+ * `options` with the preset's values beneath the ones given: a built-in
+ * model's training settings, then the preset, then the user's (NiN's shape
+ * options merged field by field).
+ */
+function withDefaults(given: TrainOptions): TrainOptions {
+  const preset = given.preset ?? "d2l";
+  if (!Object.hasOwn(PRESETS, preset)) {
+    throw new UsageError(
+      `preset must be one of ${Object.keys(PRESETS).join(", ")}, got ${describeValue(preset)}`,
+    );
+  }
+  const name = modelName(given.model);
+  if (preset !== "d2l" && name !== "nin") {
+    throw new UsageError(`the ${preset} preset is NiN's; leave it out with another model`);
+  }
+  const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+  const presetValues: TrainOptions = PRESETS[preset];
+  const builtIn = name !== undefined && Object.hasOwn(MODELS, name)
+    ? MODELS[name as keyof typeof MODELS].training
+    : {};
+  const merged: TrainOptions = { ...builtIn, ...presetValues, ...defined };
+  if (name === "nin" && presetValues.model !== undefined) {
+    const own = typeof given.model === "object" ? given.model as NiNModel : {};
+    merged.model = { ...presetValues.model as NiNModel, ...own, name: "nin" };
+  }
+  return merged;
+}
+
+/** The built-in model `model` names (`"nin"` when none is given), or undefined for a user's. */
+function modelName(model: ModelChoice | undefined): string | undefined {
+  if (model === undefined) return "nin";
+  if (typeof model === "string") return model;
+  const name = (model as { name?: unknown }).name;
+  return typeof name === "string" && !("module" in model) && !("topology" in model)
+    ? name
+    : undefined;
+}
+
+/**
+ * Fills in defaults and validates every option, group by group, throwing a
  * {@linkcode UsageError} with a one-line message for the first bad one.
  *
  * @example
@@ -407,51 +465,146 @@ export interface EpochRecord {
  * import assert from "node:assert/strict";
  * import { resolveTrainOptions } from "./options.ts";
  *
- * const options = resolveTrainOptions({ workers: 4 });
+ * const options = resolveTrainOptions({ distributed: { workers: 4 } });
  * assert.ok(options.batchSize === 128 && options.lr === 0.1 && options.epochs === 10);
+ * assert.equal(options.distributed.replicas, 4);
+ * assert.throws(() => resolveTrainOptions({ distributed: { workers: 0 } }), /workers must be a positive integer, got 0/);
  * ```
  */
 export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOptions {
-  const preset = given.preset ?? "d2l";
-  if (!Object.hasOwn(PRESETS, preset)) {
-    throw new UsageError(
-      `preset must be one of ${Object.keys(PRESETS).join(", ")}, got ${describeValue(preset)}`,
-    );
+  if (typeof given !== "object" || given === null) {
+    throw new UsageError(`options must be an object, got ${describeValue(given)}`);
   }
-  const defined = Object.entries(given).filter(([, value]) => value !== undefined);
-  const builtIn = typeof given.model === "string" && Object.hasOwn(MODELS, given.model)
-    ? MODELS[given.model]
-    : undefined;
-  if (given.model !== undefined && given.model !== "nin" && preset !== "d2l") {
-    throw new UsageError(`the ${preset} preset is NiN's; leave it out with another model`);
-  }
-  const options: TrainOptions = {
-    ...builtIn?.training,
-    ...PRESETS[preset],
-    ...Object.fromEntries(defined),
-  };
-  const workers = options.workers ?? 1;
+  const options = withDefaults(given);
   const epochs = options.epochs ?? 10;
   const batchSize = options.batchSize ?? 128;
   const lr = options.lr ?? 0.1;
   const seed = options.seed ?? 0;
   const backend = options.backend ?? "webgpu";
-  const processGroup = resolveProcessGroup(options.processGroup);
-  const allReduce = options.allReduce ?? (processGroup ? "tcp" : "shared");
   const kernels = options.kernels ?? "fast";
+  positiveInteger("epochs", epochs);
+  positiveInteger("batch size", batchSize);
+  if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0) {
+    throw new UsageError(`learning rate must be a positive number, got ${describeValue(lr)}`);
+  }
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new UsageError(`seed must be a non-negative integer, got ${describeValue(seed)}`);
+  }
+  oneOf("backend", backend, BACKENDS);
+  oneOf("kernels", kernels, KERNEL_SETS);
+  optionalType("profile", options.profile, "boolean");
+  if (typeof options.stopOnSignals === "object" && options.stopOnSignals !== null) {
+    optionalType("stopOnSignals.onSignal", options.stopOnSignals.onSignal, "function");
+  } else optionalType("stopOnSignals", options.stopOnSignals, "boolean");
+  optionalType("signal", options.signal, "object");
+  for (const name of ["onStart", "onStep", "onEvaluate", "onEpoch", "onCheckpoint", "onRestart"]) {
+    optionalType(name, options[name as keyof TrainOptions], "function");
+  }
+  const optimizer = typeof options.optimizer === "string"
+    ? { name: options.optimizer }
+    : options.optimizer ?? { name: "sgd" };
+  const optimizerIssue = optimizerProblem(optimizer);
+  if (optimizerIssue !== undefined) {
+    throw new UsageError(`optimizer: ${optimizerIssue}, got ${describeValue(options.optimizer)}`);
+  }
+  const schedule = options.schedule ?? { name: "constant" };
+  const scheduleIssue = scheduleProblem(schedule);
+  if (scheduleIssue !== undefined) {
+    throw new UsageError(`schedule: ${scheduleIssue}, got ${describeValue(options.schedule)}`);
+  }
+  return {
+    model: resolveModelConfig(options.model, { seed }),
+    data: resolveData(options.data),
+    epochs,
+    batchSize,
+    lr,
+    optimizer: optimizer as OptimizerConfig,
+    schedule,
+    seed,
+    backend,
+    kernels,
+    profile: options.profile ?? false,
+    distributed: resolveDistributed(options.distributed, batchSize),
+    checkpoint: resolveCheckpoint(options.checkpoint),
+  };
+}
+
+/** The `data` group, checked (the arrays themselves are checked when the run loads them). */
+function resolveData(data: DataOptions | undefined): ResolvedData {
+  const given = group("data", data);
+  const dataset = given.dataset ?? "fashion-mnist";
+  if (!Object.hasOwn(DATASETS, dataset)) {
+    throw new UsageError(
+      `data.dataset must be one of ${Object.keys(DATASETS).join(", ")}, got ${
+        describeValue(dataset)
+      }`,
+    );
+  }
+  optionalType("data.dir", given.dir, "string");
+  optionalType("data.download", given.download, "boolean");
+  if ((given.train === undefined) !== (given.test === undefined)) {
+    throw new UsageError("data.train and data.test go together: give both data sets, or neither");
+  }
+  if (given.trainLimit !== undefined) positiveInteger("data.trainLimit", given.trainLimit);
+  if (given.testLimit !== undefined) positiveInteger("data.testLimit", given.testLimit);
+  const normalize = given.normalize;
+  if (normalize !== undefined) {
+    const ok = (values: unknown, positive: boolean) =>
+      Array.isArray(values) && values.length > 0 &&
+      values.every((v) => typeof v === "number" && Number.isFinite(v) && (!positive || v > 0));
+    if (
+      typeof normalize !== "object" || normalize === null || !ok(normalize.mean, false) ||
+      !ok(normalize.std, true) || normalize.mean.length !== normalize.std.length
+    ) {
+      throw new UsageError(
+        `data.normalize must be { mean, std }: equally long arrays of numbers, std above 0; got ${
+          describeValue(normalize)
+        }`,
+      );
+    }
+  }
+  return {
+    dataset,
+    dir: given.dir,
+    download: given.download ?? true,
+    trainLimit: given.trainLimit,
+    testLimit: given.testLimit,
+    normalize: normalize && { mean: [...normalize.mean], std: [...normalize.std] },
+  };
+}
+
+/**
+ * The `distributed` group, checked against the global batch: every replica
+ * needs at least one example, every shard too, and each replica computes
+ * whole shards.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resolveDistributed } from "./options.ts";
+ *
+ * assert.equal(resolveDistributed({ workers: 2, shards: 4 }, 128).shardsPerReplica, 2);
+ * assert.throws(() => resolveDistributed({ workers: 3, shards: 4 }, 128), /not a multiple of the 3 workers/);
+ * ```
+ */
+export function resolveDistributed(
+  distributed: DistributedOptions | undefined,
+  batchSize: number,
+): ResolvedDistributed {
+  const given = group("distributed", distributed);
+  const workers = given.workers ?? 1;
   positiveInteger("workers", workers);
   if (workers > MAX_WORKERS) {
     throw new UsageError(`workers must be at most ${MAX_WORKERS}, got ${describeValue(workers)}`);
   }
+  const processGroup = resolveProcessGroup(given.processGroup);
   const replicas = workers * (processGroup?.size ?? 1);
-  positiveInteger("epochs", epochs);
-  positiveInteger("batch size", batchSize);
   if (batchSize < replicas) {
     throw new UsageError(
       `batch size ${batchSize} is smaller than the ${replicas} workers: each worker needs at least one example per step`,
     );
   }
-  const shards = options.shards;
+  const shards = given.shards;
   if (shards !== undefined) {
     positiveInteger("shards", shards);
     if (shards > MAX_WORKERS) {
@@ -468,153 +621,65 @@ export function resolveTrainOptions(given: TrainOptions = {}): ResolvedTrainOpti
       );
     }
   }
-  if ((allReduce === "tcp") !== (processGroup !== undefined) && typeof allReduce === "string") {
+  const allReduce = given.allReduce ?? (processGroup ? "tcp" : "shared");
+  oneOf("all-reduce", allReduce, ALL_REDUCE_ALGORITHMS);
+  if ((allReduce === "tcp") !== (processGroup !== undefined)) {
     throw new UsageError(
       processGroup
         ? `with several processes the all-reduce is "tcp", got ${describeValue(allReduce)}`
         : `the "tcp" all-reduce joins several processes: give processGroup (--nnodes …)`,
     );
   }
-  if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0) {
-    throw new UsageError(`learning rate must be a positive number, got ${describeValue(lr)}`);
-  }
-  const optimizer = typeof options.optimizer === "string"
-    ? { name: options.optimizer }
-    : options.optimizer ?? { name: "sgd" };
-  const optimizerIssue = optimizerProblem(optimizer);
-  if (optimizerIssue !== undefined) {
-    throw new UsageError(`optimizer: ${optimizerIssue}, got ${describeValue(options.optimizer)}`);
-  }
-  const schedule = options.schedule ?? { name: "constant" };
-  const scheduleIssue = scheduleProblem(schedule);
-  if (scheduleIssue !== undefined) {
-    throw new UsageError(`schedule: ${scheduleIssue}, got ${describeValue(options.schedule)}`);
-  }
-  if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new UsageError(`seed must be a non-negative integer, got ${describeValue(seed)}`);
-  }
-  if (!BACKENDS.includes(backend)) {
-    throw new UsageError(
-      `backend must be one of ${BACKENDS.join(", ")}, got ${describeValue(backend)}`,
-    );
-  }
-  if (!ALL_REDUCE_ALGORITHMS.includes(allReduce)) {
-    throw new UsageError(
-      `all-reduce must be one of ${ALL_REDUCE_ALGORITHMS.join(", ")}, got ${
-        describeValue(allReduce)
-      }`,
-    );
-  }
-  if (!KERNEL_SETS.includes(kernels)) {
-    throw new UsageError(
-      `kernels must be one of ${KERNEL_SETS.join(", ")}, got ${describeValue(kernels)}`,
-    );
-  }
+  if (given.stepTimeout !== undefined) positiveSeconds("step timeout", given.stepTimeout);
+  if (given.maxRestarts !== undefined) nonNegativeInteger("max restarts", given.maxRestarts);
   if (
-    options.stepTimeout !== undefined &&
-    !(typeof options.stepTimeout === "number" && options.stepTimeout > 0 &&
-      Number.isFinite(options.stepTimeout))
+    given.workerUrl !== undefined && !(given.workerUrl instanceof URL) &&
+    !(typeof given.workerUrl === "string" && given.workerUrl !== "")
   ) {
     throw new UsageError(
-      `step timeout must be a positive number of seconds, got ${
-        describeValue(options.stepTimeout)
+      `distributed.workerUrl must be a URL or a non-empty string, got ${
+        describeValue(given.workerUrl)
       }`,
     );
   }
-  if (options.checkpointEvery !== undefined) {
-    nonNegativeInteger("checkpoint interval", options.checkpointEvery);
-  }
-  if (options.keep !== undefined) positiveInteger("number of checkpoints to keep", options.keep);
-  if (options.maxRestarts !== undefined) nonNegativeInteger("max restarts", options.maxRestarts);
-  if (options.resume === true && options.checkpointDir === undefined) {
-    throw new UsageError("resuming from the latest checkpoint needs a checkpoint directory");
-  }
-  optionalType("checkpoint directory", options.checkpointDir, "string");
-  optionalType("data directory", options.dataDir, "string");
-  optionalType("profile", options.profile, "boolean");
-  optionalType("overwrite", options.overwrite, "boolean");
-  optionalType("download", options.download, "boolean");
-  const resume = options.resume;
+  const batchShards = shards ?? replicas;
+  return {
+    workers,
+    replicas,
+    shards,
+    batchShards,
+    shardsPerReplica: batchShards / replicas,
+    allReduce,
+    processGroup,
+    stepTimeout: given.stepTimeout,
+    maxRestarts: given.maxRestarts ?? 0,
+  };
+}
+
+/** The `checkpoint` group, checked. */
+function resolveCheckpoint(checkpoint: CheckpointOptions | undefined): ResolvedCheckpoint {
+  const given = group("checkpoint", checkpoint);
+  optionalType("checkpoint.dir", given.dir, "string");
+  if (given.every !== undefined) nonNegativeInteger("checkpoint interval", given.every);
+  if (given.keep !== undefined) positiveInteger("number of checkpoints to keep", given.keep);
+  optionalType("checkpoint.overwrite", given.overwrite, "boolean");
+  const resume = given.resume;
   if (
     resume !== undefined && typeof resume !== "boolean" && !(typeof resume === "string" && resume)
   ) {
     throw new UsageError(
-      `resume must be true, false or a checkpoint path, got ${describeValue(resume)}`,
+      `checkpoint.resume must be true, false or a checkpoint path, got ${describeValue(resume)}`,
     );
   }
-  for (const name of ["onStart", "onStep", "onEvaluate", "onEpoch", "onCheckpoint", "onRestart"]) {
-    optionalType(name, options[name as keyof TrainOptions], "function");
-  }
-  if (options.trainLimit !== undefined) positiveInteger("train limit", options.trainLimit);
-  if (options.testLimit !== undefined) positiveInteger("test limit", options.testLimit);
-  const ninOptions = Object.fromEntries(
-    Object.entries({
-      inputSize: options.inputSize,
-      width: options.width,
-      dropout: options.dropout,
-      init: options.init,
-      head: options.head,
-    }).filter(([, value]) => value !== undefined),
-  );
-  if (options.model !== undefined && options.model !== "nin" && Object.keys(ninOptions).length) {
-    throw new UsageError(
-      `${Object.keys(ninOptions).join(", ")} ${
-        Object.keys(ninOptions).length === 1 ? "applies" : "apply"
-      } to NiN only, not to model ${
-        describeValue(typeof options.model === "string" ? options.model : "(custom)")
-      }`,
-    );
-  }
-  const model = resolveModelConfig(options.model, { seed, options: ninOptions });
-  const dataset = options.dataset ?? "fashion-mnist";
-  if (!Object.hasOwn(DATASETS, dataset)) {
-    throw new UsageError(
-      `dataset must be one of ${Object.keys(DATASETS).join(", ")}, got ${describeValue(dataset)}`,
-    );
-  }
-  const normalize = options.normalize;
-  if (normalize !== undefined) {
-    const ok = (values: unknown, positive: boolean) =>
-      Array.isArray(values) && values.length > 0 &&
-      values.every((v) => typeof v === "number" && Number.isFinite(v) && (!positive || v > 0));
-    if (
-      typeof normalize !== "object" || normalize === null || !ok(normalize.mean, false) ||
-      !ok(normalize.std, true) || normalize.mean.length !== normalize.std.length
-    ) {
-      throw new UsageError(
-        `normalize must be { mean, std }: equally long arrays of numbers, std above 0; got ${
-          describeValue(normalize)
-        }`,
-      );
-    }
+  if (resume === true && given.dir === undefined) {
+    throw new UsageError("resuming from the latest checkpoint needs a checkpoint directory");
   }
   return {
-    workers,
-    replicas,
-    processGroup,
-    epochs,
-    batchSize,
-    shards,
-    batchShards: shards ?? replicas,
-    shardsPerReplica: (shards ?? replicas) / replicas,
-    lr,
-    optimizer: optimizer as OptimizerConfig,
-    schedule,
-    seed,
-    backend,
-    allReduce,
-    kernels,
-    profile: options.profile ?? false,
-    stepTimeout: options.stepTimeout,
-    checkpointDir: options.checkpointDir,
-    checkpointEvery: options.checkpointEvery ?? 0,
-    keep: options.keep ?? 3,
-    maxRestarts: options.maxRestarts ?? 0,
-    model,
-    dataset,
-    normalize: normalize && { mean: [...normalize.mean], std: [...normalize.std] },
-    trainLimit: options.trainLimit,
-    testLimit: options.testLimit,
+    dir: given.dir,
+    every: given.every ?? 0,
+    keep: given.keep ?? 3,
+    resume: resume === false ? undefined : resume,
+    overwrite: given.overwrite ?? false,
   };
 }
 
@@ -645,23 +710,50 @@ function resolveProcessGroup(
   optionalType("processGroup.tokenFile", group.tokenFile, "string");
   optionalType("processGroup.onNotice", group.onNotice, "function");
   for (const name of ["peerTimeout", "joinTimeout"] as const) {
-    const value = group[name];
-    if (
-      value !== undefined && !(typeof value === "number" && value > 0 && Number.isFinite(value))
-    ) {
-      throw new UsageError(
-        `processGroup.${name} must be a positive number of seconds, got ${describeValue(value)}`,
-      );
-    }
+    if (group[name] !== undefined) positiveSeconds(`processGroup.${name}`, group[name]);
   }
   return group.size === 1 ? undefined : { ...group };
 }
 
+/** A group of options: an object, or undefined for all defaults. */
+function group<T extends object>(name: string, value: T | undefined): Partial<T> {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new UsageError(`${name} must be an object, got ${describeValue(value)}`);
+  }
+  return value;
+}
+
 /** Throws unless `value` is undefined or of `type` (a non-empty string, for strings). */
-function optionalType(name: string, value: unknown, type: "string" | "boolean" | "function"): void {
-  if (value === undefined || (typeof value === type && value !== "")) return;
-  const what = { string: "a non-empty string", boolean: "true or false", function: "a function" };
+function optionalType(
+  name: string,
+  value: unknown,
+  type: "string" | "boolean" | "function" | "object",
+): void {
+  if (value === undefined || (typeof value === type && value !== "" && value !== null)) return;
+  const what = {
+    string: "a non-empty string",
+    boolean: "true or false",
+    function: "a function",
+    object: "an AbortSignal",
+  };
   throw new UsageError(`${name} must be ${what[type]}, got ${describeValue(value)}`);
+}
+
+function oneOf<T>(name: string, value: T, values: readonly T[]): void {
+  if (!values.includes(value)) {
+    throw new UsageError(
+      `${name} must be one of ${values.join(", ")}, got ${describeValue(value)}`,
+    );
+  }
+}
+
+function positiveSeconds(name: string, value: unknown): void {
+  if (!(typeof value === "number" && value > 0 && Number.isFinite(value))) {
+    throw new UsageError(
+      `${name} must be a positive number of seconds, got ${describeValue(value)}`,
+    );
+  }
 }
 
 function nonNegativeInteger(name: string, value: unknown): void {
@@ -674,31 +766,4 @@ function positiveInteger(name: string, value: unknown): void {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
     throw new UsageError(`${name} must be a positive integer, got ${describeValue(value)}`);
   }
-}
-
-/**
- * The {@linkcode TrainOptions} that select `model` again: a built-in's name
- * (with NiN's shape options), or a custom model's spec.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { modelOptions, resolveTrainOptions } from "./options.ts";
- *
- * const { model } = resolveTrainOptions({ width: 0.5, seed: 2 });
- * assert.deepEqual(modelOptions(model), {
- *   model: "nin", inputSize: 224, width: 0.5, dropout: 0.5, init: "he-normal", head: "random",
- * });
- * ```
- */
-export function modelOptions(
-  model: ModelConfig,
-): Pick<TrainOptions, "model" | "inputSize" | "width" | "dropout" | "init" | "head"> {
-  if (model.name === "custom") {
-    return { model: { module: model.module!, export: model.export, options: model.options } };
-  }
-  if (model.name === "layers") return { model: { topology: model.topology } };
-  if (model.name !== "nin") return { model: model.name as ModelName };
-  const { inputSize, width, dropout, init, head } = model.options as Record<string, never>;
-  return { model: "nin", inputSize, width, dropout, init, head };
 }

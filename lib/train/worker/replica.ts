@@ -7,8 +7,8 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
-import type * as tfl from "@tensorflow/tfjs-layers";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
+import type * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import type { Batch } from "../../data/batches.ts";
 import type { Normalization } from "../../data/dataset.ts";
 import { toModelInput } from "../shared/model_input.ts";
@@ -17,7 +17,6 @@ import { setDropoutSeed } from "../../model/nin.ts";
 import { flatWeightsOf } from "../../model/registry.ts";
 import { createOptimizer, type Optimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import type { OptimizerState } from "../../optim/optimizer.ts";
-import { sha256Hex } from "../../util/sha256.ts";
 
 /** Options for {@linkcode Replica}. */
 export interface ReplicaOptions {
@@ -235,21 +234,4 @@ export class Replica {
 
 function correctCount(logits: tf.Tensor, labels: tf.Tensor): tf.Tensor {
   return tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), "float32"));
-}
-
-/**
- * SHA-256 of a flat weight vector: equal checksums mean bit-identical replicas.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { weightsChecksum } from "./replica.ts";
- *
- * const a = await weightsChecksum(new Float32Array([0.5, 1]));
- * const b = await weightsChecksum(new Float32Array([0.5, 1.0000001]));
- * assert.ok(a !== b);
- * ```
- */
-export function weightsChecksum(weights: Float32Array): Promise<string> {
-  return sha256Hex(weights);
 }

@@ -22,7 +22,7 @@ import { COLLECTIVES } from "../../collective/registry.ts";
 import { batchShard, gatherBatch } from "../../data/batches.ts";
 import type { Dataset } from "../../data/dataset.ts";
 import { DistributedSampler } from "../../data/sampler.ts";
-import * as tf from "@tensorflow/tfjs-core";
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import { DivergedError, UsageError } from "../../errors.ts";
 import { buildModel } from "../../model/registry.ts";
 import { learningRateAt, type OptimizerState } from "../../optim/mod.ts";
@@ -44,7 +44,8 @@ import type {
   StepTiming,
   WeightsMessage,
 } from "../shared/protocol.ts";
-import { type LocalGradients, Replica, weightsChecksum } from "./replica.ts";
+import { type LocalGradients, Replica } from "./replica.ts";
+import { weightsChecksum } from "../../util/sha256.ts";
 
 /** One rank's part of a step: its shards' gradients and their totals. */
 interface ShardGradients {
