@@ -12,6 +12,8 @@ import {
   formatEpoch,
   formatMetrics,
   historyToJsonl,
+  longRunAdvice,
+  workersAdvice,
 } from "../lib/train/coordinator/report.ts";
 import { renderHistorySvg } from "../lib/train/coordinator/plot.ts";
 import { adapterWithPath, serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
@@ -149,6 +151,8 @@ async function main(): Promise<void> {
           `note: training on a software adapter (no GPU): ${perStep.toFixed(2)} s per step, ` +
             `about ${formatDuration(total)} for ${run.epochs} epoch(s) plus evaluation`,
         );
+        const advice = longRunAdvice({ seconds: total, cores: navigator.hardwareConcurrency });
+        if (advice) console.error(advice);
       }
     },
     onEvaluate: ({ epoch, done, total }) => {
@@ -248,6 +252,13 @@ function printStart(info: TrainStart): void {
         `LP_NUM_THREADS=${info.rendererThreads ?? "default"} per worker`,
     );
   }
+  const cores = navigator.hardwareConcurrency;
+  const crowded = workersAdvice({
+    workers: options.workers,
+    cores,
+    software: info.device.software,
+  });
+  if (crowded) console.error(crowded);
 }
 
 /** ETA once three steps after the first (which compiles the shaders) are done, or 60 s passed. */

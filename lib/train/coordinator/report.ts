@@ -134,3 +134,53 @@ export function formatConfusion(confusion: readonly number[][], names: readonly 
   );
   return [header, ...rows].join("\n");
 }
+
+/** Minutes of training past which, on a software adapter, the command names one that finishes. */
+export const LONG_RUN_MINUTES = 15;
+
+/**
+ * What to say on a software adapter (no GPU) once a run's duration is
+ * estimated: `undefined` when it ends within {@linkcode LONG_RUN_MINUTES},
+ * else a note naming the runs that learn in minutes on a CPU (measured on 2
+ * cores: docs/performance.md), with a worker count this machine can run side
+ * by side.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { longRunAdvice } from "./report.ts";
+ *
+ * assert.equal(longRunAdvice({ seconds: 600, cores: 2 }), undefined);
+ * assert.match(longRunAdvice({ seconds: 3600 * 93, cores: 2 })!, /--preset quick --workers 2/);
+ * ```
+ */
+export function longRunAdvice(run: { seconds: number; cores: number }): string | undefined {
+  if (run.seconds <= LONG_RUN_MINUTES * 60) return undefined;
+  const workers = Math.max(1, Math.min(run.cores, 4));
+  return `note: that is more than ${LONG_RUN_MINUTES} min without a GPU. Runs that learn on a CPU: ` +
+    `\`deno task train --preset quick --workers ${workers}\` (NiN at 99 px: test accuracy about ` +
+    `0.8 in about 8 min on 2 cores) or \`deno task train --model lenet --workers ${workers} ` +
+    `--epochs 1 --train-limit 30000 --optimizer adam --lr 0.01\` (about 0.68 in about a minute)`;
+}
+
+/**
+ * What to say when more workers than cores would share a software adapter:
+ * each worker's device runs on CPU cores, so extra workers take turns and add
+ * no speed (measured: 4 workers on 2 cores run at the speed of 2).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { workersAdvice } from "./report.ts";
+ *
+ * assert.equal(workersAdvice({ workers: 2, cores: 2, software: true }), undefined);
+ * assert.match(workersAdvice({ workers: 4, cores: 2, software: true })!, /--workers 2/);
+ * ```
+ */
+export function workersAdvice(
+  run: { workers: number; cores: number; software: boolean },
+): string | undefined {
+  if (!run.software || run.workers <= run.cores) return undefined;
+  return `note: ${run.workers} workers share ${run.cores} core(s) on a software adapter: the extra ` +
+    `workers take turns and add no speed; --workers ${run.cores} is as fast here`;
+}

@@ -70,8 +70,10 @@ export function listenForStop(options: {
     if (signal === "SIGTERM") {
       grace = setTimeout(() => {
         console.error(
-          `no step boundary within ${graceSeconds} s of SIGTERM: quitting without a new ` +
-            "checkpoint (the last one written is intact)",
+          `no step boundary within ${graceSeconds} s of SIGTERM: quitting` +
+            (options.saving === "none"
+              ? ""
+              : " without a new checkpoint (the last one written is intact)"),
         );
         exit(code);
       }, graceSeconds * 1000);

@@ -38,6 +38,7 @@ import {
 import { findResumePoint, resumedOptions, type ResumePoint } from "./resume.ts";
 import { chooseWebGPUPath } from "./webgpu_path.ts";
 import { listenForStop } from "./signals.ts";
+import { checkPermissions } from "./permissions.ts";
 import { joinProcesses, sharePosition } from "./processes.ts";
 import { PeerError } from "../../collective/process_group.ts";
 import { InterruptedRendezvous } from "../../collective/tcp/tcp_process_group.ts";
@@ -93,6 +94,7 @@ const NO_SUMS: EpochSums = { lossSum: 0, correct: 0, count: 0, trainSeconds: 0, 
  */
 export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const given = resolveTrainOptions(options); // usage errors before anything else
+  checkPermissions({ backend: given.backend, workerUrl: workerUrlOf(options) });
   // In a job of several processes only rank 0 reads and writes checkpoints; the others follow it.
   const leader = (given.distributed.processGroup?.rank ?? 0) === 0;
   const signals = options.stopOnSignals
@@ -201,8 +203,7 @@ async function run(
     return path;
   };
   if (resolved.backend === "webgpu") await chooseWebGPUPath(); // before any worker asks
-  const workerUrl = options.distributed?.workerUrl ??
-    new URL("../../../workers/replica_worker.ts", import.meta.url);
+  const workerUrl = workerUrlOf(options);
   let restarts = 0;
   for (;;) {
     let group: WorkerGroup | undefined;
@@ -399,6 +400,12 @@ function makeState(
     partial: at.partial,
     totals: at.totals,
   };
+}
+
+/** The module every worker thread runs: the caller's, or the library's replica worker. */
+function workerUrlOf(options: TrainOptions): URL | string {
+  return options.distributed?.workerUrl ??
+    new URL("../../../workers/replica_worker.ts", import.meta.url);
 }
 
 /** What the worker group is started with: the replicas' settings and the group's shape. */
