@@ -85,7 +85,13 @@ async function main(): Promise<void> {
         masterPort: launch.masterPort,
         tokenFile: values["token-file"],
         peerTimeout: numberFlag("--peer-timeout", values["peer-timeout"]),
-        onNotice: (line: string) => console.error(`rank 0 ${line}`),
+        onNotice: (line: string) => console.error(`rank ${launch.rank} ${line}`),
+        onListening: (port: number) =>
+          console.error(
+            `rank 0: waiting for ${
+              launch.worldSize - 1
+            } process(es) at ${launch.masterAddr}:${port}`,
+          ),
       },
     },
   };

@@ -7,6 +7,7 @@ import {
   abortSharedAllReduce,
   createSharedAllReduceBuffer,
   SharedAllReduce,
+  sharedAllReduceRounds,
 } from "../lib/collective/shared_all_reduce.ts";
 import { StarAllReduce, StarAllReduceHub } from "../lib/collective/star_all_reduce.ts";
 import { contribution } from "./fixtures/shared_inputs.ts";
@@ -225,7 +226,10 @@ Deno.test("shared-memory all-reduce: aborting wakes the replicas waiting for a d
   const buffer = createSharedAllReduceBuffer({ worldSize, length });
   const workers = startSharedWorkers(worldSize, { buffer, length, rounds: 1, stall: 2 });
   try {
-    await new Promise((resolve) => setTimeout(resolve, 300)); // ranks 0 and 1 are waiting
+    // Until ranks 0 and 1 have entered the all-reduce (and wait there for rank 2).
+    while (sharedAllReduceRounds(buffer, { worldSize }).slice(0, 2).some((n) => n < 1)) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
     abortSharedAllReduce(buffer);
     for (const { received } of workers.slice(0, 2)) {
       const [message] = await received;

@@ -5,6 +5,7 @@ import { DataError } from "../lib/errors.ts";
 import { mulberry32 } from "../lib/util/random.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
 import { DATA_DIR, gzip, idxImages, withEnv, withTempDir } from "./helpers.ts";
+import { ignoredWithout } from "./skips.ts";
 
 /** A local HTTP server on 127.0.0.1 serving `files` (path → bytes); anything else is 404. */
 function serve(files: Record<string, Uint8Array>) {
@@ -143,7 +144,7 @@ Deno.test("loadFashionMNIST with no copy and no network names where to put the f
 
 Deno.test({
   name: "loadFashionMNIST downloads the four official files into the cache and verifies them",
-  ignore: DATA_DIR === undefined,
+  ignore: await ignoredWithout("fashion-mnist"),
   fn: async () => {
     const files: Record<string, Uint8Array> = {};
     for (const spec of Object.values(FASHION_MNIST_FILES)) {

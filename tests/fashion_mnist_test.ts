@@ -14,6 +14,7 @@ import {
   withTempDir,
   writeTinyDataset,
 } from "./helpers.ts";
+import { ignoredWithout } from "./skips.ts";
 
 const names = Object.values(FASHION_MNIST_FILES).map((f) => f.name);
 const dataError = (pattern: RegExp) => (e: unknown) =>
@@ -27,7 +28,7 @@ Deno.test("FASHION_MNIST_CLASSES names the ten classes in label order", () => {
 
 Deno.test({
   name: "loadFashionMNIST reads the official files",
-  ignore: DATA_DIR === undefined,
+  ignore: await ignoredWithout("fashion-mnist"),
   fn: async () => {
     const { train, test } = await loadFashionMNIST({ dataDir: DATA_DIR });
     assert.deepEqual([train.count, train.rows, train.cols], [60000, 28, 28]);
@@ -46,7 +47,7 @@ Deno.test({
 
 Deno.test({
   name: "loadFashionMNIST honours FASHION_MNIST_DIR",
-  ignore: DATA_DIR === undefined,
+  ignore: await ignoredWithout("fashion-mnist"),
   fn: async () => {
     await withEnv({ FASHION_MNIST_DIR: DATA_DIR }, async () => {
       const { test } = await loadFashionMNIST({ download: false, cacheDir: "/nonexistent" });
@@ -168,7 +169,7 @@ Deno.test("files in the download cache are checked against the official SHA-256;
 
 Deno.test({
   name: "the official files are hashed once per file identity",
-  ignore: DATA_DIR === undefined,
+  ignore: await ignoredWithout("fashion-mnist"),
   fn: async () => {
     await withTempDir(async (cacheDir) => {
       await loadFashionMNIST({ dataDir: DATA_DIR, cacheDir, quiet: true });

@@ -8,7 +8,6 @@
 
 import assert from "node:assert/strict";
 import {
-  freePort,
   imageLikeDataset,
   ROOT,
   runScript,
@@ -55,30 +54,54 @@ function startRank(
     stderr: "piped",
   }).spawn();
   const out = { stdout: "", stderr: "" };
+  const waiters: {
+    key: "stdout" | "stderr";
+    pattern: RegExp;
+    found: (m: RegExpMatchArray) => void;
+  }[] = [];
+  const check = () => {
+    for (const waiter of [...waiters]) {
+      const match = out[waiter.key].match(waiter.pattern);
+      if (match) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.found(match);
+      }
+    }
+  };
   const collect = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) out[key] += text;
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      out[key] += text;
+      check();
+    }
   };
   const done = Promise.all([collect(child.stdout, "stdout"), collect(child.stderr, "stderr")]);
-  let exited = false;
-  child.status.then(() => exited = true);
-  return {
-    child,
-    out,
-    /** Resolves once `pattern` appears in stdout. */
-    async waitFor(pattern: RegExp): Promise<void> {
-      while (!pattern.test(out.stdout)) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        if (exited && !pattern.test(out.stdout)) {
-          throw new Error(`exited before ${pattern}: ${out.stdout}${out.stderr}`);
-        }
-      }
-    },
-    async finished(): Promise<{ code: number; stdout: string; stderr: string }> {
-      const { code } = await child.status;
-      await done;
-      return { code, ...out };
-    },
+  const finished = async () => {
+    const { code } = await child.status;
+    await done;
+    return { code, ...out };
   };
+  /** Resolves with the first match of `pattern` in `key`'s output, as it arrives. */
+  const waitFor = (pattern: RegExp, key: "stdout" | "stderr" = "stdout") =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      waiters.push({ key, pattern, found: resolve });
+      check();
+      done.then(() => reject(new Error(`exited before ${pattern}: ${out.stdout}${out.stderr}`)));
+    });
+  return { child, out, waitFor, finished };
+}
+
+/**
+ * Rank 0 of a job of `size` on a port of its own choice (`--master-port=0`),
+ * and that port once it says it listens: nothing picks a port and hopes it
+ * stays free.
+ */
+async function startRoot(job: { size: number; flags: string[] }) {
+  const zero = startRank(0, { ...job, port: 0 });
+  const [, port] = await zero.waitFor(
+    /^rank 0: waiting for \d+ process\(es\) at 127\.0\.0\.1:(\d+)$/m,
+    "stderr",
+  );
+  return { zero, port: Number(port) };
 }
 
 async function fileSha(path: string): Promise<string> {
@@ -118,14 +141,14 @@ Deno.test("2 processes × 2 workers end with the weights of 1 process × 4; rank
   await withTempDir(async (dir) => {
     const single = await singleProcessRun(dir, ["--workers=4"]);
 
-    const port = freePort();
     const flags = runFlags(dir, [
       "--workers=2",
       `--export=${dir}/multi`,
       `--metrics=${dir}/metrics.jsonl`,
       `--checkpoint-dir=${dir}/ckpt`,
     ]);
-    const ranks = [0, 1].map((rank) => startRank(rank, { size: 2, port, flags }));
+    const root = await startRoot({ size: 2, flags });
+    const ranks = [root.zero, startRank(1, { size: 2, port: root.port, flags })];
     const [zero, one] = await Promise.all(ranks.map((r) => r.finished()));
     assert.equal(zero.code, 0, zero.stderr);
     assert.equal(one.code, 0, one.stderr);
@@ -150,9 +173,9 @@ Deno.test("with --shards 4, 2 processes × 1 worker end with the weights of 1 pr
     // Batch 10: shards of 3, 3, 2 and 2 examples, each its own term of the average.
     const shards = ["--shards=4", "--batch-size=10"];
     await singleProcessRun(dir, ["--workers=1", ...shards]);
-    const port = freePort();
     const flags = runFlags(dir, ["--workers=1", ...shards, `--export=${dir}/multi`]);
-    const ranks = [0, 1].map((rank) => startRank(rank, { size: 2, port, flags }));
+    const root = await startRoot({ size: 2, flags });
+    const ranks = [root.zero, startRank(1, { size: 2, port: root.port, flags })];
     const [zero, one] = await Promise.all(ranks.map((r) => r.finished()));
     assert.equal(zero.code, 0, zero.stderr);
     assert.equal(one.code, 0, one.stderr);
@@ -164,9 +187,8 @@ Deno.test("with --shards 4, 2 processes × 1 worker end with the weights of 1 pr
 Deno.test("a process with a wrong token is refused and the job goes on; a killed process is named", async () => {
   await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 48, test: 16 });
-    const port = freePort();
     const flags = runFlags(dir, ["--workers=1", "--epochs=30"]);
-    const zero = startRank(0, { size: 2, port, flags });
+    const { zero, port } = await startRoot({ size: 2, flags });
     const impostor = await startRank(1, {
       size: 2,
       port,
@@ -230,8 +252,7 @@ Deno.test("SIGTERM to one process stops both at the same step; rank 0's checkpoi
       `--checkpoint-dir=${dir}/ckpt`,
       `--export=${dir}/multi`,
     ]);
-    let port = freePort();
-    const zero = startRank(0, { size: 2, port, flags });
+    const { zero, port } = await startRoot({ size: 2, flags });
     const one = startRank(1, { size: 2, port, flags });
     await one.waitFor(/^epoch 1\//m);
     one.child.kill("SIGTERM"); // rank 1 only: rank 0 must stop at the same step
@@ -246,10 +267,11 @@ Deno.test("SIGTERM to one process stops both at the same step; rank 0's checkpoi
     assert.match(stopped1.stderr, /rank 0 writes the checkpoint/);
     assert.match(stopped1.stderr, /no checkpoint written$/m); // rank 1 writes none
 
-    port = freePort();
-    const resumed = [0, 1].map((rank) =>
-      startRank(rank, { size: 2, port, flags: [...flags, "--resume"] })
-    );
+    const again = await startRoot({ size: 2, flags: [...flags, "--resume"] });
+    const resumed = [
+      again.zero,
+      startRank(1, { size: 2, port: again.port, flags: [...flags, "--resume"] }),
+    ];
     const [done0, done1] = await Promise.all(resumed.map((r) => r.finished()));
     assert.equal(done0.code, 0, done0.stderr);
     assert.equal(done1.code, 0, done1.stderr);
@@ -268,8 +290,7 @@ Deno.test("with --max-restarts, a killed process relaunched by its scheduler rej
       "--max-restarts=1",
       `--export=${dir}/multi`,
     ]);
-    const port = freePort();
-    const zero = startRank(0, { size: 2, port, flags });
+    const { zero, port } = await startRoot({ size: 2, flags });
     const one = startRank(1, { size: 2, port, flags });
     await one.waitFor(/^epoch 2\//m);
     one.child.kill("SIGKILL");
@@ -291,24 +312,25 @@ Deno.test("with --max-restarts, a killed process relaunched by its scheduler rej
 
 Deno.test("a process whose worker hangs: the other process names it once the step timeout passes", async () => {
   const data = { train: imageLikeDataset(48, 1), test: imageLikeDataset(12, 2) };
-  const port = freePort();
+  const listening = Promise.withResolvers<number>();
   // Two processes' coordinators in this one (each with its own worker thread); the faulty worker
   // hangs on global rank 1, which is process 1's only worker.
-  const run = (rank: number) =>
-    train({
+  const run = async (rank: number) =>
+    await train({
       model: { name: "nin", inputSize: 67, width: 0.125 },
       batchSize: 8,
       epochs: 2,
       data,
       distributed: {
         workers: 1,
-        stepTimeout: 3,
+        stepTimeout: 8,
         workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
         processGroup: {
           rank,
           size: 2,
           masterAddr: "127.0.0.1",
-          masterPort: port,
+          masterPort: rank === 0 ? 0 : await listening.promise, // rank 0 picks a free port
+          onListening: listening.resolve,
           token: TOKEN,
         },
       },
@@ -319,7 +341,7 @@ Deno.test("a process whose worker hangs: the other process names it once the ste
   // Whichever watchdog fires first, process 0 names process 1 — never its own worker.
   assert.match(
     (zero as PromiseRejectedResult).reason.message,
-    /^(no progress for \d+ s, over the step timeout of 3 s: the all-reduce waits for rank 1 \(127\.0\.0\.1:\d+\)|rank 1 \(127\.0\.0\.1:\d+\) stopped: worker 0 failed: no progress .*)$/,
+    /^(no progress for \d+ s, over the step timeout of 8 s: the all-reduce waits for rank 1 \(127\.0\.0\.1:\d+\)|rank 1 \(127\.0\.0\.1:\d+\) stopped: worker 0 failed: no progress .*)$/,
   );
   assert.match((one as PromiseRejectedResult).reason.message, /no progress/);
 });

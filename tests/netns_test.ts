@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { ROOT, scriptEnv } from "./helpers.ts";
+import { ignoredWithout } from "./skips.ts";
 
 const NS = ["ddp-test-a", "ddp-test-b"] as const;
 const ADDRESSES = ["10.213.0.1", "10.213.0.2"] as const;
@@ -20,14 +21,6 @@ async function ip(...args: string[]): Promise<{ ok: boolean; stderr: string }> {
   } catch (error) {
     return { ok: false, stderr: (error as Error).message };
   }
-}
-
-/** Whether this machine lets the test create network namespaces. */
-async function namespacesAllowed(): Promise<boolean> {
-  const probe = "ddp-test-probe";
-  const added = await ip("netns", "add", probe);
-  if (added.ok) await ip("netns", "del", probe);
-  return added.ok;
 }
 
 async function createHosts(): Promise<void> {
@@ -111,7 +104,7 @@ function member(rank: number, port: number) {
 Deno.test({
   name:
     "two hosts in two network namespaces: the group forms over their own addresses; a host that drops off is named",
-  ignore: !(await namespacesAllowed()),
+  ignore: await ignoredWithout("network-namespaces"),
   fn: async () => {
     await createHosts();
     const ranks = [member(0, 29571), member(1, 29571)];

@@ -10,28 +10,58 @@ import assert from "node:assert/strict";
 import { type Contribution, weightedAverage } from "../lib/collective/all_reduce.ts";
 import { PeerError } from "../lib/collective/process_group.ts";
 import { importToken } from "../lib/collective/tcp/auth.ts";
-import { type TcpGroupOptions, TcpProcessGroup } from "../lib/collective/tcp/tcp_process_group.ts";
+import {
+  InterruptedRendezvous,
+  type TcpGroupOptions,
+  TcpProcessGroup,
+} from "../lib/collective/tcp/tcp_process_group.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
-import { freePort } from "./helpers.ts";
 
 const TOKEN = "test token, long enough to be one";
 const key = await importToken({ token: TOKEN });
 
-/** `size` groups on loopback in this process; ranks in `options.ranks` only, if given. */
-function joinAll(
+/**
+ * Rank 0 of a group on loopback, on a free port of its own choice (port 0),
+ * and that port once it listens: nothing picks a port and hopes it stays free.
+ */
+function startRoot(
   size: number,
-  options: Partial<TcpGroupOptions> & { masterPort?: number } = {},
-): Promise<TcpProcessGroup>[] {
-  const masterPort = options.masterPort ?? freePort();
-  return Array.from({ length: size }, (_, rank) =>
-    TcpProcessGroup.connect({
-      rank,
-      size,
-      masterAddr: "127.0.0.1",
-      masterPort,
-      key,
-      ...options,
-    }));
+  options: Partial<TcpGroupOptions> = {},
+): { root: Promise<TcpProcessGroup>; port: Promise<number> } {
+  const port = Promise.withResolvers<number>();
+  const root = TcpProcessGroup.connect({
+    rank: 0,
+    size,
+    masterAddr: "127.0.0.1",
+    key,
+    ...options,
+    masterPort: 0,
+    onListening: port.resolve,
+  });
+  root.catch(port.reject); // a root that cannot listen never reports a port
+  return { root, port: port.promise };
+}
+
+/** `size` groups on loopback in this process, rank 0 on a port of its choice. */
+function joinAll(size: number, options: Partial<TcpGroupOptions> = {}): Promise<TcpProcessGroup>[] {
+  const { root, port } = startRoot(size, options);
+  return [
+    root,
+    ...Array.from(
+      { length: size - 1 },
+      (_, i) =>
+        port.then((masterPort) =>
+          TcpProcessGroup.connect({
+            rank: i + 1,
+            size,
+            masterAddr: "127.0.0.1",
+            masterPort,
+            key,
+            ...options,
+          })
+        ),
+    ),
+  ];
 }
 
 function randomVector(length: number, seed: number): Float32Array {
@@ -95,17 +125,10 @@ Deno.test("broadcast, barrier and exchange reach every rank, in order, many time
 });
 
 Deno.test("the rendezvous refuses a wrong token, world size, configuration and a duplicate rank, then completes", async () => {
-  const masterPort = freePort();
   const notices: string[] = [];
-  const root = TcpProcessGroup.connect({
-    rank: 0,
-    size: 2,
-    masterAddr: "127.0.0.1",
-    masterPort,
-    key,
-    digest: "config A",
-    onNotice: (line) => notices.push(line),
-  });
+  const started = startRoot(2, { digest: "config A", onNotice: (line) => notices.push(line) });
+  const root = started.root;
+  const masterPort = await started.port;
   const base = { masterAddr: "127.0.0.1", masterPort, key, digest: "config A" };
   const wrongKey = await importToken({ token: "another token, also long" });
   await assert.rejects(
@@ -129,42 +152,51 @@ Deno.test("the rendezvous refuses a wrong token, world size, configuration and a
   assert.deepEqual([a, b], [["a", "b"], ["a", "b"]]);
   await Promise.all([group.close(), member.close()]);
 
-  // Two processes given rank 1: the second is refused, the first one's group completes.
-  const port = freePort();
+  // Two processes given rank 1: the second is refused (it tries again, as its first process's
+  // place might have been freeing), and the group completes with the first.
   const notes: string[] = [];
-  const groups = joinAll(3, { masterPort: port, onNotice: (line) => notes.push(line) });
-  const twin = TcpProcessGroup.connect({
-    rank: 1,
-    size: 3,
-    masterAddr: "127.0.0.1",
-    masterPort: port,
-    key,
+  const refusal = Promise.withResolvers<void>();
+  const { root: root3, port } = startRoot(3, {
+    onNotice: (line) => {
+      notes.push(line);
+      refusal.resolve();
+    },
   });
-  const settled = await Promise.allSettled([...groups, twin]);
+  const masterPort3 = await port;
+  const join3 = (rank: number, rendezvousTimeoutMs?: number) =>
+    TcpProcessGroup.connect({
+      rank,
+      size: 3,
+      masterAddr: "127.0.0.1",
+      masterPort: masterPort3,
+      key,
+      rendezvousTimeoutMs,
+    });
+  const twins = [join3(1, 3000), join3(1, 3000)];
+  await refusal.promise; // one of them is in; the other was turned away
+  const settled = await Promise.allSettled([root3, join3(2), ...twins]);
   const refused = settled.filter((s) => s.status === "rejected");
   assert.equal(refused.length, 1);
   assert.match(
     String((refused[0] as PromiseRejectedResult).reason.message),
-    /rank 0 refused this process: rank 1 has already joined \(two processes were given the same rank\)/,
+    /rank 1 has already joined \(two processes were given the same rank\?\)/,
   );
-  assert.equal(notes.length, 1);
+  assert.ok(notes.every((line) => /rank 1 has already joined/.test(line)), notes.join("\n"));
   const ok = settled.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
   assert.equal(ok.length, 3);
   await Promise.all(ok.map((g) => g.close()));
 });
 
 Deno.test("rank 0 names the ranks that never joined", async () => {
-  const masterPort = freePort();
-  const join = (rank: number) =>
-    TcpProcessGroup.connect({
-      rank,
-      size: 3,
-      masterAddr: "127.0.0.1",
-      masterPort,
-      key,
-      rendezvousTimeoutMs: 800,
-    });
-  const [root, one] = [join(0), join(1)]; // rank 2 is never started
+  const { root, port } = startRoot(3, { rendezvousTimeoutMs: 800 });
+  const one = TcpProcessGroup.connect({
+    rank: 1,
+    size: 3,
+    masterAddr: "127.0.0.1",
+    masterPort: await port,
+    key,
+    rendezvousTimeoutMs: 800,
+  }); // rank 2 is never started
   await assert.rejects(root, new PeerError("rank(s) 2 did not join in time"));
   await assert.rejects(one, PeerError);
 });
@@ -188,15 +220,9 @@ Deno.test("a process that leaves early is named by the others", async () => {
 async function withMemberProcess(
   use: (member: Deno.ChildProcess, group: TcpProcessGroup) => Promise<void>,
 ): Promise<void> {
-  const port = freePort();
-  const root = TcpProcessGroup.connect({
-    rank: 0,
-    size: 2,
-    masterAddr: "127.0.0.1",
-    masterPort: port,
-    key,
-    silenceMs: 1000,
-  });
+  const started = startRoot(2, { silenceMs: 1000 });
+  const root = started.root;
+  const port = await started.port;
   const member = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -254,7 +280,7 @@ Deno.test("rank 0 names a master address it cannot listen at (one that does not 
         rank: 0,
         size: 2,
         masterAddr,
-        masterPort: freePort(),
+        masterPort: 29500, // never bound: the address does not resolve, or is not this host's
         key,
         rendezvousTimeoutMs: 500,
       }),
@@ -263,4 +289,89 @@ Deno.test("rank 0 names a master address it cannot listen at (one that does not 
         error.message.startsWith(`rank 0 cannot listen at ${masterAddr}:`),
     );
   }
+});
+
+Deno.test("idle connections to the rendezvous port delay no one: each handshake runs on its own deadline", async () => {
+  const handshakeTimeoutMs = 5000;
+  const { root, port } = startRoot(2, { handshakeTimeoutMs });
+  const masterPort = await port;
+  // Two connections that never send a byte, as a port scanner or an attacker without the token.
+  const idle = await Promise.all(
+    [1, 2].map(() => Deno.connect({ hostname: "127.0.0.1", port: masterPort })),
+  );
+  const started = performance.now();
+  const member = await TcpProcessGroup.connect({
+    rank: 1,
+    size: 2,
+    masterAddr: "127.0.0.1",
+    masterPort,
+    key,
+    handshakeTimeoutMs,
+  });
+  const group = await root;
+  const waited = performance.now() - started;
+  // Before, rank 0 handshook one connection at a time: the real rank waited out both idle ones.
+  assert.ok(waited < handshakeTimeoutMs, `the group formed after ${waited.toFixed(0)} ms`);
+  idle.forEach((conn) => conn.close());
+  await Promise.all([group.close(), member.close()]);
+});
+
+Deno.test("a rank stopped during the rendezvous frees its place; started again, it joins", async () => {
+  const notices: string[] = [];
+  const left = Promise.withResolvers<void>();
+  const { root, port } = startRoot(3, {
+    onNotice: (line) => {
+      notices.push(line);
+      if (/left before the group was complete/.test(line)) left.resolve();
+    },
+  });
+  const masterPort = await port;
+  const join = (rank: number, options: Partial<TcpGroupOptions> = {}) =>
+    TcpProcessGroup.connect({
+      rank,
+      size: 3,
+      masterAddr: "127.0.0.1",
+      masterPort,
+      key,
+      ...options,
+    });
+  // Rank 1 joins, then is stopped (Ctrl-C) while it waits for rank 2.
+  const stop = new AbortController();
+  const first = join(1, {
+    signal: stop.signal,
+    onNotice: (line) => /^joined at rank 0/.test(line) && stop.abort(),
+  });
+  await assert.rejects(first, InterruptedRendezvous);
+  await left.promise; // rank 0 saw it go
+  const groups = await Promise.all([root, join(1), join(2)]);
+  assert.match(
+    notices.join("\n"),
+    /^rank 1 left before the group was complete \(.*\); waiting for it$/m,
+  );
+  const [a] = await Promise.all(groups.map((g) => g.exchange(g.rank)));
+  assert.deepEqual(a, [0, 1, 2]);
+  await Promise.all(groups.map((g) => g.close()));
+});
+
+Deno.test("rank 0 stopped during the rendezvous: the ranks that joined stop at once, told why", async () => {
+  const stop = new AbortController();
+  const { root, port } = startRoot(3, { signal: stop.signal });
+  const masterPort = await port;
+  const started = performance.now();
+  const member = TcpProcessGroup.connect({
+    rank: 1,
+    size: 3,
+    masterAddr: "127.0.0.1",
+    masterPort,
+    key, // the default rendezvous deadline: 600 s
+    onNotice: (line) => /^joined at rank 0/.test(line) && stop.abort(),
+  });
+  await assert.rejects(root, InterruptedRendezvous);
+  await assert.rejects(
+    member,
+    (e: Error) => e instanceof PeerError && /stopped: interrupted while waiting/.test(e.message),
+  );
+  const waited = performance.now() - started;
+  // Bound: its deadline is 600 s; the abort frame reaches it in one round trip.
+  assert.ok(waited < 10_000, `rank 1 stopped after ${waited.toFixed(0)} ms`);
 });

@@ -12,16 +12,14 @@
 
 import assert from "node:assert/strict";
 import { benchScaling } from "../lib/bench/scaling_bench.ts";
-import { isSoftwareAdapter } from "../lib/train/shared/backend.ts";
 import { adapterWithPath, chooseWebGPUPath } from "../lib/train/coordinator/webgpu_path.ts";
+import { ignoredWithout } from "./skips.ts";
 
 const choice = await chooseWebGPUPath();
-const software = choice?.adapter !== undefined && isSoftwareAdapter(choice.adapter);
-const cores = navigator.hardwareConcurrency;
 
 Deno.test({
   name: "two workers on the software adapter train about twice as fast as one",
-  ignore: !software || cores < 2,
+  ignore: await ignoredWithout("two-cores-software-adapter"),
   async fn() {
     const previous = Deno.env.get("LP_NUM_THREADS");
     Deno.env.set("LP_NUM_THREADS", "1"); // one llvmpipe thread per worker, two cores for two

@@ -25,6 +25,8 @@ import {
 } from "../lib/collective/tcp/frame.ts";
 import { firstHost, type LaunchFlags, launchInfo } from "../lib/collective/tcp/launch_env.ts";
 import { UsageError } from "../lib/errors.ts";
+import { Link } from "../lib/collective/tcp/link.ts";
+import { FakeClock } from "../lib/util/clock.ts";
 
 /** A connected pair of loopback TCP connections. */
 async function connectedPair(): Promise<{ server: Deno.Conn; client: Deno.Conn; close(): void }> {
@@ -272,7 +274,7 @@ Deno.test("a process's place in the job, as torchrun, Slurm, Open MPI or the fla
       [
         {},
         { ...torchrun, MASTER_PORT: "70000" },
-        /^MASTER_PORT must be a whole number in 1\.\.65535/,
+        /^MASTER_PORT must be a whole number in 0\.\.65535/,
       ],
       [{}, { SLURM_PROCID: "0", SLURM_NTASKS: "2" }, /^SLURM_JOB_NODELIST is not set$/],
     ] as const
@@ -282,4 +284,28 @@ Deno.test("a process's place in the job, as torchrun, Slurm, Open MPI or the fla
       (e: unknown) => e instanceof UsageError && message.test(e.message),
     );
   }
+});
+
+Deno.test("a link presumes a silent peer dead after the silence limit, not before; each frame heard resets it (fake clock)", async () => {
+  const pair = await connectedPair();
+  const clock = new FakeClock();
+  const failures: string[] = [];
+  const link = new Link(pair.server, new FrameReader(pair.server.readable, { peer: "peer" }), {
+    peer: "rank 1",
+    silenceMs: 60_000,
+    clock,
+    onFailure: (error) => failures.push(error.message),
+  });
+  clock.tick(48_000);
+  // A frame from the peer: heard, so the 60 s start again.
+  await writeAll(pair.client, encodeFrame({ type: "heartbeat" }));
+  await writeAll(pair.client, encodeFrame({ type: "ping" }));
+  await link.next("ping"); // read after the heartbeat, in order
+  clock.tick(59_000); // 59 s after it: still within the limit
+  assert.deepEqual(failures, []);
+  clock.tick(13_000); // the next check falls past 60 s of silence
+  assert.equal(failures.length, 1);
+  assert.match(failures[0], /^rank 1 sent nothing for (6[1-9]|7\d) s: presumed dead$/);
+  assert.notEqual(link.error, null);
+  pair.close();
 });

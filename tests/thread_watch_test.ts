@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { runScript } from "./helpers.ts";
+import { ignoredWithout } from "./skips.ts";
 
 const PROBE = "tests/fixtures/thread_watch_probe.ts";
 
 Deno.test(
   "ThreadWatch sees a worker's thread run, then exit after terminate (--allow-all, Linux)",
   {
-    ignore: Deno.build.os !== "linux",
+    ignore: await ignoredWithout("linux"),
   },
   async () => {
     const { code, stdout, stderr } = await runScript(PROBE, [], { permissions: ["--allow-all"] });

@@ -198,13 +198,13 @@ Deno.test("a worker that hangs is named once the step timeout passes; train() re
           distributed: {
             workers: 3,
             allReduce,
-            stepTimeout: 3,
+            stepTimeout: 8,
             workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
           },
         }),
         (e: unknown) =>
           e instanceof WorkerError && e.rank === 1 &&
-          /no progress for \d+ s, over the step timeout of 3 s; worker\(s\) 0, 2 waited for it$/
+          /no progress for \d+ s, over the step timeout of 8 s; worker\(s\) 0, 2 waited for it$/
             .test(e.message),
       );
       assert.ok(performance.now() - started < 60_000);
@@ -247,7 +247,7 @@ Deno.test("after a step timeout, a library caller's process ends by itself", asy
   assert.equal(code, 0);
   assert.match(
     stdout,
-    /^worker 1 failed: no progress for \d+ s, over the step timeout of 3 s; worker\(s\) 0, 2 waited for it$/m,
+    /^worker 1 failed: no progress for \d+ s, over the step timeout of 8 s; worker\(s\) 0, 2 waited for it$/m,
   );
 });
 
@@ -258,7 +258,7 @@ Deno.test("a worker spinning in a busy loop: train() rejects, warns, and the pro
   assert.equal(code, 0);
   assert.match(
     stdout,
-    /^worker 1 failed: no progress for \d+ s, over the step timeout of 3 s; worker\(s\) 0, 2 waited for it$/m,
+    /^worker 1 failed: no progress for \d+ s, over the step timeout of 8 s; worker\(s\) 0, 2 waited for it$/m,
   );
   assert.match(
     stderr,

@@ -72,7 +72,7 @@ export function launchInfo(
   env: Record<string, string | undefined>,
 ): LaunchInfo | undefined {
   const port = (value: string | undefined, name: string) =>
-    value === undefined ? DEFAULT_MASTER_PORT : integer(value, name, { min: 1, max: 65535 });
+    value === undefined ? DEFAULT_MASTER_PORT : integer(value, name, { min: 0, max: 65535 });
   if (flags.nnodes !== undefined || flags.nodeRank !== undefined) {
     const worldSize = integer(flags.nnodes, "--nnodes", { min: 1 });
     const rank = integer(flags.nodeRank, "--node-rank", { min: 0, max: worldSize - 1 });

@@ -10,6 +10,7 @@
  */
 
 import { PeerError } from "../process_group.ts";
+import { type Clock, realClock } from "../../util/clock.ts";
 import { writeAll } from "./auth.ts";
 import {
   encodeFrame,
@@ -27,6 +28,8 @@ export interface LinkOptions {
   silenceMs: number;
   /** Told once, when the link fails (not when it is closed). */
   onFailure: (error: PeerError) => void;
+  /** Where time comes from. Default the real clock. */
+  clock?: Clock;
 }
 
 /** How often an idle link says it is alive, as a share of the silence limit. */
@@ -54,9 +57,10 @@ export class Link {
   #closed = false;
   /** The peer said it has finished (a `bye` frame): its end of the stream is no failure. */
   #peerFinished = false;
-  #lastHeard = performance.now();
-  #lastSent = performance.now();
-  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #clock: Clock;
+  #lastHeard: number;
+  #lastSent: number;
+  readonly #stopTimer: () => void;
 
   /** Starts reading `reader` (the connection's authenticated frames) at once. */
   constructor(conn: Deno.Conn, reader: FrameReader, options: LinkOptions) {
@@ -67,8 +71,10 @@ export class Link {
     this.#conn = conn;
     this.#reader = reader;
     this.#options = options;
+    this.#clock = options.clock ?? realClock;
+    this.#lastHeard = this.#lastSent = this.#clock.now();
     const tick = Math.max(10, options.silenceMs * HEARTBEAT_SHARE);
-    this.#timer = setInterval(() => this.#watch(), tick);
+    this.#stopTimer = this.#clock.every(tick, () => this.#watch());
     void this.#readLoop();
   }
 
@@ -86,7 +92,7 @@ export class Link {
   send(header: FrameHeader, payload?: Uint8Array): void {
     if (this.#error || this.#closed) return; // the failure is reported where it was seen
     const bytes = encodeFrame(header, payload);
-    this.#lastSent = performance.now();
+    this.#lastSent = this.#clock.now();
     this.#writes = this.#writes.then(() => writeAll(this.#conn, bytes)).catch((error) => {
       this.#fail(new PeerError(`${this.peer}: cannot send (${(error as Error).message})`));
     });
@@ -134,7 +140,7 @@ export class Link {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#timer);
+    this.#stopTimer();
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -145,11 +151,11 @@ export class Link {
     try {
       for (;;) {
         const frame = await this.#reader.read();
-        this.#lastHeard = performance.now();
+        this.#lastHeard = this.#clock.now();
         if (frame === undefined) {
           if (this.#peerFinished) {
             // A clean end: what it sent stays readable; waiting for more is an error.
-            clearInterval(this.#timer);
+            this.#stopTimer();
             this.#rejectAll(new PeerError(`${this.peer} has finished and closed its connection`));
             this.#error = new PeerError(`${this.peer} has finished and closed its connection`);
           } else if (!this.#closed) {
@@ -191,7 +197,7 @@ export class Link {
   }
 
   #watch(): void {
-    const now = performance.now();
+    const now = this.#clock.now();
     const silent = now - this.#lastHeard;
     if (silent > this.#options.silenceMs) {
       this.#fail(

@@ -50,6 +50,7 @@ export async function joinProcesses(
     rendezvousTimeoutMs: (group.joinTimeout ?? 600) * 1000,
     signal: run.signal,
     onNotice: group.onNotice,
+    onListening: group.onListening,
   });
 }
 

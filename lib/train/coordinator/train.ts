@@ -125,9 +125,18 @@ async function run(
   const found = given.checkpoint.resume !== undefined && leader
     ? await findResumePoint(given.checkpoint.resume, { dir: given.checkpoint.dir })
     : undefined;
-  // Every join (the first, and after each restart) uses the options as every process started.
+  // Every join (the first, and after each restart) uses the options as every process started,
+  // and the port rank 0 listened on first (its pick, when it was given port 0).
+  let masterPort: number | undefined;
   const join = (group: ProcessGroupOptions) =>
-    joinProcesses(group, { options: given, signal: options.signal }).catch((error) => {
+    joinProcesses({
+      ...group,
+      masterPort: masterPort ?? group.masterPort,
+      onListening: (port) => {
+        if (masterPort === undefined) group.onListening?.(port);
+        masterPort = port;
+      },
+    }, { options: given, signal: options.signal }).catch((error) => {
       if (error instanceof InterruptedRendezvous) throw interrupted(options.signal);
       throw error;
     });

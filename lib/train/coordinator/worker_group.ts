@@ -40,7 +40,7 @@ import type {
   StepTiming,
   WeightsMessage,
 } from "../shared/protocol.ts";
-import { Watchdog } from "./watchdog.ts";
+import { blameStall, Watchdog } from "./watchdog.ts";
 
 /** How long a worker may take to load, create its device and build its replica. */
 const STARTUP_TIMEOUT_S = 600;
@@ -639,33 +639,22 @@ export class WorkerGroup {
 
   /** No progress for too long: blame the workers the others wait for, and stop. */
   #onStall(idleMs: number): void {
-    const ranks = this.#mailboxes.map((_, rank) => rank);
-    // First: the ranks behind the others in reporting steps; then: in the all-reduce.
-    const reported = ranks.map((rank) => this.#reportedByRank[rank] ?? 0);
-    let laggards = ranks.filter((rank) => reported[rank] < Math.max(...reported));
-    const remote = laggards.length === 0 ? this.#collective.waitingFor?.() : undefined;
+    const reported = this.#mailboxes.map((_, rank) => this.#reportedByRank[rank] ?? 0);
+    const over = `no progress for ${Math.round(idleMs / 1000)} s, over the step timeout of ` +
+      `${Math.round(this.#stepLimitMs() / 1000)} s`;
+    const behind = reported.some((steps) => steps < Math.max(...reported));
+    const remote = behind ? undefined : this.#collective.waitingFor?.();
     if (remote !== undefined) {
       // Every worker here has contributed: the all-reduce waits for another process.
-      this.fail(
-        new PeerError(
-          `no progress for ${Math.round(idleMs / 1000)} s, over the step timeout of ` +
-            `${Math.round(this.#stepLimitMs() / 1000)} s: the all-reduce waits for ${remote}`,
-        ),
-      );
+      this.fail(new PeerError(`${over}: the all-reduce waits for ${remote}`));
       return;
     }
-    if (laggards.length === 0) laggards = this.#collective.laggards();
-    if (laggards.length === 0 || laggards.length === ranks.length) laggards = ranks;
-    const waiting = ranks.filter((rank) => !laggards.includes(rank));
-    const others = waiting.length > 0 ? `; worker(s) ${waiting.join(", ")} waited for it` : "";
-    const who = laggards.length > 1 ? ` (and worker(s) ${laggards.slice(1).join(", ")})` : "";
-    this.fail(
-      new WorkerError(
-        laggards[0],
-        `no progress for ${Math.round(idleMs / 1000)} s, over the step timeout of ` +
-          `${Math.round(this.#stepLimitMs() / 1000)} s${who}${others}`,
-      ),
-    );
+    const blame = blameStall({ reported, allReduceLaggards: this.#collective.laggards() });
+    const others = blame.waiting.length > 0
+      ? `; worker(s) ${blame.waiting.join(", ")} waited for it`
+      : "";
+    const who = blame.alsoStuck.length > 0 ? ` (and worker(s) ${blame.alsoStuck.join(", ")})` : "";
+    this.fail(new WorkerError(blame.rank, `${over}${who}${others}`));
   }
 }
 

@@ -248,7 +248,10 @@ export interface ProcessGroupOptions {
   size: number;
   /** Rank 0's host: rank 0 listens there (e.g. `"127.0.0.1"` for one machine). */
   masterAddr: string;
-  /** Rank 0's port. */
+  /**
+   * Rank 0's port. Rank 0 may give 0: it listens on a free port, tells
+   * `onListening`, and keeps that port for the run's restarts.
+   */
   masterPort: number;
   /** The shared secret, at least 16 characters (or `tokenFile`, or `DDP_TOKEN`). */
   token?: string;
@@ -258,8 +261,13 @@ export interface ProcessGroupOptions {
   peerTimeout?: number;
   /** Seconds to wait for every process to join. Default 600. */
   joinTimeout?: number;
-  /** Rank 0: told, one line each, about connections it refused while waiting. */
+  /**
+   * Told, one line each, what happens at the rendezvous: rank 0, about
+   * connections it refused and processes that left; the others, once admitted.
+   */
   onNotice?: (line: string) => void;
+  /** Rank 0: told the port it listens on, once it does (the one chosen for port 0). */
+  onListening?: (port: number) => void;
 }
 
 /** The options with every default filled in and every value checked. */
@@ -702,13 +710,19 @@ function resolveProcessGroup(
   }
   optionalType("processGroup.masterAddr", group.masterAddr, "string");
   if (group.masterAddr === undefined) throw new UsageError("processGroup.masterAddr is missing");
-  positiveInteger("processGroup.masterPort", group.masterPort);
+  nonNegativeInteger("processGroup.masterPort", group.masterPort);
   if (group.masterPort > 65535) {
     throw new UsageError(`processGroup.masterPort must be a port number, got ${group.masterPort}`);
+  }
+  if (group.masterPort === 0 && group.rank !== 0) {
+    throw new UsageError(
+      "processGroup.masterPort 0 lets rank 0 pick a free port: the other ranks need the port it reports",
+    );
   }
   optionalType("processGroup.token", group.token, "string");
   optionalType("processGroup.tokenFile", group.tokenFile, "string");
   optionalType("processGroup.onNotice", group.onNotice, "function");
+  optionalType("processGroup.onListening", group.onListening, "function");
   for (const name of ["peerTimeout", "joinTimeout"] as const) {
     if (group[name] !== undefined) positiveSeconds(`processGroup.${name}`, group[name]);
   }

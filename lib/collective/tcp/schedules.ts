@@ -1,0 +1,262 @@
+/**
+ * The two averaging schedules of the process group, as functions over links
+ * that send frames and a wire that receives them — so that they can run over
+ * TCP links or, in tests, over links in memory. Both add every element's
+ * terms in global rank order into one float64 sum rounded once, so the result
+ * equals `weightedAverage` over all replicas, on every rank, for any split of
+ * the replicas into processes:
+ *
+ * ```
+ * direct   reduce-scatter: the vector is cut into one block per rank; every
+ *          rank sends its replicas' float32 values of block b straight to rank
+ *          b, which adds all terms in rank order; all-gather: rank b sends its
+ *          float32 block to every rank. Per rank 4·k·(n−1)/n bytes per element
+ *          out plus 4·(n−1)/n back (k: replicas per process) — a reduce-scatter
+ *          ring's 8·(n−1)/n for k = 1.
+ * chain    float64 running sums flow rank 0 → 1 → … → n−1 chunk by chunk, each
+ *          rank adding its replicas' terms as the chunk passes; the float32
+ *          result flows back around the ring: 12 bytes per element on the
+ *          busiest link whatever k.
+ * ```
+ *
+ * A reduce-scatter *ring* is not used: it adds chunk c starting at rank c + 1,
+ * in an order that depends on the chunk's owner, which would make the weights
+ * depend on how replicas are spread over processes. Both schedules are
+ * pipelined in {@linkcode CHUNK}-element chunks: all sends are queued at once,
+ * so sending, receiving and summing overlap.
+ *
+ * @module
+ */
+
+import type { Contribution } from "../all_reduce.ts";
+import { PeerError } from "../process_group.ts";
+import type { Frame, FrameHeader } from "./frame.ts";
+
+/** Elements per pipelined chunk (512 KiB of float64 partial sums). */
+export const CHUNK = 1 << 16;
+
+/** A link as the schedules use it: it names its peer and queues frames to it. */
+export interface ScheduleLink {
+  /** Names the peer in errors. */
+  readonly peer: string;
+  /** Queues a frame; frames arrive in the order they were sent. */
+  send(header: FrameHeader, payload?: Uint8Array): void;
+}
+
+/** How the schedules receive, and fail the group. */
+export interface Wire<L extends ScheduleLink> {
+  /** The next frame of `type` from `link`, with the header fields `expected`. */
+  receive(link: L, type: string, expected: Record<string, number>): Promise<Frame>;
+  /** Fails the group with `error` (the first failure wins); returns the error to throw. */
+  fail(error: PeerError): PeerError;
+}
+
+/** One average: its sequence number, length, total weight and output. */
+export interface Round {
+  /** The average's sequence number (every frame carries it). */
+  seq: number;
+  /** Elements in the vector. */
+  n: number;
+  /** The sum of every replica's weight, over all processes. */
+  total: number;
+  /** Where the average goes. */
+  out: Float32Array;
+}
+
+/**
+ * The chain: float64 running sums flow rank 0 → n−1 chunk by chunk, each
+ * rank adding its terms (`parts`); the float32 result flows back around the
+ * ring, so that every rank ends with it in `round.out`.
+ *
+ * @example One rank alone: the chain is its own weighted average
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { chainAverage } from "./schedules.ts";
+ *
+ * const out = new Float32Array(2);
+ * const wire = { receive: () => Promise.reject(), fail: (e: Error) => e };
+ * const last = { peer: "rank 0", send: () => {} }; // the result goes nowhere
+ * await chainAverage(wire, { rank: 0, size: 1, next: last }, [
+ *   { data: new Float32Array([1, 2]), weight: 1 },
+ *   { data: new Float32Array([3, 4]), weight: 3 },
+ * ], { seq: 0, n: 2, total: 4, out });
+ * assert.deepEqual([...out], [2.5, 3.5]);
+ * ```
+ */
+export async function chainAverage<L extends ScheduleLink>(
+  wire: Wire<L>,
+  ring: { rank: number; size: number; prev?: L; next: L },
+  parts: readonly Contribution[],
+  round: Round,
+): Promise<void> {
+  const { seq, n, total, out } = round;
+  const terms = parts.filter((p) => p.weight !== 0)
+    .map(({ data, weight }) => ({ data, weight: weight / total }));
+  const last = ring.rank === ring.size - 1;
+  for (let start = 0; start < n; start += CHUNK) {
+    const end = Math.min(n, start + CHUNK);
+    let sums = new Float64Array(end - start);
+    let started = false;
+    if (ring.rank > 0) {
+      const frame = await wire.receive(ring.prev!, "partial", { seq, start });
+      started = frame.header.started === true;
+      sums = payloadAs(wire, frame, {
+        array: Float64Array,
+        length: end - start,
+        peer: ring.prev!.peer,
+      });
+    }
+    started = accumulate(sums, { terms, start, started });
+    if (!last) {
+      ring.next.send({ type: "partial", seq, start, started }, new Uint8Array(sums.buffer));
+      continue;
+    }
+    out.set(sums, start); // rounded to float32, once
+    ring.next.send({ type: "result", seq, start }, float32Range(out, start, end));
+  }
+  if (last) return;
+  for (let start = 0; start < n; start += CHUNK) {
+    const end = Math.min(n, start + CHUNK);
+    const frame = await wire.receive(ring.prev!, "result", { seq, start });
+    copyResult(wire, frame, { out, start, end, peer: ring.prev!.peer });
+    if (ring.rank < ring.size - 2) ring.next.send(frame.header, frame.payload);
+  }
+}
+
+/**
+ * The direct reduce-scatter: the vector is cut into one block per rank;
+ * every rank sends its replicas' float32 values of block b straight to rank
+ * b, which adds every term in global rank order (`everyone[r].weights`: rank
+ * r's replicas' weights) and sends the float32 result to all (the
+ * all-gather).
+ *
+ * @example One rank alone: its block is the whole vector
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { directAverage } from "./schedules.ts";
+ *
+ * const out = new Float32Array(2);
+ * const wire = { receive: () => Promise.reject(), fail: (e: Error) => e };
+ * const parts = [{ data: new Float32Array([1, 2]), weight: 1 }];
+ * await directAverage(wire, { rank: 0, size: 1, peers: [] }, parts, {
+ *   seq: 0, n: 2, total: 1, out, everyone: [{ weights: [1] }],
+ * });
+ * assert.deepEqual([...out], [1, 2]);
+ * ```
+ */
+export async function directAverage<L extends ScheduleLink>(
+  wire: Wire<L>,
+  mesh: { rank: number; size: number; peers: readonly (L | undefined)[] },
+  parts: readonly Contribution[],
+  round: Round & { everyone: readonly { weights: readonly number[] }[] },
+): Promise<void> {
+  const { seq, n, total, out, everyone } = round;
+  const { rank, size, peers } = mesh;
+  const block = (b: number) => [Math.floor((b * n) / size), Math.floor(((b + 1) * n) / size)];
+  // Send every other block's chunks to their owners, all queued at once.
+  for (let b = 0; b < size; b++) {
+    if (b === rank) continue;
+    const [from, to] = block(b);
+    for (let start = from; start < to; start += CHUNK) {
+      const end = Math.min(to, start + CHUNK);
+      const values = new Float32Array(parts.length * (end - start));
+      parts.forEach((p, j) => values.set(p.data.subarray(start, end), j * (end - start)));
+      peers[b]!.send({ type: "scatter", seq, start }, new Uint8Array(values.buffer));
+    }
+  }
+  // Reduce this rank's block, chunk by chunk, every process's terms in rank order.
+  const [from, to] = block(rank);
+  for (let start = from; start < to; start += CHUNK) {
+    const end = Math.min(to, start + CHUNK);
+    const sums = new Float64Array(end - start);
+    let started = false;
+    for (let r = 0; r < size; r++) {
+      const weights = everyone[r].weights;
+      let data: Float32Array[];
+      if (r === rank) data = parts.map((p) => p.data.subarray(start, end));
+      else {
+        const link = peers[r]!;
+        const frame = await wire.receive(link, "scatter", { seq, start });
+        const length = weights.length * (end - start);
+        const values = payloadAs(wire, frame, { array: Float32Array, length, peer: link.peer });
+        data = weights.map((_, j) => values.subarray(j * (end - start), (j + 1) * (end - start)));
+      }
+      const terms = data.flatMap((values, j) =>
+        weights[j] === 0 ? [] : [{ data: values, weight: weights[j] / total }]
+      );
+      started = accumulate(sums, { terms, start: 0, started });
+    }
+    out.set(sums, start); // rounded to float32, once
+    const result = float32Range(out, start, end);
+    for (const link of peers) link?.send({ type: "gathered-block", seq, start }, result);
+  }
+  // Every other block, from its owner.
+  for (let b = 0; b < size; b++) {
+    if (b === rank) continue;
+    const [from, to] = block(b);
+    const link = peers[b]!;
+    for (let start = from; start < to; start += CHUNK) {
+      const end = Math.min(to, start + CHUNK);
+      const frame = await wire.receive(link, "gathered-block", { seq, start });
+      copyResult(wire, frame, { out, start, end, peer: link.peer });
+    }
+  }
+}
+
+/**
+ * `sums[i] (+)= Σ w·x[start + i]` over `terms` in order, the first term
+ * assigned unless `started` (so a lone −0 stays −0, as in `weightedAverage`);
+ * returns whether anything was added so far.
+ */
+function accumulate(
+  sums: Float64Array,
+  at: { terms: readonly Contribution[]; start: number; started: boolean },
+): boolean {
+  let started = at.started;
+  const { start } = at;
+  for (const { data, weight } of at.terms) {
+    if (started) { for (let i = 0; i < sums.length; i++) sums[i] += weight * data[start + i]; }
+    else for (let i = 0; i < sums.length; i++) sums[i] = weight * data[start + i];
+    started = true;
+  }
+  return started;
+}
+
+/** The bytes of `values[start, end)`. */
+function float32Range(values: Float32Array, start: number, end: number): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset + start * 4, (end - start) * 4);
+}
+
+/**
+ * `frame`'s payload as `length` values of `array`'s type: an aligned copy
+ * (it may sit at any offset). A payload of another size fails the group.
+ */
+function payloadAs<T extends Float32Array<ArrayBuffer> | Float64Array<ArrayBuffer>>(
+  wire: Wire<ScheduleLink>,
+  frame: Frame,
+  into: { array: new (length: number) => T; length: number; peer: string },
+): T {
+  const values = new into.array(into.length);
+  if (frame.payload.length !== values.byteLength) {
+    throw wire.fail(
+      new PeerError(
+        `${into.peer}: a ${frame.header.type} chunk of ${frame.payload.length} bytes, not ${values.byteLength}`,
+      ),
+    );
+  }
+  new Uint8Array(values.buffer).set(frame.payload);
+  return values;
+}
+
+/** `frame`'s float32 payload into `out[start, end)`; a payload of another size fails the group. */
+function copyResult(
+  wire: Wire<ScheduleLink>,
+  frame: Frame,
+  into: { out: Float32Array; start: number; end: number; peer: string },
+): void {
+  const { out, start, end, peer } = into;
+  if (frame.payload.length !== (end - start) * 4) {
+    throw wire.fail(new PeerError(`${peer}: result chunk of the wrong size`));
+  }
+  float32Range(out, start, end).set(frame.payload);
+}

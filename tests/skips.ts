@@ -1,0 +1,89 @@
+/**
+ * Every reason a test may not run here, in one table. A test that needs one
+ * of these is registered with `ignore: await ignoredWithout("name")`, so that
+ * Deno reports it as ignored — never as a pass — and the reason is printed
+ * once. No test returns early instead.
+ *
+ * @module
+ */
+
+import { DATA_DIR } from "./helpers.ts";
+import { isSoftwareAdapter } from "../lib/train/shared/backend.ts";
+
+/** What a test may need, why, and how to tell whether this machine has it. */
+const NEEDS = {
+  "fashion-mnist": {
+    reason: "the real Fashion-MNIST files: put them in ../shared/data/fashion-mnist, or set " +
+      "FASHION_MNIST_DIR",
+    available: () => Promise.resolve(DATA_DIR !== undefined),
+  },
+  "network-namespaces": {
+    reason: "network namespaces (`ip netns`), which need root",
+    available: async () => {
+      const probe = "ddp-test-probe";
+      const ip = (...args: string[]) =>
+        new Deno.Command("ip", { args, stdout: "null", stderr: "null" }).output()
+          .then((r) => r.success, () => false);
+      const added = await ip("netns", "add", probe);
+      if (added) await ip("netns", "del", probe);
+      return added;
+    },
+  },
+  "linux": {
+    reason: "Linux (the thread watch reads /proc/self/task)",
+    available: () => Promise.resolve(Deno.build.os === "linux"),
+  },
+  "llvmpipe-through-gl": {
+    reason: "Mesa's llvmpipe reachable through GL (the warning it tests is about that path)",
+    available: async () => (await adapterOn("gl"))?.includes("llvmpipe") ?? false,
+  },
+  "two-cores-software-adapter": {
+    reason: "2 or more CPU cores and a software WebGPU adapter (the speed-up measured is that of " +
+      "llvmpipe's workers side by side)",
+    available: async () => {
+      const adapter = await adapterOn("vulkan") ?? await adapterOn("gl");
+      return navigator.hardwareConcurrency >= 2 && isSoftwareAdapter(adapter ?? "");
+    },
+  },
+  "llvmpipe-15": {
+    reason: "the adapter the WebGPU golden checksum was pinned on, llvmpipe (LLVM 15.0.6, 256 " +
+      "bits) through Vulkan (another adapter rounds differently)",
+    available: async () => (await adapterOn("vulkan")) === "llvmpipe (LLVM 15.0.6, 256 bits)",
+  },
+} as const;
+
+/** The names of {@linkcode NEEDS}. */
+export type Need = keyof typeof NEEDS;
+
+const answers = new Map<Need, Promise<boolean>>();
+
+/**
+ * Whether a test that needs `need` must be ignored on this machine (it is
+ * available: false); the first time, the reason is printed.
+ */
+export function ignoredWithout(need: Need): Promise<boolean> {
+  let answer = answers.get(need);
+  if (answer === undefined) {
+    answer = NEEDS[need].available().then((available) => {
+      if (!available) console.warn(`\n*** tests that need ${NEEDS[need].reason} are ignored ***\n`);
+      return !available;
+    });
+    answers.set(need, answer);
+  }
+  return answer;
+}
+
+/** The adapter WebGPU finds through `path` (`gl`, `vulkan`), asked in a process of its own. */
+async function adapterOn(path: string): Promise<string | undefined> {
+  const { success, stdout } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      "const a = await navigator.gpu?.requestAdapter(); console.log(a?.info.description ?? '');",
+    ],
+    env: { DENO_WEBGPU_BACKEND: path, XDG_RUNTIME_DIR: "/nonexistent" },
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const description = new TextDecoder().decode(stdout).trim();
+  return success && description !== "" ? description : undefined;
+}

@@ -1,0 +1,157 @@
+/**
+ * The process group's averaging schedules over links in memory: no sockets,
+ * no processes. Both equal `weightedAverage` over every replica, bit for bit,
+ * on every rank, for any split of the replicas into processes; a chunk of the
+ * wrong size fails the group by name.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { type Contribution, weightedAverage } from "../lib/collective/all_reduce.ts";
+import { PeerError } from "../lib/collective/process_group.ts";
+import type { Frame, FrameHeader } from "../lib/collective/tcp/frame.ts";
+import {
+  chainAverage,
+  CHUNK,
+  directAverage,
+  type ScheduleLink,
+  type Wire,
+} from "../lib/collective/tcp/schedules.ts";
+import { sha256Hex } from "../lib/util/sha256.ts";
+
+/** A link from rank `from` to rank `to`; frames go to `to`'s inbox for `from`. */
+interface MemoryLink extends ScheduleLink {
+  from: number;
+  to: number;
+}
+
+/** `size` ranks whose links deliver frames in memory, in order, per type. */
+function memoryMesh(size: number, tamper?: (frame: Frame) => Frame) {
+  const inbox = new Map<string, Frame[]>();
+  const waiting = new Map<string, (frame: Frame) => void>();
+  const key = (to: number, from: number, type: string) => `${to}<${from}:${type}`;
+  const link = (from: number, to: number): MemoryLink => ({
+    from,
+    to,
+    peer: `rank ${to}`,
+    send(header: FrameHeader, payload = new Uint8Array()) {
+      // A copy, as a socket gives: the sender may reuse its buffer.
+      let frame: Frame = { header: { ...header }, payload: payload.slice() };
+      if (tamper) frame = tamper(frame);
+      const k = key(to, from, String(header.type));
+      const waiter = waiting.get(k);
+      if (waiter) {
+        waiting.delete(k);
+        waiter(frame);
+      } else inbox.set(k, [...(inbox.get(k) ?? []), frame]);
+    },
+  });
+  const failures: PeerError[] = [];
+  const wire: Wire<MemoryLink> = {
+    receive(l, type, expected) {
+      // `l` is rank l.from's link to rank l.to: receive what l.to sent to l.from.
+      const k = key(l.from, l.to, type);
+      const queued = inbox.get(k);
+      const frame = queued?.length
+        ? Promise.resolve(queued.shift()!)
+        : new Promise<Frame>((resolve) => waiting.set(k, resolve));
+      return frame.then((f) => {
+        for (const [name, value] of Object.entries(expected)) {
+          if (f.header[name] !== value) throw wire.fail(new PeerError(`${l.peer}: out of step`));
+        }
+        return f;
+      });
+    },
+    fail(error) {
+      failures.push(error);
+      return error;
+    },
+  };
+  const links = Array.from(
+    { length: size },
+    (_, r) => Array.from({ length: size }, (_, q) => q === r ? undefined : link(r, q)),
+  );
+  return { wire, links, failures };
+}
+
+function randomVector(length: number, seed: number): Float32Array {
+  const out = new Float32Array(length);
+  let x = seed * 2654435761 >>> 0;
+  for (let i = 0; i < length; i++) {
+    x = (x * 1664525 + 1013904223) >>> 0;
+    out[i] = ((x / 2 ** 32) - 0.5) * 2 ** ((x % 40) - 20);
+  }
+  return out;
+}
+
+const checksum = (values: Float32Array) => sha256Hex(values);
+
+// 6 replicas with uneven weights (one zero) and a length of several chunks plus a remainder.
+const LENGTH = 2 * CHUNK + 17;
+const REPLICAS: Contribution[] = [3, 0, 5, 1, 2, 4].map((weight, r) => ({
+  data: randomVector(LENGTH, r + 1),
+  weight,
+}));
+const SPLITS = [[6], [2, 4], [1, 1, 4], [3, 3], [1, 2, 1, 2], [2, 2, 2], [1, 1, 1, 1, 1, 1]];
+
+/** Runs `schedule` on every rank of `split` (replicas per rank); resolves with each rank's result. */
+function runSplit(
+  split: number[],
+  schedule: "chain" | "direct",
+): Promise<Float32Array[]> {
+  const size = split.length;
+  const { wire, links } = memoryMesh(size);
+  const total = REPLICAS.reduce((sum, p) => sum + p.weight, 0);
+  const starts = split.map((_, r) => split.slice(0, r).reduce((a, b) => a + b, 0));
+  const everyone = split.map((k, r) => ({
+    weights: REPLICAS.slice(starts[r], starts[r] + k).map((p) => p.weight),
+  }));
+  return Promise.all(split.map(async (k, rank) => {
+    const parts = REPLICAS.slice(starts[rank], starts[rank] + k);
+    const out = new Float32Array(LENGTH);
+    const round = { seq: 0, n: LENGTH, total, out };
+    if (schedule === "direct") {
+      await directAverage(wire, { rank, size, peers: links[rank] }, parts, { ...round, everyone });
+    } else {
+      const next = links[rank][(rank + 1) % size] ?? { peer: "nobody", send: () => {} };
+      const prev = links[rank][(rank - 1 + size) % size];
+      await chainAverage(wire, { rank, size, prev, next: next as MemoryLink }, parts, round);
+    }
+    return out;
+  }));
+}
+
+Deno.test("in memory, the chain and the direct reduce-scatter are weightedAverage, bit for bit, for every split", async () => {
+  const expected = await checksum(weightedAverage(REPLICAS));
+  for (const schedule of ["chain", "direct"] as const) {
+    for (const split of SPLITS) {
+      const results = await runSplit(split, schedule);
+      const sums = await Promise.all(results.map(checksum));
+      assert.deepEqual(sums, new Array(split.length).fill(expected), `${schedule}, split ${split}`);
+    }
+  }
+});
+
+Deno.test("in memory, a chunk of the wrong size fails the group, naming the peer", async () => {
+  // Every "scatter" chunk loses its last byte on the way.
+  const { wire, links, failures } = memoryMesh(
+    2,
+    (frame) =>
+      frame.header.type === "scatter"
+        ? { ...frame, payload: frame.payload.subarray(0, frame.payload.length - 1) }
+        : frame,
+  );
+  const everyone = [{ weights: [1] }, { weights: [1] }];
+  const run = (rank: number) =>
+    directAverage(wire, { rank, size: 2, peers: links[rank] }, [REPLICAS[rank]], {
+      seq: 0,
+      n: LENGTH,
+      total: 2,
+      out: new Float32Array(LENGTH),
+      everyone,
+    });
+  const results = await Promise.allSettled([run(0), run(1)]);
+  assert.ok(results.every((r) => r.status === "rejected"));
+  assert.match(failures[0].message, /^rank [01]: a scatter chunk of \d+ bytes, not \d+$/);
+});
