@@ -18,11 +18,8 @@
  * @module
  */
 
-export {
-  MAX_WORKERS,
-  resolveDistributed,
-  resolveTrainOptions,
-} from "./lib/train/shared/options.ts";
+export { MAX_WORKERS } from "./lib/train/shared/options.ts";
+export { resolveDistributed, resolveTrainOptions } from "./lib/train/shared/resolve.ts";
 export { isLayersModel, modelChoice, resolveModelConfig } from "./lib/model/registry.ts";
 export { HEAD_INITS, KERNEL_INITS, MIN_INPUT_SIZE } from "./lib/model/nin.ts";
 export {

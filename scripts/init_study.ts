@@ -20,7 +20,7 @@ import { train } from "../mod.ts";
 import { loadFashionMNIST } from "../data.ts";
 import { createNiN, initBackend, type NiNOptions } from "../model.ts";
 import type { NiNModel } from "../lib/model/registry.ts";
-import { resolveTrainOptions } from "../lib/train/shared/options.ts";
+import { resolveTrainOptions } from "../lib/train/shared/resolve.ts";
 import { gatherBatch } from "../lib/data/batches.ts";
 import { toModelInput } from "../lib/train/shared/model_input.ts";
 import { formatMetrics } from "../lib/train/coordinator/report.ts";

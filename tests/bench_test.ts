@@ -9,7 +9,7 @@ const runBench = (args: string[], env?: Record<string, string>) =>
       "--allow-write",
       "--allow-env",
       "--allow-sys",
-      "--allow-run=lscpu",
+      "--allow-run=lscpu,git",
       "--allow-net=127.0.0.1",
     ],
   });
@@ -24,7 +24,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     assert.doesNotMatch(stderr, /XDG_RUNTIME_DIR/);
     assert.match(
       stdout,
-      /^machine: .*; webgpu on .+ through (Vulkan|GL|Metal|Direct3D 12) \((software|hardware) adapter\)$/m,
+      /^machine: .*; webgpu on .+ through (Vulkan|GL|Metal|Direct3D 12) \((software|hardware) adapter\); commit ([0-9a-f]{7,}(-dirty)?|unknown), \d{4}-\d\d-\d\d$/m,
     );
     for (
       const heading of [
@@ -41,6 +41,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     }
     const report = JSON.parse(await Deno.readTextFile(`${dir}/bench.json`));
     assert.equal(typeof report.machine.cores, "number");
+    assert.match(report.machine.commit, /^([0-9a-f]{7,}(-dirty)?|unknown)$/);
     assert.equal(report.machine.device.backend, "webgpu");
     assert.deepEqual(report.scaling.map((r: { workers: number }) => r.workers), [1, 2]);
     for (const row of report.scaling) {

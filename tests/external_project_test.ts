@@ -100,47 +100,70 @@ async function runProgram(
   return { code: status.code, stdout, stderr: await stderr };
 }
 
-for (const [way, setUp] of Object.entries(WAYS)) {
-  Deno.test(`a project of its own imports the library through ${way}: interrupted by Ctrl-C, resumed, the uninterrupted bits`, async () => {
-    const project = await Deno.makeTempDir({ prefix: "ddp-user-project-" });
+/** A project of its own in a temporary directory, importing the library `way`. */
+async function makeProject(way: string): Promise<string> {
+  const project = await Deno.makeTempDir({ prefix: "ddp-user-project-" });
+  assert.ok(!project.startsWith(ROOT), "the project lies outside the repository");
+  const { config, mod, model } = await WAYS[way](project);
+  await Deno.writeTextFile(join(project, "deno.json"), JSON.stringify(config, null, 2));
+  await Deno.writeTextFile(
+    join(project, "main.ts"),
+    PROGRAM.replace('"LIBRARY/mod.ts"', `"${mod}"`).replace('"LIBRARY/model.ts"', `"${model}"`),
+  );
+  const check = await new Deno.Command(Deno.execPath(), {
+    args: ["check", "main.ts"],
+    cwd: project,
+    env: scriptEnv(),
+  }).output();
+  assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
+  return project;
+}
+
+/** The program's uninterrupted run: exit 0, nothing on stderr; its final SHA-256. */
+async function straightRun(project: string): Promise<string> {
+  const straight = await runProgram(project, [join(project, "straight")]);
+  assert.equal(straight.code, 0, straight.stderr);
+  assert.equal(straight.stderr, "", "no noise under the documented permissions");
+  const checksum = straight.stdout.match(/^checksum ([0-9a-f]{64})$/m)?.[1];
+  assert.ok(checksum, straight.stdout);
+  return checksum;
+}
+
+/** The checksum every way must reach, set by the first test. */
+let reference: string | undefined;
+
+Deno.test("a project of its own imports the library through an import-map entry to a local clone: interrupted by Ctrl-C, resumed, the uninterrupted bits", async () => {
+  const project = await makeProject("an import-map entry to a local clone");
+  try {
+    const checksum = reference = await straightRun(project);
+    const ckpt = join(project, "ckpt");
+    const stopped = await runProgram(project, [ckpt], 15); // 12 steps per epoch: in epoch 2
+    assert.equal(stopped.code, 130, stopped.stderr);
+    assert.match(
+      stopped.stderr,
+      /^SIGINT: stopping at the next step boundary to write a checkpoint \(Ctrl-C again to quit at once\)\n$/,
+    );
+    assert.match(
+      stopped.stdout,
+      /^interrupted: interrupted after 1 epoch\(s\) and \d+ step\(s\); checkpoint /m,
+    );
+    assert.doesNotMatch(stopped.stdout, /^checksum /m);
+    const resumed = await runProgram(project, [ckpt, "--resume"]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(resumed.stderr, "");
+    assert.match(resumed.stdout, new RegExp(`^checksum ${checksum}$`, "m"));
+  } finally {
+    await Deno.remove(project, { recursive: true });
+  }
+});
+
+for (const way of ["the package by name (links to the clone)", "a vendored copy"]) {
+  Deno.test(`a project of its own imports the library through ${way}: it type-checks, trains, and reaches the same bits`, async () => {
+    const project = await makeProject(way);
     try {
-      assert.ok(!project.startsWith(ROOT), "the project lies outside the repository");
-      const { config, mod, model } = await setUp(project);
-      await Deno.writeTextFile(join(project, "deno.json"), JSON.stringify(config, null, 2));
-      await Deno.writeTextFile(
-        join(project, "main.ts"),
-        PROGRAM.replace('"LIBRARY/mod.ts"', `"${mod}"`).replace('"LIBRARY/model.ts"', `"${model}"`),
-      );
-      const check = await new Deno.Command(Deno.execPath(), {
-        args: ["check", "main.ts"],
-        cwd: project,
-        env: scriptEnv(),
-      }).output();
-      assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
-
-      const straight = await runProgram(project, [join(project, "straight")]);
-      assert.equal(straight.code, 0, straight.stderr);
-      assert.equal(straight.stderr, "", "no noise under the documented permissions");
-      const checksum = straight.stdout.match(/^checksum ([0-9a-f]{64})$/m)?.[1];
-      assert.ok(checksum, straight.stdout);
-
-      const ckpt = join(project, "ckpt");
-      const stopped = await runProgram(project, [ckpt], 15); // 12 steps per epoch: in epoch 2
-      assert.equal(stopped.code, 130, stopped.stderr);
-      assert.match(
-        stopped.stderr,
-        /^SIGINT: stopping at the next step boundary to write a checkpoint \(Ctrl-C again to quit at once\)\n$/,
-      );
-      assert.match(
-        stopped.stdout,
-        /^interrupted: interrupted after 1 epoch\(s\) and \d+ step\(s\); checkpoint /m,
-      );
-      assert.doesNotMatch(stopped.stdout, /^checksum /m);
-
-      const resumed = await runProgram(project, [ckpt, "--resume"]);
-      assert.equal(resumed.code, 0, resumed.stderr);
-      assert.equal(resumed.stderr, "");
-      assert.match(resumed.stdout, new RegExp(`^checksum ${checksum}$`, "m"));
+      const checksum = await straightRun(project);
+      assert.ok(reference, "the import-map test ran first");
+      assert.equal(checksum, reference);
     } finally {
       await Deno.remove(project, { recursive: true });
     }

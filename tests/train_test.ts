@@ -188,7 +188,8 @@ Deno.test("a worker that crashes mid-epoch stops every worker; train() rejects i
 });
 
 Deno.test("a worker that hangs is named once the step timeout passes; train() rejects", async (t) => {
-  for (const allReduce of ["shared", "star"] as const) {
+  // One end-to-end run (whom to blame is tested on its own: watchdog.ts's blameStall).
+  for (const allReduce of ["shared"] as const) {
     await t.step(`${allReduce} all-reduce`, async () => {
       const started = performance.now();
       await assert.rejects(

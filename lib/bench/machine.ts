@@ -24,6 +24,13 @@ export interface MachineInfo {
   tfjs: string;
   /** The device the backend runs on, as this thread sees it. */
   device: DeviceInfo;
+  /**
+   * The commit measured (`git rev-parse --short HEAD`, with `-dirty` when the
+   * working tree differs from it), or "unknown" outside a git checkout.
+   */
+  commit: string;
+  /** When the measurement started, ISO 8601. */
+  date: string;
 }
 
 /**
@@ -56,6 +63,8 @@ export async function describeMachine(backend: BackendName): Promise<MachineInfo
     memoryGiB = undefined;
   }
   return {
+    commit: await gitCommit(),
+    date: new Date().toISOString(),
     cpu,
     cores: navigator.hardwareConcurrency,
     memoryGiB,
@@ -64,4 +73,24 @@ export async function describeMachine(backend: BackendName): Promise<MachineInfo
     tfjs: tf.version_core,
     device: await initBackend(backend),
   };
+}
+
+/** `git rev-parse --short HEAD`, `-dirty` when the tree has changes; "unknown" without git. */
+async function gitCommit(): Promise<string> {
+  const git = async (...args: string[]) => {
+    const { success, stdout } = await new Deno.Command("git", {
+      args,
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (!success) throw new Error(`git ${args[0]} failed`);
+    return new TextDecoder().decode(stdout).trim();
+  };
+  try {
+    const head = await git("rev-parse", "--short", "HEAD");
+    const dirty = (await git("status", "--porcelain", "--untracked-files=no")) !== "";
+    return dirty ? `${head}-dirty` : head;
+  } catch {
+    return "unknown"; // no git, or no permission to run it
+  }
 }

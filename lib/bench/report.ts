@@ -239,8 +239,9 @@ export function kernelTable(results: readonly KernelResult[]): string {
  * const line = machineLine({
  *   cpu: "AMD EPYC", cores: 2, memoryGiB: 24, os: "linux x86_64", deno: "Deno 2.9.6", tfjs: "4.22.0",
  *   device: { backend: "webgpu", adapter: "llvmpipe", software: true, path: "vulkan" },
+ *   commit: "670a3c1", date: "2026-12-05T12:00:00.000Z",
  * });
- * assert.equal(line, "AMD EPYC (2 cores, 24 GiB), linux x86_64, Deno 2.9.6, tfjs 4.22.0; webgpu on llvmpipe through Vulkan (software adapter)");
+ * assert.equal(line, "AMD EPYC (2 cores, 24 GiB), linux x86_64, Deno 2.9.6, tfjs 4.22.0; webgpu on llvmpipe through Vulkan (software adapter); commit 670a3c1, 2026-12-05");
  * ```
  */
 export function machineLine(machine: MachineInfo): string {
@@ -249,7 +250,7 @@ export function machineLine(machine: MachineInfo): string {
   return `${machine.cpu} (${machine.cores} cores${memory}), ${machine.os}, ${machine.deno}, ` +
     `tfjs ${machine.tfjs}; ${machine.device.backend} on ${
       adapterWithPath(machine.device)
-    } (${kind})`;
+    } (${kind}); commit ${machine.commit}, ${machine.date.slice(0, 10)}`;
 }
 
 /** A goal of the benchmark and whether this run met it. */

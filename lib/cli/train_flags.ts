@@ -176,7 +176,7 @@ export type TrainFlagValues = {
  * ```ts
  * import assert from "node:assert/strict";
  * import { trainOptionsFromFlags } from "./train_flags.ts";
- * import { resolveTrainOptions } from "../train/shared/options.ts";
+ * import { resolveTrainOptions } from "../train/shared/resolve.ts";
  *
  * const options = trainOptionsFromFlags({ preset: "quick", workers: "2" });
  * assert.ok(options.distributed?.workers === 2 && options.preset === "quick");

@@ -141,3 +141,69 @@ export function checkSplits(
     );
   }
 }
+
+/**
+ * Throws a one-line `DataError` unless `data`'s images have the channels
+ * `model` takes and its labels are classes the model tells apart.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkDataFitsModel } from "./dataset.ts";
+ *
+ * const split = { images: new Uint8Array(4), labels: new Uint8Array([3]), count: 1, rows: 2, cols: 2 };
+ * const data = { train: split, test: split };
+ * assert.throws(() => checkDataFitsModel(data, { inputShape: [2, 2, 1], numClasses: 3 }), /label 3/);
+ * ```
+ */
+export function checkDataFitsModel(
+  data: { train: Dataset; test: Dataset },
+  model: { inputShape: readonly [number, number, number]; numClasses: number },
+): void {
+  const channels = data.train.channels ?? 1;
+  if (channels !== model.inputShape[2]) {
+    throw new DataError(
+      `the model takes ${
+        model.inputShape[2]
+      }-channel images but the data has ${channels} channel(s)`,
+    );
+  }
+  for (const [name, split] of [["training", data.train], ["test", data.test]] as const) {
+    let max = 0;
+    for (const label of split.labels) max = label > max ? label : max;
+    if (max >= model.numClasses) {
+      throw new DataError(
+        `the ${name} data has label ${max} but the model tells ${model.numClasses} classes apart (0..${
+          model.numClasses - 1
+        })`,
+      );
+    }
+  }
+}
+
+/**
+ * The first `limit` examples of `dataset` (all when undefined), copied into
+ * shared memory that every worker thread sees without a copy of its own.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { shareDataset } from "./dataset.ts";
+ *
+ * const split = { images: new Uint8Array(12), labels: new Uint8Array(3), count: 3, rows: 2, cols: 2 };
+ * const shared = shareDataset(split, 2);
+ * assert.ok(shared.count === 2 && shared.images.buffer instanceof SharedArrayBuffer);
+ * ```
+ */
+export function shareDataset(dataset: Dataset, limit: number | undefined): Dataset {
+  const count = Math.min(limit ?? dataset.count, dataset.count);
+  const values = count * exampleSize(dataset);
+  const images = dataset.images instanceof Float32Array
+    ? new Float32Array(new SharedArrayBuffer(values * 4))
+    : new Uint8Array(new SharedArrayBuffer(values));
+  images.set(dataset.images.subarray(0, values));
+  const labels = new Uint8Array(new SharedArrayBuffer(count));
+  labels.set(dataset.labels.subarray(0, count));
+  const { rows, cols, channels } = dataset;
+  return { images, labels, count, rows, cols, channels: channels ?? 1 };
+}

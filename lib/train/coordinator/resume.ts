@@ -13,7 +13,8 @@ import {
   type ModelSpec,
   resolveModelConfig,
 } from "../../model/registry.ts";
-import type { TrainOptions } from "../shared/options.ts";
+import type { ResolvedTrainOptions, TrainOptions } from "../shared/options.ts";
+import { DistributedSampler } from "../../data/sampler.ts";
 
 /** A checkpoint chosen to resume from. */
 export interface ResumePoint {
@@ -240,4 +241,55 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
         (given.processGroup || config.allReduce === "tcp" ? undefined : config.allReduce),
     },
   };
+}
+
+/**
+ * Throws unless `point` can continue on this data and these shards: a
+ * checkpoint taken within an epoch needs the same global batches, i.e. the
+ * same padded epoch (a `UsageError` says how to resume instead), and a step
+ * the epoch has (a `DataError` otherwise).
+ *
+ * @example
+ * ```ts ignore
+ * checkResumable(point, { count: trainSet.count, steps, options: resolved });
+ * ```
+ */
+export function checkResumable(
+  point: ResumePoint,
+  run: { count: number; steps: number; options: ResolvedTrainOptions },
+): void {
+  const { state } = point;
+  if (state.stepsDone >= run.steps) {
+    throw new DataError(
+      `${point.path} stopped after step ${state.stepsDone} of an epoch that has ${run.steps}: ` +
+        "it does not belong to this data set",
+    );
+  }
+  // A checkpoint's own shards are kept on resume; without them a batch had one per replica.
+  const { config } = state;
+  const before = config.shards ?? config.workers * (config.processes ?? 1);
+  const now = run.options.distributed.batchShards;
+  if (state.stepsDone === 0 || before === now) return;
+  if (paddedSize(run.count, before) !== paddedSize(run.count, now)) {
+    throw new UsageError(
+      `${point.path} stopped within an epoch with ${before} workers; with ` +
+        `${now} the epoch's batches differ: resume with ${before} ` +
+        `workers in all, or from a checkpoint taken at the end of an epoch`,
+    );
+  }
+}
+
+/**
+ * Length of the padded order that `DistributedSampler` deals out to `shards` shards.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { paddedSize } from "./resume.ts";
+ *
+ * assert.equal(paddedSize(10, 4), 12);
+ * ```
+ */
+export function paddedSize(count: number, shards: number): number {
+  return new DistributedSampler(count, { rank: 0, worldSize: shards }).totalSize;
 }

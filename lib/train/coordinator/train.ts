@@ -7,16 +7,9 @@
  */
 
 import { stepsPerEpoch } from "../../data/batches.ts";
-import { checkSplits, type Dataset, exampleSize } from "../../data/dataset.ts";
+import { checkSplits, shareDataset } from "../../data/dataset.ts";
 import { DATASETS } from "../../data/registry.ts";
-import { DistributedSampler } from "../../data/sampler.ts";
-import {
-  DataError,
-  DivergedError,
-  InterruptedError,
-  UsageError,
-  WorkerError,
-} from "../../errors.ts";
+import { DivergedError, InterruptedError, WorkerError } from "../../errors.ts";
 import type { OptimizerState } from "../../optim/mod.ts";
 import {
   flatWeightsOf,
@@ -28,18 +21,26 @@ import {
 import type { DeviceInfo } from "../shared/backend.ts";
 import type { EpochSums, RunConfig, TrainingState } from "../shared/checkpoint.ts";
 import { CheckpointStore } from "./checkpoint_store.ts";
-import {
-  type EpochRecord,
-  type ProcessGroupOptions,
-  type ResolvedTrainOptions,
-  resolveTrainOptions,
-  type TrainOptions,
+import type {
+  EpochRecord,
+  ProcessGroupOptions,
+  ResolvedTrainOptions,
+  TrainOptions,
 } from "../shared/options.ts";
-import { findResumePoint, resumedOptions, type ResumePoint } from "./resume.ts";
+import { resolveTrainOptions } from "../shared/resolve.ts";
+import {
+  checkResumable,
+  findResumePoint,
+  paddedSize,
+  resumedOptions,
+  type ResumePoint,
+} from "./resume.ts";
 import { chooseWebGPUPath } from "./webgpu_path.ts";
 import { listenForStop } from "./signals.ts";
+import { runConfig } from "../shared/checkpoint_schema.ts";
 import { checkPermissions } from "./permissions.ts";
 import { joinProcesses, sharePosition } from "./processes.ts";
+import { processJob, soloJob } from "./job.ts";
 import { PeerError } from "../../collective/process_group.ts";
 import { InterruptedRendezvous } from "../../collective/tcp/tcp_process_group.ts";
 import { type GroupPlan, type StepSnapshot, WorkerGroup } from "./worker_group.ts";
@@ -231,7 +232,7 @@ async function run(
         attempt: restarts,
         startWeights: from?.weights ?? initialWeights,
         startOptimizer: from?.optimizer.state,
-        processes,
+        job: processes ? processJob(processes) : soloJob(),
         stop: options.signal && {
           signal: options.signal,
           error: () =>
@@ -447,29 +448,6 @@ function groupPlan(options: ResolvedTrainOptions, stepsPerEpoch: number): GroupP
   };
 }
 
-function runConfig(options: ResolvedTrainOptions): RunConfig {
-  const { distributed, data } = options;
-  return {
-    workers: distributed.workers,
-    processes: distributed.processGroup?.size,
-    epochs: options.epochs,
-    batchSize: options.batchSize,
-    shards: distributed.shards,
-    lr: options.lr,
-    optimizer: options.optimizer,
-    schedule: options.schedule,
-    seed: options.seed,
-    backend: options.backend,
-    allReduce: distributed.allReduce,
-    kernels: options.kernels,
-    model: options.model,
-    dataset: data.dataset,
-    normalize: data.normalize,
-    trainLimit: data.trainLimit,
-    testLimit: data.testLimit,
-  };
-}
-
 function result(
   state: TrainingState,
   history: EpochRecord[],
@@ -484,37 +462,6 @@ function result(
     examplesPerSec: state.totals.examples / state.totals.trainSeconds,
     restarts,
   };
-}
-
-/** A resumed mid-epoch checkpoint needs the same global batches, i.e. the same padded epoch. */
-function checkResumable(
-  point: ResumePoint,
-  run: { count: number; steps: number; options: ResolvedTrainOptions },
-): void {
-  const { state } = point;
-  if (state.stepsDone >= run.steps) {
-    throw new DataError(
-      `${point.path} stopped after step ${state.stepsDone} of an epoch that has ${run.steps}: ` +
-        "it does not belong to this data set",
-    );
-  }
-  // A checkpoint's own shards are kept on resume; without them a batch had one per replica.
-  const { config } = state;
-  const before = config.shards ?? config.workers * (config.processes ?? 1);
-  const now = run.options.distributed.batchShards;
-  if (state.stepsDone === 0 || before === now) return;
-  if (paddedSize(run.count, before) !== paddedSize(run.count, now)) {
-    throw new UsageError(
-      `${point.path} stopped within an epoch with ${before} workers; with ` +
-        `${now} the epoch's batches differ: resume with ${before} ` +
-        `workers in all, or from a checkpoint taken at the end of an epoch`,
-    );
-  }
-}
-
-/** Length of the padded order that `DistributedSampler` deals out to `shards` shards. */
-function paddedSize(count: number, shards: number): number {
-  return new DistributedSampler(count, { rank: 0, worldSize: shards }).totalSize;
 }
 
 /** The error for a run stopped by `signal` before its first step. */
@@ -532,18 +479,4 @@ function signalName(signal: AbortSignal | undefined): string | undefined {
 function describePosition(state: TrainingState | undefined): string {
   if (state === undefined) return "the start";
   return `epoch ${state.epochsDone + 1}, step ${state.stepsDone}`;
-}
-
-/** Copies the first `limit` examples of `dataset` into shared memory, visible to every worker. */
-function shareDataset(dataset: Dataset, limit: number | undefined): Dataset {
-  const count = Math.min(limit ?? dataset.count, dataset.count);
-  const values = count * exampleSize(dataset);
-  const images = dataset.images instanceof Float32Array
-    ? new Float32Array(new SharedArrayBuffer(values * 4))
-    : new Uint8Array(new SharedArrayBuffer(values));
-  images.set(dataset.images.subarray(0, values));
-  const labels = new Uint8Array(new SharedArrayBuffer(count));
-  labels.set(dataset.labels.subarray(0, count));
-  const { rows, cols, channels } = dataset;
-  return { images, labels, count, rows, cols, channels: channels ?? 1 };
 }

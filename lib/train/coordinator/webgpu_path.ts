@@ -261,3 +261,33 @@ export function silenceWaylandProbe(): void {
     // Without --allow-env the message stays; it is harmless.
   }
 }
+
+/**
+ * llvmpipe (Mesa's software WebGPU) starts one render thread per CPU core in
+ * every worker; with several workers that oversubscribes the CPU. Unless the
+ * user chose `LP_NUM_THREADS`, give each worker an equal share of the cores
+ * while the workers create their devices. Returns the value the workers see
+ * (undefined: llvmpipe's default) and a function that restores the
+ * environment.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { shareCoresAmongWorkers } from "./webgpu_path.ts";
+ *
+ * const cores = shareCoresAmongWorkers(2);
+ * assert.ok(cores.threads === undefined || Number(cores.threads) >= 1);
+ * cores.restore();
+ * ```
+ */
+export function shareCoresAmongWorkers(workers: number): { threads?: string; restore(): void } {
+  try {
+    const chosen = Deno.env.get("LP_NUM_THREADS");
+    if (chosen !== undefined) return { threads: chosen, restore: () => {} };
+    const share = String(Math.max(1, Math.floor(navigator.hardwareConcurrency / workers)));
+    Deno.env.set("LP_NUM_THREADS", share);
+    return { threads: share, restore: () => Deno.env.delete("LP_NUM_THREADS") };
+  } catch {
+    return { restore: () => {} }; // without --allow-env, llvmpipe's default
+  }
+}

@@ -2,17 +2,19 @@
  * The coordinator's side of one group of replica workers: starting them,
  * running an epoch step grant by step grant, pairing rank 0's weights with
  * the metrics of the same step for checkpoints, halting every worker at one
- * step boundary, and turning a crash or a stall into a `WorkerError`.
+ * step boundary, and turning a crash or a stall into a `WorkerError`. What
+ * differs with several processes is behind `Job` (job.ts).
+ *
+ * (Over 500 lines: one class, the coordinator's whole side of the step
+ * protocol in protocol.ts, whose handlers share its state.)
  *
  * @module
  */
 
 import { Mailbox } from "../../collective/mailbox.ts";
 import { type CollectiveHost, COLLECTIVES } from "../../collective/registry.ts";
-import { PeerError, type ProcessGroup } from "../../collective/process_group.ts";
+import { PeerError } from "../../collective/process_group.ts";
 import { WorkerThread } from "../../collective/worker_thread.ts";
-import { float32Bytes } from "../../collective/tcp/frame.ts";
-import type { Dataset } from "../../data/dataset.ts";
 import {
   DataError,
   DivergedError,
@@ -41,12 +43,12 @@ import type {
   WeightsMessage,
 } from "../shared/protocol.ts";
 import { blameStall, Watchdog } from "./watchdog.ts";
+import { shareCoresAmongWorkers } from "./webgpu_path.ts";
+import { checkDataFitsModel, type Dataset } from "../../data/dataset.ts";
+import { GRANT_AHEAD, type Job, type StopProgress, totalled } from "./job.ts";
 
 /** How long a worker may take to load, create its device and build its replica. */
 const STARTUP_TIMEOUT_S = 600;
-
-/** How many steps the workers may run ahead of the last step every worker finished. */
-const GRANT_AHEAD = 2;
 
 /** The weights at a step boundary, with the metrics summed up to it. */
 export interface StepSnapshot {
@@ -112,10 +114,6 @@ interface EpochProgress {
   evaluated: number[];
   /** Step counts after which rank 0 sends its weights for a checkpoint. */
   snapshotAfter: Set<number>;
-  /** Several processes: the step count after which all agreed to stop, once they have. */
-  stopAt: number | null;
-  /** Several processes: the averages done in this epoch so far. */
-  rounds: number;
 }
 
 /** What a group of workers is started with: the replicas' settings and the group's shape. */
@@ -146,11 +144,10 @@ export class WorkerGroup {
   readonly #testCount: number;
   readonly #mailboxes: Mailbox[];
   readonly #collective: CollectiveHost;
-  readonly #processes: ProcessGroup | undefined;
+  readonly #job: Job;
   readonly #watchdog: Watchdog;
   readonly #threads: ThreadWatch;
   #closed: Promise<void> | null = null;
-  #stopAgreed = false;
   #progress: EpochProgress | null = null;
   #failure: Error | null = null;
   #stepsDone = 0;
@@ -167,9 +164,9 @@ export class WorkerGroup {
     rendererThreads: string | undefined;
     collective: CollectiveHost;
     threads: ThreadWatch;
-    processes: ProcessGroup | undefined;
+    job: Job;
   }) {
-    this.#processes = parts.processes;
+    this.#job = parts.job;
     this.#plan = parts.plan;
     this.#testCount = parts.testCount;
     this.#mailboxes = parts.mailboxes;
@@ -197,8 +194,8 @@ export class WorkerGroup {
       test: Dataset;
       workerUrl: URL | string;
       attempt: number;
-      /** The other processes of the job, if any. */
-      processes?: ProcessGroup;
+      /** This process's view of the job: alone, or one of several processes. */
+      job: Job;
       startWeights?: Float32Array<ArrayBuffer>;
       startOptimizer?: OptimizerState;
       /**
@@ -249,7 +246,7 @@ export class WorkerGroup {
       mailboxes.forEach((mailbox, rank) => {
         const init: InitMessage = {
           type: "init",
-          rank: (setup.processes?.rank ?? 0) * plan.workers + rank,
+          rank: setup.job.firstRank(plan.workers) + rank,
           worldSize: plan.replicas,
           localRank: rank,
           config,
@@ -283,15 +280,13 @@ export class WorkerGroup {
         );
       }
       // Every process starts from rank 0's weights (its first worker's, or a checkpoint's).
-      const startWeights = setup.processes
-        ? await broadcastWeights(setup.processes, setup.startWeights ?? ready[0].weights!)
-        : setup.startWeights;
+      const startWeights = await setup.job.startWeights(setup.startWeights, ready[0].weights!);
       const collective = COLLECTIVES[config.allReduce].host({
         worldSize: plan.workers,
         length: numParams,
         parts: config.shardsPerReplica,
         mailboxes,
-        processes: setup.processes,
+        processes: setup.job.processes,
         onError: fail,
         stop: {
           requested: () => (group ? group.#progress?.plan.halt?.aborted ?? false : false),
@@ -316,7 +311,7 @@ export class WorkerGroup {
         rendererThreads: cores.threads,
         collective,
         threads,
-        processes: setup.processes,
+        job: setup.job,
       });
       group = started;
       setup.stop?.signal.removeEventListener("abort", onStop);
@@ -341,7 +336,7 @@ export class WorkerGroup {
    * the epoch. Always false for one process, whose own `halt` signal says it.
    */
   get stopAgreed(): boolean {
-    return this.#stopAgreed;
+    return this.#job.stopAgreed;
   }
 
   /**
@@ -366,9 +361,8 @@ export class WorkerGroup {
       halted: Promise.withResolvers<void>(),
       evaluated: [],
       snapshotAfter: new Set(snapshotSteps(this.#plan.checkpointEvery, plan.steps)),
-      stopAt: null,
-      rounds: 0,
     };
+    this.#job.beginEpoch();
     this.#progress = progress;
     this.#lastStepAt = startedAt;
     const onAbort = () => this.#maybeHalt();
@@ -449,19 +443,8 @@ export class WorkerGroup {
       stop: progress.plan.halt?.aborted ?? false,
       ...progress.sums,
     };
-    const everyone = this.#processes
-      ? await this.#processes.exchange(local, { tag: "epoch" })
-      : [local];
-    const other = everyone.findIndex((process) => process.checksum !== local.checksum);
-    if (other >= 0) {
-      throw new ReplicaDivergenceError(
-        `after epoch ${progress.epoch}: the weights of process ${other} differ from process ${
-          this.#processes!.rank
-        }'s`,
-      );
-    }
-    if (this.#processes) progress.sums = totalled(progress.sums, everyone);
-    if (everyone.some((process) => process.stop)) this.#stopAgreed = true;
+    const everyone = await this.#job.endEpoch(local, progress.epoch);
+    progress.sums = totalled(progress.sums, everyone);
     const sums = this.#sumsNow(progress);
     const testCorrect = everyone.reduce((sum, process) => sum + process.testCorrect, 0);
     const testCount = everyone.reduce((sum, process) => sum + process.testCount, 0);
@@ -494,26 +477,23 @@ export class WorkerGroup {
     const { weights, checksum, optimizer } = await this.#mailboxes[0].receive<WeightsMessage>(
       "weights",
     );
-    const local = this.#sumsNow(progress);
-    const sums = this.#processes
-      ? totalled(local, await this.#processes.exchange(local, { tag: "stop" }))
-      : local;
+    const sums = await this.#job.total(this.#sumsNow(progress), "stop");
     return { stepsDone: progress.completed, sums, weights, checksum, optimizer };
   }
 
-  /** Once halting was asked for: resolve when every worker waits at the last granted step. */
+  /** Once a stop was asked for (or agreed): resolve when every worker waits at its boundary. */
   #maybeHalt(): void {
     const progress = this.#progress;
-    if (progress && this.#processes) {
-      // Several processes stop at the boundary they agreed on (an epoch's end: as usual).
-      if (progress.stopAt === null || progress.stopAt >= progress.plan.steps) return;
-      if (progress.completed === progress.stopAt) progress.halted.resolve();
-      return;
-    }
-    if (!progress?.plan.halt?.aborted) return;
-    // With every step granted, the epoch finishes and is checkpointed as usual.
-    if (progress.granted >= progress.plan.steps) return;
-    if (progress.completed === progress.granted) progress.halted.resolve();
+    if (progress && this.#job.halted(this.#stopProgress(progress))) progress.halted.resolve();
+  }
+
+  #stopProgress(progress: EpochProgress): StopProgress {
+    return {
+      steps: progress.plan.steps,
+      completed: progress.completed,
+      granted: progress.granted,
+      asked: progress.plan.halt?.aborted ?? false,
+    };
   }
 
   #onStep(message: StepMessage): void {
@@ -545,13 +525,9 @@ export class WorkerGroup {
       progress.sumsAt.set(progress.completed, { ...this.#sumsNow(progress) });
       this.#pairCheckpoint(progress, progress.completed);
     }
-    const stopping = this.#processes ? false : progress.plan.halt?.aborted;
-    if (!stopping) {
-      const upTo = Math.min(
-        progress.plan.steps,
-        progress.completed + GRANT_AHEAD,
-        progress.stopAt ?? Infinity,
-      );
+    const stop = this.#stopProgress(progress);
+    if (this.#job.mayGrant(stop)) {
+      const upTo = Math.min(this.#job.grantLimit(stop), progress.completed + GRANT_AHEAD);
       if (upTo > progress.granted) {
         progress.granted = upTo;
         const grant: GrantMessage = { type: "grant", upTo };
@@ -572,19 +548,12 @@ export class WorkerGroup {
     this.#maybeHalt();
   }
 
-  /**
-   * Several processes, after each average: once any raised its stop flag,
-   * every process stops after the same step — two past the one averaged, the
-   * furthest any process may already have granted.
-   */
+  /** Several processes, after each average: whether any asked to stop (see `Job.onRound`). */
   #onRound(raised: boolean): void {
     const progress = this.#progress;
     if (progress === null) return;
-    const step = progress.plan.fromStep + progress.rounds++;
-    if (!raised || progress.stopAt !== null) return;
-    this.#stopAgreed = true;
-    progress.stopAt = Math.min(progress.plan.steps, step + GRANT_AHEAD);
-    this.#maybeHalt();
+    const at = { fromStep: progress.plan.fromStep, steps: progress.plan.steps };
+    if (this.#job.onRound(raised, at)) this.#maybeHalt();
   }
 
   #onEvalProgress(message: EvalProgressMessage): void {
@@ -615,13 +584,11 @@ export class WorkerGroup {
     progress.checkpoints.delete(stepsDone);
     const onSnapshot = progress.plan.onSnapshot;
     if (!onSnapshot) return;
-    const processes = this.#processes;
     progress.saving = progress.saving.then(async () => {
-      // The metrics of every process's shards, at the same step on every process.
-      const everyone = processes && await processes.exchange(sums, { tag: "snapshot" });
       await onSnapshot({
         stepsDone,
-        sums: everyone ? totalled(sums, everyone) : sums,
+        // The metrics of every process's shards, at the same step on every process.
+        sums: await this.#job.total(sums, "snapshot"),
         weights: checkpoint.weights,
         checksum: checkpoint.checksum,
         optimizer: checkpoint.optimizer,
@@ -655,78 +622,6 @@ export class WorkerGroup {
       : "";
     const who = blame.alsoStuck.length > 0 ? ` (and worker(s) ${blame.alsoStuck.join(", ")})` : "";
     this.fail(new WorkerError(blame.rank, `${over}${who}${others}`));
-  }
-}
-
-/** `sums` with its loss sum, correct count and example count replaced by those of `all` together. */
-function totalled(sums: EpochSums, all: readonly EpochSums[]): EpochSums {
-  return {
-    ...sums,
-    lossSum: all.reduce((sum, s) => sum + s.lossSum, 0),
-    correct: all.reduce((sum, s) => sum + s.correct, 0),
-    count: all.reduce((sum, s) => sum + s.count, 0),
-  };
-}
-
-/** Rank 0's `weights` on every process (others' `weights` are ignored). */
-async function broadcastWeights(
-  processes: ProcessGroup,
-  weights: Float32Array<ArrayBuffer>,
-): Promise<Float32Array<ArrayBuffer>> {
-  const bytes = await processes.broadcast(processes.rank === 0 ? float32Bytes(weights) : undefined);
-  if (bytes.length !== weights.byteLength) {
-    throw new DataError(
-      `rank 0 holds ${bytes.length / 4} weights but this process's model has ${weights.length}`,
-    );
-  }
-  const copy = new Float32Array(weights.length);
-  new Uint8Array(copy.buffer).set(bytes);
-  return copy;
-}
-
-/**
- * llvmpipe (Mesa's software WebGPU) starts one render thread per CPU core in
- * every worker; with several workers that oversubscribes the CPU. Unless the
- * user chose `LP_NUM_THREADS`, give each worker an equal share of the cores
- * while the workers create their devices. Returns the value the workers see
- * (undefined: llvmpipe's default) and a function that restores the
- * environment.
- */
-function shareCoresAmongWorkers(workers: number): { threads?: string; restore(): void } {
-  try {
-    const chosen = Deno.env.get("LP_NUM_THREADS");
-    if (chosen !== undefined) return { threads: chosen, restore: () => {} };
-    const share = String(Math.max(1, Math.floor(navigator.hardwareConcurrency / workers)));
-    Deno.env.set("LP_NUM_THREADS", share);
-    return { threads: share, restore: () => Deno.env.delete("LP_NUM_THREADS") };
-  } catch {
-    return { restore: () => {} }; // without --allow-env, llvmpipe's default
-  }
-}
-
-/** Throws a `DataError` unless the data's images and labels fit the model the workers built. */
-function checkDataFitsModel(
-  data: { train: Dataset; test: Dataset },
-  model: { inputShape: readonly [number, number, number]; numClasses: number },
-): void {
-  const channels = data.train.channels ?? 1;
-  if (channels !== model.inputShape[2]) {
-    throw new DataError(
-      `the model takes ${
-        model.inputShape[2]
-      }-channel images but the data has ${channels} channel(s)`,
-    );
-  }
-  for (const [name, split] of [["training", data.train], ["test", data.test]] as const) {
-    let max = 0;
-    for (const label of split.labels) max = label > max ? label : max;
-    if (max >= model.numClasses) {
-      throw new DataError(
-        `the ${name} data has label ${max} but the model tells ${model.numClasses} classes apart (0..${
-          model.numClasses - 1
-        })`,
-      );
-    }
   }
 }
 

@@ -13,7 +13,8 @@ import { UsageError } from "../../errors.ts";
 import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import { stateProblem } from "../../optim/optimizer.ts";
 import { modelChoice } from "../../model/registry.ts";
-import { resolveTrainOptions, type TrainOptions } from "./options.ts";
+import type { ResolvedTrainOptions, TrainOptions } from "./options.ts";
+import { resolveTrainOptions } from "./resolve.ts";
 import type { RunConfig } from "./checkpoint.ts";
 
 type Fields = Record<string, unknown>;
@@ -161,5 +162,43 @@ export function runOptions(config: RunConfig): TrainOptions {
       shards: orNone(config.shards),
       allReduce: config.allReduce === "tcp" ? undefined : config.allReduce,
     },
+  };
+}
+
+/**
+ * What a checkpoint records of a run's resolved options (the inverse of
+ * {@linkcode runOptions}, within what a resumed run may change).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { runConfig, runOptions } from "./checkpoint_schema.ts";
+ * import { resolveTrainOptions } from "./resolve.ts";
+ *
+ * const config = runConfig(resolveTrainOptions({ model: "lenet", distributed: { workers: 2 } }));
+ * assert.equal(config.batchSize, 256);
+ * assert.deepEqual(resolveTrainOptions(runOptions(config)).model, { name: "lenet", options: { seed: 0 } });
+ * ```
+ */
+export function runConfig(options: ResolvedTrainOptions): RunConfig {
+  const { distributed, data } = options;
+  return {
+    workers: distributed.workers,
+    processes: distributed.processGroup?.size,
+    epochs: options.epochs,
+    batchSize: options.batchSize,
+    shards: distributed.shards,
+    lr: options.lr,
+    optimizer: options.optimizer,
+    schedule: options.schedule,
+    seed: options.seed,
+    backend: options.backend,
+    allReduce: distributed.allReduce,
+    kernels: options.kernels,
+    model: options.model,
+    dataset: data.dataset,
+    normalize: data.normalize,
+    trainLimit: data.trainLimit,
+    testLimit: data.testLimit,
   };
 }
