@@ -23,7 +23,7 @@ import { resumedModel } from "../lib/train/coordinator/resume.ts";
 import { type DatasetName, DATASETS } from "../lib/data/registry.ts";
 import type { Normalization } from "../lib/data/dataset.ts";
 
-const HELP = `Evaluate a trained NiN on the Fashion-MNIST test set.
+const HELP = `Evaluate a trained model on the test set of its data set (Fashion-MNIST).
 
 Usage: deno task eval (--model DIR | --checkpoint FILE) [options]
 

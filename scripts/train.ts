@@ -25,7 +25,9 @@ import { numberFlag, outputPath, parseFlags, runCli, statOrNull } from "../lib/c
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 
-const HELP = `Train d2l's Network in Network on Fashion-MNIST, data-parallel across Deno workers.
+const HELP =
+  `Train d2l's Network in Network (or LeNet, or your own model) on Fashion-MNIST, data-parallel
+across worker threads on WebGPU.
 
 Usage: deno task train [options]
 

@@ -111,7 +111,7 @@ export const TRAIN_FLAGS_HELP =
   --test-limit N     use only the first N test examples
   --preset NAME      d2l (default) or quick: ${QUICK.model.inputSize} px, width ${QUICK.model.width},
                      dropout ${QUICK.model.dropout}, head ${QUICK.model.head}, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}
-                     (about 7½ min on 2 CPU cores); flags given override it
+                     (about 6 min on 2 CPU cores); flags given override it
   --step-timeout S   stop with an error naming the stuck worker after S seconds without
                      progress (default: 30 min before the first step, then 20 × the
                      slowest step, at least 5 min)

@@ -159,7 +159,7 @@ export function longRunAdvice(run: { seconds: number; cores: number }): string |
   const workers = Math.max(1, Math.min(run.cores, 4));
   return `note: that is more than ${LONG_RUN_MINUTES} min without a GPU. Runs that learn on a CPU: ` +
     `\`deno task train --preset quick --workers ${workers}\` (NiN at 99 px: test accuracy about ` +
-    `0.8 in about 8 min on 2 cores) or \`deno task train --model lenet --workers ${workers} ` +
+    `0.8 in about 6 min on 2 cores) or \`deno task train --model lenet --workers ${workers} ` +
     `--epochs 1 --train-limit 30000 --optimizer adam --lr 0.01\` (about 0.68 in about a minute)`;
 }
 
