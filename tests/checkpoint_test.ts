@@ -13,6 +13,7 @@ import {
 import { findResumePoint, resumedOptions } from "../lib/train/coordinator/resume.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
 import { CheckpointStore } from "../lib/train/coordinator/checkpoint_store.ts";
+import { LOCK_FILE } from "../lib/train/coordinator/dir_lock.ts";
 import { withTempDir } from "./helpers.ts";
 
 async function state(epochsDone: number, stepsDone: number): Promise<TrainingState> {
@@ -50,7 +51,10 @@ async function state(epochsDone: number, stepsDone: number): Promise<TrainingSta
       examplesPerSec: 40,
       seconds: 10,
     })),
-    partial: { lossSum: 20.5, correct: 3, count: 16, trainSeconds: 1.25, seconds: 1.5 },
+    // The sums of the steps done in the epoch in progress (batch 16).
+    partial: stepsDone > 0
+      ? { lossSum: 20.5, correct: 3, count: 16, trainSeconds: 1.25, seconds: 1.5 }
+      : { lossSum: 0, correct: 0, count: 0, trainSeconds: 0, seconds: 0 },
     totals: { examples: epochsDone * 64, trainSeconds: epochsDone * 9 },
   };
 }
@@ -116,9 +120,10 @@ Deno.test("writeCheckpoint writes atomically and deletes nothing", async () => {
 });
 
 /** The names in `dir`, sorted. */
+/** The files in `dir`, but the lock of the run that holds it (tested on its own, below). */
 async function names(dir: string): Promise<string[]> {
   const found = [];
-  for await (const entry of Deno.readDir(dir)) found.push(entry.name);
+  for await (const entry of Deno.readDir(dir)) if (entry.name !== LOCK_FILE) found.push(entry.name);
   return found.sort();
 }
 
@@ -130,7 +135,7 @@ async function ofRun(runId: string, e: number, s: number): Promise<TrainingState
 Deno.test("a checkpoint store prunes only its own run's verified checkpoints", async (t) => {
   await t.step("keeps the newest K of its own", async () => {
     await withTempDir(async (dir) => {
-      const store = await CheckpointStore.open(dir, { runId: "a", keep: 2, resuming: false });
+      await using store = await CheckpointStore.open(dir, { runId: "a", keep: 2, resuming: false });
       for (const [e, s] of [[0, 2], [0, 4], [1, 0], [1, 2]]) {
         await store.save(await ofRun("a", e, s));
       }
@@ -143,9 +148,14 @@ Deno.test("a checkpoint store prunes only its own run's verified checkpoints", a
       await withTempDir(async (dir) => {
         const first = await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: false });
         await first.save(await ofRun("a", 1, 0));
+        await first.close(); // the run ends
         await Deno.writeTextFile(`${dir}/ckpt-0009-000000.msgpack`, "garbage");
         // --resume --epochs 3 --keep 1: resumes from epoch 1, saves epochs 2 and 3.
-        const resumed = await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: true });
+        await using resumed = await CheckpointStore.open(dir, {
+          runId: "a",
+          keep: 1,
+          resuming: true,
+        });
         await resumed.save(await ofRun("a", 2, 0));
         const last = await resumed.save(await ofRun("a", 3, 0));
         assert.deepEqual(await names(dir), [
@@ -162,7 +172,7 @@ Deno.test("a checkpoint store prunes only its own run's verified checkpoints", a
     await withTempDir(async (dir) => {
       await writeCheckpoint(dir, await ofRun("other", 0, 4));
       await writeCheckpoint(dir, await ofRun("a", 1, 0));
-      const store = await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: true });
+      await using store = await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: true });
       await store.save(await ofRun("a", 2, 0));
       assert.deepEqual(await names(dir), ["ckpt-0000-000004.msgpack", "ckpt-0002-000000.msgpack"]);
     });
@@ -189,7 +199,7 @@ Deno.test("a fresh run refuses a directory holding another run's checkpoints, un
     await withTempDir(async (dir) => {
       await writeCheckpoint(dir, await ofRun("other", 0, 4));
       await writeCheckpoint(dir, await ofRun("other", 1, 0));
-      const store = await CheckpointStore.open(dir, {
+      await using store = await CheckpointStore.open(dir, {
         runId: "a",
         keep: 1,
         resuming: false,
@@ -233,7 +243,7 @@ Deno.test("opening a checkpoint store proves the directory writable and sweeps k
     await withTempDir(async (dir) => {
       await Deno.writeTextFile(`${dir}/.ckpt-0001-000000.msgpack.4242-0123abcd.partial`, "half");
       await Deno.writeTextFile(`${dir}/.notes.4242-0123abcd.partial`, "not ours");
-      await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: false });
+      await (await CheckpointStore.open(dir, { runId: "a", keep: 1, resuming: false })).close();
       assert.deepEqual(await names(dir), [".notes.4242-0123abcd.partial"]);
     });
   });
@@ -376,6 +386,32 @@ Deno.test("a checkpoint whose checksums hold but whose contents make no sense is
       "an unknown optimizer in the settings",
       (s) => (s.config as Record<string, unknown>).optimizer = { name: "lion" },
       /config: optimizer: name must be one of sgd, adam/,
+    ],
+    // Sums a run could not have produced: a resumed run would report them.
+    [
+      "negative correct predictions",
+      (s) => (s.partial as Record<string, number>).correct = -1000,
+      /partial\.correct -1000 is not a count of at most partial\.count$/,
+    ],
+    [
+      "more examples than the steps done hold",
+      (s) => (s.partial as Record<string, number>).count = 33, // 2 steps of batch 16
+      /partial\.count 33 is not a count of at most the 32 examples of 2 step\(s\)$/,
+    ],
+    [
+      "an infinite loss sum",
+      (s) => (s.partial as Record<string, number>).lossSum = Infinity,
+      /partial is not the sums of an epoch in progress$/,
+    ],
+    [
+      "a test accuracy above 1",
+      (s) => (s.history as Record<string, number>[])[0].testAcc = 1.5,
+      /history record 1 is malformed or out of range$/,
+    ],
+    [
+      "negative seconds",
+      (s) => (s.totals as Record<string, number>).trainSeconds = -1,
+      /totals are malformed or out of range$/,
     ],
   ];
   for (const [name, change, reason] of cases) {

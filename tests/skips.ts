@@ -29,6 +29,19 @@ const NEEDS = {
       return added;
     },
   },
+  "tmpfs": {
+    reason: "mounting a small tmpfs (to fill a disk), which needs root",
+    available: async () => {
+      const dir = await Deno.makeTempDir();
+      const run = (command: string, args: string[]) =>
+        new Deno.Command(command, { args, stdout: "null", stderr: "null" }).output()
+          .then((r) => r.success, () => false);
+      const mounted = await run("mount", ["-t", "tmpfs", "-o", "size=16k", "tmpfs", dir]);
+      if (mounted) await run("umount", [dir]);
+      await Deno.remove(dir);
+      return mounted;
+    },
+  },
   "linux": {
     reason: "Linux (the thread watch reads /proc/self/task)",
     available: () => Promise.resolve(Deno.build.os === "linux"),

@@ -14,6 +14,7 @@ import {
   writeCheckpoint,
 } from "../shared/checkpoint.ts";
 import { probeWritable } from "../../util/atomic_write.ts";
+import { acquireDirLock, type DirLock } from "./dir_lock.ts";
 
 /** Options for {@linkcode CheckpointStore.open}. */
 export interface CheckpointStoreOptions {
@@ -37,7 +38,8 @@ export interface CheckpointStoreOptions {
  * pruned only of this run's own checkpoints, each verified when written.
  *
  * - {@linkcode CheckpointStore.open} creates the directory, proves it can be
- *   written (a probe file is written and removed), removes the temporary
+ *   written (a probe file is written and removed), takes its lock (one run
+ *   at a time: see dir_lock.ts), removes the temporary
  *   `.partial` files a killed save left behind, and refuses a fresh run where
  *   checkpoints of another run (or files named like checkpoints) are — unless
  *   `overwrite` is given — so that two runs never mix.
@@ -64,18 +66,22 @@ export class CheckpointStore {
   readonly #own: string[];
   /** Other checkpoints to delete after the first save (with `overwrite`). */
   #replaced: string[];
+  /** This run's hold on the directory. */
+  readonly #lock: DirLock;
 
   private constructor(dir: string, parts: {
     runId: string;
     keep: number;
     own: string[];
     replaced: string[];
+    lock: DirLock;
   }) {
     this.dir = dir;
     this.runId = parts.runId;
     this.#keep = parts.keep;
     this.#own = parts.own;
     this.#replaced = parts.replaced;
+    this.#lock = parts.lock;
   }
 
   /**
@@ -85,6 +91,20 @@ export class CheckpointStore {
    */
   static async open(dir: string, options: CheckpointStoreOptions): Promise<CheckpointStore> {
     await ensureWritableDir(dir);
+    const lock = await acquireDirLock(dir, { runId: options.runId });
+    try {
+      return await CheckpointStore.#openLocked(dir, options, lock);
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  static async #openLocked(
+    dir: string,
+    options: CheckpointStoreOptions,
+    lock: DirLock,
+  ): Promise<CheckpointStore> {
     await sweepPartials(dir);
     const own: string[] = [];
     const others: string[] = [];
@@ -111,7 +131,18 @@ export class CheckpointStore {
       keep: options.keep,
       own,
       replaced: options.resuming ? [] : others,
+      lock,
     });
+  }
+
+  /** Gives the directory up: removes this run's lock. */
+  async close(): Promise<void> {
+    await this.#lock.release();
+  }
+
+  /** {@linkcode CheckpointStore.close}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   /**

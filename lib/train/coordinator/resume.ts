@@ -265,6 +265,13 @@ export function checkResumable(
         "it does not belong to this data set",
     );
   }
+  const most = state.epochsDone * run.steps * run.options.batchSize;
+  if (state.totals.examples > most) {
+    throw new DataError(
+      `${point.path} counts ${state.totals.examples} training examples in ${state.epochsDone} ` +
+        `epoch(s) of at most ${most}: it does not belong to this data set`,
+    );
+  }
   // A checkpoint's own shards are kept on resume; without them a batch had one per replica.
   const { config } = state;
   const before = config.shards ?? config.workers * (config.processes ?? 1);

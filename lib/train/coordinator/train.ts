@@ -160,7 +160,7 @@ async function run(
   const { distributed } = resolved;
   const runId = position.runId;
   // Before any work: the checkpoint directory is created, written to, and checked for other runs.
-  const store = resolved.checkpoint.dir === undefined || !leader
+  await using store = resolved.checkpoint.dir === undefined || !leader
     ? undefined
     : await CheckpointStore.open(resolved.checkpoint.dir, {
       runId,

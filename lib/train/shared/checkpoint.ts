@@ -384,7 +384,15 @@ export async function listCheckpoints(
 export async function writeCheckpoint(dir: string, state: TrainingState): Promise<string> {
   await Deno.mkdir(dir, { recursive: true });
   const path = join(dir, checkpointName(state));
-  await writeFileAtomic(path, await encodeCheckpoint(state));
+  const bytes = await encodeCheckpoint(state);
+  await writeFileAtomic(path, bytes).catch((error) => {
+    // E.g. a full disk: say which file, where, and how much it needed (nothing half is left).
+    throw new DataError(
+      `cannot write checkpoint ${basename(path)} (${bytes.length} bytes) in ${dir}: ${
+        (error as Error).message
+      }`,
+    );
+  });
   let written: TrainingState;
   try {
     written = await readCheckpoint(path);

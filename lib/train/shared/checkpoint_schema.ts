@@ -92,18 +92,35 @@ export function checkpointProblem(state: Fields): string | undefined {
   if (!Array.isArray(history) || history.length !== state.epochsDone) {
     return `history does not hold one record per epoch done (${state.epochsDone})`;
   }
-  const recordKeys = ["loss", "trainAcc", "testAcc", "examplesPerSec", "seconds"];
+  // Every figure within what a run could have produced: a hand-edited file with fresh
+  // checksums must not make a resumed run report a train accuracy of −1000.
   for (const [i, record] of history.entries()) {
-    if (!isObject(record) || record.epoch !== i + 1 || !numbers(record, recordKeys)) {
-      return `history record ${i + 1} is malformed`;
+    if (
+      !isObject(record) || record.epoch !== i + 1 ||
+      !nonNegative(record, ["loss", "examplesPerSec", "seconds"]) ||
+      !fractions(record, ["trainAcc", "testAcc"])
+    ) {
+      return `history record ${i + 1} is malformed or out of range`;
     }
   }
-  const sumKeys = ["lossSum", "correct", "count", "trainSeconds", "seconds"];
-  if (!isObject(state.partial) || !numbers(state.partial as Fields, sumKeys)) {
+  const partial = state.partial as Fields;
+  if (!isObject(partial) || !nonNegative(partial, ["lossSum", "trainSeconds", "seconds"])) {
     return "partial is not the sums of an epoch in progress";
   }
-  if (!isObject(state.totals) || !numbers(state.totals as Fields, ["examples", "trainSeconds"])) {
-    return "totals are malformed";
+  const seen = (state.stepsDone as number) * (config.batchSize as number);
+  if (!isCount(partial.count) || (partial.count as number) > seen) {
+    return `partial.count ${partial.count} is not a count of at most the ${seen} examples of ` +
+      `${state.stepsDone} step(s)`;
+  }
+  if (!isCount(partial.correct) || (partial.correct as number) > (partial.count as number)) {
+    return `partial.correct ${partial.correct} is not a count of at most partial.count`;
+  }
+  const totals = state.totals as Fields;
+  if (!isObject(totals) || !isCount(totals.examples) || !nonNegative(totals, ["trainSeconds"])) {
+    return "totals are malformed or out of range";
+  }
+  if (state.epochsDone === 0 && totals.examples !== 0) {
+    return "totals.examples is not 0 before the first epoch ended";
   }
   return undefined;
 }
@@ -116,9 +133,20 @@ function isCount(value: unknown): boolean {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
-/** Whether every key of `keys` in `fields` is a number. */
-function numbers(fields: Fields, keys: readonly string[]): boolean {
-  return keys.every((key) => typeof fields[key] === "number");
+/** Whether every key of `keys` in `fields` is a finite number ≥ 0. */
+function nonNegative(fields: Fields, keys: readonly string[]): boolean {
+  return keys.every((key) => {
+    const value = fields[key];
+    return typeof value === "number" && Number.isFinite(value) && value >= 0;
+  });
+}
+
+/** Whether every key of `keys` in `fields` is a number in [0, 1]. */
+function fractions(fields: Fields, keys: readonly string[]): boolean {
+  return keys.every((key) => {
+    const value = fields[key];
+    return typeof value === "number" && value >= 0 && value <= 1;
+  });
 }
 
 /**
