@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Dataset } from "../lib/data/dataset.ts";
-import { DataError, UsageError } from "../lib/errors.ts";
+import { DataError, UsageError, WorkerError } from "../lib/errors.ts";
 import { readCheckpoint } from "../lib/train/shared/checkpoint.ts";
 import { train } from "../lib/train/coordinator/train.ts";
 import type { TrainOptions } from "../lib/train/shared/options.ts";
@@ -239,4 +239,23 @@ Deno.test("a model or data the trainer cannot use: one clear error before traini
       );
     });
   }
+});
+
+Deno.test("a model factory that never finishes: the run stops at the start-up timeout, naming the worker and what it was doing", async () => {
+  const startupTimeout = 3;
+  const started = performance.now();
+  await assert.rejects(
+    train({
+      ...RUN,
+      model: { module: MODULE, export: "neverBuilt" },
+      distributed: { workers: 2, startupTimeout },
+    }),
+    (e: unknown) =>
+      e instanceof WorkerError &&
+      /^worker 0 failed: not ready within the start-up timeout of 3 s: it was still building the model \(neverBuilt of file:.*tiny_model\.ts\)$/
+        .test(e.message),
+  );
+  // Bound: the deadline, plus the workers' start and their termination.
+  const seconds = (performance.now() - started) / 1000;
+  assert.ok(seconds < startupTimeout + 10, `stopped after ${seconds.toFixed(1)} s`);
 });

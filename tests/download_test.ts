@@ -204,7 +204,14 @@ Deno.test("every download is bounded: silent peers time out, large bodies are cu
   const cases: {
     name: string;
     respond: (conn: Deno.TcpConn) => Promise<void>;
-    options: { maxBytes?: number; idleTimeout?: number; abortAfterMs?: number };
+    options: {
+      maxBytes?: number;
+      idleTimeout?: number;
+      abortAfterMs?: number;
+      deadline?: number;
+      minRate?: number;
+      rateWindow?: number;
+    };
     error: RegExp;
   }[] = [
     {
@@ -221,8 +228,7 @@ Deno.test("every download is bounded: silent peers time out, large bodies are cu
         );
       },
       options: { idleTimeout: 0.3 },
-      error:
-        /^DataError: cannot download .*: connection lost after 2 bytes: no progress for 0\.3 s$/,
+      error: /^DataError: cannot download .*: gave up after 2 bytes: no progress for 0\.3 s$/,
     },
     {
       name: "announces more than the limit",
@@ -243,6 +249,37 @@ Deno.test("every download is bounded: silent peers time out, large bodies are cu
       },
       options: { maxBytes: 64 * 1024 },
       error: /^DataError: cannot download .*: more than the limit of 65536 bytes$/,
+    },
+    {
+      // A byte every 100 ms resets any idle timeout: only a rate catches it.
+      name: "trickles a byte at a time, too slowly",
+      respond: async (conn) => {
+        await conn.write(
+          new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 9999\r\n\r\n"),
+        );
+        for (let i = 0; i < 200; i++) {
+          await conn.write(new Uint8Array([i]));
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      },
+      options: { idleTimeout: 0.3, minRate: 100, rateWindow: 1 },
+      error:
+        /^DataError: cannot download .*: gave up after \d+ bytes: \d+ bytes in the last 1 s, slower than the 100 bytes\/s accepted$/,
+    },
+    {
+      name: "arrives steadily but not in time",
+      respond: async (conn) => {
+        await conn.write(
+          new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n"),
+        );
+        const block = new Uint8Array(1024);
+        for (let i = 0; i < 2000; i++) {
+          await conn.write(block);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      },
+      options: { maxBytes: 2 ** 27, deadline: 0.5, minRate: 1 },
+      error: /^DataError: cannot download .*: gave up after \d+ bytes: not done within 0\.5 s$/,
     },
     {
       name: "Ctrl-C while it hangs",

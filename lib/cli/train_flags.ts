@@ -57,6 +57,7 @@ export const TRAIN_FLAGS = {
   "test-limit": { type: "string" },
   preset: { type: "string" },
   "step-timeout": { type: "string" },
+  "startup-timeout": { type: "string" },
   "checkpoint-dir": { type: "string" },
   "checkpoint-every": { type: "string" },
   keep: { type: "string" },
@@ -113,8 +114,10 @@ export const TRAIN_FLAGS_HELP =
                      dropout ${QUICK.model.dropout}, head ${QUICK.model.head}, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}
                      (about 6 min on 2 CPU cores); flags given override it
   --step-timeout S   stop with an error naming the stuck worker after S seconds without
-                     progress (default: 30 min before the first step, then 20 × the
-                     slowest step, at least 5 min)
+                     progress (default: the start-up timeout until the first step
+                     ends, then 20 × the slowest step, at least 5 min)
+  --startup-timeout S  seconds for the workers to build the model and to finish their
+                     first step; past it, the error says what did not finish (default 1800)
   --checkpoint-dir D save a checkpoint in D after every epoch (and on Ctrl-C)
   --checkpoint-every N  also save one every N steps within an epoch
   --keep K           keep this run's newest K checkpoints (default 3); other files
@@ -258,6 +261,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
       shards: int("--shards", values.shards),
       allReduce: values.allreduce as AllReduceAlgorithm | undefined,
       stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),
+      startupTimeout: numberFlag("--startup-timeout", values["startup-timeout"]),
       maxRestarts: int("--max-restarts", values["max-restarts"]),
     }),
     checkpoint: defined({

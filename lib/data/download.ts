@@ -21,6 +21,20 @@ export interface DownloadOptions {
    * after which the download is abandoned. Default 30.
    */
   idleTimeout?: number;
+  /**
+   * Seconds the whole download may take, however steadily bytes arrive.
+   * Default 1800.
+   */
+  deadline?: number;
+  /**
+   * The slowest accepted rate, in bytes per second, averaged over each
+   * `rateWindow` seconds once the first has passed: a server that trickles
+   * (a byte every few seconds resets any idle timeout) is given up.
+   * Default 4096.
+   */
+  minRate?: number;
+  /** Seconds over which `minRate` is averaged. Default 60. */
+  rateWindow?: number;
   /** Aborting it abandons the download (Ctrl-C); the signal's reason is thrown. */
   signal?: AbortSignal;
 }
@@ -52,6 +66,26 @@ export async function downloadVerified(
   const maxBytes = options.maxBytes ?? 64 * 2 ** 20;
   const idleMs = (options.idleTimeout ?? 30) * 1000;
   const abort = new AbortController();
+  // The whole download's deadline and its slowest accepted rate (see DownloadOptions).
+  const deadlineS = options.deadline ?? 1800;
+  const minRate = options.minRate ?? 4096;
+  const windowS = options.rateWindow ?? 60;
+  const progress = { received: 0, atWindowStart: 0 };
+  const overall = setTimeout(
+    () => abort.abort(new Error(`not done within ${deadlineS} s`)),
+    deadlineS * 1000,
+  );
+  const rate = setInterval(() => {
+    const got = progress.received - progress.atWindowStart;
+    if (got < minRate * windowS) {
+      abort.abort(
+        new Error(
+          `${got} bytes in the last ${windowS} s, slower than the ${minRate} bytes/s accepted`,
+        ),
+      );
+    }
+    progress.atWindowStart = progress.received;
+  }, windowS * 1000);
   let idle: ReturnType<typeof setTimeout> | undefined;
   const stall = () => {
     clearTimeout(idle);
@@ -67,9 +101,11 @@ export async function downloadVerified(
   try {
     options.signal?.throwIfAborted();
     stall();
-    return await receive(url, path, { ...options, maxBytes, stall, abort, failure });
+    return await receive(url, path, { ...options, maxBytes, stall, abort, failure, progress });
   } finally {
     clearTimeout(idle);
+    clearTimeout(overall);
+    clearInterval(rate);
     options.signal?.removeEventListener("abort", cancel);
   }
 }
@@ -82,6 +118,7 @@ async function receive(
     stall: () => void;
     abort: AbortController;
     failure: (error: unknown, what: string) => unknown;
+    progress: { received: number };
   },
 ): Promise<void> {
   let response: Response;
@@ -110,6 +147,7 @@ async function receive(
       options.stall();
       chunks.push(chunk);
       received += chunk.length;
+      options.progress.received = received;
       if (received > options.maxBytes) {
         throw new DataError(
           `cannot download ${url}: more than the limit of ${options.maxBytes} bytes`,
@@ -119,7 +157,8 @@ async function receive(
     }
   } catch (error) {
     if (error instanceof DataError) throw error;
-    throw options.failure(error, `connection lost after ${received} bytes: `);
+    const what = options.abort.signal.aborted ? "gave up after" : "connection lost after";
+    throw options.failure(error, `${what} ${received} bytes: `);
   }
   if (total !== undefined && received !== total) {
     throw new DataError(`cannot download ${url}: truncated, got ${received} of ${total} bytes`);

@@ -444,6 +444,7 @@ function groupPlan(options: ResolvedTrainOptions, stepsPerEpoch: number): GroupP
     workers: distributed.workers,
     replicas: distributed.replicas,
     stepTimeout: distributed.stepTimeout,
+    startupTimeout: distributed.startupTimeout,
     checkpointEvery: options.checkpoint.every,
   };
 }

@@ -35,6 +35,7 @@ import type {
   EvalProgressMessage,
   GrantMessage,
   InitMessage,
+  PhaseMessage,
   ReadyMessage,
   ReplicaConfig,
   StartMessage,
@@ -46,9 +47,6 @@ import { blameStall, Watchdog } from "./watchdog.ts";
 import { shareCoresAmongWorkers } from "./webgpu_path.ts";
 import { checkDataFitsModel, type Dataset } from "../../data/dataset.ts";
 import { GRANT_AHEAD, type Job, type StopProgress, totalled } from "./job.ts";
-
-/** How long a worker may take to load, create its device and build its replica. */
-const STARTUP_TIMEOUT_S = 600;
 
 /** The weights at a step boundary, with the metrics summed up to it. */
 export interface StepSnapshot {
@@ -126,6 +124,8 @@ export interface GroupPlan {
   replicas: number;
   /** Step timeout in seconds, or undefined for the adaptive default (see `DistributedOptions`). */
   stepTimeout: number | undefined;
+  /** Seconds to start the workers, and to finish the first step. */
+  startupTimeout: number;
   /** Steps between checkpoints within an epoch (0: only after each epoch). */
   checkpointEvery: number;
 }
@@ -257,10 +257,21 @@ export class WorkerGroup {
         mailbox.send(init);
       });
       const readyRanks = new Set<number>();
+      // What each worker is doing while it starts, to say what did not finish in time.
+      const phases = mailboxes.map(() => "starting its thread");
+      mailboxes.forEach((mailbox) =>
+        mailbox.handle<PhaseMessage>("phase", (m) => phases[m.rank] = m.phase)
+      );
       const startup = setTimeout(() => {
         const late = mailboxes.findIndex((_, rank) => !readyRanks.has(rank));
-        fail(new WorkerError(late, `not ready ${STARTUP_TIMEOUT_S} s after it was started`));
-      }, STARTUP_TIMEOUT_S * 1000);
+        fail(
+          new WorkerError(
+            late,
+            `not ready within the start-up timeout of ${plan.startupTimeout} s: ` +
+              `it was still ${phases[late]}`,
+          ),
+        );
+      }, plan.startupTimeout * 1000);
       const ready = await Promise.all(
         mailboxes.map((m, rank) =>
           m.receive<ReadyMessage>("ready").then((message) => {
@@ -600,15 +611,20 @@ export class WorkerGroup {
   /** The step timeout now: the user's, or adaptive (see `TrainOptions.stepTimeout`). */
   #stepLimitMs(): number {
     if (this.#plan.stepTimeout !== undefined) return this.#plan.stepTimeout * 1000;
-    if (this.#stepsDone === 0) return 30 * 60_000;
+    if (this.#stepsDone === 0) return this.#plan.startupTimeout * 1000;
     return Math.max(5 * 60_000, 20 * this.#slowestStepMs);
   }
 
   /** No progress for too long: blame the workers the others wait for, and stop. */
   #onStall(idleMs: number): void {
     const reported = this.#mailboxes.map((_, rank) => this.#reportedByRank[rank] ?? 0);
-    const over = `no progress for ${Math.round(idleMs / 1000)} s, over the step timeout of ` +
-      `${Math.round(this.#stepLimitMs() / 1000)} s`;
+    const limit = Math.round(this.#stepLimitMs() / 1000);
+    const firstStep = this.#stepsDone === 0 && this.#plan.stepTimeout === undefined;
+    const over = `no progress for ${Math.round(idleMs / 1000)} s, over the ` +
+      (firstStep
+        ? `start-up timeout of ${limit} s (the first step, which compiles the shaders, ` +
+          "did not finish)"
+        : `step timeout of ${limit} s`);
     const behind = reported.some((steps) => steps < Math.max(...reported));
     const remote = behind ? undefined : this.#collective.waitingFor?.();
     if (remote !== undefined) {

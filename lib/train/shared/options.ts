@@ -105,11 +105,18 @@ export interface DistributedOptions {
   processGroup?: ProcessGroupOptions;
   /**
    * Seconds without progress after which the run stops with an error naming
-   * the worker the others wait for. Default: adaptive — 30 minutes until the
-   * first step completes (shader compilation), then 20 × the slowest step so
-   * far, at least 5 minutes.
+   * the worker the others wait for. Default: adaptive — `startupTimeout` until
+   * the first step completes (shader compilation), then 20 × the slowest
+   * step so far, at least 5 minutes.
    */
   stepTimeout?: number;
+  /**
+   * Seconds the workers may take to start — create their devices and build
+   * the model — and, once started, to finish their first step (which
+   * compiles the shaders). Past it the run stops with an error naming the
+   * worker and what it was still doing. Default 1800 (30 min).
+   */
+  startupTimeout?: number;
   /**
    * After a worker fails or stalls, restart every worker from the last
    * checkpoint (on disk or, without a checkpoint directory, kept in memory)
@@ -321,6 +328,8 @@ export interface ResolvedDistributed {
   processGroup: ProcessGroupOptions | undefined;
   /** Step timeout in seconds, or undefined for the adaptive default. */
   stepTimeout: number | undefined;
+  /** Seconds to start and to finish the first step. */
+  startupTimeout: number;
   /** Restarts allowed after a worker failure. */
   maxRestarts: number;
 }

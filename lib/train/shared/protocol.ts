@@ -107,6 +107,14 @@ export interface InitMessage extends Message {
   attempt: number;
 }
 
+/** Worker → coordinator: what it is doing while it starts (named if it takes too long). */
+export interface PhaseMessage extends Message {
+  type: "phase";
+  rank: number;
+  /** E.g. "creating its webgpu device", "building the model (createModel of file:///m.ts)". */
+  phase: string;
+}
+
 /** Worker → coordinator: the replica is built. */
 export interface ReadyMessage extends Message {
   type: "ready";

@@ -246,6 +246,9 @@ export function resolveDistributed(
     );
   }
   if (given.stepTimeout !== undefined) positiveSeconds("step timeout", given.stepTimeout);
+  if (given.startupTimeout !== undefined) {
+    positiveSeconds("start-up timeout", given.startupTimeout);
+  }
   if (given.maxRestarts !== undefined) nonNegativeInteger("max restarts", given.maxRestarts);
   if (
     given.workerUrl !== undefined && !(given.workerUrl instanceof URL) &&
@@ -267,6 +270,7 @@ export function resolveDistributed(
     allReduce,
     processGroup,
     stepTimeout: given.stepTimeout,
+    startupTimeout: given.startupTimeout ?? 1800,
     maxRestarts: given.maxRestarts ?? 0,
   };
 }

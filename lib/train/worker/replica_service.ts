@@ -38,6 +38,7 @@ import type {
   GetWeightsMessage,
   GrantMessage,
   InitMessage,
+  PhaseMessage,
   ReadyMessage,
   StartMessage,
   StepMessage,
@@ -137,14 +138,25 @@ class ReplicaWorker {
 
   static async create(mailbox: Mailbox, init: InitMessage): Promise<ReplicaWorker> {
     const who = `worker ${init.rank}`;
+    const phase = (text: string) => {
+      const message: PhaseMessage = { type: "phase", rank: init.localRank, phase: text };
+      mailbox.send(message);
+    };
     trace(who, `initialising the ${init.config.backend} backend`);
+    phase(`creating its ${init.config.backend} device`);
     const device = await initBackend(init.config.backend, { kernels: init.config.kernels });
     trace(who, `backend ready on ${device.adapter}; building the model`);
-    const model = await buildModel(init.config.model).catch((error) => {
+    const model = init.config.model;
+    phase(
+      `building the model (${
+        model.name === "custom" ? `${model.export} of ${model.module}` : model.name
+      })`,
+    );
+    const built = await buildModel(model).catch((error) => {
       throw error instanceof UsageError ? new ModelError(error.message) : error;
     });
     const replica = new Replica({
-      model,
+      model: built,
       optimizer: init.config.optimizer,
       normalize: init.config.normalize,
     });
