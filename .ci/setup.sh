@@ -15,7 +15,17 @@ if ! command -v deno >/dev/null 2>&1 || ! deno --version | head -n1 | grep -q "^
 fi
 deno --version | head -n1
 
-# 2. A WebGPU adapter that runs workers in parallel. Deno's WebGPU reaches Mesa's
+# 2. GNU time, with which the tests measure a refused run's peak memory (tests/memory_test.ts).
+if [ ! -x /usr/bin/time ]; then
+  echo "setup: installing GNU time (the tests measure peak memory with it)"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq time >/dev/null || echo "setup: could not install GNU time; the peak-memory tests will be ignored"
+fi
+
+# 3. A WebGPU adapter that runs workers in parallel. Deno's WebGPU reaches Mesa's
 #    software rasteriser (llvmpipe) through GL or, with Mesa's Vulkan driver,
 #    through Vulkan; through GL the workers' GPU work is serialised (2 workers:
 #    0.98x one worker's throughput, against 1.95x through Vulkan). So unless a

@@ -14,10 +14,10 @@ import { formatConfusion, formatPerClass } from "../lib/train/coordinator/report
 import { writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 import { BACKENDS } from "../internal.ts";
-import { type BackendName, UsageError } from "../mod.ts";
+import { type BackendName, DataError, UsageError } from "../mod.ts";
 import { readCheckpoint } from "../checkpoint.ts";
 import { initBackend } from "../model.ts";
-import { buildModel } from "../lib/model/registry.ts";
+import { buildModel, modelSizes } from "../lib/model/registry.ts";
 import { modelFlag } from "../lib/cli/train_flags.ts";
 import { resumedModel } from "../lib/train/coordinator/resume.ts";
 import { type DatasetName, DATASETS } from "../lib/data/registry.ts";
@@ -96,7 +96,15 @@ async function main(): Promise<void> {
     const state = await readCheckpoint(values.checkpoint!);
     datasetName = state.config.dataset ?? datasetName;
     // The checkpoint's record only names a built-in, or is compared with the module given.
-    model = await buildModel(resumedModel(values.checkpoint!, state.config, given));
+    const config = resumedModel(values.checkpoint!, state.config, given);
+    const sizes = modelSizes(config);
+    if (sizes !== undefined && sizes.params !== state.weights.length) {
+      throw new DataError(
+        `${values.checkpoint} holds ${state.weights.length} weights, but ${config.name} as it ` +
+          `records it has ${sizes.params}: it is not a checkpoint of that model`,
+      );
+    }
+    model = await buildModel(config);
     normalize = state.config.normalize;
     setFlatWeights(model, state.weights);
     source =

@@ -4,7 +4,7 @@
  * package by name (resolved to the clone through `links`, as JSR would serve
  * it), and a vendored copy of the library's files. For each: the program
  * type-checks, trains a model and data of its own with 2 workers, Adam and
- * checkpoints under exactly the permissions the README lists (`-R -W -E`),
+ * checkpoints under exactly the permissions the README lists (`-R -W -E --allow-sys=systemMemoryInfo`),
  * is stopped by Ctrl-C through `stopOnSignals`, resumes, and ends with the
  * weights of an uninterrupted run, bit for bit; stderr holds nothing but the
  * Ctrl-C line.
@@ -19,7 +19,7 @@ import { ROOT, scriptEnv } from "./helpers.ts";
 const PROGRAM = await Deno.readTextFile(
   new URL("./fixtures/external_main.ts.txt", import.meta.url),
 );
-const PERMISSIONS = ["-R", "-W", "-E"];
+const PERMISSIONS = ["-R", "-W", "-E", "--allow-sys=systemMemoryInfo"];
 
 /** The three ways: what the project's deno.json says, and what its program imports. */
 type Way = { config: unknown; mod: string; model: string };
@@ -180,9 +180,12 @@ Deno.test("a project that withholds a permission the README lists is told which,
       PROGRAM.replace('"LIBRARY/mod.ts"', `"${mod}"`).replace('"LIBRARY/model.ts"', `"${model}"`),
     );
     const cases: [string[], RegExp][] = [
-      [["-R", "-W"], /the webgpu backend needs --allow-env \(at least XDG_RUNTIME_DIR, /],
       [
-        [`--allow-read=${project}`, "-W", "-E"],
+        ["-R", "-W", "--allow-sys=systemMemoryInfo"],
+        /the webgpu backend needs --allow-env \(at least XDG_RUNTIME_DIR, /,
+      ],
+      [
+        [`--allow-read=${project}`, "-W", "-E", "--allow-sys=systemMemoryInfo"],
         /train\(\) starts worker threads from .*: it needs read access there \(--allow-read/,
       ],
     ];

@@ -120,6 +120,7 @@ export const TASK_PERMISSIONS: readonly string[] = [
   "--allow-write",
   "--allow-net",
   "--allow-env",
+  "--allow-sys=systemMemoryInfo",
 ];
 
 /** `deno run` arguments for `script` (relative to the root) with `args`. */

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import type * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
-import { createNiN, MIN_INPUT_SIZE, ninSummary, ZERO_HEAD_BIAS } from "../lib/model/nin.ts";
+import {
+  createNiN,
+  MIN_INPUT_SIZE,
+  ninLayerSizes,
+  ninSummary,
+  ZERO_HEAD_BIAS,
+} from "../lib/model/nin.ts";
+import { createLeNet, lenetLayerSizes } from "../lib/model/lenet.ts";
 import { initBackend } from "../lib/train/shared/backend.ts";
 import { UsageError } from "../lib/errors.ts";
 
@@ -125,4 +132,33 @@ Deno.test("NiN's zero head: the class-score layer starts at zero weights and a p
     (e: Error) =>
       e instanceof UsageError && /head must be one of random, zero, got "ones"/.test(e.message),
   );
+});
+
+Deno.test("the built-in models' sizes worked out without building them match the built models", async () => {
+  await initBackend("cpu");
+  for (const options of [{}, { inputSize: 67, width: 0.125 }, { inputSize: 99, width: 0.5 }]) {
+    const model = createNiN(options);
+    const sizes = ninLayerSizes(options);
+    const built = model.layers.filter((layer) => layer.name !== "flatten");
+    assert.deepEqual(
+      sizes.map((s) => [s.name, s.outputValues, s.params]),
+      built.map((l) => [
+        l.name,
+        (l.outputShape as number[]).slice(1).reduce((a, b) => a * b, 1),
+        l.countParams(),
+      ]),
+      JSON.stringify(options),
+    );
+    model.dispose();
+  }
+  const lenet = createLeNet();
+  assert.deepEqual(
+    lenetLayerSizes().map((s) => [s.name, s.outputValues, s.params]),
+    lenet.layers.filter((l) => l.name !== "flatten").map((l) => [
+      l.name,
+      (l.outputShape as number[]).slice(1).reduce((a, b) => a * b, 1),
+      l.countParams(),
+    ]),
+  );
+  lenet.dispose();
 });

@@ -42,6 +42,16 @@ const NEEDS = {
       return mounted;
     },
   },
+  "gnu-time": {
+    reason: "GNU time (/usr/bin/time, Debian's `time` package) to measure a process's peak memory",
+    available: () =>
+      new Deno.Command("/usr/bin/time", {
+        args: ["-f", "%M", "true"],
+        stdout: "null",
+        stderr: "null",
+      })
+        .output().then((r) => r.success, () => false),
+  },
   "linux": {
     reason: "Linux (the thread watch reads /proc/self/task)",
     available: () => Promise.resolve(Deno.build.os === "linux"),

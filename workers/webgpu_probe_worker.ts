@@ -15,7 +15,10 @@ let result: ProbeResult = null;
 try {
   const adapter = await navigator.gpu?.requestAdapter();
   if (adapter) {
-    result = { description: describeAdapter(adapter.info) };
+    result = {
+      description: describeAdapter(adapter.info),
+      maxBufferSize: adapter.limits.maxBufferSize,
+    };
   }
 } catch {
   result = null; // this path has no usable adapter

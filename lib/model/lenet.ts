@@ -77,3 +77,27 @@ export function createLeNet(options: LeNetOptions = {}): tfl.Sequential {
     ],
   });
 }
+
+/**
+ * LeNet's layers as {@linkcode createLeNet} builds them, sized by arithmetic
+ * alone (see `ninLayerSizes`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { lenetLayerSizes } from "./lenet.ts";
+ *
+ * assert.equal(lenetLayerSizes().reduce((sum, l) => sum + l.params, 0), 61_706);
+ * ```
+ */
+export function lenetLayerSizes(): { name: string; outputValues: number; params: number }[] {
+  return [
+    { name: "conv1", outputValues: 28 * 28 * 6, params: 5 * 5 * 1 * 6 + 6 },
+    { name: "pool1", outputValues: 14 * 14 * 6, params: 0 },
+    { name: "conv2", outputValues: 10 * 10 * 16, params: 5 * 5 * 6 * 16 + 16 },
+    { name: "pool2", outputValues: 5 * 5 * 16, params: 0 },
+    { name: "fc1", outputValues: 120, params: 400 * 120 + 120 },
+    { name: "fc2", outputValues: 84, params: 120 * 84 + 84 },
+    { name: "fc3", outputValues: 10, params: 84 * 10 + 10 },
+  ];
+}

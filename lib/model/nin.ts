@@ -312,3 +312,66 @@ export function setDropoutSeed(model: tfl.LayersModel, seed: number): void {
     if (layer.getClassName() === "Dropout") (layer as unknown as { seed: number }).seed = seed;
   }
 }
+
+/** The size of one layer of a model, worked out without building it. */
+export interface LayerSize {
+  /** The layer's name, as the built model names it. */
+  name: string;
+  /** Values in its output for one image. */
+  outputValues: number;
+  /** Its parameters. */
+  params: number;
+}
+
+/**
+ * NiN's layers as {@linkcode createNiN} builds them, sized by arithmetic
+ * alone: what a configuration costs can be known before anything is
+ * allocated (a width of 50 is 11 GB of weights; an input of 100,000 px, 240
+ * GB of activations per image).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ninLayerSizes } from "./nin.ts";
+ *
+ * const layers = ninLayerSizes({});
+ * assert.equal(layers.reduce((sum, l) => sum + l.params, 0), 1_992_166);
+ * assert.equal(layers[0].outputValues, 54 * 54 * 96);
+ * ```
+ */
+export function ninLayerSizes(options: NiNOptions): LayerSize[] {
+  const inputSize = options.inputSize ?? 224;
+  const width = options.width ?? 1;
+  const channels = (c: number) => Math.max(1, Math.round(c * width));
+  const layers: LayerSize[] = [];
+  let side = inputSize;
+  let inChannels = 1;
+  const conv = (name: string, filters: number, kernel: number, stride: number, same: boolean) => {
+    side = same ? Math.ceil(side / stride) : Math.floor((side - kernel) / stride) + 1;
+    layers.push({
+      name,
+      outputValues: side * side * filters,
+      params: kernel * kernel * inChannels * filters + filters,
+    });
+    inChannels = filters;
+  };
+  const block = (b: number, filters: number, kernel: number, stride: number, same: boolean) => {
+    conv(`nin${b}_conv`, filters, kernel, stride, same);
+    conv(`nin${b}_mlp1`, filters, 1, 1, false);
+    conv(`nin${b}_mlp2`, filters, 1, 1, false);
+  };
+  const pool = (index: number) => {
+    side = Math.floor((side - 3) / 2) + 1;
+    layers.push({ name: `maxpool${index}`, outputValues: side * side * inChannels, params: 0 });
+  };
+  block(1, channels(96), 11, 4, false);
+  pool(1);
+  block(2, channels(256), 5, 1, true);
+  pool(2);
+  block(3, channels(384), 3, 1, true);
+  pool(3);
+  layers.push({ name: "dropout", outputValues: side * side * inChannels, params: 0 });
+  block(4, NUM_CLASSES, 3, 1, true);
+  layers.push({ name: "avgpool", outputValues: NUM_CLASSES, params: 0 });
+  return layers;
+}

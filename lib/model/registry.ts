@@ -25,8 +25,14 @@ import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { pathToFileURL } from "node:url";
 import { isAbsolute, resolve } from "node:path";
 import { describeValue, UsageError } from "../errors.ts";
-import { createLeNet } from "./lenet.ts";
-import { createNiN, type NiNOptions, resolveNiNOptions } from "./nin.ts";
+import { createLeNet, lenetLayerSizes } from "./lenet.ts";
+import {
+  createNiN,
+  type LayerSize,
+  ninLayerSizes,
+  type NiNOptions,
+  resolveNiNOptions,
+} from "./nin.ts";
 
 /** A function that builds a model from its options; may be async. */
 export type ModelFactory = (
@@ -99,6 +105,10 @@ export interface ModelEntry {
   resolveOptions: (options: Record<string, unknown>) => Record<string, unknown>;
   /** The number of classes it tells apart (its logits). */
   classes: number;
+  /** Its layers' sizes for resolved `options`, worked out without building it. */
+  layerSizes: (options: Record<string, unknown>) => LayerSize[];
+  /** Values of one input image for resolved `options` (after resizing). */
+  inputValues: (options: Record<string, unknown>) => number;
   /** The training settings d2l uses for it, beneath the user's. */
   training: { lr?: number; batchSize?: number; epochs?: number };
 }
@@ -130,6 +140,8 @@ export const MODELS: Readonly<Record<ModelName, ModelEntry>> = {
       return resolveNiNOptions(options as NiNOptions);
     },
     classes: 10,
+    layerSizes: (options) => ninLayerSizes(options as NiNOptions),
+    inputValues: (options) => ((options as NiNOptions).inputSize ?? 224) ** 2,
     training: {},
   },
   lenet: {
@@ -142,6 +154,8 @@ export const MODELS: Readonly<Record<ModelName, ModelEntry>> = {
       return { seed: options.seed ?? 0 };
     },
     classes: 10,
+    layerSizes: () => lenetLayerSizes(),
+    inputValues: () => 28 * 28,
     training: { lr: 0.9, batchSize: 256 },
   },
 };
@@ -282,6 +296,32 @@ export function modelChoice(config: ModelConfig): ModelChoice {
   if (config.name === "layers") return { topology: config.topology };
   const { seed: _, ...options } = config.options;
   return { name: config.name, ...options } as ModelChoice;
+}
+
+/**
+ * A built-in model's layers, parameter count and input size, worked out
+ * without building it; undefined for a model of the user's (known once built).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { modelSizes, resolveModelConfig } from "./registry.ts";
+ *
+ * assert.equal(modelSizes(resolveModelConfig("nin", { seed: 0 }))?.params, 1_992_166);
+ * assert.equal(modelSizes({ name: "custom", module: "file:///m.ts", options: {} }), undefined);
+ * ```
+ */
+export function modelSizes(
+  config: ModelConfig,
+): { layers: LayerSize[]; params: number; inputValues: number } | undefined {
+  if (!Object.hasOwn(MODELS, config.name)) return undefined;
+  const entry = MODELS[config.name as ModelName];
+  const layers = entry.layerSizes(config.options);
+  return {
+    layers,
+    params: layers.reduce((sum, layer) => sum + layer.params, 0),
+    inputValues: entry.inputValues(config.options),
+  };
 }
 
 /**

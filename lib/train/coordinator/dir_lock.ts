@@ -3,9 +3,11 @@
  * `.lock`, created with `createNew` (so of two runs started at once, exactly
  * one gets it), holding the run's id, process id, host and start time, and
  * removed when the run ends — however it ends, short of the process being
- * killed. A lock left by a killed process on this host is taken over once its
- * process is gone; a lock of another host (a shared file system) is never
- * taken over: the message says how to remove it.
+ * killed. The holder touches the file every {@linkcode LOCK_HEARTBEAT_MS};
+ * a lock not touched for {@linkcode LOCK_STALE_MS} was left by a killed run
+ * and is taken over. (A heartbeat rather than a process check: Deno reads
+ * `/proc` only with `--allow-all`, and a shared file system may hold another
+ * host's lock.)
  *
  * @module
  */
@@ -16,13 +18,19 @@ import { UsageError } from "../../errors.ts";
 /** The lock file's name in a checkpoint directory. */
 export const LOCK_FILE = ".lock";
 
+/** How often a run touches its lock. */
+export const LOCK_HEARTBEAT_MS = 5_000;
+
+/** A lock untouched for this long is a killed run's. */
+export const LOCK_STALE_MS = 30_000;
+
 /** What a lock file says about its holder. */
 export interface LockHolder {
   /** The run's identity. */
   runId: string;
   /** Its process id. */
   pid: number;
-  /** Its host. */
+  /** Its host, where known. */
   host: string;
   /** When it took the lock, ISO 8601. */
   since: string;
@@ -32,15 +40,14 @@ export interface LockHolder {
 export interface DirLock {
   /** The lock file. */
   readonly path: string;
-  /** Removes the lock file, if it is still this run's. Never throws. */
+  /** Stops the heartbeat and removes the lock file, if it is still this run's. Never throws. */
   release(): Promise<void>;
 }
 
 /**
  * Takes `dir`'s lock for run `runId`, or throws a one-line `UsageError`
- * naming the run that holds it. A lock whose process is gone (same host) is
- * taken over. `isAlive` says whether a process of this host runs (default:
- * `/proc/PID` exists, on Linux; elsewhere every process counts as alive).
+ * naming the run that holds it. A lock untouched for
+ * {@linkcode LOCK_STALE_MS} is taken over.
  *
  * @example
  * ```ts
@@ -55,10 +62,7 @@ export interface DirLock {
  * await Deno.remove(dir);
  * ```
  */
-export async function acquireDirLock(
-  dir: string,
-  run: { runId: string; isAlive?: (pid: number) => boolean },
-): Promise<DirLock> {
+export async function acquireDirLock(dir: string, run: { runId: string }): Promise<DirLock> {
   const path = join(dir, LOCK_FILE);
   const me: LockHolder = {
     runId: run.runId,
@@ -66,7 +70,6 @@ export async function acquireDirLock(
     host: thisHost(),
     since: new Date().toISOString(),
   };
-  const isAlive = run.isAlive ?? processExists;
   for (let attempt = 0;; attempt++) {
     try {
       const file = await Deno.open(path, { createNew: true, write: true });
@@ -75,7 +78,18 @@ export async function acquireDirLock(
       } finally {
         file.close();
       }
-      return { path, release: () => releaseIfMine(path, me) };
+      const heartbeat = setInterval(() => {
+        const now = new Date();
+        Deno.utime(path, now, now).catch(() => {}); // gone: release() will find out
+      }, LOCK_HEARTBEAT_MS);
+      Deno.unrefTimer(heartbeat);
+      return {
+        path,
+        release: () => {
+          clearInterval(heartbeat);
+          return releaseIfMine(path, me);
+        },
+      };
     } catch (error) {
       if (!(error instanceof Deno.errors.AlreadyExists)) {
         throw new UsageError(
@@ -84,10 +98,9 @@ export async function acquireDirLock(
       }
     }
     const holder = await readHolder(path);
-    const stale = holder !== undefined && holder.host === me.host && holder.pid !== me.pid &&
-      !isAlive(holder.pid);
-    if (stale && attempt === 0) {
-      // Its process is gone (killed): the lock is this run's to take. Only one run may remove it.
+    const age = await ageMs(path);
+    if (age !== undefined && age > LOCK_STALE_MS && attempt === 0) {
+      // Not touched for long: its run was killed. Of two runs taking it over, createNew picks one.
       await Deno.remove(path).catch(() => {});
       continue;
     }
@@ -104,12 +117,22 @@ export async function acquireDirLock(
 /** The holder a lock file names, or undefined when it cannot be read as one. */
 async function readHolder(path: string): Promise<LockHolder | undefined> {
   try {
-    const text = await Deno.readTextFile(path);
-    if (text.length > 4096) return undefined;
-    const holder = JSON.parse(text) as LockHolder;
+    const info = await Deno.stat(path);
+    if (!info.isFile || info.size > 4096) return undefined;
+    const holder = JSON.parse(await Deno.readTextFile(path)) as LockHolder;
     const ok = typeof holder.runId === "string" && Number.isSafeInteger(holder.pid) &&
       typeof holder.host === "string" && typeof holder.since === "string";
     return ok ? holder : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Milliseconds since the lock file was last touched, or undefined. */
+async function ageMs(path: string): Promise<number | undefined> {
+  try {
+    const mtime = (await Deno.stat(path)).mtime;
+    return mtime ? Date.now() - mtime.getTime() : undefined;
   } catch {
     return undefined;
   }
@@ -120,29 +143,13 @@ async function releaseIfMine(path: string, me: LockHolder): Promise<void> {
   if (holder?.runId === me.runId && holder.pid === me.pid) await Deno.remove(path).catch(() => {});
 }
 
-/** Whether process `pid` of this host runs: `/proc/PID` exists (Linux); elsewhere, assumed so. */
-function processExists(pid: number): boolean {
-  if (Deno.build.os !== "linux") return true;
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch (error) {
-    return !(error instanceof Deno.errors.NotFound);
-  }
-}
-
-/**
- * This host's name: from `/proc/sys/kernel/hostname` (Linux, read access
- * only), else `Deno.hostname()` (which needs `--allow-sys`), else "unknown".
- */
+/** This host's name where Deno may tell it (`--allow-sys=hostname`), else "an unnamed host". */
 function thisHost(): string {
   try {
-    return Deno.readTextFileSync("/proc/sys/kernel/hostname").trim();
+    return Deno.permissions.querySync({ name: "sys", kind: "hostname" }).state === "granted"
+      ? Deno.hostname()
+      : "an unnamed host";
   } catch {
-    try {
-      return Deno.hostname();
-    } catch {
-      return "unknown";
-    }
+    return "an unnamed host";
   }
 }

@@ -10,6 +10,7 @@ import {
   isLayersModel,
   modelChoice,
   type ModelConfig,
+  modelSizes,
   type ModelSpec,
   resolveModelConfig,
 } from "../../model/registry.ts";
@@ -263,6 +264,15 @@ export function checkResumable(
     throw new DataError(
       `${point.path} stopped after step ${state.stepsDone} of an epoch that has ${run.steps}: ` +
         "it does not belong to this data set",
+    );
+  }
+  // A built-in's size is known without building it: a checkpoint whose weights do not fit its
+  // recorded shape (say, width 50: 11 GB of weights) is refused before anything is built.
+  const sizes = modelSizes(run.options.model);
+  if (sizes !== undefined && sizes.params !== state.weights.length) {
+    throw new DataError(
+      `${point.path} holds ${state.weights.length} weights, but ${run.options.model.name} as it ` +
+        `records it has ${sizes.params}: it is not a checkpoint of that model`,
     );
   }
   const most = state.epochsDone * run.steps * run.options.batchSize;

@@ -17,6 +17,7 @@ import {
   type ModelEntry,
   type ModelName,
   MODELS,
+  modelSizes,
 } from "../../model/registry.ts";
 import type { DeviceInfo } from "../shared/backend.ts";
 import type { EpochSums, RunConfig, TrainingState } from "../shared/checkpoint.ts";
@@ -37,6 +38,9 @@ import {
 } from "./resume.ts";
 import { chooseWebGPUPath } from "./webgpu_path.ts";
 import { listenForStop } from "./signals.ts";
+import { availableMemory, checkMemory, estimateMemory } from "./memory.ts";
+import { isSoftwareAdapter } from "../shared/backend.ts";
+import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import { runConfig } from "../shared/checkpoint_schema.ts";
 import { checkPermissions } from "./permissions.ts";
 import { joinProcesses, sharePosition } from "./processes.ts";
@@ -212,7 +216,29 @@ async function run(
     options.onCheckpoint?.(path);
     return path;
   };
-  if (resolved.backend === "webgpu") await chooseWebGPUPath(); // before any worker asks
+  const webgpu = resolved.backend === "webgpu" ? await chooseWebGPUPath() : undefined; // first
+  // Before anything is built: refuse what this machine cannot hold (see memory.ts).
+  const sizes = modelSizes(resolved.model);
+  checkMemory(
+    estimateMemory({
+      workers: distributed.workers,
+      shardBatch: Math.ceil(resolved.batchSize / distributed.batchShards),
+      params: sizes?.params,
+      layers: sizes?.layers,
+      inputValues: sizes?.inputValues,
+      optimizerSlots: optimizerSlots(resolved.optimizer),
+      dataBytes: trainSet.images.byteLength + testSet.images.byteLength,
+    }),
+    {
+      workers: distributed.workers,
+      availableBytes: availableMemory() ?? warnUnchecked(),
+      // A software adapter's buffers are host memory, not bound by its limit (measured:
+      // llvmpipe, whose maxBufferSize is 2 GiB, took a 2.1 GiB tensor).
+      maxBufferBytes: webgpu?.adapter && !isSoftwareAdapter(webgpu.adapter)
+        ? webgpu.maxBufferSize
+        : undefined,
+    },
+  );
   const workerUrl = workerUrlOf(options);
   let restarts = 0;
   for (;;) {
@@ -410,6 +436,20 @@ function makeState(
     partial: at.partial,
     totals: at.totals,
   };
+}
+
+/** Says, once, that the run's memory cannot be checked here; the limit stays unknown. */
+function warnUnchecked(): undefined {
+  console.error(
+    "note: the memory available is unknown without --allow-sys=systemMemoryInfo: " +
+      "this run's needs are not checked against it",
+  );
+  return undefined;
+}
+
+/** Float32 vectors the optimizer keeps per weight (SGD 0, momentum 1, Adam 2). */
+function optimizerSlots(config: OptimizerConfig): number {
+  return Object.keys(createOptimizer(config, { size: 0 }).state().slots).length;
 }
 
 /** The module every worker thread runs: the caller's, or the library's replica worker. */

@@ -28,7 +28,7 @@ import { ThreadWatch } from "../../util/thread_watch.ts";
 const PATH_VARIABLE = "DENO_WEBGPU_BACKEND";
 
 /** What the probe worker reports: the adapter it found on its path, or null. */
-export type ProbeResult = { description: string } | null;
+export type ProbeResult = { description: string; maxBufferSize?: number } | null;
 
 /** The path WebGPU goes through in this process, and the adapter found there. */
 export interface WebGPUPath {
@@ -38,6 +38,8 @@ export interface WebGPUPath {
   chosenBy: "environment" | "probe";
   /** The adapter found on that path; undefined when there is none. */
   adapter?: string;
+  /** The largest buffer the adapter takes (`limits.maxBufferSize`), when one was found. */
+  maxBufferSize?: number;
 }
 
 /**
@@ -113,14 +115,24 @@ async function choose(): Promise<WebGPUPath | undefined> {
   if (given !== undefined) {
     const found = await probe(given);
     Deno.env.set(PATH_VARIABLE, given);
-    return { path: given, chosenBy: "environment", adapter: found?.description };
+    return {
+      path: given,
+      chosenBy: "environment",
+      adapter: found?.description,
+      maxBufferSize: found?.maxBufferSize,
+    };
   }
   const paths = PREFERRED_PATHS[Deno.build.os] ?? PREFERRED_PATHS.linux;
   for (const path of paths) {
     const found = await probe(path);
     if (found) {
       Deno.env.set(PATH_VARIABLE, path);
-      return { path, chosenBy: "probe", adapter: found.description };
+      return {
+        path,
+        chosenBy: "probe",
+        adapter: found.description,
+        maxBufferSize: found.maxBufferSize,
+      };
     }
   }
   Deno.env.delete(PATH_VARIABLE);
