@@ -193,6 +193,36 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
 });
 
 Deno.test({
+  name: "more workers than cores on a software adapter: one note names the count that is as fast",
+  ignore: await ignoredWithout("software-adapter"),
+  fn: () =>
+    withTempDir(async (dir) => {
+      await writeTinyDataset(dir, { train: 24, test: 8 });
+      const cores = navigator.hardwareConcurrency;
+      const { code, stderr } = await runTrain([
+        "--data-dir",
+        dir,
+        "--model",
+        "lenet",
+        "--workers",
+        String(cores + 1),
+        "--epochs",
+        "1",
+        "--batch-size",
+        String(cores + 1),
+      ]);
+      assert.equal(code, 0, stderr);
+      const notes = stderr.split("\n").filter((line) => line.includes("workers share"));
+      assert.deepEqual(notes, [
+        `note: ${
+          cores + 1
+        } workers share ${cores} core(s) on a software adapter: the extra workers ` +
+        `take turns and add no speed; --workers ${cores} is as fast here`,
+      ]);
+    }),
+});
+
+Deno.test({
   name:
     "several workers on llvmpipe through GL: the start-up line names the path, one warning says how to fix it",
   ignore: await ignoredWithout("llvmpipe-through-gl"),

@@ -68,6 +68,13 @@ const NEEDS = {
       return navigator.hardwareConcurrency >= 2 && isSoftwareAdapter(adapter ?? "");
     },
   },
+  "software-adapter": {
+    reason:
+      "a software WebGPU adapter (the note it tests is printed only where workers share CPU " +
+      "cores)",
+    available: async () =>
+      isSoftwareAdapter(await adapterOn("vulkan") ?? await adapterOn("gl") ?? ""),
+  },
   "llvmpipe-15": {
     reason: "the adapter the WebGPU golden checksum was pinned on, llvmpipe (LLVM 15.0.6, 256 " +
       "bits) through Vulkan (another adapter rounds differently)",
