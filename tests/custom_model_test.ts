@@ -197,10 +197,11 @@ Deno.test("a model or data the trainer cannot use: one clear error before traini
         /notAModel of .*: did not return a tfjs LayersModel$/.test(e.message),
     ],
     [
-      "non-trainable weights",
-      { model: { module: MODULE, export: "withBatchNorm" } },
+      "nothing to train",
+      { model: { module: MODULE, export: "allFrozen" } },
       (e) =>
-        e instanceof UsageError && /non-trainable weights .* are not supported$/.test(e.message),
+        e instanceof UsageError &&
+        /allFrozen of .*: the model has no trainable weights$/.test(e.message),
     ],
     [
       "options that are not JSON",

@@ -111,6 +111,21 @@ export function imageLikeDataset(count: number, seed: number): Dataset {
   return { images, labels, count, rows: 28, cols: 28 };
 }
 
+/**
+ * `length` deterministic gradient-like values of both signs spread over 40
+ * binary orders of magnitude (2^-20 to 2^20), so that the order of a sum
+ * changes its bits: what the all-reduce tests compare schedules on.
+ */
+export function randomVector(length: number, seed: number): Float32Array {
+  const out = new Float32Array(length);
+  let x = seed * 2654435761 >>> 0;
+  for (let i = 0; i < length; i++) {
+    x = (x * 1664525 + 1013904223) >>> 0;
+    out[i] = ((x / 2 ** 32) - 0.5) * 2 ** ((x % 40) - 20);
+  }
+  return out;
+}
+
 /** The project's root directory. */
 export const ROOT: string = fileURLToPath(new URL("..", import.meta.url));
 

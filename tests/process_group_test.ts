@@ -16,6 +16,7 @@ import {
   TcpProcessGroup,
 } from "../lib/collective/tcp/tcp_process_group.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
+import { randomVector } from "./helpers.ts";
 
 const TOKEN = "test token, long enough to be one";
 const key = await importToken({ token: TOKEN });
@@ -62,16 +63,6 @@ function joinAll(size: number, options: Partial<TcpGroupOptions> = {}): Promise<
         ),
     ),
   ];
-}
-
-function randomVector(length: number, seed: number): Float32Array {
-  const out = new Float32Array(length);
-  let x = seed * 2654435761 >>> 0;
-  for (let i = 0; i < length; i++) {
-    x = (x * 1664525 + 1013904223) >>> 0;
-    out[i] = ((x / 2 ** 32) - 0.5) * 2 ** ((x % 40) - 20);
-  }
-  return out;
 }
 
 async function checksum(values: Float32Array): Promise<string> {

@@ -19,6 +19,7 @@ import {
   type Wire,
 } from "../lib/collective/tcp/schedules.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
+import { randomVector } from "./helpers.ts";
 
 /** A link from rank `from` to rank `to`; frames go to `to`'s inbox for `from`. */
 interface MemoryLink extends ScheduleLink {
@@ -73,16 +74,6 @@ function memoryMesh(size: number, tamper?: (frame: Frame) => Frame) {
     (_, r) => Array.from({ length: size }, (_, q) => q === r ? undefined : link(r, q)),
   );
   return { wire, links, failures };
-}
-
-function randomVector(length: number, seed: number): Float32Array {
-  const out = new Float32Array(length);
-  let x = seed * 2654435761 >>> 0;
-  for (let i = 0; i < length; i++) {
-    x = (x * 1664525 + 1013904223) >>> 0;
-    out[i] = ((x / 2 ** 32) - 0.5) * 2 ** ((x % 40) - 20);
-  }
-  return out;
 }
 
 const checksum = (values: Float32Array) => sha256Hex(values);

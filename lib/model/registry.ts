@@ -406,9 +406,6 @@ function modelProblem(model: unknown): string | undefined {
   if (output.length !== 2 || output[1] === null || output[1] < 2) {
     return `the output must be logits [batch, classes ≥ 2], got [${output.join(", ")}]`;
   }
-  if (m.nonTrainableWeights.length > 0) {
-    return "non-trainable weights (e.g. BatchNormalization's moving statistics) are not supported";
-  }
   if (m.trainableWeights.length === 0) return "the model has no trainable weights";
   return undefined;
 }

@@ -29,7 +29,7 @@ export interface ResumePoint {
 
 /**
  * The checkpoint `resume` asks for: a file's path, or (`true`) the newest
- * usable one in `checkpointDir`, passing over unusable newer ones. Resolves
+ * usable one in `checkpoint.dir`, passing over unusable newer ones. Resolves
  * to undefined when the directory holds no checkpoint at all (a fresh start);
  * throws a `DataError` naming the file and the reason when the named file, or
  * every file in the directory, is unusable.

@@ -68,31 +68,31 @@ export interface TrainResult {
 const NO_SUMS: EpochSums = { lossSum: 0, correct: 0, count: 0, trainSeconds: 0, seconds: 0 };
 
 /**
- * Trains NiN on Fashion-MNIST, data-parallel across `options.workers` Deno
- * workers, and resolves with the per-epoch metrics and the final weights.
+ * Trains a model (by default d2l's NiN on Fashion-MNIST) data-parallel across
+ * `distributed.workers` worker threads, and resolves with the per-epoch
+ * metrics and the final weights.
  *
  * Each worker holds a replica and computes the gradient of its share of every
- * global batch; the gradients are averaged (weighted by examples) and every
- * replica applies the same SGD update. Replicas are compared by weight
- * checksum after every epoch. With `checkpointDir`, the state is saved after
- * every epoch (and every `checkpointEvery` steps) and `resume` continues from
- * it; `maxRestarts` restarts the workers after a failure; aborting `signal`
- * stops at a step boundary. Throws a `UsageError` for bad options, a
- * `DataError` for missing or corrupt data or checkpoints, a `WorkerError`
- * naming the worker that failed (all workers are stopped), a
- * `ReplicaDivergenceError`, or an `InterruptedError`.
+ * global batch; the gradients are averaged (weighted by examples, in a fixed
+ * order) and every replica applies the same update. Replicas are compared by
+ * weight checksum after every epoch. With `checkpoint.dir` the state is saved
+ * after every epoch (and every `checkpoint.every` steps) and
+ * `checkpoint.resume` continues from it; `distributed.maxRestarts` restarts
+ * the workers after a failure; aborting `signal` (or, with `stopOnSignals`,
+ * Ctrl-C or SIGTERM) stops at a step boundary. Throws a `UsageError` for bad
+ * options, a `DataError` for missing or corrupt data or checkpoints, a
+ * `WorkerError` naming the worker that failed (all workers are stopped), a
+ * `DivergedError`, a `ReplicaDivergenceError`, or an `InterruptedError`.
  *
  * @example A small run on two workers
  * ```ts ignore
  * import { train } from "../../../mod.ts";
  *
  * const { history } = await train({
- *   workers: 2,
+ *   model: { name: "nin", inputSize: 67, width: 0.25 },
+ *   data: { trainLimit: 2048, testLimit: 512 },
+ *   distributed: { workers: 2 },
  *   epochs: 2,
- *   inputSize: 67,
- *   width: 0.25,
- *   trainLimit: 2048,
- *   testLimit: 512,
  *   onEpoch: (r) => console.log(`epoch ${r.epoch}: test acc ${r.testAcc.toFixed(3)}`),
  * });
  * ```

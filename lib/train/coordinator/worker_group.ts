@@ -134,7 +134,7 @@ export interface GroupPlan {
 export class WorkerGroup {
   /** The device of worker 0. */
   readonly device: DeviceInfo;
-  /** Number of model parameters. */
+  /** Number of trainable weights (frozen ones and statistics not counted). */
   readonly numParams: number;
   /** The model's input: `[height, width, channels]`. */
   readonly inputShape: readonly [number, number, number];
@@ -283,18 +283,24 @@ export class WorkerGroup {
         clearTimeout(startup);
         cores.restore(); // every device exists now
       });
-      const numParams = ready[0].numParams;
+      const { numWeights, numParams, numReduced } = ready[0];
       checkDataFitsModel(setup, ready[0]);
-      if (setup.startWeights && setup.startWeights.length !== numParams) {
+      if (setup.startWeights && setup.startWeights.length !== numWeights) {
         throw new DataError(
-          `the checkpoint holds ${setup.startWeights.length} weights but this model has ${numParams}`,
+          `the checkpoint holds ${setup.startWeights.length} weights but this model has ${numWeights}`,
+        );
+      }
+      const slot = Object.values(setup.startOptimizer?.slots ?? {})[0];
+      if (slot && slot.length !== numParams) {
+        throw new DataError(
+          `the checkpoint's optimizer state covers ${slot.length} weights but this model trains ${numParams}`,
         );
       }
       // Every process starts from rank 0's weights (its first worker's, or a checkpoint's).
       const startWeights = await setup.job.startWeights(setup.startWeights, ready[0].weights!);
       const collective = COLLECTIVES[config.allReduce].host({
         worldSize: plan.workers,
-        length: numParams,
+        length: numReduced,
         parts: config.shardsPerReplica,
         mailboxes,
         processes: setup.job.processes,

@@ -80,7 +80,13 @@ export function checkpointProblem(state: Fields): string | undefined {
     if (!isObject(slots)) return "optimizer state has no slots";
     const optimizerConfig = (config.optimizer ?? { name: "sgd" }) as OptimizerConfig;
     const names = Object.keys(createOptimizer(optimizerConfig, { size: 0 }).state().slots);
-    const problem = stateProblem(optimizerState as never, { names, size: weights.length });
+    // It covers the trainable weights, which come first; how many there are
+    // is the model's to say (the coordinator checks it against the model).
+    const first = Object.values(slots)[0] as Float32Array | undefined;
+    const size = first instanceof Float32Array && first.length <= weights.length
+      ? first.length
+      : weights.length;
+    const problem = stateProblem(optimizerState as never, { names, size });
     if (problem !== undefined) return problem;
     const bad = names.find((slot) => !(slots[slot] as Float32Array).every(Number.isFinite));
     if (bad !== undefined) return `optimizer slot ${bad} is not all finite`;

@@ -354,7 +354,10 @@ export interface TrainStart {
   device: DeviceInfo;
   /** The resolved configuration (a resumed run's: the checkpoint's settings). */
   options: ResolvedTrainOptions;
-  /** Number of model parameters. */
+  /**
+   * Number of model parameters: the trainable weights, as PyTorch counts
+   * them (batch-normalisation statistics and frozen weights not included).
+   */
   numParams: number;
   /** The model's input: `[height, width, channels]`. */
   inputShape: readonly [number, number, number];

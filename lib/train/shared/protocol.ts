@@ -120,7 +120,12 @@ export interface ReadyMessage extends Message {
   type: "ready";
   rank: number;
   device: DeviceInfo;
+  /** Length of a weight vector: trainable weights, statistics and frozen ones. */
+  numWeights: number;
+  /** Number of trainable weights. */
   numParams: number;
+  /** Length of the vector the all-reduce averages: trainable weights, then statistics. */
+  numReduced: number;
   /** The model's input, `[height, width, channels]`. */
   inputShape: readonly [number, number, number];
   /** The number of classes the model tells apart. */

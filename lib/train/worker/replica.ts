@@ -33,7 +33,12 @@ export interface ReplicaOptions {
 
 /** The result of {@linkcode Replica.computeGradients}. */
 export interface LocalGradients {
-  /** Gradient of the mean loss over the batch, all weights flattened in `getWeights()` order. */
+  /**
+   * What the all-reduce averages ({@linkcode Replica.numReduced} values): the
+   * gradient of the mean loss over the batch for the trainable weights, in
+   * `getWeights()` order (zero for a weight the loss does not depend on),
+   * then the batch-normalisation statistics this batch moved to.
+   */
   gradients: Float32Array<ArrayBuffer>;
   /** Sum of the per-example cross-entropy losses. */
   lossSum: number;
@@ -50,6 +55,12 @@ export interface LocalGradients {
 
 /**
  * A model replica on the active TensorFlow.js backend.
+ *
+ * Its weights are, in `getWeights()` order, the trainable ones (updated by
+ * the optimizer), then the non-trainable ones: the moving mean and variance
+ * of `batchNormalization` layers (which a training forward pass moves:
+ * they travel with the gradient and every replica takes their average), and
+ * frozen weights (`trainable: false`, never changed, never sent).
  *
  * @example One SGD step of NiN on a batch of two blank images
  * ```ts ignore
@@ -72,14 +83,21 @@ export interface LocalGradients {
 export class Replica {
   /** The underlying tfjs model. */
   readonly model: tfl.LayersModel;
-  /** Total number of weights; the length of every gradient and weight vector. */
+  /** Number of weights, the length of every weight vector: trainable, statistics and frozen. */
+  readonly numWeights: number;
+  /** Number of trainable weights: what the optimizer updates. */
   readonly numParams: number;
+  /** Length of the vector the all-reduce averages: trainable weights, then statistics. */
+  readonly numReduced: number;
   /** The model's input: `[height, width, channels]`. */
   readonly inputShape: readonly [number, number, number];
   /** The number of classes the model tells apart. */
   readonly numClasses: number;
   readonly #normalize: Normalization | undefined;
   readonly #variables: tf.Variable[];
+  readonly #trainable: tf.Variable[];
+  /** The batch-normalisation statistics: each variable and where it sits in the weight vector. */
+  readonly #statistics: { variable: tf.Variable; offset: number }[];
   readonly #optimizer: Optimizer;
   /** The weights as last uploaded: the optimizer updates them here, then uploads. */
   #weights: Float32Array<ArrayBuffer> | undefined;
@@ -91,8 +109,14 @@ export class Replica {
     this.inputShape = [height, width, channels];
     this.numClasses = this.model.outputs[0].shape[1] as number;
     this.#normalize = options.normalize;
-    this.#variables = this.model.weights.map((w) => w.read() as tf.Variable);
-    this.numParams = this.#variables.reduce((sum, v) => sum + v.size, 0);
+    const layout = weightLayout(this.model);
+    this.#variables = layout.variables;
+    this.#trainable = layout.trainable;
+    this.#statistics = layout.statistics;
+    const size = (vs: readonly { size: number }[]) => vs.reduce((sum, v) => sum + v.size, 0);
+    this.numWeights = size(this.#variables);
+    this.numParams = size(this.#trainable);
+    this.numReduced = this.numParams + size(this.#statistics.map((s) => s.variable));
     this.#optimizer = createOptimizer(options.optimizer ?? { name: "sgd" }, {
       size: this.numParams,
     });
@@ -100,8 +124,10 @@ export class Replica {
 
   /**
    * Forward and backward pass over `batch` in training mode: the gradient of
-   * the mean cross-entropy over the batch, read back into one Float32Array,
-   * plus the loss sum and number correct for the metrics.
+   * the mean cross-entropy over the batch and the batch-normalisation
+   * statistics it moved to, read back into one Float32Array, plus the loss sum
+   * and number correct for the metrics. The replica's statistics are left as
+   * they were, so that every batch of a step starts from the same ones.
    *
    * `dropoutSeed` fixes the dropout masks, making the step reproducible.
    * `profile` waits for the device between the backward pass and the read-back
@@ -113,7 +139,8 @@ export class Replica {
   ): Promise<LocalGradients> {
     const started = performance.now();
     if (batch.count === 0) {
-      const gradients = new Float32Array(this.numParams);
+      // Weighted by its count, 0: what it holds does not matter, but it must be finite.
+      const gradients = new Float32Array(this.numReduced);
       const timing = options.profile ? { computeMs: 0, readbackMs: 0 } : undefined;
       return { gradients, lossSum: 0, correct: 0, count: 0, timing };
     }
@@ -121,28 +148,32 @@ export class Replica {
     const x = this.#toInput(batch);
     const y = tf.tensor1d(Int32Array.from(batch.labels), "int32");
     let logits: tf.Tensor | undefined;
+    const before = this.#statistics.map((s) => tf.clone(s.variable));
     const { value, grads } = tf.variableGrads(() => {
       logits = tf.keep(this.model.apply(x, { training: true }) as tf.Tensor);
       const oneHot = tf.oneHot(y, this.numClasses);
       return tf.losses.softmaxCrossEntropy(oneHot, logits, undefined, 0, tf.Reduction.MEAN);
-    }, this.#variables);
+    }, this.#trainable);
     let computed = 0;
     if (options.profile) {
       await value.data(); // the device has run everything enqueued so far
       computed = performance.now();
     }
-    // One read-back for everything: the flat gradient, then loss sum and correct count.
+    // One read-back for everything: the flat gradient (zeros for a weight the
+    // loss did not use), the statistics, then loss sum and correct count.
     const flat = tf.tidy(() =>
       tf.concat([
-        ...this.#variables.map((v) => tf.reshape(grads[v.name], [-1])),
+        ...this.#trainable.map((v) => tf.reshape(grads[v.name] ?? tf.zerosLike(v), [-1])),
+        ...this.#statistics.map((s) => tf.reshape(s.variable, [-1])),
         tf.reshape(tf.mul(value, batch.count), [1]),
         tf.reshape(correctCount(logits!, y), [1]),
       ])
     );
-    tf.dispose([x, y, value, logits!, ...Object.values(grads)]);
+    this.#statistics.forEach((s, i) => s.variable.assign(before[i])); // after the concat, in order
+    tf.dispose([x, y, value, logits!, ...before, ...Object.values(grads)]);
     const data = await flat.data() as Float32Array<ArrayBuffer>;
     flat.dispose();
-    const n = this.numParams;
+    const n = this.numReduced;
     const timing = options.profile
       ? { computeMs: computed - started, readbackMs: performance.now() - computed }
       : undefined;
@@ -156,14 +187,24 @@ export class Replica {
   }
 
   /**
-   * Applies one optimizer step with the flat gradient `gradients` at learning
-   * rate `options.lr`: the update runs on the CPU over this replica's copy of
-   * the weights (the same bits on every replica and machine), and the new
-   * weights are uploaded.
+   * Applies one optimizer step with the averaged vector `gradients` (as
+   * {@linkcode LocalGradients.gradients}) at learning rate `options.lr`: the
+   * update runs on the CPU over this replica's copy of the trainable weights
+   * (the same bits on every replica and machine), the statistics take their
+   * averaged values, and the new weights are uploaded.
    */
   async applyGradients(gradients: Float32Array, options: { lr: number }): Promise<void> {
+    if (gradients.length !== this.numReduced) {
+      throw new RangeError(`expected ${this.numReduced} averaged values, got ${gradients.length}`);
+    }
     const weights = await this.#copy();
-    this.#optimizer.step(weights, gradients, options);
+    const trainable = this.numParams;
+    this.#optimizer.step(weights.subarray(0, trainable), gradients.subarray(0, trainable), options);
+    let at = trainable;
+    for (const { variable, offset } of this.#statistics) {
+      weights.set(gradients.subarray(at, at + variable.size), offset);
+      at += variable.size;
+    }
     this.#upload(weights);
   }
 
@@ -204,8 +245,8 @@ export class Replica {
 
   /** Overwrites all weights from a flat vector in `model.getWeights()` order. */
   setWeights(weights: Float32Array): void {
-    if (weights.length !== this.numParams) {
-      throw new RangeError(`expected ${this.numParams} weights, got ${weights.length}`);
+    if (weights.length !== this.numWeights) {
+      throw new RangeError(`expected ${this.numWeights} weights, got ${weights.length}`);
     }
     this.#weights = Float32Array.from(weights);
     this.#upload(this.#weights);
@@ -234,4 +275,43 @@ export class Replica {
 
 function correctCount(logits: tf.Tensor, labels: tf.Tensor): tf.Tensor {
   return tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), "float32"));
+}
+
+/**
+ * The model's weights in `getWeights()` order (tfjs lists the trainable ones
+ * first), the trainable ones, and which of the rest are batch-normalisation
+ * statistics: the moving mean and variance of a `BatchNormalization` layer,
+ * nested models included. tfjs moves them in every training forward pass,
+ * also in a layer set `trainable: false`.
+ */
+function weightLayout(model: tfl.LayersModel): {
+  variables: tf.Variable[];
+  trainable: tf.Variable[];
+  statistics: { variable: tf.Variable; offset: number }[];
+} {
+  const statisticIds = new Set<number>();
+  const visit = (layer: tfl.layers.Layer) => {
+    const nested = (layer as unknown as { layers?: tfl.layers.Layer[] }).layers;
+    if (Array.isArray(nested)) nested.forEach(visit);
+    if (layer.getClassName() !== "BatchNormalization") return;
+    for (const weight of layer.weights) {
+      if (/moving_(mean|variance)$/.test(weight.originalName)) statisticIds.add(weight.id);
+    }
+  };
+  model.layers.forEach(visit);
+  const weights = model.weights;
+  const trainableCount = model.trainableWeights.length;
+  if (weights.slice(0, trainableCount).some((w) => !w.trainable)) {
+    throw new Error("the model does not list its trainable weights first"); // tfjs always does
+  }
+  const variables = weights.map((w) => w.read() as tf.Variable);
+  const statistics: { variable: tf.Variable; offset: number }[] = [];
+  let offset = 0;
+  weights.forEach((weight, i) => {
+    if (i >= trainableCount && statisticIds.has(weight.id)) {
+      statistics.push({ variable: variables[i], offset });
+    }
+    offset += variables[i].size;
+  });
+  return { variables, trainable: variables.slice(0, trainableCount), statistics };
 }

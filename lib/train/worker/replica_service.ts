@@ -164,7 +164,9 @@ class ReplicaWorker {
       type: "ready",
       rank: init.localRank,
       device,
+      numWeights: replica.numWeights,
       numParams: replica.numParams,
+      numReduced: replica.numReduced,
       inputShape: replica.inputShape,
       numClasses: replica.numClasses,
     };
@@ -177,7 +179,7 @@ class ReplicaWorker {
     const allReduce = COLLECTIVES[init.config.allReduce].join({
       rank: init.localRank,
       worldSize: init.config.localWorkers,
-      length: replica.numParams,
+      length: replica.numReduced,
       parts: init.config.shardsPerReplica,
       joinInfo: start.collective,
       mailbox,
@@ -306,7 +308,7 @@ class ReplicaWorker {
         }),
       );
     }
-    const n = this.#replica.numParams;
+    const n = this.#replica.numReduced;
     let gradients = results[0].gradients;
     if (results.length > 1) {
       gradients = new Float32Array(results.length * n);
