@@ -1,6 +1,6 @@
 /**
- * The data sets `train()` reads: Fashion-MNIST by name (downloaded once,
- * SHA-256-verified, cached), or any image-classification set in memory as a
+ * The data sets `train()` reads: Fashion-MNIST or CIFAR-10 by name (downloaded
+ * once, SHA-256-verified, cached), or any image-classification set in memory as a
  * {@linkcode Dataset} (`data: { train, test }`).
  *
  * @example Fashion-MNIST from a directory, its first training image's label
@@ -21,4 +21,10 @@ export {
   loadFashionMNIST,
   type LoadFashionMnistOptions,
 } from "./lib/data/fashion_mnist.ts";
+export {
+  CIFAR10_ARCHIVE,
+  CIFAR10_CLASSES,
+  loadCIFAR10,
+  type LoadCifar10Options,
+} from "./lib/data/cifar10.ts";
 export type { DatasetName } from "./lib/data/registry.ts";

@@ -71,8 +71,10 @@ export type {
   ModelName,
   ModelSpec,
   NiNModel,
+  ResNetModel,
 } from "./lib/model/registry.ts";
 export type { HeadInit, KernelInit, NiNOptions } from "./lib/model/nin.ts";
+export type { ResNetOptions } from "./lib/model/resnet.ts";
 export type { Dataset, Normalization } from "./lib/data/dataset.ts";
 export type { DatasetName } from "./lib/data/registry.ts";
 export type { LrSchedule, OptimizerConfig, OptimizerName } from "./lib/optim/mod.ts";

@@ -1,6 +1,6 @@
 /**
- * The TensorFlow.js side of the library: the built-in models (d2l's NiN and
- * LeNet), building any model a run describes, loading trained weights into a
+ * The TensorFlow.js side of the library: the built-in models (d2l's NiN,
+ * LeNet and ResNet-18), building any model a run describes, loading trained weights into a
  * model, exporting it in TensorFlow.js' LayersModel format, and evaluating it.
  * Its signatures use TensorFlow.js types, which is why it is an entry point of
  * its own (and why `deno doc --lint` leaves it out: it would ask for JSDoc on
@@ -28,11 +28,12 @@
 export {
   createNiN,
   type NiNOptions,
-  ninSummary,
   NUM_CLASSES,
   type StageSummary,
+  stageSummary,
 } from "./lib/model/nin.ts";
 export { createLeNet, type LeNetOptions } from "./lib/model/lenet.ts";
+export { createResNet18, type ResNetOptions } from "./lib/model/resnet.ts";
 export { buildModel, type ModelFactory } from "./lib/model/registry.ts";
 export {
   exportLayersModel,

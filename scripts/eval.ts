@@ -23,7 +23,7 @@ import { resumedModel } from "../lib/train/coordinator/resume.ts";
 import { type DatasetName, DATASETS } from "../lib/data/registry.ts";
 import type { Normalization } from "../lib/data/dataset.ts";
 
-const HELP = `Evaluate a trained model on the test set of its data set (Fashion-MNIST).
+const HELP = `Evaluate a trained model on the test set of its data set.
 
 Usage: deno task eval (--model DIR | --checkpoint FILE) [options]
 
@@ -35,7 +35,9 @@ Usage: deno task eval (--model DIR | --checkpoint FILE) [options]
   --backend NAME     webgpu (default) or cpu
   --batch-size N     images per forward pass (default 128)
   --test-limit N     evaluate the first N test examples only
-  --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
+  --dataset NAME     with --model: fashion-mnist (default) or cifar10 (a checkpoint
+                     names its own)
+  --data-dir DIR     directory with the data set's files (or FASHION_MNIST_DIR, CIFAR10_DIR)
   --no-download      fail instead of downloading missing files
   --plot FILE        draw the confusion matrix as SVG
   -h, --help         show this help
@@ -51,6 +53,7 @@ async function main(): Promise<void> {
       "batch-size": { type: "string" },
       "test-limit": { type: "string" },
       "data-dir": { type: "string" },
+      dataset: { type: "string" },
       "no-download": { type: "boolean" },
       plot: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -80,13 +83,22 @@ async function main(): Promise<void> {
       throw new UsageError(`${flag} must be a positive integer, got ${value}`);
     }
   }
+  if (values.dataset !== undefined && !Object.hasOwn(DATASETS, values.dataset)) {
+    throw new UsageError(
+      `--dataset must be one of ${Object.keys(DATASETS).join(", ")}, got "${values.dataset}"`,
+    );
+  }
+  if (values.dataset !== undefined && values.checkpoint !== undefined) {
+    throw new UsageError("--dataset goes with --model DIR: a checkpoint names its own data set");
+  }
   const plotPath = values.plot && await outputPath("--plot", values.plot);
 
   const device = await initBackend(backend as BackendName);
   let model: LayersModel;
   let source: string;
   let normalize: Normalization | undefined;
-  let datasetName: DatasetName = "fashion-mnist"; // an exported model's; a checkpoint says its own
+  // An exported model's is given (default Fashion-MNIST); a checkpoint says its own.
+  let datasetName = (values.dataset ?? "fashion-mnist") as DatasetName;
   if (values.model !== undefined) {
     model = await loadLayersModelFromDir(values.model);
     normalize = (model.getUserDefinedMetadata() as { normalize?: Normalization } | undefined)

@@ -17,7 +17,7 @@ import {
 } from "../lib/train/coordinator/report.ts";
 import { renderHistorySvg } from "../lib/train/coordinator/plot.ts";
 import { adapterWithPath, serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
-import { initBackend, ninSummary } from "../model.ts";
+import { initBackend, stageSummary } from "../model.ts";
 import { buildModel, type ModelConfig } from "../lib/model/registry.ts";
 import { exportLayersModel } from "../lib/model/export.ts";
 import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
@@ -25,9 +25,11 @@ import { numberFlag, outputPath, parseFlags, runCli, statOrNull } from "../lib/c
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
 
+const DATASET_TITLES = { "fashion-mnist": "Fashion-MNIST", cifar10: "CIFAR-10" } as const;
+
 const HELP =
-  `Train d2l's Network in Network (or LeNet, or your own model) on Fashion-MNIST, data-parallel
-across worker threads on WebGPU.
+  `Train d2l's Network in Network (or LeNet, ResNet-18, or your own model) on Fashion-MNIST (or
+CIFAR-10), data-parallel across worker threads on WebGPU.
 
 Usage: deno task train [options]
 
@@ -179,9 +181,9 @@ async function main(): Promise<void> {
       if (metricsPath) await writeFileAtomic(metricsPath, historyToJsonl(history));
       if (plotPath) {
         const title =
-          `${
-            describeModelShort(run.model)
-          } on Fashion-MNIST: ${run.distributed.workers} worker(s), ` +
+          `${describeModelShort(run.model)} on ${
+            DATASET_TITLES[run.data.dataset]
+          }: ${run.distributed.workers} worker(s), ` +
           `batch ${run.batchSize}, lr ${run.lr}`;
         await writeFileAtomic(plotPath, renderHistorySvg(history, { epochs: run.epochs, title }));
       }
@@ -278,8 +280,9 @@ async function printSummary(config: ModelConfig): Promise<void> {
   await initBackend("cpu");
   const model = await buildModel(config);
   console.log(`input: ${model.inputs[0].shape.slice(1).join("×")}`);
-  // NiN's rows group each block's three convolutions, as d2l prints them.
-  const rows = config.name === "nin" ? ninSummary(model) : model.layers.map((layer) => ({
+  // NiN's and ResNet-18's rows group each block's layers, as d2l prints them.
+  const staged = config.name === "nin" || config.name === "resnet18";
+  const rows = staged ? stageSummary(model) : model.layers.map((layer) => ({
     name: layer.name,
     outputShape: (layer.outputShape as number[]).slice(1),
     params: layer.countParams(),
@@ -293,16 +296,26 @@ async function printSummary(config: ModelConfig): Promise<void> {
       } parameters`,
     );
   }
-  console.log(`total: ${model.countParams().toLocaleString("en-US")} parameters`);
+  const trainable = model.trainableWeights.reduce((sum, w) => sum + w.read().size, 0);
+  const rest = model.countParams() - trainable;
+  console.log(
+    `total: ${trainable.toLocaleString("en-US")} parameters${
+      rest > 0
+        ? ` (and ${rest.toLocaleString("en-US")} batch-normalisation statistics or frozen weights)`
+        : ""
+    }`,
+  );
   model.dispose();
 }
 
-/** "NiN", "LeNet", or a user's model's export. */
+/** "NiN", "LeNet", "ResNet-18", or a user's model's export. */
 function describeModelShort(model: ModelConfig): string {
   return model.name === "nin"
     ? "NiN"
     : model.name === "lenet"
     ? "LeNet"
+    : model.name === "resnet18"
+    ? "ResNet-18"
     : `${model.export ?? "model"}`;
 }
 
@@ -313,6 +326,9 @@ function describeModel(model: ModelConfig, info: TrainStart): string {
   const params = `${info.numParams.toLocaleString("en-US")} parameters`;
   if (model.name === "nin") return `NiN (${params}, ${input}, width ${model.options.width})`;
   if (model.name === "lenet") return `LeNet (${params}, ${input})`;
+  if (model.name === "resnet18") {
+    return `ResNet-18 (${params}, ${input}, width ${model.options.width})`;
+  }
   return `${model.export} of ${model.module} (${params}, ${input})`;
 }
 

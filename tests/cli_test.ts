@@ -72,7 +72,7 @@ Deno.test("bad input: one line on stderr, exit code 2, no stack trace", async (t
     [["--shards", "0"], /shards must be a positive integer, got 0/],
     [["--bogus"], /Unknown option '--bogus'/],
     [["--epochs"], /--epochs/],
-    [["--preset", "fast"], /--preset must be d2l or quick, got "fast"/],
+    [["--preset", "fast"], /--preset must be one of d2l, quick, resnet18-quick, got "fast"/],
     [["--backend", "cuda"], /--backend must be one of webgpu, cpu, got "cuda"/],
     [["--kernels", "cudnn"], /--kernels must be one of fast, tfjs, got "cudnn"/],
     [["--input-size", "50"], /input size must be an integer of at least 67/],

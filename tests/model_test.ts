@@ -4,7 +4,7 @@ import {
   createNiN,
   MIN_INPUT_SIZE,
   ninLayerSizes,
-  ninSummary,
+  stageSummary,
   ZERO_HEAD_BIAS,
 } from "../lib/model/nin.ts";
 import { createLeNet, lenetLayerSizes } from "../lib/model/lenet.ts";
@@ -25,7 +25,7 @@ Deno.test("NiN has d2l's layer shapes and 1,992,166 parameters at 224×224", () 
   const model = createNiN();
   try {
     assert.equal(model.countParams(), 1_992_166);
-    const rows = ninSummary(model).map((r) => `${r.name} ${r.outputShape.join("×")}`);
+    const rows = stageSummary(model).map((r) => `${r.name} ${r.outputShape.join("×")}`);
     assert.deepEqual(rows, [
       "nin1 54×54×96",
       "maxpool1 26×26×96",
@@ -38,7 +38,7 @@ Deno.test("NiN has d2l's layer shapes and 1,992,166 parameters at 224×224", () 
       "avgpool 1×1×10",
       "flatten 10",
     ]);
-    assert.equal(ninSummary(model).reduce((sum, r) => sum + r.params, 0), 1_992_166);
+    assert.equal(stageSummary(model).reduce((sum, r) => sum + r.params, 0), 1_992_166);
   } finally {
     model.dispose();
   }
@@ -47,7 +47,7 @@ Deno.test("NiN has d2l's layer shapes and 1,992,166 parameters at 224×224", () 
 Deno.test("NiN's smaller configurations: input size and width multiplier", () => {
   const model = createNiN({ inputSize: MIN_INPUT_SIZE, width: 0.5 });
   try {
-    const shapes = ninSummary(model).map((r) => r.outputShape.join("×"));
+    const shapes = stageSummary(model).map((r) => r.outputShape.join("×"));
     assert.deepEqual(shapes.slice(0, 6), [
       "15×15×48",
       "7×7×48",

@@ -335,7 +335,7 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
         /^step timeout must be a positive number of seconds, got "60"$/,
       ],
       [{ onEpoch: 3 }, /^onEpoch must be a function, got 3$/],
-      [{ preset: "quick", model: "lenet" }, /^the quick preset is NiN's; leave it out/],
+      [{ preset: "quick", model: "lenet" }, /^the quick preset is for model nin; leave it out/],
     ] as const
   ) {
     await assert.rejects(

@@ -7,6 +7,7 @@
  */
 
 import type { AllReduceAlgorithm } from "../collective/registry.ts";
+import type { DatasetName } from "../data/registry.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
 import { describeValue, UsageError } from "../errors.ts";
 import type { HeadInit, KernelInit } from "../model/nin.ts";
@@ -64,6 +65,7 @@ export const TRAIN_FLAGS = {
   resume: { type: "string" },
   "max-restarts": { type: "string" },
   "data-dir": { type: "string" },
+  dataset: { type: "string" },
   "no-download": { type: "boolean" },
 } as const;
 
@@ -79,9 +81,10 @@ export const TRAIN_FLAGS = {
  * ```
  */
 export const TRAIN_FLAGS_HELP =
-  `  --model NAME       nin (default: d2l §7.3) or lenet (d2l §7.6: 28×28, sigmoid; trained
-                     at lr 0.9, batch 256 unless given), or your own: FILE[#EXPORT], a
-                     module exporting a function (default createModel) that builds it
+  `  --model NAME       nin (default: d2l §7.3), lenet (d2l §7.6: 28×28, sigmoid; trained
+                     at lr 0.9, batch 256 unless given), resnet18 (d2l §8.6: 96 px, batch
+                     normalisation; lr 0.05, batch 256 unless given), or your own:
+                     FILE[#EXPORT], a module exporting a function (default createModel)
   --workers N        worker replicas (default 1)
   --epochs N         passes over the training set (default 10)
   --batch-size N     global batch, split across the workers (default 128)
@@ -102,8 +105,10 @@ export const TRAIN_FLAGS_HELP =
                      with --nnodes, tcp (the only choice, and the default)
   --kernels NAME     fast (default: this library's WebGPU convolution kernels) or tfjs
                      (tfjs's own, to compare)
-  --input-size N     side images are resized to (default 224, at least 67)
-  --width X          channel multiplier of the first three NiN blocks (default 1)
+  --input-size N     side images are resized to (NiN: default 224, at least 67; ResNet-18:
+                     default 96, at least 28)
+  --width X          channel multiplier of NiN's first three blocks or ResNet-18's stages
+                     (default 1)
   --dropout X        dropout rate (default 0.5)
   --init NAME        kernel initialisation: he-normal (default) or glorot-uniform
   --head NAME        NiN's class-score layer: random (default) or zero (zero weights, equal
@@ -112,7 +117,9 @@ export const TRAIN_FLAGS_HELP =
   --test-limit N     use only the first N test examples
   --preset NAME      d2l (default) or quick: ${QUICK.model.inputSize} px, width ${QUICK.model.width},
                      dropout ${QUICK.model.dropout}, head ${QUICK.model.head}, ${QUICK.epochs} epochs, batch ${QUICK.batchSize}
-                     (about 6 min on 2 CPU cores); flags given override it
+                     (about 6 min on 2 CPU cores); or resnet18-quick: ResNet-18 at 28 px,
+                     width 0.125, 2 epochs (about 5 min on 2 CPU cores); flags given
+                     override it
   --step-timeout S   stop with an error naming the stuck worker after S seconds without
                      progress (default: the start-up timeout until the first step
                      ends, then 20 × the slowest step, at least 5 min)
@@ -129,7 +136,9 @@ export const TRAIN_FLAGS_HELP =
                      run's first checkpoint is written
   --max-restarts N   restart every worker from the last checkpoint after a worker fails
                      or stalls, at most N times (default 0)
-  --data-dir DIR     directory with the four Fashion-MNIST files (or FASHION_MNIST_DIR)
+  --dataset NAME     fashion-mnist (default) or cifar10 (the binary version, 32×32 RGB)
+  --data-dir DIR     directory with the data set's files (or FASHION_MNIST_DIR, CIFAR10_DIR):
+                     Fashion-MNIST's four files; CIFAR-10's archive or its batch files
   --no-download      fail instead of downloading missing files`;
 
 /**
@@ -190,7 +199,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   const preset = values.preset ?? "d2l";
   if (!(preset in PRESETS)) {
     throw new UsageError(
-      `--preset must be ${Object.keys(PRESETS).join(" or ")}, got "${preset}"`,
+      `--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
     );
   }
   const backend = values.backend ?? "webgpu";
@@ -229,20 +238,34 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     head: values.head as HeadInit | undefined,
   });
   const model = values.model === undefined ? undefined : modelFlag("--model", values.model);
-  const ninFlags = Object.keys(nin).map((key) =>
+  const shapeFlags = Object.keys(nin).map((key) =>
     key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
   );
-  if (model !== undefined && model !== "nin" && ninFlags.length > 0) {
+  // --input-size and --width shape NiN and ResNet-18; the rest NiN only.
+  const shaped = model === undefined || model === "nin"
+    ? "nin"
+    : model === "resnet18" && shapeFlags.every((f) => f === "input-size" || f === "width")
+    ? "resnet18"
+    : undefined;
+  if (shaped === undefined && shapeFlags.length > 0) {
+    const resnet = model === "resnet18";
+    const flags = resnet
+      ? shapeFlags.filter((f) => f !== "input-size" && f !== "width")
+      : shapeFlags;
     throw new UsageError(
-      `${ninFlags.map((flag) => `--${flag}`).join(", ")} ${
-        ninFlags.length === 1 ? "applies" : "apply"
-      } to NiN only, not to model ${describeValue(typeof model === "string" ? model : "(custom)")}`,
+      `${flags.map((flag) => `--${flag}`).join(", ")} ${
+        flags.length === 1 ? "applies" : "apply"
+      } ` +
+        `to NiN only, not to model ${
+          describeValue(typeof model === "string" ? model : "(custom)")
+        }`,
     );
   }
   return defined({
     preset: preset as PresetName,
-    model: ninFlags.length > 0 ? { name: "nin" as const, ...nin } : model,
+    model: shapeFlags.length > 0 ? { name: shaped!, ...nin } : model,
     data: defined({
+      dataset: values.dataset as DatasetName | undefined,
       dir: values["data-dir"],
       download: !values["no-download"],
       trainLimit: int("--train-limit", values["train-limit"]),

@@ -4,16 +4,16 @@
  * @module
  */
 
-import { join, resolve } from "node:path";
-import { writeFileAtomic } from "../util/atomic_write.ts";
-import { sha256Hex } from "../util/sha256.ts";
+import { join } from "node:path";
 import { DataError } from "../errors.ts";
 import { ProgressBar } from "../util/progress.ts";
 import { downloadVerified } from "./download.ts";
 import { parseIdxImages, parseIdxLabels, readIdxFile } from "./idx.ts";
 import { checkSplits, type Dataset } from "./dataset.ts";
+import { cacheDirOf, differingFromOfficial, type FileSpec, isFile, readEnv } from "./files.ts";
 
 export type { Dataset } from "./dataset.ts";
+export type { FileSpec } from "./files.ts";
 
 /**
  * The ten Fashion-MNIST classes, indexed by label.
@@ -86,14 +86,6 @@ export const FASHION_MNIST_FILES: Readonly<
   },
 });
 
-/** One published file: its name and SHA-256. */
-export interface FileSpec {
-  /** File name, e.g. `train-images-idx3-ubyte.gz`. */
-  name: string;
-  /** SHA-256 of the file as published, lowercase hex. */
-  sha256: string;
-}
-
 /** Options for {@linkcode loadFashionMNIST}. */
 export interface LoadFashionMnistOptions {
   /**
@@ -148,10 +140,14 @@ export async function loadFashionMNIST(
     names: { train: files.trainImages.name, test: files.testImages.name },
     numClasses: FASHION_MNIST_CLASSES.length,
   });
-  const differing = await differingFromOfficial(paths, {
-    cacheDir: options.cacheDir ?? defaultCacheDir(),
-    create: options.cacheDir === undefined, // the default cache is ours to create; a given one is not
-  });
+  const differing = await differingFromOfficial(
+    entries().map(([key, spec]) => ({ path: paths[key], spec })),
+    {
+      cacheDir: options.cacheDir ?? defaultCacheDir(),
+      create: options.cacheDir === undefined, // the default cache is ours to create; a given one is not
+      maxBytes: 64 * 2 ** 20, // the official files are 30 MB together
+    },
+  );
   if (differing.length > 0 && localDir === undefined) {
     throw new DataError(
       `${differing.join(", ")} in the download cache differ from the official files ` +
@@ -180,9 +176,7 @@ export async function loadFashionMNIST(
  * ```
  */
 export function defaultCacheDir(): string {
-  const base = readEnv("XDG_CACHE_HOME") ??
-    join(readEnv("HOME") ?? readEnv("USERPROFILE") ?? ".", ".cache");
-  return join(base, "deno-ddp", "fashion-mnist");
+  return cacheDirOf("fashion-mnist");
 }
 
 type FilePaths = Record<keyof typeof FASHION_MNIST_FILES, string>;
@@ -206,55 +200,6 @@ async function findLocal(dir: string, what: string): Promise<FilePaths> {
     }
   }
   return paths as FilePaths;
-}
-
-/**
- * The gzipped files among `paths` whose SHA-256 is not the official one.
- * Files already found good are remembered by identity (path, size, mtime,
- * inode) in `verified.json` in `cacheDir`, so each is hashed once; unpacked
- * files (no official checksum) are not checked.
- */
-async function differingFromOfficial(
-  paths: FilePaths,
-  options: { cacheDir: string; create: boolean },
-): Promise<string[]> {
-  const { cacheDir } = options;
-  const record = join(cacheDir, "verified.json");
-  let verified: Record<string, string> = {};
-  try {
-    verified = JSON.parse(await Deno.readTextFile(record));
-  } catch {
-    // none yet, or unreadable: verify everything
-  }
-  const differing: string[] = [];
-  let learned = false;
-  for (const [key, spec] of entries()) {
-    const path = paths[key];
-    if (!path.endsWith(".gz")) continue;
-    const info = await Deno.stat(path);
-    if (info.size > 64 * 2 ** 20) { // the official files are 30 MB together: no need to read it
-      differing.push(path);
-      continue;
-    }
-    const identity = `${info.size}:${info.mtime?.getTime()}:${info.ino}`;
-    const absolute = resolve(path);
-    if (verified[absolute] === `${identity}:${spec.sha256}`) continue;
-    if (await sha256Hex(await Deno.readFile(path)) !== spec.sha256) {
-      differing.push(path);
-      continue;
-    }
-    verified[absolute] = `${identity}:${spec.sha256}`;
-    learned = true;
-  }
-  if (learned) {
-    try {
-      if (options.create) await Deno.mkdir(cacheDir, { recursive: true });
-      await writeFileAtomic(record, JSON.stringify(verified, null, 1));
-    } catch {
-      // a missing or read-only cache directory only costs hashing again next time
-    }
-  }
-  return differing;
 }
 
 async function ensureCached(options: LoadFashionMnistOptions): Promise<FilePaths> {
@@ -325,17 +270,4 @@ function whereToPut(dir: string, isCache = false): string {
 
 function entries(): [keyof typeof FASHION_MNIST_FILES, FileSpec][] {
   return Object.entries(FASHION_MNIST_FILES) as [keyof typeof FASHION_MNIST_FILES, FileSpec][];
-}
-
-async function isFile(path: string): Promise<boolean> {
-  const stat = await Deno.stat(path).catch(() => null);
-  return stat !== null && stat.isFile;
-}
-
-function readEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env: behave as if unset
-  }
 }

@@ -246,44 +246,53 @@ export function createNiN(options: NiNOptions = {}): tfl.Sequential {
   return model;
 }
 
-/** One row of {@linkcode ninSummary}: a NiN block or a single layer. */
+/** One row of {@linkcode stageSummary}: a stage (a NiN or ResNet block) or a single layer. */
 export interface StageSummary {
-  /** Stage name: `nin1` … `nin4`, `maxpool1` … `maxpool3`, `dropout`, `avgpool`, `flatten`. */
+  /**
+   * Stage name: the part of its layers' names before the first `_` (NiN's
+   * `nin1` … `nin4`, `maxpool1`, …; ResNet-18's `b1` … `b5`, `pool`, `fc`).
+   */
   name: string;
   /** Output shape without the batch dimension, e.g. `[54, 54, 96]`. */
   outputShape: number[];
-  /** Number of parameters in the stage. */
+  /** Number of trainable parameters in the stage (batch-normalisation statistics not counted). */
   params: number;
 }
 
 /**
- * Output shape and parameter count of each stage of a NiN model, grouping the
- * three convolutions of a block as d2l does.
+ * Output shape and parameter count of each stage of a built-in model, grouping
+ * the layers of a block as d2l prints them (NiN's three convolutions, a
+ * ResNet stage's residual blocks). The input layer is not a row.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { createNiN, ninSummary } from "./nin.ts";
+ * import { createNiN, stageSummary } from "./nin.ts";
  * import { initBackend } from "../train/shared/backend.ts";
  *
  * await initBackend("cpu");
  * const model = createNiN();
- * const rows = ninSummary(model);
+ * const rows = stageSummary(model);
  * assert.ok(rows[0].name === "nin1" && rows[0].outputShape.join("x") === "54x54x96");
  * model.dispose();
  * ```
  */
-export function ninSummary(model: tfl.LayersModel): StageSummary[] {
+export function stageSummary(model: tfl.LayersModel): StageSummary[] {
   const rows: StageSummary[] = [];
   for (const layer of model.layers) {
+    if (layer.getClassName() === "InputLayer") continue;
     const name = layer.name.split("_")[0];
     const shape = (layer.outputShape as (number | null)[]).slice(1) as number[];
+    const params = layer.trainableWeights.reduce(
+      (sum, w) => sum + w.shape.reduce((a: number, b) => a * (b as number), 1),
+      0,
+    );
     const last = rows.at(-1);
     if (last !== undefined && last.name === name) {
       last.outputShape = shape;
-      last.params += layer.countParams();
+      last.params += params;
     } else {
-      rows.push({ name, outputShape: shape, params: layer.countParams() });
+      rows.push({ name, outputShape: shape, params });
     }
   }
   return rows;

@@ -27,6 +27,12 @@ import { isAbsolute, resolve } from "node:path";
 import { describeValue, UsageError } from "../errors.ts";
 import { createLeNet, lenetLayerSizes } from "./lenet.ts";
 import {
+  createResNet18,
+  resnet18LayerSizes,
+  type ResNetOptions,
+  resolveResNetOptions,
+} from "./resnet.ts";
+import {
   createNiN,
   type LayerSize,
   ninLayerSizes,
@@ -103,8 +109,8 @@ export interface ModelEntry {
   create: ModelFactory;
   /** Checks the options and fills in defaults (throws a `UsageError`). */
   resolveOptions: (options: Record<string, unknown>) => Record<string, unknown>;
-  /** The number of classes it tells apart (its logits). */
-  classes: number;
+  /** The number of classes it tells apart (its logits) for resolved `options`. */
+  classes: (options: Record<string, unknown>) => number;
   /** Its layers' sizes for resolved `options`, worked out without building it. */
   layerSizes: (options: Record<string, unknown>) => LayerSize[];
   /** Values of one input image for resolved `options` (after resizing). */
@@ -115,14 +121,15 @@ export interface ModelEntry {
 
 /**
  * The built-in models. NiN trains with the library's defaults (d2l §7.3);
- * LeNet with d2l §7.6's lr 0.9 and batch 256 unless told otherwise.
+ * LeNet with d2l §7.6's lr 0.9 and batch 256, ResNet-18 with d2l §8.6's lr
+ * 0.05 and batch 256, unless told otherwise.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { MODELS } from "./registry.ts";
  *
- * assert.deepEqual(Object.keys(MODELS), ["nin", "lenet"]);
+ * assert.deepEqual(Object.keys(MODELS), ["nin", "lenet", "resnet18"]);
  * assert.equal(MODELS.lenet.training.lr, 0.9);
  * ```
  */
@@ -139,7 +146,7 @@ export const MODELS: Readonly<Record<ModelName, ModelEntry>> = {
       }
       return resolveNiNOptions(options as NiNOptions);
     },
-    classes: 10,
+    classes: () => 10,
     layerSizes: (options) => ninLayerSizes(options as NiNOptions),
     inputValues: (options) => ((options as NiNOptions).inputSize ?? 224) ** 2,
     training: {},
@@ -153,15 +160,38 @@ export const MODELS: Readonly<Record<ModelName, ModelEntry>> = {
       }
       return { seed: options.seed ?? 0 };
     },
-    classes: 10,
+    classes: () => 10,
     layerSizes: () => lenetLayerSizes(),
     inputValues: () => 28 * 28,
     training: { lr: 0.9, batchSize: 256 },
   },
+  resnet18: {
+    create: (options) => createResNet18(options as ResNetOptions),
+    resolveOptions: (options) => {
+      const known = ["inputSize", "width", "channels", "classes", "seed"];
+      const unknown = Object.keys(options).find((key) => !known.includes(key));
+      if (unknown !== undefined) {
+        throw new UsageError(
+          `model: resnet18 takes no option ${unknown} (it takes ${known.slice(0, -1).join(", ")})`,
+        );
+      }
+      return resolveResNetOptions(options as ResNetOptions);
+    },
+    classes: (options) => resolveResNetOptions(options as ResNetOptions).classes,
+    layerSizes: (options) => resnet18LayerSizes(options as ResNetOptions),
+    inputValues: (options) => {
+      const o = resolveResNetOptions(options as ResNetOptions);
+      return o.inputSize ** 2 * o.channels;
+    },
+    training: { lr: 0.05, batchSize: 256 },
+  },
 };
 
-/** Names of the built-in models: d2l's NiN (§7.3) and LeNet (§7.6). */
-export type ModelName = "nin" | "lenet";
+/** Names of the built-in models: d2l's NiN (§7.3), LeNet (§7.6) and ResNet-18 (§8.6). */
+export type ModelName = "nin" | "lenet" | "resnet18";
+
+/** ResNet-18 chosen with its shape options (see `ResNetOptions`; the seed is the run's). */
+export type ResNetModel = { name: "resnet18" } & Omit<ResNetOptions, "seed">;
 
 /** NiN chosen with its shape options (see `NiNOptions`; the seed is the run's). */
 export type NiNModel = { name: "nin" } & Omit<NiNOptions, "seed">;
@@ -175,6 +205,7 @@ export type ModelChoice =
   | ModelName
   | NiNModel
   | { name: "lenet" }
+  | ResNetModel
   | ModelSpec
   | LayersModelLike
   | { topology: unknown };

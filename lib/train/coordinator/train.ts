@@ -188,7 +188,7 @@ async function run(
     const builtIn = MODELS[resolved.model.name as ModelName] as ModelEntry | undefined;
     checkSplits(inMemory, {
       names: { train: "data.train", test: "data.test" },
-      numClasses: builtIn?.classes,
+      numClasses: builtIn?.classes(resolved.model.options),
     });
   }
   // A model given built: its weights are every replica's initial weights.

@@ -12,7 +12,7 @@ import type { KernelSet } from "../../kernels/mod.ts";
 import type { AllReduceAlgorithm } from "../../collective/registry.ts";
 import type { Dataset, Normalization } from "../../data/dataset.ts";
 import type { DatasetName } from "../../data/registry.ts";
-import type { ModelChoice, ModelConfig, NiNModel } from "../../model/registry.ts";
+import type { ModelChoice, ModelConfig, NiNModel, ResNetModel } from "../../model/registry.ts";
 import type { LrSchedule, OptimizerConfig, OptimizerName } from "../../optim/mod.ts";
 import type { BackendName, DeviceInfo } from "./backend.ts";
 import type { StepTiming } from "./protocol.ts";
@@ -21,14 +21,17 @@ import type { StepTiming } from "./protocol.ts";
 export const MAX_WORKERS = 256;
 
 /** The named sets of defaults {@linkcode TrainOptions.preset} selects. */
-export type PresetName = "d2l" | "quick";
+export type PresetName = "d2l" | "quick" | "resnet18-quick";
 
 /**
  * Named defaults: `d2l` (d2l.ai's configuration: the built-in defaults) and
  * `quick` (a NiN small enough to learn Fashion-MNIST in minutes on a 2-core
  * CPU machine: 99 px — the smallest input whose last block sees 2×2 pixels —
  * ⅛ width, no dropout, a class-score layer that starts at zero so that no
- * class starts without gradient, 3 epochs at batch 128 and lr 0.1). Options
+ * class starts without gradient, 3 epochs at batch 128 and lr 0.1), and
+ * `resnet18-quick` (d2l's ResNet-18 at Fashion-MNIST's own 28 px and ⅛ of
+ * its channels, 2 epochs at d2l's batch 256 and lr 0.05: test accuracy
+ * about 0.83 in about 5 minutes on a 2-core CPU machine). Options
  * given explicitly override a preset's values; a resumed run takes its
  * settings from the checkpoint, whatever the preset says.
  *
@@ -43,6 +46,7 @@ export type PresetName = "d2l" | "quick";
 export const PRESETS: Readonly<{
   d2l: Readonly<TrainOptions>;
   quick: Readonly<TrainOptions & { model: NiNModel }>;
+  "resnet18-quick": Readonly<TrainOptions & { model: ResNetModel }>;
 }> = Object.freeze({
   d2l: Object.freeze({}),
   quick: Object.freeze(
@@ -52,13 +56,22 @@ export const PRESETS: Readonly<{
       batchSize: 128,
     } as const,
   ),
+  "resnet18-quick": Object.freeze(
+    {
+      model: Object.freeze({ name: "resnet18", inputSize: 28, width: 0.125 }),
+      epochs: 2,
+    } as const,
+  ),
 });
 
 /** Where the examples come from: a named data set (downloaded once) or arrays in memory. */
 export interface DataOptions {
-  /** The data set to load by name when `train` and `test` are not given. Default `"fashion-mnist"`. */
+  /**
+   * The data set to load by name when `train` and `test` are not given:
+   * `"fashion-mnist"` (the default) or `"cifar10"`.
+   */
   dataset?: DatasetName;
-  /** Directory with the data set's files (for Fashion-MNIST, see `loadFashionMNIST`). */
+  /** Directory with the data set's files (see `loadFashionMNIST`, `loadCIFAR10`). */
   dir?: string;
   /** Download the data set when no copy is found. Default true. */
   download?: boolean;
@@ -164,7 +177,10 @@ export interface TrainOptions {
   /**
    * The model: `"nin"` (the default, d2l §7.3) or `{ name: "nin", inputSize,
    * width, dropout, init, head }`; `"lenet"` (d2l §7.6, trained at lr 0.9 and
-   * batch 256 unless told otherwise); or your own: a tfjs `LayersModel` (its
+   * batch 256 unless told otherwise); `"resnet18"` or `{ name: "resnet18",
+   * inputSize, width, channels, classes }` (d2l §8.6, lr 0.05 and batch 256
+   * unless told otherwise; its channels are the data's unless given); or
+   * your own: a tfjs `LayersModel` (its
    * topology and current weights go to every worker), `{ topology }`, or a
    * module and the function it exports (`{ module, export, options }`).
    */

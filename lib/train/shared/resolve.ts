@@ -8,12 +8,13 @@
 
 import { KERNEL_SETS } from "../../kernels/mod.ts";
 import { ALL_REDUCE_ALGORITHMS } from "../../collective/registry.ts";
-import { DATASETS } from "../../data/registry.ts";
+import { type DatasetEntry, type DatasetName, DATASETS } from "../../data/registry.ts";
 import { describeValue, UsageError } from "../../errors.ts";
 import {
   type ModelChoice,
   MODELS,
   type NiNModel,
+  type ResNetModel,
   resolveModelConfig,
 } from "../../model/registry.ts";
 import { type OptimizerConfig, optimizerProblem, scheduleProblem } from "../../optim/mod.ts";
@@ -44,19 +45,38 @@ function withDefaults(given: TrainOptions): TrainOptions {
       `preset must be one of ${Object.keys(PRESETS).join(", ")}, got ${describeValue(preset)}`,
     );
   }
-  const name = modelName(given.model);
-  if (preset !== "d2l" && name !== "nin") {
-    throw new UsageError(`the ${preset} preset is NiN's; leave it out with another model`);
+  const presetValues: TrainOptions = PRESETS[preset];
+  const presetModel = (presetValues.model as { name?: string } | undefined)?.name;
+  const name = given.model === undefined && presetModel !== undefined
+    ? presetModel
+    : modelName(given.model);
+  if (presetModel !== undefined && name !== presetModel) {
+    throw new UsageError(
+      `the ${preset} preset is for model ${presetModel}; leave it out with another model`,
+    );
   }
   const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
-  const presetValues: TrainOptions = PRESETS[preset];
   const builtIn = name !== undefined && Object.hasOwn(MODELS, name)
     ? MODELS[name as keyof typeof MODELS].training
     : {};
   const merged: TrainOptions = { ...builtIn, ...presetValues, ...defined };
-  if (name === "nin" && presetValues.model !== undefined) {
-    const own = typeof given.model === "object" ? given.model as NiNModel : {};
-    merged.model = { ...presetValues.model as NiNModel, ...own, name: "nin" };
+  if (presetValues.model !== undefined) {
+    const own = typeof given.model === "object" ? given.model as NiNModel | ResNetModel : {};
+    merged.model = { ...presetValues.model as NiNModel | ResNetModel, ...own };
+  }
+  if (name === "resnet18") {
+    // ResNet-18 takes the data's channels unless told: 1 for Fashion-MNIST, 3 for CIFAR-10.
+    const model: Partial<ResNetModel> = typeof merged.model === "object"
+      ? merged.model as ResNetModel
+      : {};
+    if (model.channels === undefined) {
+      const data = merged.data;
+      const named = DATASETS[(data?.dataset ?? "fashion-mnist") as DatasetName] as
+        | DatasetEntry
+        | undefined;
+      const channels = data?.train?.channels ?? named?.channels ?? 1;
+      merged.model = { ...model, name: "resnet18", channels };
+    }
   }
   return merged;
 }
