@@ -131,7 +131,9 @@ async function main(): Promise<void> {
   const dataset = { ...test, count };
   const side = model.inputs[0].shape[1];
   console.log(
-    `model: ${source}: ${side}×${side} input, ${model.countParams().toLocaleString("en-US")} ` +
+    `model: ${source}: ${side}×${side} input, ${
+      model.trainableWeights.reduce((sum, w) => sum + w.read().size, 0).toLocaleString("en-US")
+    } ` +
       `parameters; ${device.backend} on ${device.adapter}`,
   );
   const bar = new ProgressBar(count, { label: "evaluating" });

@@ -112,11 +112,11 @@ async function fileSha(path: string): Promise<string> {
  * The reference: one process with `flags` on a fresh tiny data set in `dir`,
  * exporting to `dir/single`; it must succeed.
  */
-async function singleProcessRun(dir: string, flags: string[]) {
+async function singleProcessRun(dir: string, flags: string[], flagsOf = runFlags) {
   await writeTinyDataset(dir, { train: 48, test: 16 });
   const single = await runScript(
     "scripts/train.ts",
-    runFlags(dir, [...flags, `--export=${dir}/single`]),
+    flagsOf(dir, [...flags, `--export=${dir}/single`]),
     { env: { LP_NUM_THREADS: "1" } },
   );
   assert.equal(single.code, 0, single.stderr);
@@ -168,12 +168,23 @@ Deno.test("2 processes × 2 workers end with the weights of 1 process × 4; rank
   });
 });
 
-Deno.test("with --shards 4, 2 processes × 1 worker end with the weights of 1 process × 1 worker", async () => {
+Deno.test("ResNet-18 with --shards 4: 2 processes × 1 worker end with the weights and statistics of 1 process × 1 worker", async () => {
   await withTempDir(async (dir) => {
-    // Batch 10: shards of 3, 3, 2 and 2 examples, each its own term of the average.
+    // Batch 10: shards of 3, 3, 2 and 2 examples, each its own term of the average; the
+    // batch-normalisation statistics travel with the gradient and are in the export.
+    const resnet = (dir: string, extra: string[] = []) => [
+      "--model=resnet18",
+      "--input-size=28",
+      "--width=0.0625",
+      "--lr=0.05",
+      `--data-dir=${dir}`,
+      "--no-download",
+      "--epochs=1",
+      ...extra,
+    ];
     const shards = ["--shards=4", "--batch-size=10"];
-    await singleProcessRun(dir, ["--workers=1", ...shards]);
-    const flags = runFlags(dir, ["--workers=1", ...shards, `--export=${dir}/multi`]);
+    await singleProcessRun(dir, ["--workers=1", ...shards], resnet);
+    const flags = resnet(dir, ["--workers=1", ...shards, `--export=${dir}/multi`]);
     const root = await startRoot({ size: 2, flags });
     const ranks = [root.zero, startRank(1, { size: 2, port: root.port, flags })];
     const [zero, one] = await Promise.all(ranks.map((r) => r.finished()));

@@ -281,7 +281,10 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
       [{ distributed: { workers: 0 } }, /workers must be a positive integer, got 0/],
       [{ lr: -0.1 }, /learning rate must be a positive number, got -0.1/],
       [{ lr: NaN }, /learning rate must be a positive number, got NaN/],
-      [{ data: { dataset: "mnist" } }, /dataset must be one of fashion-mnist, got "mnist"/],
+      [
+        { data: { dataset: "mnist" } },
+        /dataset must be one of fashion-mnist, cifar10, got "mnist"/,
+      ],
       [
         { distributed: { workers: 4 }, batchSize: 3 },
         /batch size 3 is smaller than the 4 workers/,
@@ -312,7 +315,7 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
         /^input size must be an integer of at least 67, got "67"$/,
       ],
       [{ model: { name: "nin", widht: 0.5 } }, /^model: nin takes no option widht \(it takes/],
-      [{ model: "resnet" }, /^model must be one of nin, lenet, a \{ name, … \} of one/],
+      [{ model: "resnet" }, /^model must be one of nin, lenet, resnet18, a \{ name, … \} of one/],
       [{ seed: 1.5 }, /^seed must be a non-negative integer, got 1\.5$/],
       [{ backend: "cuda" }, /^backend must be one of webgpu, cpu, got "cuda"$/],
       [

@@ -153,7 +153,7 @@ export const TRAIN_FLAGS_HELP =
  *
  * assert.equal(modelFlag("--model", "lenet"), "lenet");
  * assert.deepEqual(modelFlag("--model", "./mlp.ts#build"), { module: "./mlp.ts", export: "build" });
- * assert.throws(() => modelFlag("--model", "resnet"), /--model must be one of nin, lenet or FILE/);
+ * assert.throws(() => modelFlag("--model", "resnet"), /--model must be one of nin, lenet, resnet18 or FILE/);
  * ```
  */
 export function modelFlag(flag: string, value: string): ModelName | ModelSpec {

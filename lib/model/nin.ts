@@ -328,8 +328,10 @@ export interface LayerSize {
   name: string;
   /** Values in its output for one image. */
   outputValues: number;
-  /** Its parameters. */
+  /** Its weights, batch-normalisation statistics included. */
   params: number;
+  /** How many of them are batch-normalisation statistics (not trained). Default 0. */
+  statistics?: number;
 }
 
 /**

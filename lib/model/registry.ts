@@ -344,13 +344,15 @@ export function modelChoice(config: ModelConfig): ModelChoice {
  */
 export function modelSizes(
   config: ModelConfig,
-): { layers: LayerSize[]; params: number; inputValues: number } | undefined {
+): { layers: LayerSize[]; params: number; trainable: number; inputValues: number } | undefined {
   if (!Object.hasOwn(MODELS, config.name)) return undefined;
   const entry = MODELS[config.name as ModelName];
   const layers = entry.layerSizes(config.options);
+  const params = layers.reduce((sum, layer) => sum + layer.params, 0);
   return {
     layers,
-    params: layers.reduce((sum, layer) => sum + layer.params, 0),
+    params,
+    trainable: params - layers.reduce((sum, layer) => sum + (layer.statistics ?? 0), 0),
     inputValues: entry.inputValues(config.options),
   };
 }

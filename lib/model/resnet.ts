@@ -178,7 +178,7 @@ export function createResNet18(options: ResNetOptions = {}): tfl.LayersModel {
  * import { resnet18LayerSizes } from "./resnet.ts";
  *
  * const layers = resnet18LayerSizes({});
- * const statistics = 2 * 2 * (64 + 2 * 2 * (64 + 128 + 256 + 512)); // 2 per channel of 17 BNs
+ * const statistics = 2 * (64 + 2 * 2 * (64 + 128 + 256 + 512)); // 2 per channel of 17 BNs
  * assert.equal(layers.reduce((sum, l) => sum + l.params, 0) - statistics, 11_178_378);
  * ```
  */
@@ -189,7 +189,7 @@ export function resnet18LayerSizes(options: ResNetOptions): LayerSize[] {
   const convolution = (name: string, cin: number, cout: number, k: number, side: number) =>
     layers.push({ name, outputValues: side * side * cout, params: k * k * cin * cout + cout });
   const normalisation = (name: string, c: number, side: number) =>
-    layers.push({ name, outputValues: side * side * c, params: 4 * c });
+    layers.push({ name, outputValues: side * side * c, params: 4 * c, statistics: 2 * c });
   let side = half(o.inputSize);
   let cin = scaled(STAGES[0], o.width);
   convolution("b1_conv", o.channels, cin, 7, side);

@@ -12,7 +12,7 @@
 import { UsageError } from "../../errors.ts";
 import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import { stateProblem } from "../../optim/optimizer.ts";
-import { modelChoice } from "../../model/registry.ts";
+import { modelChoice, type ModelConfig, modelSizes } from "../../model/registry.ts";
 import type { ResolvedTrainOptions, TrainOptions } from "./options.ts";
 import { resolveTrainOptions } from "./resolve.ts";
 import type { RunConfig } from "./checkpoint.ts";
@@ -80,10 +80,14 @@ export function checkpointProblem(state: Fields): string | undefined {
     if (!isObject(slots)) return "optimizer state has no slots";
     const optimizerConfig = (config.optimizer ?? { name: "sgd" }) as OptimizerConfig;
     const names = Object.keys(createOptimizer(optimizerConfig, { size: 0 }).state().slots);
-    // It covers the trainable weights, which come first; how many there are
-    // is the model's to say (the coordinator checks it against the model).
+    // It covers the trainable weights, which come first: all but a built-in's
+    // statistics; a user's model's count is its own to say (checked against
+    // the model when the run starts).
     const first = Object.values(slots)[0] as Float32Array | undefined;
-    const size = first instanceof Float32Array && first.length <= weights.length
+    const sizes = modelSizes(model as unknown as ModelConfig);
+    const size = sizes !== undefined
+      ? weights.length - (sizes.params - sizes.trainable)
+      : first instanceof Float32Array && first.length <= weights.length
       ? first.length
       : weights.length;
     const problem = stateProblem(optimizerState as never, { names, size });
