@@ -28,3 +28,4 @@ export {
   type LoadCifar10Options,
 } from "./lib/data/cifar10.ts";
 export type { DatasetName } from "./lib/data/registry.ts";
+export type { DatasetDownloadOptions, FileSpec } from "./lib/data/files.ts";

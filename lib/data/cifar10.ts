@@ -18,10 +18,16 @@
 
 import { basename, join } from "node:path";
 import { DataError } from "../errors.ts";
-import { ProgressBar } from "../util/progress.ts";
 import { checkSplits, type Dataset } from "./dataset.ts";
-import { downloadVerified } from "./download.ts";
-import { cacheDirOf, differingFromOfficial, type FileSpec, isFile, readEnv } from "./files.ts";
+import {
+  cacheDirOf,
+  type DatasetDownloadOptions,
+  differingFromOfficial,
+  downloadInto,
+  type FileSpec,
+  isFile,
+  readEnv,
+} from "./files.ts";
 
 /**
  * The ten CIFAR-10 classes, indexed by label.
@@ -82,7 +88,7 @@ const MAX_RECORDS = 10_000;
 export const CIFAR10_MAX_TAR_BYTES = 256 * 2 ** 20;
 
 /** Options for {@linkcode loadCIFAR10}. */
-export interface LoadCifar10Options {
+export interface LoadCifar10Options extends DatasetDownloadOptions {
   /**
    * Directory holding the data: the archive `cifar-10-binary.tar.gz`, or its
    * unpacked `cifar-10-batches-bin/` folder, or the six `.bin` files.
@@ -90,16 +96,6 @@ export interface LoadCifar10Options {
    * in, and downloaded to, `cacheDir`.
    */
   dataDir?: string;
-  /** Whether to download the archive into `cacheDir` when it is missing. Default true. */
-  download?: boolean;
-  /** Download cache. Default `~/.cache/deno-ddp/cifar-10` (see `XDG_CACHE_HOME`). */
-  cacheDir?: string;
-  /** Where to download from. Default {@linkcode CIFAR10_URL}. */
-  baseUrl?: string;
-  /** Suppress download messages on stderr. */
-  quiet?: boolean;
-  /** Aborting it abandons a download in progress; the signal's reason is thrown. */
-  signal?: AbortSignal;
 }
 
 /**
@@ -401,29 +397,12 @@ async function ensureCached(
   if (options.download === false) {
     throw new DataError(`${path} is missing and downloading is off; ${whereToPut(dir, true)}`);
   }
-  await Deno.mkdir(dir, { recursive: true });
-  const url = new URL(CIFAR10_ARCHIVE.name, options.baseUrl ?? CIFAR10_URL).href;
-  const bar = new ProgressBar(1, { label: `downloading ${CIFAR10_ARCHIVE.name}` });
-  if (!options.quiet && !bar.enabled) console.error(`downloading ${url}`);
-  try {
-    await downloadVerified(url, path, {
-      sha256: CIFAR10_ARCHIVE.sha256,
-      maxBytes: CIFAR10_ARCHIVE.bytes,
-      signal: options.signal,
-      onProgress: (received, total) => {
-        if (options.quiet || total === undefined) return;
-        bar.update(received / total, `${(received / 1e6).toFixed(1)} MB`);
-      },
-    });
-  } catch (error) {
-    if (error instanceof DataError) {
-      throw new DataError(`${error.message}; ${whereToPut(dir, true)}`, { cause: error });
-    }
-    throw error;
-  } finally {
-    bar.clear();
-  }
-  return path;
+  return await downloadInto(dir, CIFAR10_ARCHIVE, {
+    ...options,
+    baseUrl: options.baseUrl ?? CIFAR10_URL,
+    maxBytes: CIFAR10_ARCHIVE.bytes,
+    hint: whereToPut(dir, true),
+  });
 }
 
 function whereToPut(dir: string, isCache = false): string {

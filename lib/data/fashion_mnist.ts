@@ -6,11 +6,17 @@
 
 import { join } from "node:path";
 import { DataError } from "../errors.ts";
-import { ProgressBar } from "../util/progress.ts";
-import { downloadVerified } from "./download.ts";
 import { parseIdxImages, parseIdxLabels, readIdxFile } from "./idx.ts";
 import { checkSplits, type Dataset } from "./dataset.ts";
-import { cacheDirOf, differingFromOfficial, type FileSpec, isFile, readEnv } from "./files.ts";
+import {
+  cacheDirOf,
+  type DatasetDownloadOptions,
+  differingFromOfficial,
+  downloadInto,
+  type FileSpec,
+  isFile,
+  readEnv,
+} from "./files.ts";
 
 export type { Dataset } from "./dataset.ts";
 export type { FileSpec } from "./files.ts";
@@ -87,23 +93,13 @@ export const FASHION_MNIST_FILES: Readonly<
 });
 
 /** Options for {@linkcode loadFashionMNIST}. */
-export interface LoadFashionMnistOptions {
+export interface LoadFashionMnistOptions extends DatasetDownloadOptions {
   /**
    * Directory holding the four files (gzipped as published, or unpacked
    * without `.gz`). Defaults to `$FASHION_MNIST_DIR`; when neither is set the
    * files are looked for in, and downloaded to, `cacheDir`.
    */
   dataDir?: string;
-  /** Whether to download missing files into `cacheDir`. Default true. */
-  download?: boolean;
-  /** Download cache. Default: {@linkcode defaultCacheDir}. */
-  cacheDir?: string;
-  /** Where to download from. Default {@linkcode FASHION_MNIST_URL}. */
-  baseUrl?: string;
-  /** Suppress download messages on stderr. */
-  quiet?: boolean;
-  /** Aborting it abandons a download in progress; the signal's reason is thrown. */
-  signal?: AbortSignal;
 }
 
 /**
@@ -213,27 +209,7 @@ async function ensureCached(options: LoadFashionMnistOptions): Promise<FilePaths
     if (options.download === false) {
       throw new DataError(`${path} is missing and downloading is off; ${whereToPut(dir, true)}`);
     }
-    await Deno.mkdir(dir, { recursive: true });
-    const url = new URL(spec.name, baseUrl).href;
-    const bar = new ProgressBar(1, { label: `downloading ${spec.name}` });
-    if (!options.quiet && !bar.enabled) console.error(`downloading ${url}`);
-    try {
-      await downloadVerified(url, path, {
-        sha256: spec.sha256,
-        signal: options.signal,
-        onProgress: (received, total) => {
-          if (options.quiet || total === undefined) return;
-          bar.update(received / total, `${(received / 1e6).toFixed(1)} MB`);
-        },
-      });
-    } catch (error) {
-      if (error instanceof DataError) {
-        throw new DataError(`${error.message}; ${whereToPut(dir, true)}`, { cause: error });
-      }
-      throw error;
-    } finally {
-      bar.clear();
-    }
+    await downloadInto(dir, spec, { ...options, baseUrl, hint: whereToPut(dir, true) });
   }
   return paths as FilePaths;
 }

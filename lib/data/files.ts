@@ -7,8 +7,11 @@
  */
 
 import { join, resolve } from "node:path";
+import { DataError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic_write.ts";
+import { ProgressBar } from "../util/progress.ts";
 import { sha256Hex } from "../util/sha256.ts";
+import { downloadVerified } from "./download.ts";
 
 /** One published file: its name and SHA-256. */
 export interface FileSpec {
@@ -16,6 +19,56 @@ export interface FileSpec {
   name: string;
   /** SHA-256 of the file as published, lowercase hex. */
   sha256: string;
+}
+
+/** What every named data set's loader takes beside where its files are. */
+export interface DatasetDownloadOptions {
+  /** Whether to download missing files into `cacheDir`. Default true. */
+  download?: boolean;
+  /** Download cache. Default: the data set's folder of `~/.cache/deno-ddp` (see `XDG_CACHE_HOME`). */
+  cacheDir?: string;
+  /** Where to download from. Default: where the data set is published. */
+  baseUrl?: string;
+  /** Suppress download messages on stderr. */
+  quiet?: boolean;
+  /** Aborting it abandons a download in progress; the signal's reason is thrown. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Downloads `spec` from `baseUrl` into `dir`, SHA-256-verified, with a
+ * progress bar (or one line) on stderr unless `quiet`. A failure is a
+ * {@linkcode DataError} ending with `hint` (where to put the file instead).
+ */
+export async function downloadInto(
+  dir: string,
+  spec: FileSpec,
+  options: DatasetDownloadOptions & { baseUrl: string; maxBytes?: number; hint: string },
+): Promise<string> {
+  const path = join(dir, spec.name);
+  await Deno.mkdir(dir, { recursive: true });
+  const url = new URL(spec.name, options.baseUrl).href;
+  const bar = new ProgressBar(1, { label: `downloading ${spec.name}` });
+  if (!options.quiet && !bar.enabled) console.error(`downloading ${url}`);
+  try {
+    await downloadVerified(url, path, {
+      sha256: spec.sha256,
+      maxBytes: options.maxBytes,
+      signal: options.signal,
+      onProgress: (received, total) => {
+        if (options.quiet || total === undefined) return;
+        bar.update(received / total, `${(received / 1e6).toFixed(1)} MB`);
+      },
+    });
+  } catch (error) {
+    if (error instanceof DataError) {
+      throw new DataError(`${error.message}; ${options.hint}`, { cause: error });
+    }
+    throw error;
+  } finally {
+    bar.clear();
+  }
+  return path;
 }
 
 /**
