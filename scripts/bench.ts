@@ -8,6 +8,7 @@
 
 import { benchAllReduce } from "../lib/bench/all_reduce_bench.ts";
 import { describeMachine } from "../lib/bench/machine.ts";
+import { benchOptimizers, optimizerTable } from "../lib/bench/optimizer_bench.ts";
 import { benchKernels, type KernelResult } from "../lib/bench/kernel_bench.ts";
 import {
   allReduceTable,
@@ -44,7 +45,7 @@ const KERNEL_SHAPES = {
   d2l: { inputSize: 224, width: 1, batch: 128 },
 } as const;
 
-const HELP = `Benchmark data-parallel NiN training and its all-reduce.
+const HELP = `Benchmark data-parallel NiN training, its all-reduce and its optimizer step.
 
 Usage: deno task bench [options]
 
@@ -67,14 +68,20 @@ Usage: deno task bench [options]
   --kernel-shapes NAME    shapes of the kernels section: quick (default: the quick
                           preset's, ${KERNEL_SHAPES.quick.inputSize} px, width ${KERNEL_SHAPES.quick.width}, ${KERNEL_SHAPES.quick.batch} images per worker of 2)
                           or d2l (224 px, width 1, 128 images)
-  --only LIST             scaling, allreduce, overhead, batch and/or kernels
-                          (default all five)
+  --only LIST             scaling, allreduce, overhead, batch, kernels and/or optimizer
+                          (default all six)
   --json FILE             also write every figure, machine and device to FILE
   --smoke                 a seconds-long run with tiny sizes (for CI)
   -h, --help              show this help
 `;
 
-const SECTIONS = ["scaling", "allreduce", "overhead", "batch", "kernels"] as const;
+const SECTIONS = ["scaling", "allreduce", "overhead", "batch", "kernels", "optimizer"] as const;
+
+/** The optimizer section's sizes: the built-in models' trainable weights (d2l's configurations). */
+const OPTIMIZER_SIZES = [
+  { model: "NiN", length: NIN_GRADIENT_LENGTH },
+  { model: "ResNet-18", length: 11_178_378 },
+];
 
 async function main(): Promise<void> {
   const { values } = parseFlags({
@@ -261,6 +268,20 @@ async function main(): Promise<void> {
         `${spread(step.fast!.imagesPerSec, 1)} images/s: ${stepSpeedup.toFixed(2)}×`,
     );
     report.kernels = { shapes, results: kernels, step, stepSpeedup };
+  }
+
+  if (config.only.includes("optimizer")) {
+    const repeats = smoke ? 2 : 7;
+    console.log(
+      `\nOptimizer: one step on the host over flat float32 vectors, as every replica runs it ` +
+        `after each all-reduce; ms per step, median (min–max) of ${repeats} after one untimed`,
+    );
+    const optimizer = benchOptimizers({
+      sizes: smoke ? [{ model: "tiny", length: 65_536 }] : OPTIMIZER_SIZES,
+      repeats,
+    });
+    console.log(optimizerTable(optimizer));
+    report.optimizer = optimizer;
   }
 
   const goals = checkGoals({ allReduce, scaling, overheadRatio, kernels, stepSpeedup });

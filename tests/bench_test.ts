@@ -32,6 +32,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
         "Scaling:",
         "All-reduce:",
         "Overhead:",
+        "Optimizer:",
         "Batch sweep",
         "Kernels:",
         "Goals:",
@@ -44,6 +45,11 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     assert.match(report.machine.commit, /^([0-9a-f]{7,}(-dirty)?|unknown)$/);
     assert.equal(report.machine.device.backend, "webgpu");
     assert.deepEqual(report.scaling.map((r: { workers: number }) => r.workers), [1, 2]);
+    assert.deepEqual(
+      report.optimizer.map((r: { optimizer: string; length: number }) => [r.optimizer, r.length]),
+      [["SGD", 65_536], ["SGD + momentum", 65_536], ["Adam", 65_536]],
+    );
+    assert.ok(report.optimizer.every((r: { ms: { count: number } }) => r.ms.count === 2));
     for (const row of report.scaling) {
       assert.ok(row.imagesPerSec.median > 0 && row.imagesPerSec.count === 2);
       assert.ok(row.imagesPerSec.min <= row.imagesPerSec.median);
