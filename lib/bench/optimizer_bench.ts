@@ -86,7 +86,7 @@ export function benchOptimizers(options: {
  *
  * const ms = { median: 2, min: 1.5, max: 3, count: 3 };
  * const text = optimizerTable([{ optimizer: "SGD", model: "NiN", length: 2e6, ms, nsPerWeight: 1 }]);
- * assert.match(text, /NiN .* SGD .* 2\.00 \(1\.50–3\.00\)/);
+ * assert.match(text, /^NiN, 2,000,000 +SGD +2\.00 \(1\.50–3\.00\) +1\.00$/m);
  * ```
  */
 export function optimizerTable(results: readonly OptimizerBenchResult[]): string {
