@@ -18,6 +18,7 @@ import { type BackendName, DataError, UsageError } from "../mod.ts";
 import { readCheckpoint } from "../checkpoint.ts";
 import { initBackend } from "../model.ts";
 import { buildModel, modelSizes } from "../lib/model/registry.ts";
+import { trainableParams } from "../lib/model/nin.ts";
 import { modelFlag } from "../lib/cli/train_flags.ts";
 import { resumedModel } from "../lib/train/coordinator/resume.ts";
 import { type DatasetName, DATASETS } from "../lib/data/registry.ts";
@@ -131,9 +132,7 @@ async function main(): Promise<void> {
   const dataset = { ...test, count };
   const side = model.inputs[0].shape[1];
   console.log(
-    `model: ${source}: ${side}×${side} input, ${
-      model.trainableWeights.reduce((sum, w) => sum + w.read().size, 0).toLocaleString("en-US")
-    } ` +
+    `model: ${source}: ${side}×${side} input, ${trainableParams(model).toLocaleString("en-US")} ` +
       `parameters; ${device.backend} on ${device.adapter}`,
   );
   const bar = new ProgressBar(count, { label: "evaluating" });

@@ -18,6 +18,7 @@ import {
 import { renderHistorySvg } from "../lib/train/coordinator/plot.ts";
 import { adapterWithPath, serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
 import { initBackend, stageSummary } from "../model.ts";
+import { trainableParams } from "../lib/model/nin.ts";
 import { buildModel, type ModelConfig } from "../lib/model/registry.ts";
 import { exportLayersModel } from "../lib/model/export.ts";
 import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
@@ -296,7 +297,7 @@ async function printSummary(config: ModelConfig): Promise<void> {
       } parameters`,
     );
   }
-  const trainable = model.trainableWeights.reduce((sum, w) => sum + w.read().size, 0);
+  const trainable = trainableParams(model);
   const rest = model.countParams() - trainable;
   console.log(
     `total: ${trainable.toLocaleString("en-US")} parameters${

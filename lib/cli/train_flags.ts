@@ -242,28 +242,24 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
   );
   // --input-size and --width shape NiN and ResNet-18; the rest NiN only.
-  const shaped = model === undefined || model === "nin"
-    ? "nin"
-    : model === "resnet18" && shapeFlags.every((f) => f === "input-size" || f === "width")
-    ? "resnet18"
-    : undefined;
-  if (shaped === undefined && shapeFlags.length > 0) {
-    const resnet = model === "resnet18";
-    const flags = resnet
-      ? shapeFlags.filter((f) => f !== "input-size" && f !== "width")
-      : shapeFlags;
+  const target = model ?? "nin";
+  const misplaced = target === "nin"
+    ? []
+    : target === "resnet18"
+    ? shapeFlags.filter((flag) => flag !== "input-size" && flag !== "width")
+    : shapeFlags;
+  if (misplaced.length > 0) {
     throw new UsageError(
-      `${flags.map((flag) => `--${flag}`).join(", ")} ${
-        flags.length === 1 ? "applies" : "apply"
-      } ` +
-        `to NiN only, not to model ${
-          describeValue(typeof model === "string" ? model : "(custom)")
-        }`,
+      `${misplaced.map((flag) => `--${flag}`).join(", ")} ${
+        misplaced.length === 1 ? "applies" : "apply"
+      } to NiN only, not to model ${
+        describeValue(typeof target === "string" ? target : "(custom)")
+      }`,
     );
   }
   return defined({
     preset: preset as PresetName,
-    model: shapeFlags.length > 0 ? { name: shaped!, ...nin } : model,
+    model: shapeFlags.length > 0 ? { name: target as "nin" | "resnet18", ...nin } : model,
     data: defined({
       dataset: values.dataset as DatasetName | undefined,
       dir: values["data-dir"],

@@ -192,7 +192,7 @@ export function resolveNiNOptions(options: NiNOptions = {}): Required<NiNOptions
  */
 export function createNiN(options: NiNOptions = {}): tfl.Sequential {
   const { inputSize, width, dropout, seed, init, head } = resolveNiNOptions(options);
-  const channels = (c: number) => Math.max(1, Math.round(c * width));
+  const channels = (c: number) => scaledChannels(c, width);
   const model = tfl.sequential({ name: "nin" });
   let layerIndex = 0;
   let inChannels = 1;
@@ -283,10 +283,7 @@ export function stageSummary(model: tfl.LayersModel): StageSummary[] {
     if (layer.getClassName() === "InputLayer") continue;
     const name = layer.name.split("_")[0];
     const shape = (layer.outputShape as (number | null)[]).slice(1) as number[];
-    const params = layer.trainableWeights.reduce(
-      (sum, w) => sum + w.shape.reduce((a: number, b) => a * (b as number), 1),
-      0,
-    );
+    const params = trainableParams(layer);
     const last = rows.at(-1);
     if (last !== undefined && last.name === name) {
       last.outputShape = shape;
@@ -322,6 +319,43 @@ export function setDropoutSeed(model: tfl.LayersModel, seed: number): void {
   }
 }
 
+/**
+ * A built-in's channel count `c` at width multiplier `width`: rounded, at
+ * least 1 (NiN's blocks, ResNet-18's stages).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { scaledChannels } from "./nin.ts";
+ *
+ * assert.deepEqual([scaledChannels(96, 0.125), scaledChannels(10, 0.01)], [12, 1]);
+ * ```
+ */
+export function scaledChannels(c: number, width: number): number {
+  return Math.max(1, Math.round(c * width));
+}
+
+/**
+ * The number of trainable parameters of a model or layer: what PyTorch counts
+ * (batch-normalisation statistics and frozen weights left out).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { trainableParams } from "./nin.ts";
+ *
+ * assert.equal(trainableParams({ trainableWeights: [{ shape: [3, 4] }, { shape: [4] }] }), 16);
+ * ```
+ */
+export function trainableParams(
+  model: { trainableWeights: readonly { shape: readonly (number | null)[] }[] },
+): number {
+  return model.trainableWeights.reduce(
+    (sum, w) => sum + w.shape.reduce((a: number, b) => a * (b as number), 1),
+    0,
+  );
+}
+
 /** The size of one layer of a model, worked out without building it. */
 export interface LayerSize {
   /** The layer's name, as the built model names it. */
@@ -353,7 +387,7 @@ export interface LayerSize {
 export function ninLayerSizes(options: NiNOptions): LayerSize[] {
   const inputSize = options.inputSize ?? 224;
   const width = options.width ?? 1;
-  const channels = (c: number) => Math.max(1, Math.round(c * width));
+  const channels = (c: number) => scaledChannels(c, width);
   const layers: LayerSize[] = [];
   let side = inputSize;
   let inChannels = 1;

@@ -16,7 +16,7 @@
 import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { describeValue, UsageError } from "../errors.ts";
 import { mixSeed } from "../util/random.ts";
-import type { LayerSize } from "./nin.ts";
+import { type LayerSize, scaledChannels as scaled } from "./nin.ts";
 
 /** Options for {@linkcode createResNet18}. The defaults are d2l's configuration. */
 export interface ResNetOptions {
@@ -84,11 +84,6 @@ export function resolveResNetOptions(options: ResNetOptions = {}): Required<ResN
 
 /** Channels of the stem and of the four stages at width 1. */
 const STAGES = [64, 128, 256, 512] as const;
-
-/** `c` channels at `width`: rounded, at least 1. */
-function scaled(c: number, width: number): number {
-  return Math.max(1, Math.round(c * width));
-}
 
 /**
  * Builds d2l's ResNet-18. Kernels are Glorot-uniform (d2l's

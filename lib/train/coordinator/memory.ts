@@ -21,22 +21,13 @@
  */
 
 import { UsageError } from "../../errors.ts";
+import type { LayerSize } from "../../model/nin.ts";
 
 /** A worker thread's own memory before its model: measured at about 126 MiB. */
 export const WORKER_BASE_BYTES = 120 * 2 ** 20;
 
 /** The coordinator's own memory before the data and the workers. */
 export const MAIN_BASE_BYTES = 200 * 2 ** 20;
-
-/** A layer's size, as the built-in models' `…LayerSizes` give it. */
-export interface SizedLayer {
-  /** Its name. */
-  name: string;
-  /** Values in its output for one image. */
-  outputValues: number;
-  /** Its parameters. */
-  params: number;
-}
 
 /** What {@linkcode estimateMemory} is told about the run. */
 export interface RunShape {
@@ -47,7 +38,7 @@ export interface RunShape {
   /** The model's parameters, when known before building it. */
   params: number | undefined;
   /** Its layers, when known before building it (the built-in models). */
-  layers: readonly SizedLayer[] | undefined;
+  layers: readonly LayerSize[] | undefined;
   /** Values of one image as the model takes it (after resizing). */
   inputValues: number | undefined;
   /** Float32 vectors the optimizer keeps per weight (SGD 0, momentum 1, Adam 2). */
