@@ -247,7 +247,8 @@ function printStart(info: TrainStart): void {
     `${options.workers} worker(s)${where} on ${info.device.backend}` +
       `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +
       `${adapterWithPath(info.device)}; ` +
-      `batch ${options.batchSize} (${share}), ${describeOptimizer(options)}, ` +
+      `batch ${options.batchSize} (${share}), ${describeOptimizer(options)}` +
+      `${options.shardOptimizer ? ` sharded over the ${options.workers} workers` : ""}, ` +
       `${info.stepsPerEpoch} steps per epoch`,
   );
   if (info.resumedFrom) {

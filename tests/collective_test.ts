@@ -115,6 +115,15 @@ Deno.test("star all-reduce: every replica gets the same weighted average; buffer
   }
 });
 
+/** What a shared all-reduce test worker posts back. */
+interface Reply {
+  round?: number;
+  result?: Float32Array;
+  declined?: { start: number; end: number }[];
+  gathered?: Float32Array;
+  error?: string;
+}
+
 function startSharedWorkers(
   worldSize: number,
   message: {
@@ -123,15 +132,16 @@ function startSharedWorkers(
     rounds: number;
     stall?: number;
     parts?: number;
+    update?: boolean;
   },
 ) {
   const url = new URL("./fixtures/shared_all_reduce_worker.ts", import.meta.url);
   return Array.from({ length: worldSize }, (_, rank) => {
     const thread = new WorkerThread(url, { name: `shared-all-reduce-${rank}` });
-    const messages: { round?: number; result?: Float32Array; error?: string }[] = [];
+    const messages: Reply[] = [];
     const received = new Promise<typeof messages>((resolve) => {
       thread.onMessage = (m) => {
-        const reply = m as { round?: number; result?: Float32Array; error?: string };
+        const reply = m as Reply;
         messages.push(reply);
         if (reply.error || messages.length === message.rounds) resolve(messages);
       };
@@ -159,6 +169,40 @@ Deno.test("shared-memory all-reduce: every worker gets the star all-reduce's bit
         assert.equal(messages[round].round, round);
         assert.deepEqual(messages[round].result, expected);
       }
+    }
+  } finally {
+    workers.forEach((w) => w.thread.close());
+  }
+});
+
+Deno.test("shared-memory all-reduce, sharded: each chunk updated by its rank, declines reported, slices gathered", async () => {
+  const [worldSize, length, rounds] = [3, 10_001, 2];
+  const buffer = createSharedAllReduceBuffer({ worldSize, length });
+  const workers = startSharedWorkers(worldSize, { buffer, length, rounds, update: true });
+  const chunkOf = (r: number) => ({
+    start: Math.floor(r * length / worldSize),
+    end: Math.floor((r + 1) * length / worldSize),
+  });
+  try {
+    const results = await Promise.all(workers.map((w) => w.received));
+    for (let round = 0; round < rounds; round++) {
+      const expected = weightedAverage(
+        Array.from({ length: worldSize }, (_, rank) => contribution(rank, round, length)),
+      );
+      const gathered = new Float32Array(length);
+      for (let r = 0; r < worldSize; r++) {
+        const { start, end } = chunkOf(r);
+        gathered.fill(r + round, start, end);
+        if (round === 1 && r === 1) continue; // declined: keeps the average
+        for (let i = start; i < end; i++) expected[i] = expected[i] * 2 + r;
+      }
+      results.forEach((messages, rank) => {
+        const reply = messages[round];
+        assert.equal(reply.error, undefined);
+        assert.deepEqual(reply.result, expected);
+        assert.deepEqual(reply.declined, round === 1 ? [chunkOf(1)] : []);
+        assert.deepEqual(reply.gathered, rank === 0 ? gathered : undefined);
+      });
     }
   } finally {
     workers.forEach((w) => w.thread.close());

@@ -9,6 +9,7 @@
 
 import { DATA_DIR } from "./helpers.ts";
 import { isSoftwareAdapter } from "../lib/train/shared/backend.ts";
+import { SIMD_AVAILABLE } from "../lib/optim/_simd.ts";
 
 /** What a test may need, why, and how to tell whether this machine has it. */
 const NEEDS = {
@@ -74,6 +75,10 @@ const NEEDS = {
       "cores)",
     available: async () =>
       isSoftwareAdapter(await adapterOn("vulkan") ?? await adapterOn("gl") ?? ""),
+  },
+  "wasm-simd": {
+    reason: "WebAssembly SIMD (the optimizers' fast loops, compared here with the scalar ones)",
+    available: () => Promise.resolve(SIMD_AVAILABLE),
   },
   "llvmpipe-15": {
     reason: "the adapter the WebGPU golden checksum was pinned on, llvmpipe (LLVM 15.0.6, 256 " +

@@ -47,6 +47,7 @@ export const TRAIN_FLAGS = {
   seed: { type: "string" },
   backend: { type: "string" },
   allreduce: { type: "string" },
+  "no-shard-optimizer": { type: "boolean" },
   kernels: { type: "string" },
   overwrite: { type: "boolean" },
   "input-size": { type: "string" },
@@ -103,6 +104,8 @@ export const TRAIN_FLAGS_HELP =
   --backend NAME     webgpu (default) or cpu
   --allreduce NAME   shared (default: zero-copy, shared memory) or star (via the coordinator);
                      with --nnodes, tcp (the only choice, and the default)
+  --no-shard-optimizer  every worker runs the whole optimizer (default with the shared
+                     all-reduce: each updates its own chunk, ZeRO stage 1; same bits)
   --kernels NAME     fast (default: this library's WebGPU convolution kernels) or tfjs
                      (tfjs's own, to compare)
   --input-size N     side images are resized to (NiN: default 224, at least 67; ResNet-18:
@@ -279,6 +282,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
       workers: int("--workers", values.workers),
       shards: int("--shards", values.shards),
       allReduce: values.allreduce as AllReduceAlgorithm | undefined,
+      shardOptimizer: values["no-shard-optimizer"] ? false : undefined,
       stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),
       startupTimeout: numberFlag("--startup-timeout", values["startup-timeout"]),
       maxRestarts: int("--max-restarts", values["max-restarts"]),

@@ -31,6 +31,53 @@ export interface AllReduce {
   readonly lastTiming: AllReduceTiming;
 }
 
+/**
+ * An all-reduce that can also run the optimizer sharded, as ZeRO stage 1
+ * does: each rank reduces one chunk of the vector (a reduce-scatter), updates
+ * the weights of that chunk only, and the all-gather carries updated weights
+ * instead of averaged gradients. An element-wise optimizer gives the bits of
+ * the unsharded update, while each rank keeps the optimizer state of its
+ * chunk only.
+ */
+export interface ShardedAllReduce extends AllReduce {
+  /** The elements `[start, end)` of the vector this rank reduces and updates. */
+  readonly chunk: { start: number; end: number };
+  /**
+   * As {@linkcode AllReduce.average}, but before the all-gather this rank
+   * passes its chunk of the average to `update`, which overwrites it in
+   * place (with the updated weights) and returns true, or returns false to
+   * decline (the chunk then keeps the average). Resolves on every rank with
+   * the whole vector and the chunks whose rank declined, in order.
+   */
+  averageAndUpdate(
+    data: Float32Array<ArrayBuffer>,
+    weight: number | readonly number[],
+    update: (chunk: Float32Array) => boolean,
+  ): Promise<{ vector: Float32Array<ArrayBuffer>; declined: { start: number; end: number }[] }>;
+  /**
+   * Every rank passes the values of its chunk's first `slice.length`
+   * elements; rank 0 resolves with the first `length` elements of the
+   * assembled vector, the other ranks with undefined. For the optimizer
+   * state, gathered for a checkpoint.
+   */
+  gather(slice: Float32Array, length: number): Promise<Float32Array<ArrayBuffer> | undefined>;
+}
+
+/**
+ * Whether `allReduce` can run a sharded optimizer (see {@linkcode ShardedAllReduce}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { canShard } from "./all_reduce.ts";
+ *
+ * assert.equal(canShard({ average: (data) => Promise.resolve(data), lastTiming: { waitMs: 0, reduceMs: 0 } }), false);
+ * ```
+ */
+export function canShard(allReduce: AllReduce): allReduce is ShardedAllReduce {
+  return typeof (allReduce as Partial<ShardedAllReduce>).averageAndUpdate === "function";
+}
+
 /** Where one all-reduce spent its time, on one replica. */
 export interface AllReduceTiming {
   /** Milliseconds waiting for slower replicas to contribute. */

@@ -19,9 +19,9 @@
  */
 
 import {
-  type AllReduce,
   type AllReduceTiming,
   contributionParts,
+  type ShardedAllReduce,
   weightedAverage,
 } from "./all_reduce.ts";
 
@@ -37,17 +37,19 @@ const WAIT_SLICE_MS = 1000;
 
 /**
  * Byte offsets in the buffer: control words; per replica, the number of
- * all-reduces it has entered (for diagnosing a stall); per part of every
- * replica, its weight; the slots (one per part, in rank order); the result.
+ * all-reduces it has entered (for diagnosing a stall) and whether it declined
+ * to update its chunk in the last round; per part of every replica, its
+ * weight; the slots (one per part, in rank order); the result.
  */
 function layout(shape: SharedAllReduceShape) {
   const { worldSize, length } = shape;
   const slotCount = worldSize * (shape.parts ?? 1);
   const entered = CONTROL_BYTES;
-  const weights = entered + 8 * Math.ceil(worldSize / 2); // keep the float64s aligned
+  const declined = entered + 4 * worldSize;
+  const weights = 8 * Math.ceil((declined + 4 * worldSize) / 8); // the float64s aligned
   const slots = weights + 8 * slotCount;
   const result = slots + 4 * slotCount * length;
-  return { entered, weights, slots, slotCount, result, end: result + 4 * length };
+  return { entered, declined, weights, slots, slotCount, result, end: result + 4 * length };
 }
 
 /** Shape of a shared all-reduce buffer. */
@@ -148,7 +150,7 @@ export function abortSharedAllReduce(buffer: SharedArrayBuffer): void {
  * const average = await allReduce.average(gradient, examples);
  * ```
  */
-export class SharedAllReduce implements AllReduce {
+export class SharedAllReduce implements ShardedAllReduce {
   /** Where the last call spent its time: barrier waits, and copying and summing. */
   lastTiming: AllReduceTiming = { waitMs: 0, reduceMs: 0 };
   readonly #rank: number;
@@ -157,6 +159,7 @@ export class SharedAllReduce implements AllReduce {
   readonly #parts: number;
   readonly #control: Int32Array;
   readonly #entered: Int32Array;
+  readonly #declined: Int32Array;
   readonly #weights: Float64Array;
   readonly #slots: Float32Array[];
   readonly #result: Float32Array;
@@ -179,12 +182,26 @@ export class SharedAllReduce implements AllReduce {
     const at = layout(options);
     this.#control = new Int32Array(buffer, 0, CONTROL_WORDS);
     this.#entered = new Int32Array(buffer, at.entered, worldSize);
+    this.#declined = new Int32Array(buffer, at.declined, worldSize);
     this.#weights = new Float64Array(buffer, at.weights, at.slotCount);
     this.#slots = Array.from(
       { length: at.slotCount },
       (_, r) => new Float32Array(buffer, at.slots + 4 * r * length, length),
     );
     this.#result = new Float32Array(buffer, at.result, length);
+  }
+
+  /** The elements this replica reduces: chunk `rank` of `worldSize` nearly equal chunks. */
+  get chunk(): { start: number; end: number } {
+    return this.#chunkOf(this.#rank);
+  }
+
+  #chunkOf(rank: number): { start: number; end: number } {
+    const [worldSize, length] = [this.#worldSize, this.#length];
+    return {
+      start: Math.floor((rank * length) / worldSize),
+      end: Math.floor(((rank + 1) * length) / worldSize),
+    };
   }
 
   /**
@@ -198,43 +215,92 @@ export class SharedAllReduce implements AllReduce {
     weight: number | readonly number[],
   ): Promise<Float32Array<ArrayBuffer>> {
     try {
-      const parts = contributionParts(data, { weight, length: this.#length });
-      if (parts.length !== this.#parts) {
-        throw new RangeError(`expected ${this.#parts} part(s), got ${parts.length}`);
-      }
-      if (this.#worldSize === 1) {
-        const started = performance.now();
-        const out = data.subarray(0, this.#length);
-        if (parts.length === 1) {
-          const total = parts[0].weight;
-          if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
-        } else weightedAverage(parts, { out });
-        this.lastTiming = { waitMs: 0, reduceMs: performance.now() - started };
-        return Promise.resolve(out);
-      }
-      const started = performance.now();
-      Atomics.add(this.#entered, this.#rank, 1);
-      parts.forEach((part, j) => {
-        const slot = this.#rank * this.#parts + j;
-        this.#slots[slot].set(part.data);
-        this.#weights[slot] = part.weight;
-      });
-      let waitMs = this.#barrier(); // every slot written
-      const start = Math.floor((this.#rank * this.#length) / this.#worldSize);
-      const end = Math.floor(((this.#rank + 1) * this.#length) / this.#worldSize);
-      const contributions = this.#slots.map((slot, s) => ({
-        data: slot,
-        weight: this.#weights[s],
-      }));
-      weightedAverage(contributions, { out: this.#result, start, end });
-      waitMs += this.#barrier(); // every chunk reduced
-      const out = data.subarray(0, this.#length);
-      out.set(this.#result);
-      this.lastTiming = { waitMs, reduceMs: performance.now() - started - waitMs };
-      return Promise.resolve(out);
+      return Promise.resolve(this.#round(data, weight).vector);
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * As {@linkcode SharedAllReduce.average}, with this replica's chunk of the
+   * average passed to `update` before the all-gather (see `ShardedAllReduce`).
+   */
+  averageAndUpdate(
+    data: Float32Array<ArrayBuffer>,
+    weight: number | readonly number[],
+    update: (chunk: Float32Array) => boolean,
+  ): Promise<{ vector: Float32Array<ArrayBuffer>; declined: { start: number; end: number }[] }> {
+    try {
+      return Promise.resolve(this.#round(data, weight, update));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Assembles every replica's `slice` at its chunk's start in the result
+   * area; replica 0 resolves with the first `length` elements.
+   */
+  gather(slice: Float32Array, length: number): Promise<Float32Array<ArrayBuffer> | undefined> {
+    try {
+      const { start, end } = this.chunk;
+      if (slice.length > end - start || length > this.#length) {
+        throw new RangeError(
+          `cannot gather ${slice.length} of chunk [${start}, ${end}) into ${length}`,
+        );
+      }
+      if (this.#worldSize === 1) return Promise.resolve(slice.slice(0, length));
+      this.#barrier(); // nobody still reads the last round's result
+      this.#result.set(slice, start);
+      this.#barrier(); // every slice written
+      return Promise.resolve(this.#rank === 0 ? this.#result.slice(0, length) : undefined);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** One reduce-scatter, optional update of this replica's chunk, and all-gather. */
+  #round(
+    data: Float32Array<ArrayBuffer>,
+    weight: number | readonly number[],
+    update?: (chunk: Float32Array) => boolean,
+  ): { vector: Float32Array<ArrayBuffer>; declined: { start: number; end: number }[] } {
+    const parts = contributionParts(data, { weight, length: this.#length });
+    if (parts.length !== this.#parts) {
+      throw new RangeError(`expected ${this.#parts} part(s), got ${parts.length}`);
+    }
+    const started = performance.now();
+    const out = data.subarray(0, this.#length);
+    if (this.#worldSize === 1) {
+      if (parts.length === 1) {
+        const total = parts[0].weight;
+        if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
+      } else weightedAverage(parts, { out });
+      const declined = update === undefined || update(out) ? [] : [this.#chunkOf(0)];
+      this.lastTiming = { waitMs: 0, reduceMs: performance.now() - started };
+      return { vector: out, declined };
+    }
+    Atomics.add(this.#entered, this.#rank, 1);
+    parts.forEach((part, j) => {
+      const slot = this.#rank * this.#parts + j;
+      this.#slots[slot].set(part.data);
+      this.#weights[slot] = part.weight;
+    });
+    let waitMs = this.#barrier(); // every slot written
+    const { start, end } = this.chunk;
+    const contributions = this.#slots.map((slot, s) => ({ data: slot, weight: this.#weights[s] }));
+    weightedAverage(contributions, { out: this.#result, start, end });
+    if (update !== undefined) {
+      const applied = update(this.#result.subarray(start, end));
+      Atomics.store(this.#declined, this.#rank, applied ? 0 : 1);
+    }
+    waitMs += this.#barrier(); // every chunk reduced (and updated)
+    out.set(this.#result);
+    const declined = update === undefined
+      ? []
+      : [...this.#declined].flatMap((flag, rank) => (flag === 0 ? [] : [this.#chunkOf(rank)]));
+    this.lastTiming = { waitMs, reduceMs: performance.now() - started - waitMs };
+    return { vector: out, declined };
   }
 
   /**

@@ -41,7 +41,10 @@ export interface RunShape {
   layers: readonly LayerSize[] | undefined;
   /** Values of one image as the model takes it (after resizing). */
   inputValues: number | undefined;
-  /** Float32 vectors the optimizer keeps per weight (SGD 0, momentum 1, Adam 2). */
+  /**
+   * Float32 vectors per weight the optimizer keeps on each worker (SGD 0,
+   * momentum 1, Adam 2; divided by the workers when it is sharded).
+   */
   optimizerSlots: number;
   /** Bytes of the training and test examples. */
   dataBytes: number;

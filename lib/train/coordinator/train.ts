@@ -226,7 +226,8 @@ async function run(
       params: sizes?.params,
       layers: sizes?.layers,
       inputValues: sizes?.inputValues,
-      optimizerSlots: optimizerSlots(resolved.optimizer),
+      optimizerSlots: optimizerSlots(resolved.optimizer) /
+        (distributed.shardOptimizer ? distributed.workers : 1),
       dataBytes: trainSet.images.byteLength + testSet.images.byteLength,
     }),
     {
@@ -478,6 +479,7 @@ function groupPlan(options: ResolvedTrainOptions, stepsPerEpoch: number): GroupP
       evalBatchSize: Math.ceil(options.batchSize / distributed.replicas),
       localWorkers: distributed.workers,
       allReduce: distributed.allReduce,
+      shardOptimizer: distributed.shardOptimizer,
       kernels: options.kernels,
       profile: options.profile,
     },

@@ -488,9 +488,13 @@ export class WorkerGroup {
     return { ...progress.sums, seconds: progress.plan.base.seconds + elapsed };
   }
 
-  /** Rank 0's weights at the boundary where the halted workers wait. */
+  /**
+   * Rank 0's weights at the boundary where the halted workers wait (and the
+   * optimizer state, which with a sharded optimizer every worker helps gather).
+   */
   async #snapshotNow(progress: EpochProgress): Promise<StepSnapshot> {
-    this.#mailboxes[0].send({ type: "getWeights" });
+    const asked = this.#plan.replica.shardOptimizer ? this.#mailboxes : this.#mailboxes.slice(0, 1);
+    asked.forEach((mailbox) => mailbox.send({ type: "getWeights" }));
     const { weights, checksum, optimizer } = await this.#mailboxes[0].receive<WeightsMessage>(
       "weights",
     );

@@ -110,6 +110,15 @@ export interface DistributedOptions {
    */
   allReduce?: AllReduceAlgorithm;
   /**
+   * Shard the optimizer across this process's workers (ZeRO stage 1): each
+   * updates its chunk of the weights with its chunk of the optimizer state,
+   * and the all-gather carries updated weights. The same bits as unsharded
+   * (the updates are element-wise), 1/`workers` of the optimizer's time and
+   * state per worker. Applies with the `shared` all-reduce and 2 or more
+   * workers; checkpoints still hold the whole state. Default true.
+   */
+  shardOptimizer?: boolean;
+  /**
    * This process's place in a job of several processes, each running
    * `workers` replicas (read it from a launcher's environment with
    * `launchInfo`). Every process must be given the same options; only rank 0
@@ -340,6 +349,8 @@ export interface ResolvedDistributed {
   shardsPerReplica: number;
   /** All-reduce algorithm. */
   allReduce: AllReduceAlgorithm;
+  /** Whether the optimizer is sharded across the workers (where it can be: `shared`, ≥ 2 workers). */
+  shardOptimizer: boolean;
   /** The processes of the job, when there are several. */
   processGroup: ProcessGroupOptions | undefined;
   /** Step timeout in seconds, or undefined for the adaptive default. */

@@ -66,6 +66,8 @@ export interface ReplicaConfig {
   localWorkers: number;
   /** How gradients are averaged. */
   allReduce: AllReduceAlgorithm;
+  /** Whether the workers shard the optimizer (ZeRO stage 1, through the all-reduce). */
+  shardOptimizer: boolean;
   /** WebGPU kernel set. */
   kernels: KernelSet;
   /** Time each step's phases (see {@linkcode StepTiming}). */

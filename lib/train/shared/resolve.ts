@@ -265,6 +265,13 @@ export function resolveDistributed(
         : `the "tcp" all-reduce joins several processes: give processGroup (--nnodes …)`,
     );
   }
+  if (given.shardOptimizer !== undefined && typeof given.shardOptimizer !== "boolean") {
+    throw new UsageError(
+      `distributed.shardOptimizer must be true or false, got ${
+        describeValue(given.shardOptimizer)
+      }`,
+    );
+  }
   if (given.stepTimeout !== undefined) positiveSeconds("step timeout", given.stepTimeout);
   if (given.startupTimeout !== undefined) {
     positiveSeconds("start-up timeout", given.startupTimeout);
@@ -288,6 +295,7 @@ export function resolveDistributed(
     batchShards,
     shardsPerReplica: batchShards / replicas,
     allReduce,
+    shardOptimizer: (given.shardOptimizer ?? true) && allReduce === "shared" && workers > 1,
     processGroup,
     stepTimeout: given.stepTimeout,
     startupTimeout: given.startupTimeout ?? 1800,

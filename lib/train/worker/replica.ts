@@ -98,7 +98,10 @@ export class Replica {
   readonly #trainable: tf.Variable[];
   /** The batch-normalisation statistics: each variable and where it sits in the weight vector. */
   readonly #statistics: { variable: tf.Variable; offset: number }[];
-  readonly #optimizer: Optimizer;
+  readonly #optimizerConfig: OptimizerConfig;
+  #optimizer: Optimizer;
+  /** The trainable weights `[start, end)` the optimizer updates: all, unless sharded. */
+  #optimizerRange: { start: number; end: number };
   /** The weights as last uploaded: the optimizer updates them here, then uploads. */
   #weights: Float32Array<ArrayBuffer> | undefined;
 
@@ -117,9 +120,27 @@ export class Replica {
     this.numWeights = size(this.#variables);
     this.numParams = size(this.#trainable);
     this.numReduced = this.numParams + size(this.#statistics.map((s) => s.variable));
-    this.#optimizer = createOptimizer(options.optimizer ?? { name: "sgd" }, {
-      size: this.numParams,
-    });
+    this.#optimizerConfig = options.optimizer ?? { name: "sgd" };
+    this.#optimizer = createOptimizer(this.#optimizerConfig, { size: this.numParams });
+    this.#optimizerRange = { start: 0, end: this.numParams };
+  }
+
+  /**
+   * Shards the optimizer (ZeRO stage 1): from now on it holds the state of
+   * the trainable weights in `chunk` (a range of the averaged vector) only,
+   * and updates them in {@linkcode Replica.updateChunk}. Call it before the
+   * first step; a state loaded later is cut to the chunk.
+   */
+  shardOptimizer(chunk: { start: number; end: number }): void {
+    const start = Math.min(chunk.start, this.numParams);
+    const end = Math.min(chunk.end, this.numParams);
+    this.#optimizer = createOptimizer(this.#optimizerConfig, { size: end - start });
+    this.#optimizerRange = { start, end };
+  }
+
+  /** The trainable weights `[start, end)` whose optimizer state this replica holds. */
+  get optimizerRange(): { start: number; end: number } {
+    return { ...this.#optimizerRange };
   }
 
   /**
@@ -197,25 +218,72 @@ export class Replica {
     if (gradients.length !== this.numReduced) {
       throw new RangeError(`expected ${this.numReduced} averaged values, got ${gradients.length}`);
     }
+    if (this.#optimizerRange.end - this.#optimizerRange.start !== this.numParams) {
+      throw new Error("a sharded optimizer updates chunks (updateChunk), not the whole vector");
+    }
     const weights = await this.#copy();
     const trainable = this.numParams;
     this.#optimizer.step(weights.subarray(0, trainable), gradients.subarray(0, trainable), options);
-    let at = trainable;
-    for (const { variable, offset } of this.#statistics) {
-      weights.set(gradients.subarray(at, at + variable.size), offset);
-      at += variable.size;
-    }
+    this.#takeStatistics(weights, gradients);
     this.#upload(weights);
   }
 
-  /** A copy of the optimizer's state (step count, momentum or moments). */
+  /**
+   * The sharded optimizer's step (see {@linkcode Replica.shardOptimizer}):
+   * `chunk` holds this replica's chunk of the averaged vector; its trainable
+   * part is updated and overwritten with the new weights. Declines (returns
+   * false, changes nothing) if the chunk holds a value that is not finite.
+   * Needs the weights on the host ({@linkcode Replica.loadHostWeights}).
+   */
+  updateChunk(chunk: Float32Array, options: { lr: number }): boolean {
+    const weights = this.#weights;
+    if (weights === undefined) throw new Error("updateChunk before loadHostWeights");
+    if (firstNonFinite(chunk) >= 0) return false;
+    const { start, end } = this.#optimizerRange;
+    const slice = weights.subarray(start, end);
+    this.#optimizer.step(slice, chunk.subarray(0, end - start), options);
+    chunk.set(slice);
+    return true;
+  }
+
+  /**
+   * Takes the vector a sharded step gathered: the updated trainable weights,
+   * then the averaged statistics; uploads them.
+   */
+  setUpdated(vector: Float32Array): void {
+    const weights = this.#weights;
+    if (weights === undefined) throw new Error("setUpdated before loadHostWeights");
+    if (vector.length !== this.numReduced) {
+      throw new RangeError(`expected ${this.numReduced} values, got ${vector.length}`);
+    }
+    weights.set(vector.subarray(0, this.numParams));
+    this.#takeStatistics(weights, vector);
+    this.#upload(weights);
+  }
+
+  /** Reads the weights to the host if they are not there yet (once, from the device). */
+  async loadHostWeights(): Promise<void> {
+    await this.#copy();
+  }
+
+  /** A copy of the optimizer's state (step count, momentum or moments); sharded: of its range. */
   optimizerState(): OptimizerState {
     return this.#optimizer.state();
   }
 
-  /** Restores the optimizer's state; throws a `RangeError` if it does not fit. */
+  /**
+   * Restores the optimizer's state, for all trainable weights (a sharded
+   * optimizer keeps its range of it); throws a `RangeError` if it does not fit.
+   */
   loadOptimizerState(state: OptimizerState): void {
-    this.#optimizer.loadState(state);
+    const { start, end } = this.#optimizerRange;
+    if (end - start === this.numParams) return this.#optimizer.loadState(state);
+    const slots = Object.fromEntries(
+      Object.entries(state.slots).map((
+        [name, slot],
+      ) => [name, slot.length === this.numParams ? slot.slice(start, end) : slot]),
+    );
+    this.#optimizer.loadState({ step: state.step, slots });
   }
 
   /** Waits until the device has finished all work enqueued so far (e.g. an SGD update). */
@@ -257,6 +325,15 @@ export class Replica {
     this.model.dispose();
   }
 
+  /** Puts the statistics that follow the trainable values in `averaged` in their places in `weights`. */
+  #takeStatistics(weights: Float32Array, averaged: Float32Array): void {
+    let at = this.numParams;
+    for (const { variable, offset } of this.#statistics) {
+      weights.set(averaged.subarray(at, at + variable.size), offset);
+      at += variable.size;
+    }
+  }
+
   /** This replica's copy of the weights, read from the device the first time it is needed. */
   async #copy(): Promise<Float32Array<ArrayBuffer>> {
     return this.#weights ??= await flatWeightsOf(this.model);
@@ -271,6 +348,24 @@ export class Replica {
     const [height, width] = this.inputShape;
     return toModelInput(batch, { height, width, normalize: this.#normalize });
   }
+}
+
+/**
+ * The index of the first value of `values` that is not finite, or -1.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { firstNonFinite } from "./replica.ts";
+ *
+ * assert.equal(firstNonFinite(new Float32Array([1, NaN, Infinity])), 1);
+ * assert.equal(firstNonFinite(new Float32Array([1, 2])), -1);
+ * ```
+ */
+export function firstNonFinite(values: Float32Array): number {
+  let sum = 0; // 0·x is 0 for every finite x, NaN otherwise: one pass without branches
+  for (let i = 0; i < values.length; i++) sum += values[i] * 0;
+  return sum === 0 ? -1 : values.findIndex((value) => !Number.isFinite(value));
 }
 
 function correctCount(logits: tf.Tensor, labels: tf.Tensor): tf.Tensor {

@@ -10,14 +10,18 @@
  * 4. average the gradients of all shards, weighted by their example counts
  *    (`AllReduce.average`),
  * 5. apply the same optimizer update on every rank, at the learning rate
- *    the schedule gives this step (`Replica.applyGradients`).
+ *    the schedule gives this step (`Replica.applyGradients`) — or, with the
+ *    optimizer sharded (ZeRO stage 1), let each rank update its chunk of the
+ *    weights between the reduce-scatter and the all-gather
+ *    (`ShardedAllReduce.averageAndUpdate`, `Replica.updateChunk`), which
+ *    then brings every rank the updated weights (`Replica.setUpdated`).
  *
  * @module
  */
 
 import type { Channel } from "../../collective/channel.ts";
 import { Mailbox } from "../../collective/mailbox.ts";
-import type { AllReduce } from "../../collective/all_reduce.ts";
+import { type AllReduce, canShard, type ShardedAllReduce } from "../../collective/all_reduce.ts";
 import { COLLECTIVES } from "../../collective/registry.ts";
 import { batchShard, gatherBatch } from "../../data/batches.ts";
 import type { Dataset } from "../../data/dataset.ts";
@@ -45,7 +49,7 @@ import type {
   StepTiming,
   WeightsMessage,
 } from "../shared/protocol.ts";
-import { type LocalGradients, Replica } from "./replica.ts";
+import { firstNonFinite, type LocalGradients, Replica } from "./replica.ts";
 import { weightsChecksum } from "../../util/sha256.ts";
 
 /** One rank's part of a step: its shards' gradients and their totals. */
@@ -109,6 +113,8 @@ class ReplicaWorker {
   readonly #init: InitMessage;
   readonly #replica: Replica;
   readonly #allReduce: AllReduce;
+  /** The all-reduce again when the optimizer is sharded through it. */
+  readonly #sharded: ShardedAllReduce | undefined;
   /** This rank's shards of every batch (`shardsPerReplica` consecutive indices) and their samplers. */
   readonly #shards: { index: number; sampler: DistributedSampler }[];
   #granted = 0;
@@ -124,6 +130,11 @@ class ReplicaWorker {
     this.#init = init;
     this.#replica = replica;
     this.#allReduce = allReduce;
+    if (init.config.shardOptimizer && !canShard(allReduce)) {
+      throw new Error(`the ${init.config.allReduce} all-reduce cannot shard the optimizer`);
+    }
+    this.#sharded = init.config.shardOptimizer ? allReduce as ShardedAllReduce : undefined;
+    if (this.#sharded) replica.shardOptimizer(this.#sharded.chunk);
     const { batchShards, shardsPerReplica } = init.config;
     this.#shards = Array.from({ length: shardsPerReplica }, (_, j) => {
       const index = init.rank * shardsPerReplica + j;
@@ -175,7 +186,6 @@ class ReplicaWorker {
     mailbox.send(weights ? { ...ready, weights } : ready, weights ? [weights.buffer] : []);
     const start = await mailbox.receive<StartMessage>("start");
     if (start.weights) replica.setWeights(start.weights);
-    if (start.optimizer) replica.loadOptimizerState(start.optimizer);
     const allReduce = COLLECTIVES[init.config.allReduce].join({
       rank: init.localRank,
       worldSize: init.config.localWorkers,
@@ -184,7 +194,10 @@ class ReplicaWorker {
       joinInfo: start.collective,
       mailbox,
     });
-    return new ReplicaWorker(mailbox, init, replica, allReduce);
+    const worker = new ReplicaWorker(mailbox, init, replica, allReduce);
+    if (start.optimizer) replica.loadOptimizerState(start.optimizer); // after sharding: cut to fit
+    await replica.loadHostWeights();
+    return worker;
   }
 
   /** Allows the steps of the current epoch below `upTo`. */
@@ -212,21 +225,18 @@ class ReplicaWorker {
       }
       const started = performance.now();
       const local = await this.#shardGradients(shards, { epochIndex, step });
-      const reduceStarted = performance.now();
-      const average = await this.#allReduce.average(local.gradients, local.counts);
-      // Nothing non-finite is applied: every replica checks the same averaged gradient.
-      const what = !Number.isFinite(local.lossSum)
-        ? `the loss is ${local.lossSum / local.count} on worker ${this.#init.rank}`
-        : nonFinite(average);
-      if (what !== undefined) throw new DivergedError({ epoch, step: step + 1, what });
-      const updateStarted = performance.now();
       const lr = learningRateAt(config.schedule, {
         lr: config.lr,
         step: epochIndex * steps + step,
         stepsPerEpoch: steps,
         totalSteps: config.epochs * steps,
       });
-      await this.#replica.applyGradients(average, { lr });
+      const reduceStarted = performance.now();
+      const { updateStarted, chunkUpdateMs } = await this.#averageAndUpdate(local, {
+        epoch,
+        step,
+        lr,
+      });
       let timing: StepTiming | undefined;
       if (config.profile) {
         await this.#replica.sync();
@@ -234,9 +244,9 @@ class ReplicaWorker {
         timing = {
           computeMs: reduceStarted - started - local.readbackMs, // gathering included
           readbackMs: local.readbackMs,
-          allReduceMs: updateStarted - reduceStarted - waitMs,
+          allReduceMs: updateStarted - reduceStarted - waitMs - chunkUpdateMs,
           waitMs,
-          optimizerMs: performance.now() - updateStarted,
+          optimizerMs: performance.now() - updateStarted + chunkUpdateMs,
           tensors: tf.memory().numTensors,
         };
       }
@@ -252,23 +262,25 @@ class ReplicaWorker {
       };
       this.#mailbox.send(message);
       const stepsDone = step + 1;
-      if (localRank === 0 && snapshotAfter.includes(stepsDone)) {
-        const weights = await this.#replica.getWeights();
-        const optimizer = this.#replica.optimizerState();
-        const checkpoint: CheckpointMessage = {
-          type: "checkpoint",
-          epoch,
-          stepsDone,
-          weights,
-          checksum: await weightsChecksum(weights),
-          optimizer,
-        };
-        this.#mailbox.send(checkpoint, transferables(weights, optimizer));
+      if (snapshotAfter.includes(stepsDone)) {
+        const optimizer = await this.#optimizerState(); // every rank takes part when sharded
+        if (optimizer !== undefined) {
+          const weights = await this.#replica.getWeights();
+          const checkpoint: CheckpointMessage = {
+            type: "checkpoint",
+            epoch,
+            stepsDone,
+            weights,
+            checksum: await weightsChecksum(weights),
+            optimizer,
+          };
+          this.#mailbox.send(checkpoint, transferables(weights, optimizer));
+        }
       }
     }
     const test = await this.#evaluate(this.#init.test);
     const weights = await this.#replica.getWeights();
-    const leader = localRank === 0;
+    const optimizer = await this.#optimizerState();
     const end: EpochEndMessage = {
       type: "epochEnd",
       rank: localRank,
@@ -276,10 +288,76 @@ class ReplicaWorker {
       testCorrect: test.correct,
       testCount: test.count,
       checksum: await weightsChecksum(weights),
-      weights: leader ? weights : undefined,
-      optimizer: leader ? this.#replica.optimizerState() : undefined,
+      weights: optimizer ? weights : undefined,
+      optimizer,
     };
-    this.#mailbox.send(end, leader ? transferables(weights, end.optimizer!) : []);
+    this.#mailbox.send(end, optimizer ? transferables(weights, optimizer) : []);
+  }
+
+  /**
+   * Step 4 and 5 of one step: the all-reduce and the update, sharded or not.
+   * Nothing non-finite is applied: every replica checks the same averaged
+   * gradient (sharded: each its chunk, declining to update it, and every rank
+   * learns which chunks were declined). Returns when the update began, and
+   * the milliseconds this rank's sharded update took inside the all-reduce.
+   */
+  async #averageAndUpdate(
+    local: ShardGradients,
+    at: { epoch: number; step: number; lr: number },
+  ): Promise<{ updateStarted: number; chunkUpdateMs: number }> {
+    const diverged = (what: string) =>
+      new DivergedError({ epoch: at.epoch, step: at.step + 1, what });
+    const badLoss = !Number.isFinite(local.lossSum)
+      ? `the loss is ${local.lossSum / local.count} on worker ${this.#init.rank}`
+      : undefined;
+    const sharded = this.#sharded;
+    if (sharded === undefined) {
+      const average = await this.#allReduce.average(local.gradients, local.counts);
+      const index = firstNonFinite(average);
+      const what = badLoss ?? (index < 0 ? undefined : holds(average, index));
+      if (what !== undefined) throw diverged(what);
+      const updateStarted = performance.now();
+      await this.#replica.applyGradients(average, { lr: at.lr });
+      return { updateStarted, chunkUpdateMs: 0 };
+    }
+    let chunkUpdateMs = 0;
+    const { vector, declined } = await sharded.averageAndUpdate(
+      local.gradients,
+      local.counts,
+      (chunk) => {
+        const started = performance.now();
+        const applied = badLoss === undefined && this.#replica.updateChunk(chunk, { lr: at.lr });
+        chunkUpdateMs = performance.now() - started;
+        return applied;
+      },
+    );
+    if (badLoss !== undefined) throw diverged(badLoss);
+    if (declined.length > 0) {
+      const { start, end } = declined[0];
+      const index = start + firstNonFinite(vector.subarray(start, end));
+      // A chunk declined for another rank's loss is finite: that rank reports its loss.
+      throw diverged(index < start ? "a worker's loss is not finite" : holds(vector, index));
+    }
+    const updateStarted = performance.now();
+    this.#replica.setUpdated(vector);
+    return { updateStarted, chunkUpdateMs };
+  }
+
+  /**
+   * The optimizer's whole state on rank 0, undefined on the others; when
+   * sharded, every rank must call it at the same point (a collective).
+   */
+  async #optimizerState(): Promise<OptimizerState | undefined> {
+    const leader = this.#init.localRank === 0;
+    const sharded = this.#sharded;
+    if (sharded === undefined) return leader ? this.#replica.optimizerState() : undefined;
+    const { step, slots } = this.#replica.optimizerState();
+    const gathered: Record<string, Float32Array<ArrayBuffer>> = {};
+    for (const name of Object.keys(slots).sort()) {
+      const whole = await sharded.gather(slots[name], this.#replica.numParams);
+      if (whole) gathered[name] = whole;
+    }
+    return leader ? { step, slots: gathered } : undefined;
   }
 
   /**
@@ -326,9 +404,11 @@ class ReplicaWorker {
     };
   }
 
+  /** Sends rank 0's weights and optimizer state; with the optimizer sharded every rank is asked. */
   async sendWeights(): Promise<void> {
+    const optimizer = await this.#optimizerState();
+    if (optimizer === undefined) return;
     const weights = await this.#replica.getWeights();
-    const optimizer = this.#replica.optimizerState();
     const message: WeightsMessage = {
       type: "weights",
       weights,
@@ -363,15 +443,7 @@ function transferables(weights: Float32Array, optimizer: OptimizerState): ArrayB
   return [weights.buffer as ArrayBuffer, ...Object.values(optimizer.slots).map((s) => s.buffer)];
 }
 
-/**
- * Says which value of `gradient` is not finite, if one is. One multiply-add
- * per element (NaN and ±Infinity times 0 are NaN, every finite value times 0 is
- * 0): about 1 ms for NiN's 2 million, checked once per step.
- */
-function nonFinite(gradient: Float32Array): string | undefined {
-  let sum = 0;
-  for (let i = 0; i < gradient.length; i++) sum += gradient[i] * 0;
-  if (sum === 0) return undefined;
-  const index = gradient.findIndex((value) => !Number.isFinite(value));
-  return `the averaged gradient holds ${gradient[index]} (element ${index})`;
+/** What a divergence reports: the first non-finite element of the average. */
+function holds(average: Float32Array, index: number): string {
+  return `the averaged gradient holds ${average[index]} (element ${index})`;
 }

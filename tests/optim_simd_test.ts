@@ -1,0 +1,107 @@
+/**
+ * The WebAssembly SIMD update loops give the scalar reference's bits, on
+ * vectors built to reach every corner of float32: subnormals, both zeros,
+ * values near the largest float, infinities, NaN, both signs, and random bit
+ * patterns, over lengths that are not multiples of 4 or of the copy block.
+ */
+
+import assert from "node:assert/strict";
+import { Adam, type AdamOptions, SGD, type SGDOptions } from "../lib/optim/mod.ts";
+import { ignoredWithout } from "./skips.ts";
+import { mulberry32 } from "../lib/util/random.ts";
+
+/** Float32 values from every class, drawn by `seed`. */
+function awkwardVector(n: number, seed: number): Float32Array {
+  const random = mulberry32(seed);
+  const bits = new Uint32Array(n);
+  const sign = () => (random() & 1) << 31;
+  for (let i = 0; i < n; i++) {
+    const kind = random() % 10;
+    const mantissa = random() & 0x7fffff;
+    if (kind === 0) bits[i] = sign() | mantissa; // subnormal (or a zero)
+    else if (kind === 1) bits[i] = sign(); // ±0
+    else if (kind === 2) bits[i] = sign() | ((0xf0 + random() % 15) << 23) | mantissa; // huge
+    else if (kind === 3) bits[i] = sign() | ((1 + random() % 8) << 23) | mantissa; // tiny normal
+    else if (kind === 4) bits[i] = random() % 50 === 0 ? sign() | 0x7f800000 : random() >>> 0; // ±∞ or any
+    else bits[i] = sign() | ((110 + random() % 30) << 23) | mantissa; // ordinary, 2⁻¹⁷…2¹²
+  }
+  return new Float32Array(bits.buffer);
+}
+
+/** Index of the first element whose bits differ (NaN matches any NaN), or -1. */
+function firstDifference(a: Float32Array, b: Float32Array): number {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) {
+    if (x[i] !== y[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return i;
+  }
+  return -1;
+}
+
+function assertSameBits(simd: Float32Array, scalar: Float32Array, what: string): void {
+  const i = firstDifference(simd, scalar);
+  assert.equal(i, -1, `${what}: element ${i} is ${simd[i]} with SIMD, ${scalar[i]} scalar`);
+}
+
+const LENGTHS = [1, 3, 4, 7, 6144, 6145, 2 * 6144 + 3];
+
+/** Runs 4 steps of two optimizers from the same awkward start and compares weights and state. */
+function compare(make: (simd: boolean, n: number) => SGD | Adam, seed: number, lr: number): void {
+  for (const n of LENGTHS) {
+    const simd = make(true, n), scalar = make(false, n);
+    const a = awkwardVector(n, seed), b = a.slice();
+    for (let step = 0; step < 4; step++) {
+      const gradient = awkwardVector(n, seed * 31 + step);
+      simd.step(a, gradient, { lr });
+      scalar.step(b, gradient, { lr });
+      assertSameBits(a, b, `n = ${n}, step ${step + 1}, weights`);
+    }
+    const [s, r] = [simd.state(), scalar.state()];
+    assert.equal(s.step, r.step);
+    for (const name of Object.keys(r.slots)) {
+      assertSameBits(s.slots[name], r.slots[name], `n = ${n}, slot ${name}`);
+    }
+  }
+}
+
+Deno.test({
+  name: "SIMD and scalar SGD give the same bits on every kind of float32",
+  ignore: await ignoredWithout("wasm-simd"),
+  fn: async (t) => {
+    const configs: SGDOptions[] = [
+      {},
+      { weightDecay: 0.01 },
+      { momentum: 0.9 },
+      { momentum: 0.9, weightDecay: 5e-4 },
+      { momentum: 0.5, nesterov: true },
+      { momentum: 0.99, nesterov: true, weightDecay: 1e-4 },
+    ];
+    for (const [k, config] of configs.entries()) {
+      await t.step(JSON.stringify(config), () => {
+        for (const lr of [0.1, 3e-4, 7]) {
+          compare((simd, n) => new SGD(n, { ...config, simd }), 11 + k, lr);
+        }
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "SIMD and scalar Adam give the same bits on every kind of float32",
+  ignore: await ignoredWithout("wasm-simd"),
+  fn: async (t) => {
+    const configs: AdamOptions[] = [
+      {},
+      { weightDecay: 0.01 },
+      { beta1: 0.5, beta2: 0.9, epsilon: 1e-3 },
+      { beta1: 0, beta2: 0.999999, epsilon: 1e-30, weightDecay: 3 },
+    ];
+    for (const [k, config] of configs.entries()) {
+      await t.step(JSON.stringify(config), () => {
+        for (const lr of [1e-3, 0.5]) {
+          compare((simd, n) => new Adam(n, { ...config, simd }), 101 + k, lr);
+        }
+      });
+    }
+  },
+});
