@@ -185,10 +185,11 @@ async function main(): Promise<void> {
         "ms per operation, median (min–max) of 5 repetitions;\n" +
         "copy = each worker copies its vector into shared memory and back (the least traffic " +
         "an all-reduce needs); tcp = each worker a process of a TCP process group over " +
-        "loopback (the wire path; tcp-chain: its chain average, to compare); busbw = algbw × 2(n−1)/n",
+        "loopback (the wire path; tcp-chain: its chain average, to compare); shared-scalar = shared " +
+        "with the scalar sum instead of WebAssembly SIMD; busbw = algbw × 2(n−1)/n",
     );
     allReduce = await benchAllReduce({
-      kinds: ["copy", "shared", "star", "tcp", "tcp-chain"],
+      kinds: ["copy", "shared", "shared-scalar", "star", "tcp", "tcp-chain"],
       lengths: config.lengths,
       worldSizes: config.allReduceWorkers,
       repeats: smoke ? 2 : 5,

@@ -1,16 +1,20 @@
 import assert from "node:assert/strict";
-import { weightedAverage } from "../lib/collective/all_reduce.ts";
+import { averagedTerms, weightedAverage } from "../lib/collective/all_reduce.ts";
+import { SimdSum } from "../lib/collective/_simd_sum.ts";
 import { PostMessageChannel } from "../lib/collective/channel.ts";
 import { WorkerThread } from "../lib/collective/worker_thread.ts";
 import { Mailbox } from "../lib/collective/mailbox.ts";
 import {
   abortSharedAllReduce,
   createSharedAllReduceBuffer,
+  createSharedAllReduceMemory,
   SharedAllReduce,
+  type SharedAllReduceBuffer,
   sharedAllReduceRounds,
 } from "../lib/collective/shared_all_reduce.ts";
 import { StarAllReduce, StarAllReduceHub } from "../lib/collective/star_all_reduce.ts";
 import { contribution } from "./fixtures/shared_inputs.ts";
+import { assertSameBits, awkwardVector } from "./helpers.ts";
 
 Deno.test("weightedAverage weights each vector by its count", () => {
   const avg = weightedAverage([
@@ -127,7 +131,7 @@ interface Reply {
 function startSharedWorkers(
   worldSize: number,
   message: {
-    buffer: SharedArrayBuffer;
+    buffer: SharedAllReduceBuffer;
     length: number;
     rounds: number;
     stall?: number;
@@ -292,3 +296,61 @@ Deno.test("shared-memory all-reduce rejects a buffer of the wrong shape", () => 
   );
   assert.throws(() => new SharedAllReduce(buffer, { rank: 2, worldSize: 2, length: 10 }), /rank/);
 });
+
+Deno.test("the SIMD sum over shared WebAssembly memory gives weightedAverage's bits on every kind of float32", () => {
+  const length = 1_001;
+  const memory = new WebAssembly.Memory({ initial: 2, maximum: 2, shared: true });
+  const buffer = memory.buffer as SharedArrayBuffer;
+  const vectors = Array.from({ length: 7 }, (_, k) => {
+    const view = new Float32Array(buffer, 4096 + 4 * k * length, length);
+    view.set(awkwardVector(length, 40 + k));
+    return view;
+  });
+  const out = new Float32Array(buffer, 4096 + 4 * 7 * length, length);
+  const sum = SimdSum.over(memory, { address: 0, terms: 7 });
+  assert.ok(sum, "WebAssembly SIMD over shared memory is available");
+  for (let count = 1; count <= 7; count++) {
+    // Weights of 0 (skipped), and uneven ones whose shares are not powers of two.
+    const contributions = vectors.slice(0, count).map((data, k) => ({
+      data,
+      weight: k === 1 ? 0 : 3 + k,
+    }));
+    if (contributions.every((c) => c.weight === 0)) continue;
+    for (const [start, end] of [[0, length], [3, 998], [5, 6], [0, 3]]) {
+      const expected = weightedAverage(contributions, { start, end });
+      out.fill(0);
+      sum.average(averagedTerms(contributions), { out, start, end });
+      assertSameBits(
+        out.subarray(start, end),
+        expected.subarray(start, end),
+        `${count} vectors, [${start}, ${end})`,
+      );
+    }
+  }
+});
+
+for (const kind of ["SharedArrayBuffer", "WebAssembly.Memory"] as const) {
+  Deno.test(`shared-memory all-reduce over a ${kind}: 3 workers × 2 parts give weightedAverage's bits`, async () => {
+    const [worldSize, parts, length, rounds] = [3, 2, 10_007, 2];
+    const shape = { worldSize, length, parts };
+    const buffer = kind === "SharedArrayBuffer"
+      ? createSharedAllReduceBuffer(shape)
+      : createSharedAllReduceMemory(shape);
+    assert.equal(buffer instanceof WebAssembly.Memory, kind === "WebAssembly.Memory");
+    const workers = startSharedWorkers(worldSize, { buffer, length, rounds, parts });
+    try {
+      const results = await Promise.all(workers.map((w) => w.received));
+      for (let round = 0; round < rounds; round++) {
+        const expected = weightedAverage(
+          Array.from({ length: 6 }, (_, rank) => contribution(rank, round, length)),
+        );
+        for (const messages of results) {
+          assert.equal(messages[round].error, undefined);
+          assert.deepEqual(messages[round].result, expected);
+        }
+      }
+    } finally {
+      workers.forEach((w) => w.thread.close());
+    }
+  });
+}

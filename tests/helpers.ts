@@ -4,6 +4,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import type { Dataset } from "../lib/data/dataset.ts";
 import { mulberry32 } from "../lib/util/random.ts";
@@ -231,4 +232,37 @@ export async function withTempDir(fn: (dir: string) => Promise<void>): Promise<v
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** Float32 values from every class, drawn by `seed`. */
+export function awkwardVector(n: number, seed: number): Float32Array {
+  const random = mulberry32(seed);
+  const bits = new Uint32Array(n);
+  const sign = () => (random() & 1) << 31;
+  for (let i = 0; i < n; i++) {
+    const kind = random() % 10;
+    const mantissa = random() & 0x7fffff;
+    if (kind === 0) bits[i] = sign() | mantissa; // subnormal (or a zero)
+    else if (kind === 1) bits[i] = sign(); // ±0
+    else if (kind === 2) bits[i] = sign() | ((0xf0 + random() % 15) << 23) | mantissa; // huge
+    else if (kind === 3) bits[i] = sign() | ((1 + random() % 8) << 23) | mantissa; // tiny normal
+    else if (kind === 4) bits[i] = random() % 50 === 0 ? sign() | 0x7f800000 : random() >>> 0; // ±∞ or any
+    else bits[i] = sign() | ((110 + random() % 30) << 23) | mantissa; // ordinary, 2⁻¹⁷…2¹²
+  }
+  return new Float32Array(bits.buffer);
+}
+
+/** Index of the first element whose bits differ (NaN matches any NaN), or -1. */
+function firstDifference(a: Float32Array, b: Float32Array): number {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) {
+    if (x[i] !== y[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return i;
+  }
+  return -1;
+}
+
+export function assertSameBits(simd: Float32Array, scalar: Float32Array, what: string): void {
+  const i = firstDifference(simd, scalar);
+  assert.equal(i, -1, `${what}: element ${i} is ${simd[i]} fast, ${scalar[i]} by the reference`);
 }

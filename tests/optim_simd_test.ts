@@ -8,40 +8,7 @@
 import assert from "node:assert/strict";
 import { Adam, type AdamOptions, SGD, type SGDOptions } from "../lib/optim/mod.ts";
 import { ignoredWithout } from "./skips.ts";
-import { mulberry32 } from "../lib/util/random.ts";
-
-/** Float32 values from every class, drawn by `seed`. */
-function awkwardVector(n: number, seed: number): Float32Array {
-  const random = mulberry32(seed);
-  const bits = new Uint32Array(n);
-  const sign = () => (random() & 1) << 31;
-  for (let i = 0; i < n; i++) {
-    const kind = random() % 10;
-    const mantissa = random() & 0x7fffff;
-    if (kind === 0) bits[i] = sign() | mantissa; // subnormal (or a zero)
-    else if (kind === 1) bits[i] = sign(); // ±0
-    else if (kind === 2) bits[i] = sign() | ((0xf0 + random() % 15) << 23) | mantissa; // huge
-    else if (kind === 3) bits[i] = sign() | ((1 + random() % 8) << 23) | mantissa; // tiny normal
-    else if (kind === 4) bits[i] = random() % 50 === 0 ? sign() | 0x7f800000 : random() >>> 0; // ±∞ or any
-    else bits[i] = sign() | ((110 + random() % 30) << 23) | mantissa; // ordinary, 2⁻¹⁷…2¹²
-  }
-  return new Float32Array(bits.buffer);
-}
-
-/** Index of the first element whose bits differ (NaN matches any NaN), or -1. */
-function firstDifference(a: Float32Array, b: Float32Array): number {
-  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (x[i] !== y[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return i;
-  }
-  return -1;
-}
-
-function assertSameBits(simd: Float32Array, scalar: Float32Array, what: string): void {
-  const i = firstDifference(simd, scalar);
-  assert.equal(i, -1, `${what}: element ${i} is ${simd[i]} with SIMD, ${scalar[i]} scalar`);
-}
+import { assertSameBits, awkwardVector } from "./helpers.ts";
 
 const LENGTHS = [1, 3, 4, 7, 6144, 6145, 2 * 6144 + 3];
 

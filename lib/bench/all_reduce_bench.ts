@@ -21,7 +21,9 @@ import { Mailbox } from "../collective/mailbox.ts";
 import {
   abortSharedAllReduce,
   createSharedAllReduceBuffer,
+  createSharedAllReduceMemory,
   SharedAllReduce,
+  type SharedAllReduceBuffer,
 } from "../collective/shared_all_reduce.ts";
 import { StarAllReduce, StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import { importToken } from "../collective/tcp/auth.ts";
@@ -31,9 +33,11 @@ import { summarize, type Summary } from "./stats.ts";
 
 /**
  * What the all-reduce benchmark measures: an algorithm, the `copy` baseline,
- * or `tcp-chain` (the TCP group with its chain average forced, to compare).
+ * `shared-scalar` (the shared all-reduce with the scalar sum instead of the
+ * SIMD one, to compare) or `tcp-chain` (the TCP group with its chain average
+ * forced, to compare).
  */
-export type AllReduceBenchKind = AllReduceAlgorithm | "copy" | "tcp-chain";
+export type AllReduceBenchKind = AllReduceAlgorithm | "copy" | "shared-scalar" | "tcp-chain";
 
 /** Options for {@linkcode benchAllReduce}. */
 export interface AllReduceBenchOptions {
@@ -156,8 +160,12 @@ async function startGroup(
 ): Promise<BenchGroup> {
   const { kind, worldSize, length, ops } = config;
   const overTcp = kind === "tcp" || kind === "tcp-chain";
+  // The copy baseline and `shared-scalar` over a plain SharedArrayBuffer; `shared` over the
+  // shared WebAssembly memory the trainer uses (its sums in SIMD).
   const buffer = kind === "star" || overTcp
     ? undefined
+    : kind === "shared"
+    ? createSharedAllReduceMemory({ worldSize, length })
     : createSharedAllReduceBuffer({ worldSize, length });
   const tcp = overTcp
     ? { port: freeLoopbackPort(), token: crypto.randomUUID() } // a token for this run only
@@ -209,7 +217,7 @@ interface BenchSetup extends Message {
   rank: number;
   worldSize: number;
   length: number;
-  buffer?: SharedArrayBuffer;
+  buffer?: SharedAllReduceBuffer;
   /** `tcp`: rank 0's loopback port and the group's token. */
   tcp?: { port: number; token: string };
 }
@@ -248,7 +256,11 @@ export async function serveAllReduceBench(channel: Channel): Promise<void> {
     let op: () => Promise<void>;
     if (setup.kind === "copy") {
       // Write the vector into this worker's slot of shared memory and read it back.
-      const slot = new Float32Array(setup.buffer!, 0, setup.length * setup.worldSize)
+      const slot = new Float32Array(
+        setup.buffer as SharedArrayBuffer,
+        0,
+        setup.length * setup.worldSize,
+      )
         .subarray(setup.rank * setup.length, (setup.rank + 1) * setup.length);
       op = () => {
         slot.set(data);
@@ -268,7 +280,7 @@ export async function serveAllReduceBench(channel: Channel): Promise<void> {
         await group.average([{ data, weight }], { out: data });
       };
     } else {
-      const allReduce: AllReduce = setup.kind === "shared"
+      const allReduce: AllReduce = setup.kind === "shared" || setup.kind === "shared-scalar"
         ? new SharedAllReduce(setup.buffer!, setup)
         : new StarAllReduce(mailbox);
       op = async () => {

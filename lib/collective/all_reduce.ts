@@ -47,13 +47,14 @@ export interface ShardedAllReduce extends AllReduce {
    * passes its chunk of the average to `update`, which overwrites it in
    * place (with the updated weights) and returns true, or returns false to
    * decline (the chunk then keeps the average). Resolves on every rank with
-   * the whole vector and the chunks whose rank declined, in order.
+   * the whole vector and the chunks whose rank declined, in order. The
+   * vector may be the group's shared memory: read it before the next call.
    */
   averageAndUpdate(
     data: Float32Array<ArrayBuffer>,
     weight: number | readonly number[],
     update: (chunk: Float32Array) => boolean,
-  ): Promise<{ vector: Float32Array<ArrayBuffer>; declined: { start: number; end: number }[] }>;
+  ): Promise<{ vector: Float32Array; declined: { start: number; end: number }[] }>;
   /**
    * Every rank passes the values of its chunk's first `slice.length`
    * elements; rank 0 resolves with the first `length` elements of the
@@ -166,28 +167,70 @@ export function weightedAverage(
       throw new RangeError(`cannot average vectors of lengths ${length} and ${data.length}`);
     }
   }
-  const total = contributions.reduce((sum, c) => sum + c.weight, 0);
-  if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
   const start = options.start ?? 0;
   const end = options.end ?? length;
   const out = options.out ?? new Float32Array(length);
-  // Each weight is divided by the total once, so the loops only multiply and add (a division
-  // per element made the reduction 40% slower). Up to four contributions are summed in one
-  // pass, in registers, straight into `out`; more go through a float64 accumulator, one
-  // contribution per further pass. Both add left to right, in rank order.
-  const parts = contributions.filter((c) => c.weight !== 0)
-    .map(({ data, weight }) => ({ data, weight: weight / total }));
-  if (parts.length <= 4) {
-    sumUpToFour(parts, { target: out, start, end });
-    return out;
+  // Up to four contributions are summed in one pass, in registers, straight into `out`; more
+  // go through a float64 accumulator, one contribution per further pass. Both add left to
+  // right, in rank order.
+  sumTerms(averagedTerms(contributions), { out, start, end });
+  return out;
+}
+
+/**
+ * `out[i] = Σₖ wₖ·xₖ[i]` over `terms` (see {@linkcode averagedTerms}), for
+ * `i` in `[start, end)`: float64 products added left to right, rounded once
+ * to float32. {@linkcode weightedAverage}'s loop, for callers that hold the
+ * terms already.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sumTerms } from "./all_reduce.ts";
+ *
+ * const out = new Float32Array(2);
+ * sumTerms([{ data: new Float32Array([1, 2]), weight: 0.5 }, { data: new Float32Array([3, 4]), weight: 0.5 }], { out, start: 0, end: 2 });
+ * assert.deepEqual([...out], [2, 3]);
+ * ```
+ */
+export function sumTerms(
+  terms: readonly Contribution[],
+  into: { out: Float32Array; start: number; end: number },
+): void {
+  const { out, start, end } = into;
+  if (terms.length <= 4) {
+    sumUpToFour(terms, { target: out, start, end });
+    return;
   }
-  const sum = new Float64Array(length);
-  sumUpToFour(parts.slice(0, 4), { target: sum, start, end });
-  for (const { data, weight } of parts.slice(4)) {
+  const sum = new Float64Array(out.length);
+  sumUpToFour(terms.slice(0, 4), { target: sum, start, end });
+  for (const { data, weight } of terms.slice(4)) {
     for (let i = start; i < end; i++) sum[i] += weight * data[i];
   }
   for (let i = start; i < end; i++) out[i] = sum[i];
-  return out;
+}
+
+/**
+ * The terms of {@linkcode weightedAverage}'s sums: the contributions of
+ * non-zero weight, in order, each weight divided by the total once in float64
+ * (so the loops only multiply and add: a division per element made the
+ * reduction 40% slower). Throws a `RangeError` if the total is not positive.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { averagedTerms } from "./all_reduce.ts";
+ *
+ * const data = new Float32Array(1);
+ * const terms = averagedTerms([{ data, weight: 3 }, { data, weight: 0 }, { data, weight: 1 }]);
+ * assert.deepEqual(terms.map((t) => t.weight), [0.75, 0.25]);
+ * ```
+ */
+export function averagedTerms(contributions: readonly Contribution[]): Contribution[] {
+  const total = contributions.reduce((sum, c) => sum + c.weight, 0);
+  if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
+  return contributions.filter((c) => c.weight !== 0)
+    .map(({ data, weight }) => ({ data, weight: weight / total }));
 }
 
 /** `target[i] = w₀x₀[i] + w₁x₁[i] + …` for one to four contributions. */

@@ -14,8 +14,9 @@ import type { ProcessGroup } from "./process_group.ts";
 import type { Mailbox } from "./mailbox.ts";
 import {
   abortSharedAllReduce,
-  createSharedAllReduceBuffer,
+  createSharedAllReduceMemory,
   SharedAllReduce,
+  type SharedAllReduceBuffer,
   sharedAllReduceRounds,
 } from "./shared_all_reduce.ts";
 import { StarAllReduce, StarAllReduceHub } from "./star_all_reduce.ts";
@@ -93,14 +94,14 @@ export interface CollectiveEntry {
  * import { COLLECTIVES } from "./registry.ts";
  *
  * const host = COLLECTIVES.shared.host({ worldSize: 2, length: 4, mailboxes: [] });
- * assert.ok(host.joinInfo instanceof SharedArrayBuffer);
+ * assert.ok(host.joinInfo instanceof WebAssembly.Memory); // SIMD sums over shared memory
  * assert.deepEqual(host.laggards(), []);
  * ```
  */
 export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> = {
   shared: {
     host: ({ worldSize, length, parts }) => {
-      const buffer = createSharedAllReduceBuffer({ worldSize, length, parts });
+      const buffer = createSharedAllReduceMemory({ worldSize, length, parts });
       return {
         joinInfo: buffer,
         abort: () => abortSharedAllReduce(buffer),
@@ -112,7 +113,7 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
       };
     },
     join: ({ rank, worldSize, length, parts, joinInfo }) =>
-      new SharedAllReduce(joinInfo as SharedArrayBuffer, { rank, worldSize, length, parts }),
+      new SharedAllReduce(joinInfo as SharedAllReduceBuffer, { rank, worldSize, length, parts }),
   },
   star: {
     host: ({ mailboxes }) => {

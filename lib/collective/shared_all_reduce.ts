@@ -1,6 +1,8 @@
 /**
- * A zero-copy all-reduce among workers of one process, over a
- * `SharedArrayBuffer`.
+ * A zero-copy all-reduce among workers of one process, over shared memory: a
+ * shared `WebAssembly.Memory`, whose reduction runs in WebAssembly SIMD
+ * (`_simd_sum.ts`), or a plain `SharedArrayBuffer` (the scalar loop); both
+ * give the same bits.
  *
  * Each round: every replica writes its vector (or its parts' vectors) once
  * into its own slots and its weights into the weights table; after a barrier, replica `r` reduces chunk
@@ -20,10 +22,24 @@
 
 import {
   type AllReduceTiming,
+  averagedTerms,
   contributionParts,
   type ShardedAllReduce,
   weightedAverage,
 } from "./all_reduce.ts";
+import { SimdSum, TERM_BYTES } from "./_simd_sum.ts";
+
+/** Shared memory of a {@linkcode SharedAllReduce}. */
+export type SharedAllReduceBuffer = SharedArrayBuffer | WebAssembly.Memory;
+
+/** The bytes of `buffer`. */
+function bytesOf(buffer: SharedAllReduceBuffer): SharedArrayBuffer {
+  return buffer instanceof WebAssembly.Memory ? buffer.buffer as SharedArrayBuffer : buffer;
+}
+
+const PAGE = 65536;
+/** Pages a shared WebAssembly memory may have (4 GiB). */
+const MAX_PAGES = 65536;
 
 /** Int32 control words: barrier arrivals, barrier generation, abort flag. */
 const CONTROL_WORDS = 4;
@@ -39,7 +55,8 @@ const WAIT_SLICE_MS = 1000;
  * Byte offsets in the buffer: control words; per replica, the number of
  * all-reduces it has entered (for diagnosing a stall) and whether it declined
  * to update its chunk in the last round; per part of every replica, its
- * weight; the slots (one per part, in rank order); the result.
+ * weight; per replica, a table of the terms it sums (for the SIMD kernel);
+ * the slots (one per part, in rank order); the result.
  */
 function layout(shape: SharedAllReduceShape) {
   const { worldSize, length } = shape;
@@ -47,9 +64,10 @@ function layout(shape: SharedAllReduceShape) {
   const entered = CONTROL_BYTES;
   const declined = entered + 4 * worldSize;
   const weights = 8 * Math.ceil((declined + 4 * worldSize) / 8); // the float64s aligned
-  const slots = weights + 8 * slotCount;
+  const tables = weights + 8 * slotCount;
+  const slots = tables + worldSize * slotCount * TERM_BYTES;
   const result = slots + 4 * slotCount * length;
-  return { entered, declined, weights, slots, slotCount, result, end: result + 4 * length };
+  return { entered, declined, weights, tables, slots, slotCount, result, end: result + 4 * length };
 }
 
 /** Shape of a shared all-reduce buffer. */
@@ -76,6 +94,34 @@ export interface SharedAllReduceShape {
  * ```
  */
 export function createSharedAllReduceBuffer(shape: SharedAllReduceShape): SharedArrayBuffer {
+  checkShape(shape);
+  return new SharedArrayBuffer(layout(shape).end);
+}
+
+/**
+ * Allocates the shared memory for {@linkcode SharedAllReduce} as a shared
+ * `WebAssembly.Memory`, so that the replicas sum with the SIMD kernel; a
+ * `SharedArrayBuffer` where the runtime lacks WebAssembly SIMD or the vectors
+ * pass 4 GiB. Both give the same bits. Workers receive the memory by
+ * `postMessage`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createSharedAllReduceMemory } from "./shared_all_reduce.ts";
+ *
+ * const memory = createSharedAllReduceMemory({ worldSize: 2, length: 1000 });
+ * assert.ok(memory instanceof WebAssembly.Memory);
+ * ```
+ */
+export function createSharedAllReduceMemory(shape: SharedAllReduceShape): SharedAllReduceBuffer {
+  checkShape(shape);
+  const pages = Math.ceil(layout(shape).end / PAGE);
+  if (pages > MAX_PAGES || SimdSum.unavailable()) return createSharedAllReduceBuffer(shape);
+  return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+}
+
+function checkShape(shape: SharedAllReduceShape): void {
   const { worldSize, length, parts = 1 } = shape;
   if (!Number.isInteger(worldSize) || worldSize < 1) {
     throw new RangeError(`worldSize must be a positive integer, got ${worldSize}`);
@@ -86,7 +132,6 @@ export function createSharedAllReduceBuffer(shape: SharedAllReduceShape): Shared
   if (!Number.isInteger(parts) || parts < 1) {
     throw new RangeError(`parts must be a positive integer, got ${parts}`);
   }
-  return new SharedArrayBuffer(layout(shape).end);
 }
 
 /**
@@ -104,10 +149,10 @@ export function createSharedAllReduceBuffer(shape: SharedAllReduceShape): Shared
  * ```
  */
 export function sharedAllReduceRounds(
-  buffer: SharedArrayBuffer,
+  buffer: SharedAllReduceBuffer,
   shape: { worldSize: number },
 ): number[] {
-  const entered = new Int32Array(buffer, CONTROL_BYTES, shape.worldSize);
+  const entered = new Int32Array(bytesOf(buffer), CONTROL_BYTES, shape.worldSize);
   return Array.from(entered, (_, rank) => Atomics.load(entered, rank));
 }
 
@@ -130,8 +175,8 @@ export function sharedAllReduceRounds(
  * await assert.rejects(replica.average(new Float32Array(4), 1), /aborted/);
  * ```
  */
-export function abortSharedAllReduce(buffer: SharedArrayBuffer): void {
-  const control = new Int32Array(buffer, 0, CONTROL_WORDS);
+export function abortSharedAllReduce(buffer: SharedAllReduceBuffer): void {
+  const control = new Int32Array(bytesOf(buffer), 0, CONTROL_WORDS);
   Atomics.store(control, ABORTED, 1);
   Atomics.notify(control, GENERATION);
 }
@@ -163,11 +208,16 @@ export class SharedAllReduce implements ShardedAllReduce {
   readonly #weights: Float64Array;
   readonly #slots: Float32Array[];
   readonly #result: Float32Array;
+  /** The SIMD sum, over a shared WebAssembly memory. */
+  readonly #simd: SimdSum | undefined;
 
   /** Attaches replica `rank` to `buffer`. */
-  constructor(buffer: SharedArrayBuffer, options: SharedAllReduceShape & { rank: number }) {
+  constructor(memory: SharedAllReduceBuffer, options: SharedAllReduceShape & { rank: number }) {
     const { rank, worldSize, length, parts = 1 } = options;
-    if (buffer.byteLength !== createSharedAllReduceBuffer(options).byteLength) {
+    const buffer = bytesOf(memory);
+    const end = layout(options).end;
+    const size = memory instanceof WebAssembly.Memory ? Math.ceil(end / PAGE) * PAGE : end;
+    if (buffer.byteLength !== size) {
       throw new RangeError(
         `buffer does not fit ${worldSize} replicas × ${parts} part(s) × ${length} elements`,
       );
@@ -189,6 +239,8 @@ export class SharedAllReduce implements ShardedAllReduce {
       (_, r) => new Float32Array(buffer, at.slots + 4 * r * length, length),
     );
     this.#result = new Float32Array(buffer, at.result, length);
+    const table = { address: at.tables + rank * at.slotCount * TERM_BYTES, terms: at.slotCount };
+    this.#simd = memory instanceof WebAssembly.Memory ? SimdSum.over(memory, table) : undefined;
   }
 
   /** The elements this replica reduces: chunk `rank` of `worldSize` nearly equal chunks. */
@@ -215,7 +267,7 @@ export class SharedAllReduce implements ShardedAllReduce {
     weight: number | readonly number[],
   ): Promise<Float32Array<ArrayBuffer>> {
     try {
-      return Promise.resolve(this.#round(data, weight).vector);
+      return Promise.resolve(this.#round(data, weight).vector as Float32Array<ArrayBuffer>);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -229,7 +281,7 @@ export class SharedAllReduce implements ShardedAllReduce {
     data: Float32Array<ArrayBuffer>,
     weight: number | readonly number[],
     update: (chunk: Float32Array) => boolean,
-  ): Promise<{ vector: Float32Array<ArrayBuffer>; declined: { start: number; end: number }[] }> {
+  ): Promise<{ vector: Float32Array; declined: { start: number; end: number }[] }> {
     try {
       return Promise.resolve(this.#round(data, weight, update));
     } catch (error) {
@@ -264,7 +316,7 @@ export class SharedAllReduce implements ShardedAllReduce {
     data: Float32Array<ArrayBuffer>,
     weight: number | readonly number[],
     update?: (chunk: Float32Array) => boolean,
-  ): { vector: Float32Array<ArrayBuffer>; declined: { start: number; end: number }[] } {
+  ): { vector: Float32Array; declined: { start: number; end: number }[] } {
     const parts = contributionParts(data, { weight, length: this.#length });
     if (parts.length !== this.#parts) {
       throw new RangeError(`expected ${this.#parts} part(s), got ${parts.length}`);
@@ -289,18 +341,22 @@ export class SharedAllReduce implements ShardedAllReduce {
     let waitMs = this.#barrier(); // every slot written
     const { start, end } = this.chunk;
     const contributions = this.#slots.map((slot, s) => ({ data: slot, weight: this.#weights[s] }));
-    weightedAverage(contributions, { out: this.#result, start, end });
+    if (this.#simd) {
+      this.#simd.average(averagedTerms(contributions), { out: this.#result, start, end });
+    } else weightedAverage(contributions, { out: this.#result, start, end });
     if (update !== undefined) {
       const applied = update(this.#result.subarray(start, end));
       Atomics.store(this.#declined, this.#rank, applied ? 0 : 1);
     }
     waitMs += this.#barrier(); // every chunk reduced (and updated)
-    out.set(this.#result);
+    // With an update the caller reads the shared result itself, before its next call (until
+    // then no rank writes it): one copy of the vector less per step.
+    if (update === undefined) out.set(this.#result);
     const declined = update === undefined
       ? []
       : [...this.#declined].flatMap((flag, rank) => (flag === 0 ? [] : [this.#chunkOf(rank)]));
     this.lastTiming = { waitMs, reduceMs: performance.now() - started - waitMs };
-    return { vector: out, declined };
+    return { vector: update === undefined ? out : this.#result, declined };
   }
 
   /**

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { op, type ValueType, type WasmFunction, wasmModule } from "../util/wasm.ts";
+import { loop16, op, type ValueType, type WasmFunction, wasmModule } from "../util/wasm.ts";
 
 /** Elements per block copied through the module's memory (48 KiB of weights and gradient). */
 const BLOCK = 6144;
@@ -34,36 +34,6 @@ const SGD_VARIANTS: readonly SgdVariant[] = [false, true].flatMap((decay) => [
 function sgdName(v: SgdVariant): string {
   return ["sgd", v.decay && "decay", v.momentum && "momentum", v.nesterov && "nesterov"]
     .filter(Boolean).join("_");
-}
-
-/**
- * A loop over `bytes` (local `end`) in steps of 16, with local `i` the byte
- * offset; `at(base)` pushes the address `base + i`.
- */
-function loop16(
-  locals: { i: number; end: number },
-  body: (at: (base: number) => number[][]) => number[][],
-): number[][] {
-  const { i, end } = locals;
-  const at = (base: number) => [op.local_get(base), op.local_get(i), op.i32_add()];
-  return [
-    op.i32_const(0),
-    op.local_set(i),
-    op.block(),
-    op.loop(),
-    op.local_get(i),
-    op.local_get(end),
-    op.i32_ge_u(),
-    op.br_if(1),
-    ...body(at),
-    op.local_get(i),
-    op.i32_const(16),
-    op.i32_add(),
-    op.local_set(i),
-    op.br(0),
-    op.end(),
-    op.end(),
-  ];
 }
 
 /** Locals `first…` set to the splats of float32 parameters `params`. */

@@ -88,6 +88,10 @@ export const op = {
   local_set: (index: number): number[] => [0x21, ...u32(index)],
   local_tee: (index: number): number[] => [0x22, ...u32(index)],
   i32_const: (value: number): number[] => [0x41, ...s32(value)],
+  f32_const: (value: number): number[] => [
+    0x43,
+    ...new Uint8Array(new Float32Array([value]).buffer),
+  ],
   i32_add: (): number[] => [0x6a],
   i32_sub: (): number[] => [0x6b],
   i32_mul: (): number[] => [0x6c],
@@ -118,6 +122,55 @@ export const op = {
   f64x2_add: (): number[] => simd(0xf0),
   f64x2_mul: (): number[] => simd(0xf2),
 };
+
+/**
+ * A loop over the byte offsets `0, 16, 32, …` below local `end`, in local
+ * `i`; `at(base)` pushes the address `base + i` (`base` a local).
+ *
+ * @example Adds 1 to `end / 4` floats at address `p`, four at a time
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loop16, op, wasmModule } from "./wasm.ts";
+ *
+ * const body = loop16({ i: 2, end: 1 }, (at) => [
+ *   ...at(0), ...at(0), op.v128_load(), op.f32_const(1), op.f32x4_splat(), op.f32x4_add(),
+ *   op.v128_store(),
+ * ]);
+ * const bytes = wasmModule({ initial: 1 }, [
+ *   { name: "inc", params: ["i32", "i32"], locals: ["i32"], body },
+ * ]);
+ * const memory = new WebAssembly.Memory({ initial: 1 });
+ * const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
+ * const floats = new Float32Array(memory.buffer, 0, 8).fill(2);
+ * (exports.inc as (p: number, end: number) => void)(0, 32);
+ * assert.deepEqual([...floats], [3, 3, 3, 3, 3, 3, 3, 3]);
+ * ```
+ */
+export function loop16(
+  locals: { i: number; end: number },
+  body: (at: (base: number) => number[][]) => number[][],
+): number[][] {
+  const { i, end } = locals;
+  const at = (base: number) => [op.local_get(base), op.local_get(i), op.i32_add()];
+  return [
+    op.i32_const(0),
+    op.local_set(i),
+    op.block(),
+    op.loop(),
+    op.local_get(i),
+    op.local_get(end),
+    op.i32_ge_u(),
+    op.br_if(1),
+    ...body(at),
+    op.local_get(i),
+    op.i32_const(16),
+    op.i32_add(),
+    op.local_set(i),
+    op.br(0),
+    op.end(),
+    op.end(),
+  ];
+}
 
 function section(id: number, content: readonly number[]): number[] {
   return [id, ...u32(content.length), ...content];
