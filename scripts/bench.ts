@@ -8,7 +8,11 @@
 
 import { benchAllReduce } from "../lib/bench/all_reduce_bench.ts";
 import { describeMachine } from "../lib/bench/machine.ts";
-import { benchOptimizers, optimizerTable } from "../lib/bench/optimizer_bench.ts";
+import {
+  benchOptimizers,
+  type OptimizerBenchResult,
+  optimizerTable,
+} from "../lib/bench/optimizer_bench.ts";
 import { benchKernels, type KernelResult } from "../lib/bench/kernel_bench.ts";
 import {
   allReduceTable,
@@ -274,18 +278,29 @@ async function main(): Promise<void> {
   if (config.only.includes("optimizer")) {
     const repeats = smoke ? 2 : 7;
     console.log(
-      `\nOptimizer: one step on the host over flat float32 vectors, as every replica runs it ` +
-        `after each all-reduce; ms per step, median (min–max) of ${repeats} after one untimed`,
+      `\nOptimizer: one step on the host over flat float32 vectors, as a worker runs it after ` +
+        `each all-reduce — over the whole vector (workers 1: unsharded, every worker) or over ` +
+        `its chunk (sharded over 2 or 4 workers; measured in one thread); scalar JavaScript ` +
+        `or WebAssembly SIMD loop (the same bits); ms per step, median (min–max) of ${repeats} ` +
+        `after one untimed`,
     );
     const optimizer = benchOptimizers({
       sizes: smoke ? [{ model: "tiny", length: 65_536 }] : OPTIMIZER_SIZES,
+      workers: smoke ? [1, 2] : [1, 2, 4],
       repeats,
     });
     console.log(optimizerTable(optimizer));
     report.optimizer = optimizer;
   }
 
-  const goals = checkGoals({ allReduce, scaling, overheadRatio, kernels, stepSpeedup });
+  const goals = checkGoals({
+    allReduce,
+    scaling,
+    overheadRatio,
+    kernels,
+    stepSpeedup,
+    optimizer: report.optimizer as OptimizerBenchResult[] | undefined,
+  });
   console.log("\nGoals:");
   for (const goal of goals) {
     const verdict = goal.met === undefined ? "" : goal.met ? "  met" : "  NOT met";

@@ -46,8 +46,14 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     assert.equal(report.machine.device.backend, "webgpu");
     assert.deepEqual(report.scaling.map((r: { workers: number }) => r.workers), [1, 2]);
     assert.deepEqual(
-      report.optimizer.map((r: { optimizer: string; length: number }) => [r.optimizer, r.length]),
-      [["SGD", 65_536], ["SGD + momentum", 65_536], ["Adam", 65_536]],
+      report.optimizer.map((r: { optimizer: string; workers: number; loop: string }) =>
+        `${r.optimizer} ${r.workers} ${r.loop}`
+      ),
+      [1, 2].flatMap((workers) =>
+        ["SGD", "SGD + momentum", "Adam"].flatMap((name) =>
+          ["scalar", "simd"].map((loop) => `${name} ${workers} ${loop}`)
+        )
+      ),
     );
     assert.ok(report.optimizer.every((r: { ms: { count: number } }) => r.ms.count === 2));
     for (const row of report.scaling) {
@@ -59,18 +65,12 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     const kinds = report.allReduce.map((r: { kind: string; bytes: number }) =>
       `${r.kind} ${r.bytes}`
     );
-    assert.deepEqual(kinds, [
-      "copy 4096",
-      "shared 4096",
-      "star 4096",
-      "tcp 4096",
-      "tcp-chain 4096",
-      "copy 65536",
-      "shared 65536",
-      "star 65536",
-      "tcp 65536",
-      "tcp-chain 65536",
-    ]);
+    assert.deepEqual(
+      kinds,
+      [4096, 65536].flatMap((bytes) =>
+        ["copy", "shared", "shared-scalar", "star", "tcp", "tcp-chain"].map((k) => `${k} ${bytes}`)
+      ),
+    );
     for (const row of report.allReduce) {
       assert.ok(row.ms.median > 0);
       assert.ok(Math.abs(row.algbwGBps - row.bytes / (row.ms.median * 1e6)) < 1e-9);
@@ -84,7 +84,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
       assert.ok(row.gflops > 0 && row.matMulGflops > 0, JSON.stringify(row));
     }
     assert.ok(report.kernels.stepSpeedup > 0);
-    assert.equal(report.goals.length, 5);
+    assert.equal(report.goals.length, 8);
   });
 });
 

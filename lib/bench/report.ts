@@ -7,6 +7,7 @@
 import type { AllReduceBenchResult } from "./all_reduce_bench.ts";
 import type { KernelResult } from "./kernel_bench.ts";
 import type { MachineInfo } from "./machine.ts";
+import type { OptimizerBenchResult } from "./optimizer_bench.ts";
 import type { ScalingResult } from "./scaling_bench.ts";
 import type { Summary } from "./stats.ts";
 import { adapterWithPath } from "../train/coordinator/webgpu_path.ts";
@@ -284,19 +285,33 @@ export function checkGoals(measured: {
   overheadRatio?: number;
   kernels?: readonly KernelResult[];
   stepSpeedup?: number;
+  optimizer?: readonly OptimizerBenchResult[];
 }): GoalCheck[] {
   const fast = measured.kernels?.filter((r) => r.kernels === "fast") ?? [];
   const worst = fast.length === 0
     ? undefined
     : fast.reduce((a, b) => (a.gflops / a.matMulGflops <= b.gflops / b.matMulGflops ? a : b));
   const worstShare = worst && worst.gflops / worst.matMulGflops;
-  const find = (kind: string) =>
+  const find = (kind: string, worldSize: number) =>
     measured.allReduce?.find((r) =>
-      r.kind === kind && r.worldSize === 4 && r.length === NIN_GRADIENT_LENGTH
+      r.kind === kind && r.worldSize === worldSize && r.length === NIN_GRADIENT_LENGTH
     );
-  const shared = find("shared");
-  const copy = find("copy");
-  const ratio = shared && copy ? shared.ms.median / copy.ms.median : undefined;
+  const ratioAt = (worldSize: number) => {
+    const [shared, copy] = [find("shared", worldSize), find("copy", worldSize)];
+    return shared && copy ? shared.ms.median / copy.ms.median : undefined;
+  };
+  const [ratio, ratio2] = [ratioAt(4), ratioAt(2)];
+  const update = (optimizer: string, goalMs: number): GoalCheck => {
+    const row = measured.optimizer?.find((r) =>
+      r.optimizer === optimizer && r.model === "ResNet-18" && r.workers === 4 && r.loop === "simd"
+    );
+    return {
+      name: `${optimizer} on ResNet-18, per worker with 4 workers (sharded, SIMD)`,
+      value: row === undefined ? "not measured" : `${row.ms.median.toFixed(2)} ms`,
+      goal: `≤ ${goalMs} ms`,
+      met: row === undefined ? undefined : row.ms.median <= goalMs,
+    };
+  };
   const one = measured.scaling?.find((r) => r.workers === 1);
   const two = measured.scaling?.find((r) => r.workers === 2);
   const speedup = one && two ? two.imagesPerSec.median / one.imagesPerSec.median : undefined;
@@ -308,6 +323,14 @@ export function checkGoals(measured: {
       goal: "≤ 2×",
       met: ratio === undefined ? undefined : ratio <= 2,
     },
+    {
+      name: "2-worker shared all-reduce of the NiN gradient, ÷ copy baseline",
+      value: ratio2 === undefined ? "not measured" : `${ratio2.toFixed(2)}×`,
+      goal: "≤ 2×",
+      met: ratio2 === undefined ? undefined : ratio2 <= 2,
+    },
+    update("Adam", 10),
+    update("SGD + momentum", 3),
     {
       name: "--workers 1 overhead over a plain tfjs loop",
       value: overhead === undefined ? "not measured" : `${((overhead - 1) * 100).toFixed(1)}%`,
