@@ -13,8 +13,8 @@
 
 import { loop16, op, type ValueType, type WasmFunction, wasmModule } from "../util/wasm.ts";
 
-/** Elements per block copied through the module's memory (48 KiB of weights and gradient). */
-const BLOCK = 6144;
+/** Elements per block copied through the module's memory (128 KiB of weights and gradient). */
+const BLOCK = 16384;
 const PAGE = 65536;
 
 /** What an SGD kernel does, fixed when it is built. */
