@@ -50,6 +50,7 @@ export {
   type ResolvedTrainOptions,
   type StepProgress,
   type StopOnSignalsOptions,
+  type TraceOptions,
   type TrainOptions,
   type TrainStart,
 } from "./lib/train/shared/options.ts";

@@ -194,6 +194,9 @@ async function main(): Promise<void> {
   console.log(formatMetrics(last));
   const device = result.device ? ` on ${result.device.adapter}` : "";
   console.log(`${result.examplesPerSec.toFixed(1)} examples/sec${device}`);
+  if (typeof options.trace === "object") {
+    console.log(`trace written to ${options.trace.file} (open it in Perfetto or chrome://tracing)`);
+  }
   if (exportDir) {
     await initBackend("cpu"); // building and saving the model needs no GPU
     await exportLayersModel(result.weights, {

@@ -76,6 +76,12 @@ const NEEDS = {
     available: async () =>
       isSoftwareAdapter(await adapterOn("vulkan") ?? await adapterOn("gl") ?? ""),
   },
+  "timestamp-query": {
+    reason: "a WebGPU adapter with the timestamp-query feature (Vulkan lavapipe has it), to time " +
+      "kernels",
+    available: async () =>
+      (await adapterOn("vulkan", "features.has('timestamp-query')")) === "true",
+  },
   "wasm-simd": {
     reason: "WebAssembly SIMD (the optimizers' fast loops, compared here with the scalar ones)",
     available: () => Promise.resolve(SIMD_AVAILABLE),
@@ -108,12 +114,15 @@ export function ignoredWithout(need: Need): Promise<boolean> {
   return answer;
 }
 
-/** The adapter WebGPU finds through `path` (`gl`, `vulkan`), asked in a process of its own. */
-async function adapterOn(path: string): Promise<string | undefined> {
+/**
+ * `what` of the adapter WebGPU finds through `path` (`gl`, `vulkan`) — by
+ * default its description — asked in a process of its own.
+ */
+async function adapterOn(path: string, what = "info.description"): Promise<string | undefined> {
   const { success, stdout } = await new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
-      "const a = await navigator.gpu?.requestAdapter(); console.log(a?.info.description ?? '');",
+      `const a = await navigator.gpu?.requestAdapter(); console.log(a?.${what} ?? '');`,
     ],
     env: { DENO_WEBGPU_BACKEND: path, XDG_RUNTIME_DIR: "/nonexistent" },
     stdout: "piped",

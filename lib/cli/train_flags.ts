@@ -68,6 +68,8 @@ export const TRAIN_FLAGS = {
   "data-dir": { type: "string" },
   dataset: { type: "string" },
   "no-download": { type: "boolean" },
+  trace: { type: "string" },
+  "trace-steps": { type: "string" },
 } as const;
 
 /**
@@ -142,7 +144,10 @@ export const TRAIN_FLAGS_HELP =
   --dataset NAME     fashion-mnist (default) or cifar10 (the binary version, 32×32 RGB)
   --data-dir DIR     directory with the data set's files (or FASHION_MNIST_DIR, CIFAR10_DIR):
                      Fashion-MNIST's four files; CIFAR-10's archive or its batch files
-  --no-download      fail instead of downloading missing files`;
+  --no-download      fail instead of downloading missing files
+  --trace FILE       write a Chrome trace (Perfetto, chrome://tracing) of a few steps: each
+                     worker's host phases and GPU kernels, timed with WebGPU timestamps
+  --trace-steps N    steps to trace, after the first (default 5)`;
 
 /**
  * The model a `flag` names: a built-in's name, or a module `FILE[#EXPORT]`
@@ -260,7 +265,14 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
       }`,
     );
   }
+  if (values["trace-steps"] !== undefined && values.trace === undefined) {
+    throw new UsageError("--trace-steps needs --trace FILE");
+  }
   return defined({
+    trace: values.trace === undefined ? undefined : defined({
+      file: values.trace,
+      steps: int("--trace-steps", values["trace-steps"]),
+    }),
     preset: preset as PresetName,
     model: shapeFlags.length > 0 ? { name: target as "nin" | "resnet18", ...nin } : model,
     data: defined({

@@ -9,7 +9,7 @@
 import { stepsPerEpoch } from "../../data/batches.ts";
 import { checkSplits, shareDataset } from "../../data/dataset.ts";
 import { DATASETS } from "../../data/registry.ts";
-import { DivergedError, InterruptedError, WorkerError } from "../../errors.ts";
+import { DivergedError, InterruptedError, UsageError, WorkerError } from "../../errors.ts";
 import type { OptimizerState } from "../../optim/mod.ts";
 import {
   flatWeightsOf,
@@ -28,7 +28,11 @@ import type {
   ResolvedTrainOptions,
   TrainOptions,
 } from "../shared/options.ts";
-import { resolveTrainOptions } from "../shared/resolve.ts";
+import { resolveTrace, resolveTrainOptions } from "../shared/resolve.ts";
+import type { TraceMessage } from "../shared/protocol.ts";
+import { chromeTrace } from "../../util/trace_events.ts";
+import { probeWritable, writeFileAtomic } from "../../util/atomic_write.ts";
+import { dirname, resolve as resolvePath } from "node:path";
 import {
   checkResumable,
   findResumePoint,
@@ -99,6 +103,7 @@ const NO_SUMS: EpochSums = { lossSum: 0, correct: 0, count: 0, trainSeconds: 0, 
  */
 export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const given = resolveTrainOptions(options); // usage errors before anything else
+  const trace = resolveTrace(options.trace);
   checkPermissions({ backend: given.backend, workerUrl: workerUrlOf(options) });
   // In a job of several processes only rank 0 reads and writes checkpoints; the others follow it.
   const leader = (given.distributed.processGroup?.rank ?? 0) === 0;
@@ -114,7 +119,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     ? AbortSignal.any([options.signal, signals.signal])
     : options.signal ?? signals?.signal;
   try {
-    return await run({ ...options, signal }, given, leader);
+    return await run({ ...options, signal }, given, { leader, trace });
   } finally {
     signals?.dispose();
   }
@@ -124,9 +129,18 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
 async function run(
   options: TrainOptions & { signal: AbortSignal | undefined },
   given: ResolvedTrainOptions,
-  leader: boolean,
+  where: { leader: boolean; trace: { file: string; steps: number } | undefined },
 ): Promise<TrainResult> {
+  const { leader } = where;
   const started = performance.now();
+  const rank = given.distributed.processGroup?.rank ?? 0;
+  const trace = where.trace && { ...where.trace, file: traceFileOf(where.trace.file, rank) };
+  if (trace) {
+    await probeWritable(dirname(resolvePath(trace.file))).catch((error) => {
+      throw new UsageError(`cannot write the trace to ${trace.file}: ${error.message}`);
+    });
+  }
+  let traceWritten: Promise<void> = Promise.resolve();
   const found = given.checkpoint.resume !== undefined && leader
     ? await findResumePoint(given.checkpoint.resume, { dir: given.checkpoint.dir })
     : undefined;
@@ -252,7 +266,10 @@ async function run(
         history.splice(0, history.length, ...(last?.history ?? []));
       }
       const from = last;
-      group = await WorkerGroup.start(groupPlan(resolved, steps), {
+      const plan = groupPlan(resolved, steps);
+      // Traced once: not again after a restart.
+      if (trace && restarts === 0) plan.replica.trace = { steps: trace.steps };
+      group = await WorkerGroup.start(plan, {
         train: trainSet,
         test: testSet,
         workerUrl,
@@ -260,6 +277,13 @@ async function run(
         startWeights: from?.weights ?? initialWeights,
         startOptimizer: from?.optimizer.state,
         job: processes ? processJob(processes) : soloJob(),
+        onTrace: (parts) => {
+          traceWritten = writeTrace(trace!.file, parts).catch((error) =>
+            console.error(
+              `warning: the trace could not be written to ${trace!.file}: ${error.message}`,
+            )
+          );
+        },
         stop: options.signal && {
           signal: options.signal,
           error: () =>
@@ -300,6 +324,7 @@ async function run(
         save,
       });
       await processes?.close();
+      await traceWritten;
       return result(final, history, group.device, restarts);
     } catch (error) {
       // The other processes stop too: at the step they agreed on, or told why.
@@ -321,6 +346,24 @@ async function run(
       await group?.close();
     }
   }
+}
+
+/** `file` for process `rank`: rank 0 writes `file` itself, rank r `name.rank<r>.ext`. */
+function traceFileOf(file: string, rank: number): string {
+  if (rank === 0) return file;
+  const dot = file.lastIndexOf(".");
+  return dot > file.lastIndexOf("/")
+    ? `${file.slice(0, dot)}.rank${rank}${file.slice(dot)}`
+    : `${file}.rank${rank}`;
+}
+
+/** Writes the workers' traced steps to `file` as one Chrome trace (atomically). */
+async function writeTrace(file: string, parts: readonly TraceMessage[]): Promise<void> {
+  const sorted = [...parts].sort((a, b) => a.rank - b.rank);
+  const trace = chromeTrace(sorted.flatMap((p) => [...p.names, ...p.events]), {
+    notes: sorted.flatMap((p) => p.notes),
+  });
+  await writeFileAtomic(file, JSON.stringify(trace) + "\n");
 }
 
 /** Runs the epochs from `from` (or from the start) to the end; resolves with the final state. */

@@ -41,6 +41,7 @@ import type {
   StartMessage,
   StepMessage,
   StepTiming,
+  TraceMessage,
   WeightsMessage,
 } from "../shared/protocol.ts";
 import { blameStall, Watchdog } from "./watchdog.ts";
@@ -203,6 +204,8 @@ export class WorkerGroup {
        * are waiting on their devices, not computing) and rejects with `error()`.
        */
       stop?: { signal: AbortSignal; error: () => Error };
+      /** With `plan.replica.trace`: called once every worker has sent its traced steps. */
+      onTrace?: (parts: TraceMessage[]) => void;
     },
   ): Promise<WorkerGroup> {
     const cores = shareCoresAmongWorkers(plan.workers);
@@ -332,7 +335,12 @@ export class WorkerGroup {
       });
       group = started;
       setup.stop?.signal.removeEventListener("abort", onStop);
+      const traces: TraceMessage[] = [];
       mailboxes.forEach((mailbox) => {
+        mailbox.handle<TraceMessage>("trace", (message) => {
+          traces.push(message);
+          if (traces.length === plan.workers) setup.onTrace?.(traces);
+        });
         mailbox.handle<StepMessage>("step", (message) => started.#onStep(message));
         mailbox.handle<CheckpointMessage>("checkpoint", (m) => started.#onCheckpoint(m));
         mailbox.handle<EvalProgressMessage>("evalProgress", (m) => started.#onEvalProgress(m));

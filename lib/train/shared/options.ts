@@ -239,6 +239,16 @@ export interface TrainOptions {
    * {@linkcode StepProgress.timings}. Adds two device synchronisations per step.
    */
   profile?: boolean;
+  /**
+   * Write a Chrome trace event file (open it in Perfetto or
+   * `chrome://tracing`) of a few steps: on every worker, the host's phases
+   * and every GPU kernel with its duration from WebGPU timestamp queries. A
+   * path, or `{ file, steps }` (default 5 steps, after the first, which
+   * compiles the shaders). Tracing slows the traced steps (a compute pass
+   * and two timestamps per kernel, a device wait per step). With several
+   * processes, rank r > 0 writes `FILE` with `.rank<r>` before its extension.
+   */
+  trace?: string | TraceOptions;
   /** Called once the workers are ready, before the first step. */
   onStart?: (info: TrainStart) => void;
   /** Called after every global step. */
@@ -373,6 +383,14 @@ export interface ResolvedCheckpoint {
   resume: true | string | undefined;
   /** Whether another run's checkpoints may be replaced. */
   overwrite: boolean;
+}
+
+/** Options of {@linkcode TrainOptions.trace}. */
+export interface TraceOptions {
+  /** Where to write the trace (a `.json` file). */
+  file: string;
+  /** Steps to trace, 1 to 100. Default 5. */
+  steps?: number;
 }
 
 /** What {@linkcode TrainOptions.onStart} is told. */

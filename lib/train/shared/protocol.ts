@@ -25,6 +25,7 @@
  * @module
  */
 
+import type { NameEvent, TraceEvent } from "../../util/trace_events.ts";
 import type { AllReduceAlgorithm } from "../../collective/registry.ts";
 import type { Message } from "../../collective/channel.ts";
 import type { Dataset } from "../../data/dataset.ts";
@@ -72,6 +73,12 @@ export interface ReplicaConfig {
   kernels: KernelSet;
   /** Time each step's phases (see {@linkcode StepTiming}). */
   profile: boolean;
+  /**
+   * Trace this many steps of the first epoch the worker runs (after its
+   * first step, which compiles the shaders) and send them in a
+   * {@linkcode TraceMessage}.
+   */
+  trace?: { steps: number };
 }
 
 /** Where one step spent its time on one worker, in milliseconds. */
@@ -224,6 +231,21 @@ export interface WeightsMessage extends Message {
   weights: Float32Array<ArrayBuffer>;
   checksum: string;
   optimizer: OptimizerState;
+}
+
+/**
+ * Worker → coordinator, once, after the traced steps: their host phases and
+ * device kernels as Chrome trace events, and what could not be timed.
+ */
+export interface TraceMessage extends Message {
+  type: "trace";
+  rank: number;
+  /** The events, on this worker's process row (see `TraceRecorder`). */
+  events: TraceEvent[];
+  /** The metadata events naming its rows. */
+  names: NameEvent[];
+  /** Notes for the reader, e.g. that the adapter could not time kernels. */
+  notes: string[];
 }
 
 /** Worker → coordinator: something failed; the worker does nothing more. */

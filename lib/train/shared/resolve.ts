@@ -420,3 +420,38 @@ function positiveInteger(name: string, value: unknown): void {
     throw new UsageError(`${name} must be a positive integer, got ${describeValue(value)}`);
   }
 }
+
+/**
+ * {@linkcode TrainOptions.trace}, checked: the file and the number of steps,
+ * or undefined when no trace is asked for.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resolveTrace } from "./resolve.ts";
+ *
+ * assert.deepEqual(resolveTrace("out/trace.json"), { file: "out/trace.json", steps: 5 });
+ * assert.throws(() => resolveTrace({ file: "t.json", steps: 0 }), /trace steps must be an integer from 1 to 100, got 0/);
+ * ```
+ */
+export function resolveTrace(
+  trace: TrainOptions["trace"],
+): { file: string; steps: number } | undefined {
+  if (trace === undefined) return undefined;
+  const given = typeof trace === "string" ? { file: trace } : trace;
+  if (
+    typeof given !== "object" || given === null || typeof given.file !== "string" ||
+    given.file === ""
+  ) {
+    throw new UsageError(
+      `trace must be a file path or { file, steps }, got ${describeValue(trace)}`,
+    );
+  }
+  const steps = given.steps ?? 5;
+  if (!Number.isInteger(steps) || steps < 1 || steps > 100) {
+    throw new UsageError(
+      `trace steps must be an integer from 1 to 100, got ${describeValue(steps)}`,
+    );
+  }
+  return { file: given.file, steps };
+}

@@ -18,6 +18,9 @@ import { flatWeightsOf } from "../../model/registry.ts";
 import { createOptimizer, type Optimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import type { OptimizerState } from "../../optim/optimizer.ts";
 
+/** Told each phase of a step as it ends: its name and `performance.now()` times (for `--trace`). */
+export type PhaseRecorder = (name: string, startMs: number, endMs: number) => void;
+
 /** Options for {@linkcode Replica}. */
 export interface ReplicaOptions {
   /**
@@ -102,6 +105,12 @@ export class Replica {
   #optimizer: Optimizer;
   /** The trainable weights `[start, end)` the optimizer updates: all, unless sharded. */
   #optimizerRange: { start: number; end: number };
+  /**
+   * When set, told the phases of each step (upload, forward/backward
+   * enqueue, device wait, read-back, optimizer, weight upload); the device
+   * wait is then separated from the read-back, as with `profile`.
+   */
+  recorder: PhaseRecorder | undefined;
   /** The weights as last uploaded: the optimizer updates them here, then uploads. */
   #weights: Float32Array<ArrayBuffer> | undefined;
 
@@ -123,6 +132,7 @@ export class Replica {
     this.#optimizerConfig = options.optimizer ?? { name: "sgd" };
     this.#optimizer = createOptimizer(this.#optimizerConfig, { size: this.numParams });
     this.#optimizerRange = { start: 0, end: this.numParams };
+    this.recorder = undefined;
   }
 
   /**
@@ -166,8 +176,11 @@ export class Replica {
       return { gradients, lossSum: 0, correct: 0, count: 0, timing };
     }
     if (options.dropoutSeed !== undefined) setDropoutSeed(this.model, options.dropoutSeed);
+    const record = this.recorder;
     const x = this.#toInput(batch);
     const y = tf.tensor1d(Int32Array.from(batch.labels), "int32");
+    const uploaded = performance.now();
+    record?.("upload", started, uploaded);
     let logits: tf.Tensor | undefined;
     const before = this.#statistics.map((s) => tf.clone(s.variable));
     const { value, grads } = tf.variableGrads(() => {
@@ -176,9 +189,12 @@ export class Replica {
       return tf.losses.softmaxCrossEntropy(oneHot, logits, undefined, 0, tf.Reduction.MEAN);
     }, this.#trainable);
     let computed = 0;
-    if (options.profile) {
+    if (options.profile || record) {
+      const enqueued = performance.now();
       await value.data(); // the device has run everything enqueued so far
       computed = performance.now();
+      record?.("forward/backward enqueue", uploaded, enqueued);
+      record?.("device wait", enqueued, computed);
     }
     // One read-back for everything: the flat gradient (zeros for a weight the
     // loss did not use), the statistics, then loss sum and correct count.
@@ -195,6 +211,7 @@ export class Replica {
     const data = await flat.data() as Float32Array<ArrayBuffer>;
     flat.dispose();
     const n = this.numReduced;
+    record?.("read-back", computed, performance.now());
     const timing = options.profile
       ? { computeMs: computed - started, readbackMs: performance.now() - computed }
       : undefined;
@@ -223,7 +240,9 @@ export class Replica {
     }
     const weights = await this.#copy();
     const trainable = this.numParams;
+    const started = performance.now();
     this.#optimizer.step(weights.subarray(0, trainable), gradients.subarray(0, trainable), options);
+    this.recorder?.("optimizer", started, performance.now());
     this.#takeStatistics(weights, gradients);
     this.#upload(weights);
   }
@@ -241,8 +260,10 @@ export class Replica {
     if (firstNonFinite(chunk) >= 0) return false;
     const { start, end } = this.#optimizerRange;
     const slice = weights.subarray(start, end);
+    const started = performance.now();
     this.#optimizer.step(slice, chunk.subarray(0, end - start), options);
     chunk.set(slice);
+    this.recorder?.("optimizer (its chunk)", started, performance.now());
     return true;
   }
 
@@ -341,7 +362,9 @@ export class Replica {
 
   /** Gives the model `weights` (a copy: tfjs may upload lazily, and ours change in place). */
   #upload(weights: Float32Array): void {
+    const started = performance.now();
     setFlatWeights(this.model, weights.slice());
+    this.recorder?.("weight upload", started, performance.now());
   }
 
   #toInput(batch: Batch): tf.Tensor4D {

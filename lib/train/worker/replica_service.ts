@@ -50,6 +50,7 @@ import type {
   WeightsMessage,
 } from "../shared/protocol.ts";
 import { firstNonFinite, type LocalGradients, Replica } from "./replica.ts";
+import { StepTracer } from "./step_trace.ts";
 import { weightsChecksum } from "../../util/sha256.ts";
 
 /** One rank's part of a step: its shards' gradients and their totals. */
@@ -119,6 +120,8 @@ class ReplicaWorker {
   readonly #shards: { index: number; sampler: DistributedSampler }[];
   #granted = 0;
   #grantArrived: (() => void) | null = null;
+  /** With `trace`, until the traced steps are sent. */
+  #tracer: StepTracer | undefined;
 
   private constructor(
     mailbox: Mailbox,
@@ -195,6 +198,13 @@ class ReplicaWorker {
       mailbox,
     });
     const worker = new ReplicaWorker(mailbox, init, replica, allReduce);
+    if (init.config.trace) {
+      worker.#tracer = new StepTracer({
+        rank: init.rank,
+        backend: device.backend,
+        adapter: device.adapter,
+      });
+    }
     if (start.optimizer) replica.loadOptimizerState(start.optimizer); // after sharding: cut to fit
     await replica.loadHostWeights();
     return worker;
@@ -219,10 +229,17 @@ class ReplicaWorker {
     });
     const steps = config.stepsPerEpoch;
     this.#granted = command.grantUpTo;
+    // Traced: the steps after the first (which compiles the shaders), if the epoch has them.
+    const traceFrom = fromStep + (steps - fromStep > 1 ? 1 : 0);
+    const tracer = this.#tracer;
     for (let step = fromStep; step < steps; step++) {
       while (step >= this.#granted) {
         await new Promise<void>((resolve) => this.#grantArrived = resolve);
       }
+      const traced = tracer !== undefined && step >= traceFrom &&
+        tracer.traced < (config.trace?.steps ?? 0);
+      this.#replica.recorder = traced ? tracer.phase : undefined;
+      if (traced) tracer.startStep();
       const started = performance.now();
       const local = await this.#shardGradients(shards, { epochIndex, step });
       const lr = learningRateAt(config.schedule, {
@@ -237,6 +254,16 @@ class ReplicaWorker {
         step,
         lr,
       });
+      if (traced) {
+        const { waitMs, reduceMs } = this.#allReduce.lastTiming;
+        tracer.phase("all-reduce", reduceStarted, updateStarted, {
+          waitMs,
+          reduceMs,
+          chunkUpdateMs,
+        });
+        await tracer.endStep(`epoch ${epoch}, step ${step + 1}`);
+        this.#replica.recorder = undefined;
+      }
       let timing: StepTiming | undefined;
       if (config.profile) {
         await this.#replica.sync();
@@ -277,6 +304,10 @@ class ReplicaWorker {
           this.#mailbox.send(checkpoint, transferables(weights, optimizer));
         }
       }
+    }
+    if (tracer !== undefined) {
+      this.#mailbox.send(tracer.message()); // the first epoch's traced steps, however many
+      this.#tracer = undefined;
     }
     const test = await this.#evaluate(this.#init.test);
     const weights = await this.#replica.getWeights();
@@ -378,7 +409,9 @@ class ReplicaWorker {
         worldSize: config.batchShards,
         batchSize: config.batchSize,
       };
+      const gathering = performance.now();
       const batch = gatherBatch(train, batchShard(shard.indices, step, shardOptions));
+      this.#replica.recorder?.("gather", gathering, performance.now());
       results.push(
         await this.#replica.computeGradients(batch, {
           dropoutSeed: mixSeed([config.seed, epochIndex, step, shard.index]),
