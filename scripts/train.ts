@@ -251,7 +251,9 @@ function printStart(info: TrainStart): void {
       `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +
       `${adapterWithPath(info.device)}; ` +
       `batch ${options.batchSize} (${share}), ${describeOptimizer(options)}` +
-      `${options.shardOptimizer ? ` sharded over the ${options.workers} workers` : ""}, ` +
+      `${
+        options.shardOptimizer ? `, optimizer sharded over the ${options.workers} workers` : ""
+      }, ` +
       `${info.stepsPerEpoch} steps per epoch`,
   );
   if (info.resumedFrom) {

@@ -164,7 +164,7 @@ Deno.test("a short run on 2 workers prints d2l's lines and writes the metrics an
     );
     assert.match(
       lines[1],
-      /^2 worker\(s\) on webgpu \(fast kernels\): .+ through (Vulkan|GL|Metal|Direct3D 12); batch 16 \(8 per worker\), lr 0\.1, 3 steps per epoch$/,
+      /^2 worker\(s\) on webgpu \(fast kernels\): .+ through (Vulkan|GL|Metal|Direct3D 12); batch 16 \(8 per worker\), lr 0\.1, optimizer sharded over the 2 workers, 3 steps per epoch$/,
     );
     const epoch =
       /^epoch (\d)\/2: loss \d+\.\d{3}, train acc \d\.\d{3}, test acc \d\.\d{3}, \d+\.\d examples\/sec, \d+\.\d s$/;
