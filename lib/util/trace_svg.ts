@@ -19,7 +19,7 @@ export interface TraceFileLike {
 
 const ROW = 22;
 const GUTTER = 210;
-const AXIS = 28;
+const AXIS = 44;
 
 function escape(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
