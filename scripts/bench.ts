@@ -8,6 +8,7 @@
 
 import { benchAllReduce } from "../lib/bench/all_reduce_bench.ts";
 import { describeMachine } from "../lib/bench/machine.ts";
+import { benchWire, type WireBenchResult, wireTable } from "../lib/bench/wire_bench.ts";
 import {
   benchOptimizers,
   type OptimizerBenchResult,
@@ -72,14 +73,28 @@ Usage: deno task bench [options]
   --kernel-shapes NAME    shapes of the kernels section: quick (default: the quick
                           preset's, ${KERNEL_SHAPES.quick.inputSize} px, width ${KERNEL_SHAPES.quick.width}, ${KERNEL_SHAPES.quick.batch} images per worker of 2)
                           or d2l (224 px, width 1, 128 images)
-  --only LIST             scaling, allreduce, overhead, batch, kernels and/or optimizer
-                          (default all six)
+  --only LIST             scaling, allreduce, overhead, batch, kernels, optimizer and/or
+                          wire (default all seven; wire needs root for network namespaces)
   --json FILE             also write every figure, machine and device to FILE
   --smoke                 a seconds-long run with tiny sizes (for CI)
   -h, --help              show this help
 `;
 
-const SECTIONS = ["scaling", "allreduce", "overhead", "batch", "kernels", "optimizer"] as const;
+const SECTIONS = [
+  "scaling",
+  "allreduce",
+  "overhead",
+  "batch",
+  "kernels",
+  "optimizer",
+  "wire",
+] as const;
+
+/** The wire section's vectors: NiN's and ResNet-18's gradients (d2l's configurations). */
+const WIRE_MODELS = [
+  { model: "NiN", length: NIN_GRADIENT_LENGTH },
+  { model: "ResNet-18", length: 11_178_378 },
+];
 
 /** The optimizer section's sizes: the built-in models' trainable weights (d2l's configurations). */
 const OPTIMIZER_SIZES = [
@@ -293,6 +308,30 @@ async function main(): Promise<void> {
     report.optimizer = optimizer;
   }
 
+  if (config.only.includes("wire")) {
+    const repeats = smoke ? 2 : 3;
+    console.log(
+      `\nWire: the TCP process group between hosts that are network namespaces on veth cables ` +
+        `shaped with tc tbf, one process (one replica) per host; ms per average, median ` +
+        `(min–max) of ${repeats}; bound = bytes on the busiest cable one way ÷ its rate`,
+    );
+    try {
+      const wire = await benchWire({
+        links: smoke
+          ? [{ gbps: 1, hosts: [2] }]
+          : [{ gbps: 1, hosts: [2, 4] }, { gbps: 10, hosts: [2, 4] }],
+        models: smoke ? [{ model: "tiny", length: 65_536 }] : WIRE_MODELS,
+        repeats,
+      });
+      console.log(wireTable(wire));
+      report.wire = wire;
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      console.log(`not measured: ${why} (network namespaces need root)`);
+      report.wire = { skipped: why };
+    }
+  }
+
   const goals = checkGoals({
     allReduce,
     scaling,
@@ -300,6 +339,7 @@ async function main(): Promise<void> {
     kernels,
     stepSpeedup,
     optimizer: report.optimizer as OptimizerBenchResult[] | undefined,
+    wire: Array.isArray(report.wire) ? report.wire as WireBenchResult[] : undefined,
   });
   console.log("\nGoals:");
   for (const goal of goals) {

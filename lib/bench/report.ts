@@ -8,6 +8,7 @@ import type { AllReduceBenchResult } from "./all_reduce_bench.ts";
 import type { KernelResult } from "./kernel_bench.ts";
 import type { MachineInfo } from "./machine.ts";
 import type { OptimizerBenchResult } from "./optimizer_bench.ts";
+import type { WireBenchResult } from "./wire_bench.ts";
 import type { ScalingResult } from "./scaling_bench.ts";
 import type { Summary } from "./stats.ts";
 import { adapterWithPath } from "../train/coordinator/webgpu_path.ts";
@@ -286,6 +287,7 @@ export function checkGoals(measured: {
   kernels?: readonly KernelResult[];
   stepSpeedup?: number;
   optimizer?: readonly OptimizerBenchResult[];
+  wire?: readonly WireBenchResult[];
 }): GoalCheck[] {
   const fast = measured.kernels?.filter((r) => r.kernels === "fast") ?? [];
   const worst = fast.length === 0
@@ -331,6 +333,9 @@ export function checkGoals(measured: {
     },
     update("Adam", 10),
     update("SGD + momentum", 3),
+    wireGoal(measured.wire, { gbps: 1, hosts: 2, share: 0.8 }),
+    wireGoal(measured.wire, { gbps: 1, hosts: 4, share: 0.8 }),
+    wireGoal(measured.wire, { gbps: 10, hosts: 2, share: 0.5 }),
     {
       name: "--workers 1 overhead over a plain tfjs loop",
       value: overhead === undefined ? "not measured" : `${((overhead - 1) * 100).toFixed(1)}%`,
@@ -360,4 +365,21 @@ export function checkGoals(measured: {
       met: worstShare === undefined ? undefined : worstShare >= 0.5,
     },
   ];
+}
+
+/** The NiN average's share of the wire bound at `gbps` among `hosts`, against `share`. */
+function wireGoal(
+  wire: readonly WireBenchResult[] | undefined,
+  goal: { gbps: number; hosts: number; share: number },
+): GoalCheck {
+  const row = wire?.find((r) =>
+    r.gbps === goal.gbps && r.hosts === goal.hosts && r.length === NIN_GRADIENT_LENGTH
+  );
+  return {
+    name:
+      `TCP average of the NiN gradient, ${goal.hosts} hosts at ${goal.gbps} Gbit/s, of the wire bound`,
+    value: row === undefined ? "not measured" : `${Math.round(100 * row.ofBound)}%`,
+    goal: `≥ ${Math.round(100 * goal.share)}%`,
+    met: row === undefined ? undefined : row.ofBound >= goal.share,
+  };
 }
