@@ -53,6 +53,7 @@ export {
   type TraceOptions,
   type TrainOptions,
   type TrainStart,
+  type WireFormat,
 } from "./lib/train/shared/options.ts";
 export type { StepTiming } from "./lib/train/shared/protocol.ts";
 export {

@@ -321,6 +321,7 @@ async function main(): Promise<void> {
           ? [{ gbps: 1, hosts: [2] }]
           : [{ gbps: 1, hosts: [2, 4] }, { gbps: 10, hosts: [2, 4] }],
         models: smoke ? [{ model: "tiny", length: 65_536 }] : WIRE_MODELS,
+        wires: ["float32", "bf16"],
         repeats,
       });
       console.log(wireTable(wire));

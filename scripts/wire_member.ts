@@ -2,7 +2,8 @@
  * One host's process of `deno task bench --only wire` (see
  * `lib/bench/wire_bench.ts`), started inside its network namespace: joins the
  * TCP group as `--rank` of `--size` at `--addr`:`--port` (token in
- * DDP_TOKEN), averages a vector of `--length` float32 values once untimed,
+ * DDP_TOKEN), averages a vector of `--length` float32 values (as bfloat16
+ * with `--bf16`) once untimed,
  * then `--repeats` times `--ops` averages; rank 0 prints the ms per average
  * of each repetition as JSON.
  *
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     length: { type: "string" },
     ops: { type: "string" },
     repeats: { type: "string" },
+    bf16: { type: "boolean" },
   },
 });
 const [rank, size, length, ops, repeats] = [
@@ -41,12 +43,13 @@ const group = await TcpProcessGroup.connect({
 });
 const data = Float32Array.from({ length }, (_, i) => Math.sin(i + rank));
 const out = new Float32Array(length);
-await group.average([{ data, weight: 1 }], { out });
+const bf16Length = values.bf16 ? length : 0;
+await group.average([{ data, weight: 1 }], { out, bf16Length });
 const msPerAverage: number[] = [];
 for (let r = 0; r < repeats; r++) {
   await group.barrier();
   const started = performance.now();
-  for (let i = 0; i < ops; i++) await group.average([{ data, weight: 1 }], { out });
+  for (let i = 0; i < ops; i++) await group.average([{ data, weight: 1 }], { out, bf16Length });
   msPerAverage.push((performance.now() - started) / ops);
 }
 await group.barrier();

@@ -85,7 +85,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
       assert.ok(row.gflops > 0 && row.matMulGflops > 0, JSON.stringify(row));
     }
     assert.ok(report.kernels.stepSpeedup > 0);
-    assert.equal(report.goals.length, 11);
+    assert.equal(report.goals.length, 12);
   });
 });
 

@@ -195,6 +195,26 @@ Deno.test("ResNet-18 with --shards 4: 2 processes × 1 worker end with the weigh
   });
 });
 
+Deno.test("--wire bf16: 2 processes × 1 worker end with the weights of 1 process × 2 workers (bf16 too), not float32's", async () => {
+  await withTempDir(async (dir) => {
+    await singleProcessRun(dir, ["--workers=2"]);
+    const float32 = await fileSha(`${dir}/single/group1-shard1of1.bin`);
+    await singleProcessRun(dir, ["--workers=2", "--wire=bf16"]);
+    const flags = runFlags(dir, ["--workers=1", "--wire=bf16", `--export=${dir}/multi`]);
+    const root = await startRoot({ size: 2, flags });
+    const ranks = [root.zero, startRank(1, { size: 2, port: root.port, flags })];
+    const [zero, one] = await Promise.all(ranks.map((r) => r.finished()));
+    assert.equal(zero.code, 0, zero.stderr);
+    assert.equal(one.code, 0, one.stderr);
+    await assertReferenceWeights(dir); // the bits do not depend on the split
+    assert.notEqual(
+      await fileSha(`${dir}/single/group1-shard1of1.bin`),
+      float32,
+      "bfloat16 gradients change the weights",
+    );
+  });
+});
+
 Deno.test("a process with a wrong token is refused and the job goes on; a killed process is named", async () => {
   await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 48, test: 16 });

@@ -336,6 +336,7 @@ export function checkGoals(measured: {
     wireGoal(measured.wire, { gbps: 1, hosts: 2, share: 0.8 }),
     wireGoal(measured.wire, { gbps: 1, hosts: 4, share: 0.8 }),
     wireGoal(measured.wire, { gbps: 10, hosts: 2, share: 0.5 }),
+    bf16Goal(measured.wire),
     {
       name: "--workers 1 overhead over a plain tfjs loop",
       value: overhead === undefined ? "not measured" : `${((overhead - 1) * 100).toFixed(1)}%`,
@@ -373,7 +374,8 @@ function wireGoal(
   goal: { gbps: number; hosts: number; share: number },
 ): GoalCheck {
   const row = wire?.find((r) =>
-    r.gbps === goal.gbps && r.hosts === goal.hosts && r.length === NIN_GRADIENT_LENGTH
+    r.gbps === goal.gbps && r.hosts === goal.hosts && r.length === NIN_GRADIENT_LENGTH &&
+    r.wire === "float32"
   );
   return {
     name:
@@ -381,5 +383,21 @@ function wireGoal(
     value: row === undefined ? "not measured" : `${Math.round(100 * row.ofBound)}%`,
     goal: `≥ ${Math.round(100 * goal.share)}%`,
     met: row === undefined ? undefined : row.ofBound >= goal.share,
+  };
+}
+
+/** How much faster the NiN average is as bfloat16 than as float32, 2 hosts at 1 Gbit/s. */
+function bf16Goal(wire: readonly WireBenchResult[] | undefined): GoalCheck {
+  const find = (format: string) =>
+    wire?.find((r) =>
+      r.gbps === 1 && r.hosts === 2 && r.length === NIN_GRADIENT_LENGTH && r.wire === format
+    );
+  const [f32, bf16] = [find("float32"), find("bf16")];
+  const speedup = f32 && bf16 ? f32.ms.median / bf16.ms.median : undefined;
+  return {
+    name: "--wire bf16 ÷ float32, NiN average, 2 hosts at 1 Gbit/s",
+    value: speedup === undefined ? "not measured" : `${speedup.toFixed(2)}× faster`,
+    goal: "≥ 1.8×",
+    met: speedup === undefined ? undefined : speedup >= 1.8,
   };
 }

@@ -30,9 +30,11 @@ export interface WireBenchResult {
   hosts: number;
   /** What the vector is, e.g. `"NiN"`. */
   model: string;
+  /** How it travels: float32, or bfloat16 (`--wire bf16`). */
+  wire: "float32" | "bf16";
   /** Float32 elements. */
   length: number;
-  /** Bytes the busiest cable carries one way per average. */
+  /** Bytes the busiest cable carries one way per average, as float32 (bfloat16: half). */
   busiestBytes: number;
   /** The wire bound: `busiestBytes` at the link rate, ms. */
   boundMs: number;
@@ -214,7 +216,7 @@ interface MemberReport {
  */
 async function measure(
   lab: WireLab,
-  options: { length: number; ops: number; repeats: number; port: number },
+  options: { length: number; ops: number; repeats: number; port: number; bf16: boolean },
 ): Promise<number[]> {
   const hosts = lab.namespaces.length;
   const member = new URL("../../scripts/wire_member.ts", import.meta.url);
@@ -236,6 +238,7 @@ async function measure(
         `--length=${options.length}`,
         `--ops=${options.ops}`,
         `--repeats=${options.repeats}`,
+        ...(options.bf16 ? ["--bf16"] : []),
       ],
       env: { DDP_TOKEN: token, NO_COLOR: "1" },
       stdout: "piped",
@@ -260,6 +263,8 @@ async function measure(
 export async function benchWire(options: {
   links: readonly { gbps: number; hosts: readonly number[] }[];
   models: readonly { model: string; length: number }[];
+  /** Wire formats to measure each configuration with. Default float32 only. */
+  wires?: readonly ("float32" | "bf16")[];
   repeats: number;
   onResult?: (result: WireBenchResult) => void;
 }): Promise<WireBenchResult[]> {
@@ -269,23 +274,32 @@ export async function benchWire(options: {
       const lab = await WireLab.create({ hosts, gbps });
       try {
         for (const { model, length } of options.models) {
-          const { busiestBytes, boundMs } = wireBound({ hosts, length, gbps });
-          // Enough averages for about 1 s of wire time per repetition, at least 2.
-          const ops = Math.max(2, Math.min(50, Math.round(1000 / boundMs)));
-          const times = await measure(lab, { length, ops, repeats: options.repeats, port: 29_600 });
-          const ms = summarize(times);
-          const result = {
-            gbps,
-            hosts,
-            model,
-            length,
-            busiestBytes,
-            boundMs,
-            ms,
-            ofBound: boundMs / ms.median,
-          };
-          results.push(result);
-          options.onResult?.(result);
+          for (const wire of options.wires ?? ["float32"]) {
+            const { busiestBytes, boundMs } = wireBound({ hosts, length, gbps });
+            // Enough averages for about 1 s of wire time per repetition, at least 2.
+            const ops = Math.max(2, Math.min(50, Math.round(1000 / boundMs)));
+            const times = await measure(lab, {
+              length,
+              ops,
+              repeats: options.repeats,
+              port: 29_600,
+              bf16: wire === "bf16",
+            });
+            const ms = summarize(times);
+            const result = {
+              gbps,
+              hosts,
+              model,
+              wire,
+              length,
+              busiestBytes,
+              boundMs,
+              ms,
+              ofBound: boundMs / ms.median,
+            };
+            results.push(result);
+            options.onResult?.(result);
+          }
         }
       } finally {
         await lab.close();
@@ -305,9 +319,9 @@ export async function benchWire(options: {
  * import { wireTable } from "./wire_bench.ts";
  *
  * const ms = { median: 80, min: 78, max: 90, count: 3 };
- * const text = wireTable([{ gbps: 1, hosts: 2, model: "NiN", length: 1_992_166,
+ * const text = wireTable([{ gbps: 1, hosts: 2, model: "NiN", wire: "float32", length: 1_992_166,
  *   busiestBytes: 7_968_664, boundMs: 63.7, ms, ofBound: 63.7 / 80 }]);
- * assert.match(text, /^1 Gbit\/s +2 +NiN +7\.97 MB +63\.7 +80\.0 \(78\.0–90\.0\) +80%$/m);
+ * assert.match(text, /^1 Gbit\/s +2 +NiN +float32 +7\.97 MB +63\.7 +80\.0 \(78\.0–90\.0\) +80%$/m);
  * ```
  */
 export function wireTable(results: readonly WireBenchResult[]): string {
@@ -315,7 +329,8 @@ export function wireTable(results: readonly WireBenchResult[]): string {
     "link",
     "hosts",
     "vector",
-    "busiest link",
+    "wire",
+    "busiest link (float32)",
     "bound ms",
     "ms (min–max)",
     "of bound",
@@ -325,6 +340,7 @@ export function wireTable(results: readonly WireBenchResult[]): string {
       `${r.gbps} Gbit/s`,
       String(r.hosts),
       r.model,
+      r.wire,
       `${(r.busiestBytes / 1e6).toFixed(2)} MB`,
       r.boundMs.toFixed(1),
       spread(r.ms, 1),

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { WireFormat } from "../train/shared/options.ts";
 import type { AllReduceAlgorithm } from "../collective/registry.ts";
 import type { DatasetName } from "../data/registry.ts";
 import { KERNEL_SETS, type KernelSet } from "../kernels/mod.ts";
@@ -48,6 +49,7 @@ export const TRAIN_FLAGS = {
   backend: { type: "string" },
   allreduce: { type: "string" },
   "no-shard-optimizer": { type: "boolean" },
+  wire: { type: "string" },
   kernels: { type: "string" },
   overwrite: { type: "boolean" },
   "input-size": { type: "string" },
@@ -108,6 +110,8 @@ export const TRAIN_FLAGS_HELP =
                      with --nnodes, tcp (the only choice, and the default)
   --no-shard-optimizer  every worker runs the whole optimizer (default with the shared
                      all-reduce: each updates its own chunk, ZeRO stage 1; same bits)
+  --wire NAME        float32 (default) or bf16: gradients rounded to bfloat16, half the bytes
+                     between processes (the sum stays float64, in rank order)
   --kernels NAME     fast (default: this library's WebGPU convolution kernels) or tfjs
                      (tfjs's own, to compare)
   --input-size N     side images are resized to (NiN: default 224, at least 67; ResNet-18:
@@ -295,6 +299,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
       shards: int("--shards", values.shards),
       allReduce: values.allreduce as AllReduceAlgorithm | undefined,
       shardOptimizer: values["no-shard-optimizer"] ? false : undefined,
+      wire: values.wire as WireFormat | undefined,
       stepTimeout: numberFlag("--step-timeout", values["step-timeout"]),
       startupTimeout: numberFlag("--startup-timeout", values["startup-timeout"]),
       maxRestarts: int("--max-restarts", values["max-restarts"]),

@@ -30,10 +30,13 @@ export interface ProcessGroup {
    * `options.raise` raises this process's flag for this average (e.g. "I was
    * asked to stop"); {@linkcode ProcessGroup.raised} then tells every process
    * whether any raised it, so all can act at the same step.
+   * `options.bf16Length` (the same on every process): the first that many
+   * values of every term and of the average are rounded to bfloat16, and
+   * travel as 16 bits where the schedule allows.
    */
   average(
     parts: readonly Contribution[],
-    options?: { out?: Float32Array; raise?: boolean },
+    options?: { out?: Float32Array; raise?: boolean; bf16Length?: number },
   ): Promise<Float32Array>;
   /** Whether any process raised its flag in the last {@linkcode ProcessGroup.average}. */
   readonly raised: boolean;

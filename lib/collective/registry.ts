@@ -65,6 +65,8 @@ export interface CollectiveEntry {
     length: number;
     /** Parts each replica contributes per average (see `AllReduce`). Default 1. */
     parts?: number;
+    /** `tcp`: values `[0, bf16Length)` are bfloat16 (see `ProcessGroup.average`). Default 0. */
+    bf16Length?: number;
     mailboxes: readonly Mailbox[];
     processes?: ProcessGroup;
     onError?: (error: Error) => void;
@@ -123,13 +125,14 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
     join: ({ mailbox }) => new StarAllReduce(mailbox),
   },
   tcp: {
-    host: ({ mailboxes, processes, onError, stop }) => {
+    host: ({ mailboxes, processes, onError, stop, bf16Length }) => {
       if (processes === undefined) throw new Error("the tcp all-reduce needs a process group");
       const hub = new StarAllReduceHub(mailboxes, {
         reduce: async (contributions, out) => {
           const average = await processes.average(contributions, {
             out,
             raise: stop?.requested(),
+            bf16Length,
           });
           stop?.onRound(processes.raised);
           return average;

@@ -31,6 +31,7 @@
 import type { Contribution } from "../all_reduce.ts";
 import { PeerError } from "../process_group.ts";
 import type { Frame, FrameHeader } from "./frame.ts";
+import { fromBf16Bits, packBf16, roundToBf16 } from "../../util/bf16.ts";
 
 /** Elements per pipelined chunk (512 KiB of float64 partial sums). */
 export const CHUNK = 1 << 16;
@@ -61,6 +62,11 @@ export interface Round {
   total: number;
   /** Where the average goes. */
   out: Float32Array;
+  /**
+   * Elements `[0, bf16Length)` are bfloat16 (every term, and the average is
+   * rounded to it): the direct schedule sends them as 16 bits. Default 0.
+   */
+  bf16Length?: number;
 }
 
 /**
@@ -151,6 +157,7 @@ export async function directAverage<L extends ScheduleLink>(
   round: Round & { everyone: readonly { weights: readonly number[] }[] },
 ): Promise<void> {
   const { seq, n, total, out, everyone } = round;
+  const bf16Length = round.bf16Length ?? 0;
   const { rank, size, peers } = mesh;
   const block = (b: number) => [Math.floor((b * n) / size), Math.floor(((b + 1) * n) / size)];
   // Send every other block's chunks to their owners, all queued at once.
@@ -159,12 +166,15 @@ export async function directAverage<L extends ScheduleLink>(
     const [from, to] = block(b);
     for (let start = from; start < to; start += CHUNK) {
       const end = Math.min(to, start + CHUNK);
-      const values = new Float32Array(parts.length * (end - start));
-      parts.forEach((p, j) => values.set(p.data.subarray(start, end), j * (end - start)));
-      peers[b]!.send({ type: "scatter", seq, start }, new Uint8Array(values.buffer));
+      const payload = encodeChunk(parts.map((p) => p.data), { start, end, bf16Length });
+      peers[b]!.send({ type: "scatter", seq, start }, payload);
     }
   }
-  // Reduce this rank's block, chunk by chunk, every process's terms in rank order.
+  // Reduce this rank's block, chunk by chunk, every process's terms in rank order. Received
+  // chunks (and this rank's own, rounded) are decoded into buffers reused chunk after chunk.
+  const scratch = everyone.map((e, r) =>
+    e.weights.map(() => new Float32Array(r === rank && bf16Length === 0 ? 0 : CHUNK))
+  );
   const [from, to] = block(rank);
   for (let start = from; start < to; start += CHUNK) {
     const end = Math.min(to, start + CHUNK);
@@ -173,13 +183,19 @@ export async function directAverage<L extends ScheduleLink>(
     for (let r = 0; r < size; r++) {
       const weights = everyone[r].weights;
       let data: Float32Array[];
-      if (r === rank) data = parts.map((p) => p.data.subarray(start, end));
-      else {
+      if (r === rank) {
+        data = parts.map((p, j) => {
+          if (start >= bf16Length) return p.data.subarray(start, end);
+          const own = scratch[r][j].subarray(0, end - start);
+          own.set(p.data.subarray(start, end));
+          roundToBf16(own, 0, Math.min(end, bf16Length) - start);
+          return own;
+        });
+      } else {
         const link = peers[r]!;
         const frame = await wire.receive(link, "scatter", { seq, start });
-        const length = weights.length * (end - start);
-        const values = payloadAs(wire, frame, { array: Float32Array, length, peer: link.peer });
-        data = weights.map((_, j) => values.subarray(j * (end - start), (j + 1) * (end - start)));
+        data = scratch[r].map((buffer) => buffer.subarray(0, end - start));
+        decodeInto(wire, frame, { into: data, at: 0, start, end, bf16Length, peer: link.peer });
       }
       const terms = data.flatMap((values, j) =>
         weights[j] === 0 ? [] : [{ data: values, weight: weights[j] / total }]
@@ -187,10 +203,11 @@ export async function directAverage<L extends ScheduleLink>(
       started = accumulate(sums, { terms, start: 0, started });
     }
     out.set(sums, start); // rounded to float32, once
-    const result = float32Range(out, start, end);
+    roundToBf16(out, start, Math.min(end, Math.max(start, bf16Length)));
+    const result = encodeChunk([out], { start, end, bf16Length });
     for (const link of peers) link?.send({ type: "gathered-block", seq, start }, result);
   }
-  // Every other block, from its owner.
+  // Every other block, from its owner, straight into `out`.
   for (let b = 0; b < size; b++) {
     if (b === rank) continue;
     const [from, to] = block(b);
@@ -198,9 +215,94 @@ export async function directAverage<L extends ScheduleLink>(
     for (let start = from; start < to; start += CHUNK) {
       const end = Math.min(to, start + CHUNK);
       const frame = await wire.receive(link, "gathered-block", { seq, start });
-      copyResult(wire, frame, { out, start, end, peer: link.peer });
+      decodeInto(wire, frame, { into: [out], at: start, start, end, bf16Length, peer: link.peer });
     }
   }
+}
+
+/**
+ * The wire form of `vectors[j][start, end)`, one after the other: elements
+ * below `bf16Length` rounded to bfloat16 and sent as their high 16 bits, the
+ * rest as float32; each vector's bytes padded to a multiple of 4.
+ *
+ * @example Two bfloat16 values and one float32: 2 + 2 + 4 bytes
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { encodeChunk } from "./schedules.ts";
+ *
+ * const bytes = encodeChunk([new Float32Array([1, -2, 0.1])], { start: 0, end: 3, bf16Length: 2 });
+ * assert.equal(bytes.length, 8);
+ * ```
+ */
+export function encodeChunk(
+  vectors: readonly Float32Array[],
+  chunk: { start: number; end: number; bf16Length: number },
+): Uint8Array<ArrayBuffer> {
+  const { start, end } = chunk;
+  const layout = chunkLayout(chunk);
+  const bytes = new Uint8Array(vectors.length * layout.bytes);
+  vectors.forEach((values, j) => {
+    const at = j * layout.bytes;
+    if (layout.halves > 0) {
+      packBf16(values, start, new Uint16Array(bytes.buffer, at, layout.halves));
+    }
+    const floats = values.subarray(start + layout.halves, end);
+    bytes.set(
+      new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength),
+      at + layout.floatsAt,
+    );
+  });
+  return bytes;
+}
+
+/**
+ * Decodes `frame`'s vectors (see {@linkcode encodeChunk}) into `into[j]`
+ * from index `at`; a payload of the wrong size fails the group.
+ */
+function decodeInto(
+  wire: Wire<ScheduleLink>,
+  frame: Frame,
+  chunk: {
+    into: readonly Float32Array[];
+    at: number;
+    start: number;
+    end: number;
+    bf16Length: number;
+    peer: string;
+  },
+): void {
+  const { into, at, start, end } = chunk;
+  const layout = chunkLayout(chunk);
+  if (frame.payload.length !== into.length * layout.bytes) {
+    throw wire.fail(
+      new PeerError(
+        `${chunk.peer}: a ${frame.header.type} chunk of ${frame.payload.length} bytes, not ${
+          into.length * layout.bytes
+        }`,
+      ),
+    );
+  }
+  // Typed views need 4-byte alignment: a payload that lacks it is copied once.
+  const payload = frame.payload.byteOffset % 4 === 0 ? frame.payload : frame.payload.slice();
+  into.forEach((target, j) => {
+    const offset = payload.byteOffset + j * layout.bytes;
+    if (layout.halves > 0) {
+      fromBf16Bits(new Uint16Array(payload.buffer, offset, layout.halves), target, at);
+    }
+    const floats = end - start - layout.halves;
+    target.set(
+      new Float32Array(payload.buffer, offset + layout.floatsAt, floats),
+      at + layout.halves,
+    );
+  });
+}
+
+/** Where a vector's bfloat16 and float32 parts sit in its share of a chunk's bytes. */
+function chunkLayout(chunk: { start: number; end: number; bf16Length: number }) {
+  const { start, end, bf16Length } = chunk;
+  const halves = Math.max(0, Math.min(end, bf16Length) - start);
+  const floatsAt = 4 * Math.ceil(halves / 2);
+  return { halves, floatsAt, bytes: floatsAt + 4 * (end - start - halves) };
 }
 
 /**

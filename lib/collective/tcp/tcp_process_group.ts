@@ -19,6 +19,7 @@ import type { Frame } from "./frame.ts";
 import type { Link } from "./link.ts";
 import { type GroupLinks, rendezvous, type RendezvousOptions } from "./rendezvous.ts";
 import { chainAverage, directAverage, type Wire } from "./schedules.ts";
+import { roundToBf16 } from "../../util/bf16.ts";
 import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 
 export { InterruptedRendezvous } from "./rendezvous.ts";
@@ -138,16 +139,17 @@ export class TcpProcessGroup implements ProcessGroup {
 
   async average(
     parts: readonly Contribution[],
-    options: { out?: Float32Array; raise?: boolean } = {},
+    options: { out?: Float32Array; raise?: boolean; bf16Length?: number } = {},
   ): Promise<Float32Array> {
     const length = parts[0]?.data.length ?? -1;
+    const bf16Length = options.bf16Length ?? 0;
     if (this.size === 1) {
       this.raised = options.raise ?? false;
-      return weightedAverage(parts, options);
+      return roundedAverage(weightedAverage(roundedTerms(parts, bf16Length), options), bf16Length);
     }
     const seq = this.#seqs.get(AVERAGE) ?? 0;
     const everyone = await this.exchange(
-      { length, weights: parts.map((p) => p.weight), raise: options.raise ?? false },
+      { length, weights: parts.map((p) => p.weight), raise: options.raise ?? false, bf16Length },
       { tag: AVERAGE },
     );
     this.raised = everyone.some((e) => e.raise);
@@ -161,11 +163,20 @@ export class TcpProcessGroup implements ProcessGroup {
         ),
       );
     }
+    if (everyone.some((e) => e.bf16Length !== bf16Length)) {
+      throw this.#fail(
+        new PeerError(
+          `all-reduce ${seq}: the processes send ${
+            everyone.map((e) => e.bf16Length).join(", ")
+          } values as bfloat16: give every process the same wire`,
+        ),
+      );
+    }
     const total = everyone.flatMap((e) => e.weights).reduce((sum, w) => sum + w, 0);
     if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
     const n = [...lengths][0];
     const out = options.out ?? new Float32Array(n);
-    const round = { seq, n, total, out };
+    const round = { seq, n, total, out, bf16Length };
     // Few replicas per process: the bandwidth-optimal direct reduce-scatter; many: the chain.
     const most = Math.max(...everyone.map((e) => e.weights.length));
     const direct = this.#averaging === "direct" ||
@@ -179,9 +190,9 @@ export class TcpProcessGroup implements ProcessGroup {
       await directAverage(wire, mesh, parts, { ...round, everyone });
     } else {
       const ring = { rank: this.rank, size: this.size, prev: this.#prev, next: this.#next! };
-      await chainAverage(wire, ring, parts, round);
+      await chainAverage(wire, ring, roundedTerms(parts, bf16Length), round);
     }
-    return out;
+    return roundedAverage(out, bf16Length); // the direct schedule rounded it already
   }
 
   async broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array> {
@@ -291,4 +302,24 @@ function decodeValue<T>(frame: Frame, peer: string): T {
   } catch (error) {
     throw new PeerError(`${peer}: malformed exchange (${(error as Error).message})`);
   }
+}
+
+/** `average` with its first `bf16Length` values rounded to bfloat16, in place. */
+function roundedAverage(average: Float32Array, bf16Length: number): Float32Array {
+  roundToBf16(average, 0, Math.min(bf16Length, average.length));
+  return average;
+}
+
+/**
+ * `parts` with every term's first `bf16Length` values rounded to bfloat16
+ * (copies; `parts` itself without any): the direct schedule rounds chunk by
+ * chunk instead, the chain and a lone process through these.
+ */
+function roundedTerms(parts: readonly Contribution[], bf16Length: number): readonly Contribution[] {
+  if (bf16Length === 0) return parts;
+  return parts.map(({ data, weight }) => {
+    const rounded = data.slice();
+    roundToBf16(rounded, 0, Math.min(bf16Length, rounded.length));
+    return { data: rounded, weight };
+  });
 }

@@ -237,6 +237,7 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
       ...given,
       workers: given.workers ?? config.workers,
       shards: config.shards ?? given.shards,
+      wire: given.wire ?? config.wire, // the caller may change it; the checkpoint's otherwise
       // The all-reduce follows the job's shape: "tcp" across processes only.
       allReduce: given.allReduce ??
         (given.processGroup || config.allReduce === "tcp" ? undefined : config.allReduce),

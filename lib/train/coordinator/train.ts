@@ -523,6 +523,7 @@ function groupPlan(options: ResolvedTrainOptions, stepsPerEpoch: number): GroupP
       localWorkers: distributed.workers,
       allReduce: distributed.allReduce,
       shardOptimizer: distributed.shardOptimizer,
+      wire: distributed.wire,
       kernels: options.kernels,
       profile: options.profile,
     },

@@ -305,6 +305,7 @@ export class WorkerGroup {
         worldSize: plan.workers,
         length: numReduced,
         parts: config.shardsPerReplica,
+        bf16Length: config.wire === "bf16" ? numParams : 0,
         mailboxes,
         processes: setup.job.processes,
         onError: fail,

@@ -30,7 +30,7 @@ import { DataError } from "../../errors.ts";
 import { writeFileAtomic } from "../../util/atomic_write.ts";
 import { sha256Hex } from "../../util/sha256.ts";
 import { checkpointProblem } from "./checkpoint_schema.ts";
-import type { EpochRecord } from "./options.ts";
+import type { EpochRecord, WireFormat } from "./options.ts";
 import type { AllReduceAlgorithm } from "../../collective/registry.ts";
 import type { ModelConfig } from "../../model/registry.ts";
 import type { BackendName } from "./backend.ts";
@@ -80,6 +80,8 @@ export interface RunConfig {
   processes?: number;
   /** Shards per global batch, when given (see `DistributedOptions.shards`); absent: one per replica. */
   shards?: number;
+  /** `"bf16"` when gradients travelled as bfloat16 (see `DistributedOptions.wire`); absent: float32. */
+  wire?: WireFormat;
 }
 
 /** Running sums of the epoch in progress, so that a resumed epoch reports exact metrics. */

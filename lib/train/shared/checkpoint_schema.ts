@@ -199,6 +199,7 @@ export function runOptions(config: RunConfig): TrainOptions {
       workers: config.workers,
       shards: orNone(config.shards),
       allReduce: config.allReduce === "tcp" ? undefined : config.allReduce,
+      wire: orNone(config.wire),
     },
   };
 }
@@ -226,6 +227,7 @@ export function runConfig(options: ResolvedTrainOptions): RunConfig {
     epochs: options.epochs,
     batchSize: options.batchSize,
     shards: distributed.shards,
+    wire: distributed.wire === "bf16" ? "bf16" : undefined, // absent: float32
     lr: options.lr,
     optimizer: options.optimizer,
     schedule: options.schedule,

@@ -119,6 +119,15 @@ export interface DistributedOptions {
    */
   shardOptimizer?: boolean;
   /**
+   * How gradients travel between processes: `"float32"` (the default) or
+   * `"bf16"`, half the bytes: every replica's gradient is rounded to
+   * bfloat16 before it is averaged, the sum is still float64 in rank order,
+   * and the average is rounded to bfloat16 — on every path, in one process
+   * too, so the bits still do not depend on how replicas are split into
+   * threads and processes. Batch-normalisation statistics stay float32.
+   */
+  wire?: WireFormat;
+  /**
    * This process's place in a job of several processes, each running
    * `workers` replicas (read it from a launcher's environment with
    * `launchInfo`). Every process must be given the same options; only rank 0
@@ -361,6 +370,8 @@ export interface ResolvedDistributed {
   allReduce: AllReduceAlgorithm;
   /** Whether the optimizer is sharded across the workers (where it can be: `shared`, ≥ 2 workers). */
   shardOptimizer: boolean;
+  /** How gradients travel (see {@linkcode DistributedOptions.wire}). */
+  wire: WireFormat;
   /** The processes of the job, when there are several. */
   processGroup: ProcessGroupOptions | undefined;
   /** Step timeout in seconds, or undefined for the adaptive default. */
@@ -384,6 +395,9 @@ export interface ResolvedCheckpoint {
   /** Whether another run's checkpoints may be replaced. */
   overwrite: boolean;
 }
+
+/** The form gradients travel in: float32, or bfloat16 (half the bytes). */
+export type WireFormat = "float32" | "bf16";
 
 /** Options of {@linkcode TrainOptions.trace}. */
 export interface TraceOptions {

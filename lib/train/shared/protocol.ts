@@ -33,6 +33,7 @@ import type { ModelConfig } from "../../model/registry.ts";
 import type { KernelSet } from "../../kernels/mod.ts";
 import type { LrSchedule, OptimizerConfig, OptimizerState } from "../../optim/mod.ts";
 import type { BackendName, DeviceInfo } from "./backend.ts";
+import type { WireFormat } from "./options.ts";
 import type { Normalization } from "../../data/dataset.ts";
 
 /** Everything a replica needs to know to train; identical on every rank. */
@@ -69,6 +70,8 @@ export interface ReplicaConfig {
   allReduce: AllReduceAlgorithm;
   /** Whether the workers shard the optimizer (ZeRO stage 1, through the all-reduce). */
   shardOptimizer: boolean;
+  /** `"bf16"`: gradients and their averages are rounded to bfloat16 (see `DistributedOptions.wire`). */
+  wire: WireFormat;
   /** WebGPU kernel set. */
   kernels: KernelSet;
   /** Time each step's phases (see {@linkcode StepTiming}). */

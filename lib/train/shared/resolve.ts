@@ -272,6 +272,8 @@ export function resolveDistributed(
       }`,
     );
   }
+  const wire = given.wire ?? "float32";
+  oneOf("wire", wire, ["float32", "bf16"]);
   if (given.stepTimeout !== undefined) positiveSeconds("step timeout", given.stepTimeout);
   if (given.startupTimeout !== undefined) {
     positiveSeconds("start-up timeout", given.startupTimeout);
@@ -296,6 +298,7 @@ export function resolveDistributed(
     shardsPerReplica: batchShards / replicas,
     allReduce,
     shardOptimizer: (given.shardOptimizer ?? true) && allReduce === "shared" && workers > 1,
+    wire,
     processGroup,
     stepTimeout: given.stepTimeout,
     startupTimeout: given.startupTimeout ?? 1800,

@@ -17,6 +17,7 @@ import { setDropoutSeed } from "../../model/nin.ts";
 import { flatWeightsOf } from "../../model/registry.ts";
 import { createOptimizer, type Optimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import type { OptimizerState } from "../../optim/optimizer.ts";
+import { roundToBf16 } from "../../util/bf16.ts";
 
 /** Told each phase of a step as it ends: its name and `performance.now()` times (for `--trace`). */
 export type PhaseRecorder = (name: string, startMs: number, endMs: number) => void;
@@ -32,6 +33,11 @@ export interface ReplicaOptions {
   optimizer?: OptimizerConfig;
   /** Normalisation of the input; default none (d2l's `ToTensor` only). */
   normalize?: Normalization;
+  /**
+   * Round the gradient to bfloat16 before it is averaged, and the average
+   * before it is applied (`wire: "bf16"`); statistics stay float32. Default false.
+   */
+  bf16Gradients?: boolean;
 }
 
 /** The result of {@linkcode Replica.computeGradients}. */
@@ -102,6 +108,7 @@ export class Replica {
   /** The batch-normalisation statistics: each variable and where it sits in the weight vector. */
   readonly #statistics: { variable: tf.Variable; offset: number }[];
   readonly #optimizerConfig: OptimizerConfig;
+  readonly #bf16: boolean;
   #optimizer: Optimizer;
   /** The trainable weights `[start, end)` the optimizer updates: all, unless sharded. */
   #optimizerRange: { start: number; end: number };
@@ -130,6 +137,7 @@ export class Replica {
     this.numParams = size(this.#trainable);
     this.numReduced = this.numParams + size(this.#statistics.map((s) => s.variable));
     this.#optimizerConfig = options.optimizer ?? { name: "sgd" };
+    this.#bf16 = options.bf16Gradients ?? false;
     this.#optimizer = createOptimizer(this.#optimizerConfig, { size: this.numParams });
     this.#optimizerRange = { start: 0, end: this.numParams };
     this.recorder = undefined;
@@ -211,6 +219,7 @@ export class Replica {
     const data = await flat.data() as Float32Array<ArrayBuffer>;
     flat.dispose();
     const n = this.numReduced;
+    if (this.#bf16) roundToBf16(data, 0, this.numParams);
     record?.("read-back", computed, performance.now());
     const timing = options.profile
       ? { computeMs: computed - started, readbackMs: performance.now() - computed }
@@ -240,6 +249,7 @@ export class Replica {
     }
     const weights = await this.#copy();
     const trainable = this.numParams;
+    if (this.#bf16) roundToBf16(gradients, 0, trainable);
     const started = performance.now();
     this.#optimizer.step(weights.subarray(0, trainable), gradients.subarray(0, trainable), options);
     this.recorder?.("optimizer", started, performance.now());
@@ -259,6 +269,7 @@ export class Replica {
     if (weights === undefined) throw new Error("updateChunk before loadHostWeights");
     if (firstNonFinite(chunk) >= 0) return false;
     const { start, end } = this.#optimizerRange;
+    if (this.#bf16) roundToBf16(chunk, 0, end - start);
     const slice = weights.subarray(start, end);
     const started = performance.now();
     this.#optimizer.step(slice, chunk.subarray(0, end - start), options);

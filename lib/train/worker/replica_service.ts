@@ -173,6 +173,7 @@ class ReplicaWorker {
       model: built,
       optimizer: init.config.optimizer,
       normalize: init.config.normalize,
+      bf16Gradients: init.config.wire === "bf16",
     });
     const ready: ReadyMessage = {
       type: "ready",
