@@ -13,17 +13,36 @@ import { loop16, op, type ValueType, type WasmFunction, wasmModule } from "../ut
 /** Bytes of one term in the table: its weight (float64), its vector's address (int32), padding. */
 export const TERM_BYTES = 16;
 
-/**
- * `sum(table, count, out, first, bytes)`: for each 16 bytes `i` below
- * `bytes`, the four floats at `out + first + i` become
- * `Σₖ weightₖ · x(addressₖ + first + i)` over the `count` terms of the
- * table (the first term initialises the sum, as in the scalar loop, so a
- * lone −0 stays −0).
- */
 /** Lanes 8–15 of a vector twice: its floats 2 and 3 where `promote_low` reads. */
 const HIGH = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
 /** The low halves of two vectors: floats 0, 1 of the first, then 0, 1 of the second. */
 const LOWS = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
+
+/** Pushes `weight` · (floats 0–1, or 2–3, of `x` widened to float64); both are locals. */
+function widenedProduct(weight: number, x: number, half: "low" | "high"): number[][] {
+  return [
+    op.local_get(weight),
+    op.local_get(x),
+    ...(half === "high" ? [op.local_get(x), op.i8x16_shuffle(HIGH)] : []),
+    op.f64x2_promote_low_f32x4(),
+    op.f64x2_mul(),
+  ];
+}
+
+/**
+ * Stores the float64 pairs of locals `lo` and `hi`, each rounded to
+ * float32, as four floats at the address on the stack.
+ */
+function demoteAndStore(lo: number, hi: number): number[][] {
+  return [
+    op.local_get(lo),
+    op.f32x4_demote_f64x2_zero(),
+    op.local_get(hi),
+    op.f32x4_demote_f64x2_zero(),
+    op.i8x16_shuffle(LOWS),
+    op.v128_store(),
+  ];
+}
 
 /**
  * `sum{k}(out, first, bytes, address₀ … address_{k−1}, weight₀ … weight_{k−1})`:
@@ -54,11 +73,7 @@ function fixedSum(k: number): WasmFunction {
   ];
   const term = (j: number, half: "low" | "high") => [
     ...(j === 0 ? [] : [op.local_get(half === "low" ? LO : HI)]),
-    op.local_get(splatted(j)),
-    op.local_get(X),
-    ...(half === "high" ? [op.local_get(X), op.i8x16_shuffle(HIGH)] : []),
-    op.f64x2_promote_low_f32x4(),
-    op.f64x2_mul(),
+    ...widenedProduct(splatted(j), X, half),
     ...(j === 0 ? [] : [op.f64x2_add()]),
     op.local_set(half === "low" ? LO : HI),
   ];
@@ -71,12 +86,7 @@ function fixedSum(k: number): WasmFunction {
       ...term(j, "high"),
     ]).flat(),
     ...at(OUT),
-    op.local_get(LO),
-    op.f32x4_demote_f64x2_zero(),
-    op.local_get(HI),
-    op.f32x4_demote_f64x2_zero(),
-    op.i8x16_shuffle(LOWS),
-    op.v128_store(),
+    ...demoteAndStore(LO, HI),
   ]);
   return {
     name: `sum${k}`,
@@ -92,6 +102,13 @@ function fixedSum(k: number): WasmFunction {
   };
 }
 
+/**
+ * `sum(table, count, out, first, bytes)`: for each 16 bytes `i` below
+ * `bytes`, the four floats at `out + first + i` become
+ * `Σₖ weightₖ · x(addressₖ + first + i)` over the `count` terms of the
+ * table (the first term initialises the sum, as in the scalar loop, so a
+ * lone −0 stays −0).
+ */
 function sumModule(): Uint8Array<ArrayBuffer> {
   const [TABLE, COUNT, OUT, FIRST, END] = [0, 1, 2, 3, 4];
   const [I, K, T, LO, HI, X, W] = [5, 6, 7, 8, 9, 10, 11];
@@ -110,14 +127,7 @@ function sumModule(): Uint8Array<ArrayBuffer> {
     op.f64x2_splat(),
     op.local_set(W),
   ];
-  /** Pushes W · (lanes 0–1 or 2–3 of X, widened). */
-  const product = (half: "low" | "high") => [
-    op.local_get(W),
-    op.local_get(X),
-    ...(half === "high" ? [op.local_get(X), op.i8x16_shuffle(HIGH)] : []),
-    op.f64x2_promote_low_f32x4(),
-    op.f64x2_mul(),
-  ];
+  const product = (half: "low" | "high") => widenedProduct(W, X, half);
   const body = loop16({ i: I, end: END }, () => [
     ...load(TABLE),
     ...product("low"),
@@ -161,12 +171,7 @@ function sumModule(): Uint8Array<ArrayBuffer> {
     op.i32_add(),
     op.local_get(I),
     op.i32_add(),
-    op.local_get(LO),
-    op.f32x4_demote_f64x2_zero(),
-    op.local_get(HI),
-    op.f32x4_demote_f64x2_zero(),
-    op.i8x16_shuffle(LOWS),
-    op.v128_store(),
+    ...demoteAndStore(LO, HI),
   ]);
   return wasmModule({ initial: 1, maximum: 65536, shared: true }, [
     {
