@@ -186,13 +186,14 @@ export class TcpProcessGroup implements ProcessGroup {
       fail: (error) => this.#fail(error),
     };
     if (direct) {
+      // It rounds terms and average itself, chunk by chunk, as it packs them.
       const mesh = { rank: this.rank, size: this.size, peers: this.#peers };
       await directAverage(wire, mesh, parts, { ...round, everyone });
-    } else {
-      const ring = { rank: this.rank, size: this.size, prev: this.#prev, next: this.#next! };
-      await chainAverage(wire, ring, roundedTerms(parts, bf16Length), round);
+      return out;
     }
-    return roundedAverage(out, bf16Length); // the direct schedule rounded it already
+    const ring = { rank: this.rank, size: this.size, prev: this.#prev, next: this.#next! };
+    await chainAverage(wire, ring, roundedTerms(parts, bf16Length), round);
+    return roundedAverage(out, bf16Length);
   }
 
   async broadcast(bytes: Uint8Array | undefined): Promise<Uint8Array> {
