@@ -23,12 +23,17 @@
  */
 export function roundToBf16(values: Float32Array, start = 0, end = values.length): void {
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  for (let i = start; i < end; i++) {
-    const b = bits[i];
-    if ((b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0) {
-      bits[i] = (b | 0x00400000) & 0xffff0000; // NaN: kept, quiet, its payload's high bits
-    } else bits[i] = (b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000;
-  }
+  for (let i = start; i < end; i++) bits[i] = bf16High(bits[i]) << 16;
+}
+
+/**
+ * The high 16 bits of float32 bits `b` rounded to bfloat16: to nearest, ties
+ * to even (the carry may reach the exponent: the largest values round to
+ * infinity); a NaN stays a NaN, quiet, with its payload's high bits.
+ */
+function bf16High(b: number): number {
+  if ((b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0) return (b >>> 16) | 0x0040;
+  return (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
 }
 
 /**
@@ -48,12 +53,7 @@ export function roundToBf16(values: Float32Array, start = 0, end = values.length
  */
 export function packBf16(values: Float32Array, start: number, into: Uint16Array): void {
   const bits = new Uint32Array(values.buffer, values.byteOffset + 4 * start, into.length);
-  for (let i = 0; i < into.length; i++) {
-    const b = bits[i];
-    into[i] = (b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0
-      ? (b >>> 16) | 0x0040 // NaN: kept, quiet
-      : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-  }
+  for (let i = 0; i < into.length; i++) into[i] = bf16High(bits[i]);
 }
 
 /**
