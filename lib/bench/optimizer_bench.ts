@@ -10,7 +10,7 @@
  * @module
  */
 
-import { Adam, type Optimizer, type OptimizerConfig, SGD } from "../optim/mod.ts";
+import { createOptimizer, type OptimizerConfig } from "../optim/mod.ts";
 import { SIMD_AVAILABLE } from "../optim/_simd.ts";
 import { summarize, type Summary } from "./stats.ts";
 import { table } from "./report.ts";
@@ -85,7 +85,7 @@ export function benchOptimizers(options: {
       const [w, g] = [weights.subarray(0, chunk), gradient.subarray(0, chunk)];
       for (const { label, config } of BENCH_OPTIMIZERS) {
         for (const loop of loops) {
-          const optimizer = create(config, { size: chunk, simd: loop === "simd" });
+          const optimizer = createOptimizer(config, { size: chunk, simd: loop === "simd" });
           optimizer.step(w, g, { lr: 0.01 });
           const times: number[] = [];
           for (let r = 0; r < options.repeats; r++) {
@@ -111,14 +111,6 @@ export function benchOptimizers(options: {
     }
   }
   return results;
-}
-
-/** `createOptimizer`, with the loop chosen. */
-function create(config: OptimizerConfig, options: { size: number; simd: boolean }): Optimizer {
-  const { name: _, ...settings } = config;
-  return config.name === "adam"
-    ? new Adam(options.size, { ...settings, simd: options.simd })
-    : new SGD(options.size, { ...settings, simd: options.simd });
 }
 
 /**

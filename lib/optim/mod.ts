@@ -56,15 +56,20 @@ export interface OptimizerConfig {
 export const OPTIMIZERS = {
   sgd: {
     options: ["momentum", "nesterov", "weightDecay"],
-    create: (size: number, config: OptimizerConfig): Optimizer => new SGD(size, config),
+    create: (size: number, config: OptimizerConfig, simd?: boolean): Optimizer =>
+      new SGD(size, { ...config, simd }),
   },
   adam: {
     options: ["beta1", "beta2", "epsilon", "weightDecay"],
-    create: (size: number, config: OptimizerConfig): Optimizer => new Adam(size, config),
+    create: (size: number, config: OptimizerConfig, simd?: boolean): Optimizer =>
+      new Adam(size, { ...config, simd }),
   },
 } as const satisfies Record<
   string,
-  { options: readonly string[]; create: (size: number, config: OptimizerConfig) => Optimizer }
+  {
+    options: readonly string[];
+    create: (size: number, config: OptimizerConfig, simd?: boolean) => Optimizer;
+  }
 >;
 
 /** Names of the optimizers. */
@@ -120,7 +125,9 @@ export function optimizerProblem(config: unknown): string | undefined {
 }
 
 /**
- * A new optimizer for `size` weights as `config` describes.
+ * A new optimizer for `size` weights as `config` describes; `simd: false`
+ * picks the scalar JavaScript loop instead of WebAssembly SIMD (the same
+ * bits; default: SIMD where the runtime has it).
  *
  * @example
  * ```ts
@@ -131,6 +138,9 @@ export function optimizerProblem(config: unknown): string | undefined {
  * assert.deepEqual(Object.keys(sgd.state().slots), ["momentum"]);
  * ```
  */
-export function createOptimizer(config: OptimizerConfig, options: { size: number }): Optimizer {
-  return OPTIMIZERS[config.name].create(options.size, config);
+export function createOptimizer(
+  config: OptimizerConfig,
+  options: { size: number; simd?: boolean },
+): Optimizer {
+  return OPTIMIZERS[config.name].create(options.size, config, options.simd);
 }
