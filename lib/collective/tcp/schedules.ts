@@ -124,7 +124,8 @@ export async function chainAverage<L extends ScheduleLink>(
   for (let start = 0; start < n; start += CHUNK) {
     const end = Math.min(n, start + CHUNK);
     const frame = await wire.receive(ring.prev!, "result", { seq, start });
-    copyResult(wire, frame, { out, start, end, peer: ring.prev!.peer });
+    const peer = ring.prev!.peer;
+    decodeInto(wire, frame, { into: [out], at: start, start, end, bf16Length: 0, peer });
     if (ring.rank < ring.size - 2) ring.next.send(frame.header, frame.payload);
   }
 }
@@ -348,17 +349,4 @@ function payloadAs<T extends Float32Array<ArrayBuffer> | Float64Array<ArrayBuffe
   }
   new Uint8Array(values.buffer).set(frame.payload);
   return values;
-}
-
-/** `frame`'s float32 payload into `out[start, end)`; a payload of another size fails the group. */
-function copyResult(
-  wire: Wire<ScheduleLink>,
-  frame: Frame,
-  into: { out: Float32Array; start: number; end: number; peer: string },
-): void {
-  const { out, start, end, peer } = into;
-  if (frame.payload.length !== (end - start) * 4) {
-    throw wire.fail(new PeerError(`${peer}: result chunk of the wrong size`));
-  }
-  float32Range(out, start, end).set(frame.payload);
 }
