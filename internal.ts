@@ -38,7 +38,7 @@ export {
   SGD,
   type SGDOptions,
 } from "./lib/optim/mod.ts";
-export { ALL_REDUCE_ALGORITHMS } from "./lib/collective/registry.ts";
+export { acrossProcesses, ALL_REDUCE_ALGORITHMS } from "./lib/collective/registry.ts";
 export { BACKENDS } from "./lib/train/shared/backend.ts";
 export { KERNEL_SETS, useKernels } from "./lib/kernels/mod.ts";
 export { checkDataset, checkSplits, exampleSize } from "./lib/data/dataset.ts";

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what a clean machine lacks for this project: Deno (from npm) and,
-# unless WebGPU finds a hardware GPU, Mesa's software Vulkan driver, so that
-# WebGPU runs the workers in parallel (through Vulkan, not GL).
+# Installs what a clean machine lacks for this project: Deno (from npm), GNU
+# time, Open MPI and, unless WebGPU finds a hardware GPU, Mesa's software
+# Vulkan driver, so that WebGPU runs the workers in parallel (through Vulkan,
+# not GL).
 # Usage: bash .ci/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,18 @@ if [ ! -x /usr/bin/time ]; then
   $SUDO apt-get install -y -qq time >/dev/null || echo "setup: could not install GNU time; the peak-memory tests will be ignored"
 fi
 
-# 3. A WebGPU adapter that runs workers in parallel. Deno's WebGPU reaches Mesa's
+# 3. Open MPI, for the MPI process group's tests (tests/mpi_test.ts): mpirun and libmpi.so.40.
+if ! command -v mpirun >/dev/null 2>&1 || ! mpirun --version 2>/dev/null | grep -q "Open MPI"; then
+  echo "setup: installing Open MPI (the MPI process group's tests run under mpirun)"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null ||
+    echo "setup: could not install Open MPI; the MPI tests will be ignored"
+fi
+
+# 4. A WebGPU adapter that runs workers in parallel. Deno's WebGPU reaches Mesa's
 #    software rasteriser (llvmpipe) through GL or, with Mesa's Vulkan driver,
 #    through Vulkan; through GL the workers' GPU work is serialised (2 workers:
 #    0.98x one worker's throughput, against 1.95x through Vulkan). So unless a

@@ -31,7 +31,7 @@ import {
   type ScalingResult,
 } from "../lib/bench/scaling_bench.ts";
 import { numberFlag, outputPath, parseFlags, runCli } from "../lib/cli/cli.ts";
-import { ALL_REDUCE_ALGORITHMS, BACKENDS, KERNEL_SETS } from "../internal.ts";
+import { acrossProcesses, ALL_REDUCE_ALGORITHMS, BACKENDS, KERNEL_SETS } from "../internal.ts";
 import { type AllReduceAlgorithm, type BackendName, type KernelSet, UsageError } from "../mod.ts";
 import { PRESETS } from "../lib/train/shared/options.ts";
 import { serialisedWorkersWarning } from "../lib/train/coordinator/webgpu_path.ts";
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
     allReduce: choice(
       "--allreduce",
       values.allreduce ?? "shared",
-      ALL_REDUCE_ALGORITHMS.filter((name) => name !== "tcp"), // one process here
+      ALL_REDUCE_ALGORITHMS.filter((name) => !acrossProcesses(name)), // one process here
     ) as AllReduceAlgorithm,
     lengths: [
       ...byteList(values.sizes ?? (smoke ? "4K,64K" : "4K,64K,1M,16M,64M")).map((b) => b / 4),

@@ -72,7 +72,16 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
-  const launch = launchInfo({
+  // Under MPI, rank and size are MPI's: a launcher's variables (mpirun's OMPI_*) are not read.
+  const mpi = values.allreduce === "mpi";
+  const placed = ["nnodes", "node-rank", "master-addr", "master-port", "token-file"] as const;
+  const misplaced = placed.find((name) => values[name] !== undefined);
+  if (mpi && misplaced) {
+    throw new UsageError(
+      `--${misplaced} does not go with --allreduce mpi: MPI gives each process its rank (start the processes with mpirun or srun)`,
+    );
+  }
+  const launch = mpi ? undefined : launchInfo({
     nnodes: values.nnodes,
     nodeRank: values["node-rank"],
     masterAddr: values["master-addr"],
@@ -83,7 +92,7 @@ async function main(): Promise<void> {
     ...flags,
     distributed: {
       ...flags.distributed,
-      processGroup: launch && {
+      processGroup: mpi ? { backend: "mpi" } : launch && {
         rank: launch.rank,
         size: launch.worldSize,
         masterAddr: launch.masterAddr,
@@ -106,7 +115,7 @@ async function main(): Promise<void> {
     return;
   }
   // In a job of several processes, rank 0 writes the outputs (as it writes the checkpoints).
-  const writes = (launch?.rank ?? 0) === 0;
+  const writes = (resolved.distributed.processGroup?.rank ?? 0) === 0;
   const metricsPath = writes && values.metrics && await outputPath("--metrics", values.metrics);
   const plotPath = writes && values.plot && await outputPath("--plot", values.plot);
   const exportDir = writes && values.export && await exportPath(values.export);
@@ -243,9 +252,11 @@ function printStart(info: TrainStart): void {
       `${info.trainCount} training / ${info.testCount} test examples`,
   );
   const group = options.processGroup;
-  const where = group
-    ? ` × ${group.size} processes (this is rank ${group.rank}; rendezvous ${group.masterAddr}:${group.masterPort})`
-    : "";
+  const where = !group
+    ? ""
+    : group.backend === "mpi"
+    ? ` × ${group.size} processes (this is rank ${group.rank}; ${group.version})`
+    : ` × ${group.size} processes (this is rank ${group.rank}; rendezvous ${group.masterAddr}:${group.masterPort})`;
   console.log(
     `${options.workers} worker(s)${where} on ${info.device.backend}` +
       `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +

@@ -16,23 +16,16 @@ import {
   withTempDir,
   writeTinyDataset,
 } from "./helpers.ts";
-import { sha256Hex } from "../lib/util/sha256.ts";
+import {
+  assertReferenceWeights,
+  epochLines,
+  fileSha,
+  runFlags,
+  singleProcessRun,
+} from "./process_helpers.ts";
 import { train } from "../lib/train/coordinator/train.ts";
 
 const TOKEN = "multi-process test token";
-
-/** Flags of a small run on the tiny data set in `dir`. */
-function runFlags(dir: string, extra: string[] = []): string[] {
-  return [
-    "--preset=quick",
-    "--width=0.125",
-    `--data-dir=${dir}`,
-    "--no-download",
-    "--batch-size=8",
-    "--epochs=2",
-    ...extra,
-  ];
-}
 
 /** Starts `scripts/train.ts` as process `rank` of `size`; its output is collected as it comes. */
 function startRank(
@@ -102,39 +95,6 @@ async function startRoot(job: { size: number; flags: string[] }) {
     "stderr",
   );
   return { zero, port: Number(port) };
-}
-
-async function fileSha(path: string): Promise<string> {
-  return await sha256Hex(await Deno.readFile(path));
-}
-
-/**
- * The reference: one process with `flags` on a fresh tiny data set in `dir`,
- * exporting to `dir/single`; it must succeed.
- */
-async function singleProcessRun(dir: string, flags: string[], flagsOf = runFlags) {
-  await writeTinyDataset(dir, { train: 48, test: 16 });
-  const single = await runScript(
-    "scripts/train.ts",
-    flagsOf(dir, [...flags, `--export=${dir}/single`]),
-    { env: { LP_NUM_THREADS: "1" } },
-  );
-  assert.equal(single.code, 0, single.stderr);
-  return single;
-}
-
-/** Asserts that the several processes' export (`dir/multi`) has the reference's weights, bit for bit. */
-async function assertReferenceWeights(dir: string): Promise<void> {
-  assert.equal(
-    await fileSha(`${dir}/multi/group1-shard1of1.bin`),
-    await fileSha(`${dir}/single/group1-shard1of1.bin`),
-  );
-}
-
-/** The epoch lines of a run's output. */
-function epochLines(stdout: string): string[] {
-  return stdout.split("\n").filter((line) => /^epoch \d/.test(line))
-    .map((line) => line.replace(/, [\d.]+ examples\/sec.*$/, "")); // timings differ
 }
 
 Deno.test("2 processes × 2 workers end with the weights of 1 process × 4; rank 0 alone writes", async () => {

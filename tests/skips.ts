@@ -91,6 +91,18 @@ const NEEDS = {
       "bits) through Vulkan (another adapter rounds differently)",
     available: async () => (await adapterOn("vulkan")) === "llvmpipe (LLVM 15.0.6, 256 bits)",
   },
+  "open-mpi": {
+    reason: "Open MPI (`mpirun` and libmpi.so.40: Debian's openmpi-bin and libopenmpi-dev; " +
+      ".ci/setup.sh installs them)",
+    available: async () => {
+      const { success, stdout } = await new Deno.Command("mpirun", {
+        args: ["--version"],
+        stdout: "piped",
+        stderr: "null",
+      }).output().catch(() => ({ success: false, stdout: new Uint8Array() }));
+      return success && new TextDecoder().decode(stdout).includes("Open MPI");
+    },
+  },
 } as const;
 
 /** The names of {@linkcode NEEDS}. */

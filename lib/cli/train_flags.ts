@@ -107,7 +107,8 @@ export const TRAIN_FLAGS_HELP =
   --seed N           seed of initialisation, shuffling and dropout (default 0)
   --backend NAME     webgpu (default) or cpu
   --allreduce NAME   shared (default: zero-copy, shared memory) or star (via the coordinator);
-                     with --nnodes, tcp (the only choice, and the default)
+                     with --nnodes, tcp (the only choice, and the default); mpi: the
+                     processes mpirun or srun started, through Open MPI (same bits as tcp)
   --no-shard-optimizer  every worker runs the whole optimizer (default with the shared
                      all-reduce: each updates its own chunk, ZeRO stage 1; same bits)
   --wire NAME        float32 (default) or bf16: gradients rounded to bfloat16, half the bytes

@@ -24,10 +24,11 @@ import { StarAllReduce, StarAllReduceHub } from "./star_all_reduce.ts";
 /**
  * Names of the all-reduce implementations: `shared` (over shared memory,
  * workers of one process; the default), `star` (through the coordinator,
- * over message channels) and `tcp` (through the coordinator, then across
- * processes with a {@linkcode ProcessGroup}).
+ * over message channels), and across processes with a
+ * {@linkcode ProcessGroup} (through the coordinator): `tcp` (this library's
+ * protocol) and `mpi` (the system's MPI library).
  */
-export type AllReduceAlgorithm = "shared" | "star" | "tcp";
+export type AllReduceAlgorithm = "shared" | "star" | "tcp" | "mpi";
 
 /** The coordinator's side of an all-reduce for one group of workers. */
 export interface CollectiveHost {
@@ -37,12 +38,12 @@ export interface CollectiveHost {
   abort(): void;
   /** The ranks the others wait for in the all-reduce now (empty if none is under way). */
   laggards(): number[];
-  /** `tcp`: the other process this one's all-reduce waits for now, if any. */
+  /** Across processes: the other process this one's all-reduce waits for now, if any. */
   waitingFor?(): string | undefined;
 }
 
 /**
- * How processes agree to stop at the same step (`tcp` only): each average
+ * How processes agree to stop at the same step (`tcp`, `mpi` only): each average
  * carries this process's `requested()` flag, and `onRound(raised)` is told
  * after every average whether any process raised it.
  */
@@ -57,7 +58,7 @@ export interface StopAgreement {
 export interface CollectiveEntry {
   /**
    * In the coordinator, once every worker is ready. `processes` joins this
-   * process's workers to those of the others (`tcp` only); `onError` is told
+   * process's workers to those of the others (`tcp`, `mpi` only); `onError` is told
    * when averaging fails outside the workers (a peer process failed).
    */
   host(group: {
@@ -65,7 +66,7 @@ export interface CollectiveEntry {
     length: number;
     /** Parts each replica contributes per average (see `AllReduce`). Default 1. */
     parts?: number;
-    /** `tcp`: values `[0, bf16Length)` are bfloat16 (see `ProcessGroup.average`). Default 0. */
+    /** Across processes: values `[0, bf16Length)` are bfloat16 (see `ProcessGroup.average`). Default 0. */
     bf16Length?: number;
     mailboxes: readonly Mailbox[];
     processes?: ProcessGroup;
@@ -124,9 +125,21 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
     },
     join: ({ mailbox }) => new StarAllReduce(mailbox),
   },
-  tcp: {
+  tcp: viaProcessGroup(),
+  mpi: viaProcessGroup(),
+};
+
+/**
+ * The entry of an all-reduce across processes: the coordinator gathers its
+ * workers' gradients (as `star`) and averages them with the other processes
+ * through the job's {@linkcode ProcessGroup} (TCP or MPI).
+ */
+function viaProcessGroup(): CollectiveEntry {
+  return {
     host: ({ mailboxes, processes, onError, stop, bf16Length }) => {
-      if (processes === undefined) throw new Error("the tcp all-reduce needs a process group");
+      if (processes === undefined) {
+        throw new Error("an all-reduce across processes needs a process group");
+      }
       const hub = new StarAllReduceHub(mailboxes, {
         reduce: async (contributions, out) => {
           const average = await processes.average(contributions, {
@@ -147,8 +160,8 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
       };
     },
     join: ({ mailbox }) => new StarAllReduce(mailbox),
-  },
-};
+  };
+}
 
 /**
  * The all-reduce algorithms a run can use.
@@ -158,9 +171,26 @@ export const COLLECTIVES: Readonly<Record<AllReduceAlgorithm, CollectiveEntry>> 
  * import assert from "node:assert/strict";
  * import { ALL_REDUCE_ALGORITHMS } from "./registry.ts";
  *
- * assert.deepEqual([...ALL_REDUCE_ALGORITHMS], ["shared", "star", "tcp"]);
+ * assert.deepEqual([...ALL_REDUCE_ALGORITHMS], ["shared", "star", "tcp", "mpi"]);
  * ```
  */
 export const ALL_REDUCE_ALGORITHMS: readonly AllReduceAlgorithm[] = Object.keys(
   COLLECTIVES,
 ) as AllReduceAlgorithm[];
+
+/**
+ * Whether `name` is an all-reduce across processes (`tcp`, `mpi`): it needs
+ * a process group, which the job's launcher gives, not a checkpoint.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { acrossProcesses } from "./registry.ts";
+ *
+ * assert.equal(acrossProcesses("mpi"), true);
+ * assert.equal(acrossProcesses("shared"), false);
+ * ```
+ */
+export function acrossProcesses(name: string | undefined): boolean {
+  return name === "tcp" || name === "mpi";
+}

@@ -31,7 +31,8 @@
 import type { Contribution } from "../all_reduce.ts";
 import { PeerError } from "../process_group.ts";
 import type { Frame, FrameHeader } from "./frame.ts";
-import { fromBf16Bits, packBf16, roundToBf16 } from "../../util/bf16.ts";
+import { roundToBf16 } from "../../util/bf16.ts";
+import { accumulate, blockOf, chunkLayout, decodeChunk, encodeChunk } from "../_rank_order.ts";
 
 /** Elements per pipelined chunk (512 KiB of float64 partial sums). */
 export const CHUNK = 1 << 16;
@@ -160,7 +161,7 @@ export async function directAverage<L extends ScheduleLink>(
   const { seq, n, total, out, everyone } = round;
   const bf16Length = round.bf16Length ?? 0;
   const { rank, size, peers } = mesh;
-  const block = (b: number) => [Math.floor((b * n) / size), Math.floor(((b + 1) * n) / size)];
+  const block = (b: number) => blockOf(b, { n, size });
   // Send every other block's chunks to their owners, all queued at once.
   for (let b = 0; b < size; b++) {
     if (b === rank) continue;
@@ -222,43 +223,8 @@ export async function directAverage<L extends ScheduleLink>(
 }
 
 /**
- * The wire form of `vectors[j][start, end)`, one after the other: elements
- * below `bf16Length` rounded to bfloat16 and sent as their high 16 bits, the
- * rest as float32; each vector's bytes padded to a multiple of 4.
- *
- * @example Two bfloat16 values and one float32: 2 + 2 + 4 bytes
- * ```ts
- * import assert from "node:assert/strict";
- * import { encodeChunk } from "./schedules.ts";
- *
- * const bytes = encodeChunk([new Float32Array([1, -2, 0.1])], { start: 0, end: 3, bf16Length: 2 });
- * assert.equal(bytes.length, 8);
- * ```
- */
-export function encodeChunk(
-  vectors: readonly Float32Array[],
-  chunk: { start: number; end: number; bf16Length: number },
-): Uint8Array<ArrayBuffer> {
-  const { start, end } = chunk;
-  const layout = chunkLayout(chunk);
-  const bytes = new Uint8Array(vectors.length * layout.bytes);
-  vectors.forEach((values, j) => {
-    const at = j * layout.bytes;
-    if (layout.halves > 0) {
-      packBf16(values, start, new Uint16Array(bytes.buffer, at, layout.halves));
-    }
-    const floats = values.subarray(start + layout.halves, end);
-    bytes.set(
-      new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength),
-      at + layout.floatsAt,
-    );
-  });
-  return bytes;
-}
-
-/**
- * Decodes `frame`'s vectors (see {@linkcode encodeChunk}) into `into[j]`
- * from index `at`; a payload of the wrong size fails the group.
+ * Decodes `frame`'s vectors (see `encodeChunk`) into `into[j]` from index
+ * `at`; a payload of the wrong size fails the group.
  */
 function decodeInto(
   wire: Wire<ScheduleLink>,
@@ -272,57 +238,14 @@ function decodeInto(
     peer: string;
   },
 ): void {
-  const { into, at, start, end } = chunk;
-  const layout = chunkLayout(chunk);
-  if (frame.payload.length !== into.length * layout.bytes) {
-    throw wire.fail(
-      new PeerError(
-        `${chunk.peer}: a ${frame.header.type} chunk of ${frame.payload.length} bytes, not ${
-          into.length * layout.bytes
-        }`,
-      ),
-    );
-  }
-  // Typed views need 4-byte alignment: a payload that lacks it is copied once.
-  const payload = frame.payload.byteOffset % 4 === 0 ? frame.payload : frame.payload.slice();
-  into.forEach((target, j) => {
-    const offset = payload.byteOffset + j * layout.bytes;
-    if (layout.halves > 0) {
-      fromBf16Bits(new Uint16Array(payload.buffer, offset, layout.halves), target, at);
-    }
-    const floats = end - start - layout.halves;
-    target.set(
-      new Float32Array(payload.buffer, offset + layout.floatsAt, floats),
-      at + layout.halves,
-    );
-  });
-}
-
-/** Where a vector's bfloat16 and float32 parts sit in its share of a chunk's bytes. */
-function chunkLayout(chunk: { start: number; end: number; bf16Length: number }) {
-  const { start, end, bf16Length } = chunk;
-  const halves = Math.max(0, Math.min(end, bf16Length) - start);
-  const floatsAt = 4 * Math.ceil(halves / 2);
-  return { halves, floatsAt, bytes: floatsAt + 4 * (end - start - halves) };
-}
-
-/**
- * `sums[i] (+)= Σ w·x[start + i]` over `terms` in order, the first term
- * assigned unless `started` (so a lone −0 stays −0, as in `weightedAverage`);
- * returns whether anything was added so far.
- */
-function accumulate(
-  sums: Float64Array,
-  at: { terms: readonly Contribution[]; start: number; started: boolean },
-): boolean {
-  let started = at.started;
-  const { start } = at;
-  for (const { data, weight } of at.terms) {
-    if (started) { for (let i = 0; i < sums.length; i++) sums[i] += weight * data[start + i]; }
-    else for (let i = 0; i < sums.length; i++) sums[i] = weight * data[start + i];
-    started = true;
-  }
-  return started;
+  if (decodeChunk(frame.payload, chunk)) return;
+  throw wire.fail(
+    new PeerError(
+      `${chunk.peer}: a ${frame.header.type} chunk of ${frame.payload.length} bytes, not ${
+        chunk.into.length * chunkLayout(chunk).bytes
+      }`,
+    ),
+  );
 }
 
 /** The bytes of `values[start, end)`. */

@@ -14,6 +14,7 @@
  */
 
 import { type Contribution, weightedAverage } from "../all_reduce.ts";
+import { agreeOnRound } from "../_rank_order.ts";
 import { PeerError, type ProcessGroup } from "../process_group.ts";
 import type { Frame } from "./frame.ts";
 import type { Link } from "./link.ts";
@@ -152,29 +153,10 @@ export class TcpProcessGroup implements ProcessGroup {
       { length, weights: parts.map((p) => p.weight), raise: options.raise ?? false, bf16Length },
       { tag: AVERAGE },
     );
-    this.raised = everyone.some((e) => e.raise);
-    const lengths = new Set(everyone.map((e) => e.length).filter((l) => l >= 0));
-    if (lengths.size !== 1) {
-      throw this.#fail(
-        new PeerError(
-          `all-reduce ${seq}: the processes give vectors of lengths ${
-            everyone.map((e) => e.length).join(", ")
-          }`,
-        ),
-      );
-    }
-    if (everyone.some((e) => e.bf16Length !== bf16Length)) {
-      throw this.#fail(
-        new PeerError(
-          `all-reduce ${seq}: the processes send ${
-            everyone.map((e) => e.bf16Length).join(", ")
-          } values as bfloat16: give every process the same wire`,
-        ),
-      );
-    }
-    const total = everyone.flatMap((e) => e.weights).reduce((sum, w) => sum + w, 0);
-    if (!(total > 0)) throw new RangeError(`total weight must be positive, got ${total}`);
-    const n = [...lengths][0];
+    const agreed = agreeOnRound(everyone, { seq });
+    if (agreed.error !== undefined) throw this.#fail(new PeerError(agreed.error));
+    const { n, total } = agreed;
+    this.raised = agreed.raised;
     const out = options.out ?? new Float32Array(n);
     const round = { seq, n, total, out, bf16Length };
     // Few replicas per process: the bandwidth-optimal direct reduce-scatter; many: the chain.

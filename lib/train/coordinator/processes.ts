@@ -11,15 +11,16 @@ import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 import type { ProcessGroup } from "../../collective/process_group.ts";
 import { importToken } from "../../collective/tcp/auth.ts";
 import { TcpProcessGroup } from "../../collective/tcp/tcp_process_group.ts";
+import { MpiProcessGroup } from "../../collective/mpi/mpi_process_group.ts";
 import { UsageError } from "../../errors.ts";
 import { sha256Hex } from "../../util/sha256.ts";
 import { decodeCheckpoint, encodeCheckpoint, type TrainingState } from "../shared/checkpoint.ts";
-import type { ProcessGroupOptions, ResolvedTrainOptions } from "../shared/options.ts";
+import type { ResolvedProcessGroup, ResolvedTrainOptions } from "../shared/options.ts";
 
 /**
- * Joins the job's other processes (see `TcpProcessGroup`). Processes whose
- * options resolve differently are refused at the rendezvous, by a digest of
- * those options.
+ * Joins the job's other processes (see `TcpProcessGroup`, `MpiProcessGroup`).
+ * Processes whose options resolve differently are refused as they join, by a
+ * digest of those options.
  *
  * @example
  * ```ts ignore
@@ -27,25 +28,29 @@ import type { ProcessGroupOptions, ResolvedTrainOptions } from "../shared/option
  * ```
  */
 export async function joinProcesses(
-  group: ProcessGroupOptions,
+  group: ResolvedProcessGroup,
   run: { options: ResolvedTrainOptions; signal?: AbortSignal },
 ): Promise<ProcessGroup> {
+  // Every setting but this process's own place in the job (and its callbacks).
+  const { processGroup: _, ...distributed } = run.options.distributed;
+  const shared = { ...run.options, distributed };
+  const digest = await sha256Hex(new TextEncoder().encode(JSON.stringify(shared)));
+  if (group.backend === "mpi") {
+    return await MpiProcessGroup.connect({ library: group.library, digest });
+  }
   const key = await importToken({
     token: group.token ?? (group.tokenFile ? undefined : readTokenVariable()),
     file: group.tokenFile,
   }).catch((error) => {
     throw new UsageError((error as Error).message);
   });
-  // Every setting but this process's own place in the job (and its callbacks).
-  const { processGroup: _, ...distributed } = run.options.distributed;
-  const shared = { ...run.options, distributed };
   return await TcpProcessGroup.connect({
     rank: group.rank,
     size: group.size,
     masterAddr: group.masterAddr,
     masterPort: group.masterPort,
     key,
-    digest: await sha256Hex(new TextEncoder().encode(JSON.stringify(shared))),
+    digest,
     silenceMs: (group.peerTimeout ?? 60) * 1000,
     rendezvousTimeoutMs: (group.joinTimeout ?? 600) * 1000,
     signal: run.signal,

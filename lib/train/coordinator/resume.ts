@@ -4,6 +4,7 @@
  * @module
  */
 
+import { acrossProcesses } from "../../collective/registry.ts";
 import { DataError, UsageError } from "../../errors.ts";
 import { latestCheckpoint, readCheckpoint, type TrainingState } from "../shared/checkpoint.ts";
 import {
@@ -238,9 +239,9 @@ export function resumedOptions(point: ResumePoint, options: TrainOptions): Train
       workers: given.workers ?? config.workers,
       shards: config.shards ?? given.shards,
       wire: given.wire ?? config.wire, // the caller may change it; the checkpoint's otherwise
-      // The all-reduce follows the job's shape: "tcp" across processes only.
+      // The all-reduce follows the job's shape: "tcp" or "mpi" across processes only.
       allReduce: given.allReduce ??
-        (given.processGroup || config.allReduce === "tcp" ? undefined : config.allReduce),
+        (given.processGroup || acrossProcesses(config.allReduce) ? undefined : config.allReduce),
     },
   };
 }

@@ -24,7 +24,7 @@ import type { EpochSums, RunConfig, TrainingState } from "../shared/checkpoint.t
 import { CheckpointStore } from "./checkpoint_store.ts";
 import type {
   EpochRecord,
-  ProcessGroupOptions,
+  ResolvedProcessGroup,
   ResolvedTrainOptions,
   TrainOptions,
 } from "../shared/options.ts";
@@ -147,15 +147,18 @@ async function run(
   // Every join (the first, and after each restart) uses the options as every process started,
   // and the port rank 0 listened on first (its pick, when it was given port 0).
   let masterPort: number | undefined;
-  const join = (group: ProcessGroupOptions) =>
-    joinProcesses({
-      ...group,
-      masterPort: masterPort ?? group.masterPort,
-      onListening: (port) => {
-        if (masterPort === undefined) group.onListening?.(port);
-        masterPort = port;
+  const join = (group: ResolvedProcessGroup) =>
+    joinProcesses(
+      group.backend === "mpi" ? group : {
+        ...group,
+        masterPort: masterPort ?? group.masterPort,
+        onListening: (port) => {
+          if (masterPort === undefined) group.onListening?.(port);
+          masterPort = port;
+        },
       },
-    }, { options: given, signal: options.signal }).catch((error) => {
+      { options: given, signal: options.signal },
+    ).catch((error) => {
       if (error instanceof InterruptedRendezvous) throw interrupted(options.signal);
       throw error;
     });

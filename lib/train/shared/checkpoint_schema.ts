@@ -9,6 +9,7 @@
  * @module
  */
 
+import { acrossProcesses } from "../../collective/registry.ts";
 import { UsageError } from "../../errors.ts";
 import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import { stateProblem } from "../../optim/optimizer.ts";
@@ -161,8 +162,8 @@ function fractions(fields: Fields, keys: readonly string[]): boolean {
 
 /**
  * The options that run `config` again, a checkpoint's record of a run (the
- * all-reduce left to the job's shape: `"tcp"` needs a process group, which is
- * the launcher's business, not the checkpoint's).
+ * all-reduce left to the job's shape: `"tcp"` and `"mpi"` need a process
+ * group, which is the launcher's business, not the checkpoint's).
  *
  * @example
  * ```ts
@@ -198,7 +199,7 @@ export function runOptions(config: RunConfig): TrainOptions {
     distributed: {
       workers: config.workers,
       shards: orNone(config.shards),
-      allReduce: config.allReduce === "tcp" ? undefined : config.allReduce,
+      allReduce: acrossProcesses(config.allReduce) ? undefined : config.allReduce,
       wire: orNone(config.wire),
     },
   };

@@ -105,8 +105,9 @@ export interface DistributedOptions {
   shards?: number;
   /**
    * How gradients are averaged: `"shared"` (default in one process, over
-   * shared memory) or `"star"` (through the coordinator); `"tcp"` (the
-   * default, and the only choice, with `processGroup`).
+   * shared memory) or `"star"` (through the coordinator); across processes
+   * `"tcp"` (the default with `processGroup`) or `"mpi"` (the system's MPI
+   * library: implies `processGroup: { backend: "mpi" }`).
    */
   allReduce?: AllReduceAlgorithm;
   /**
@@ -278,8 +279,35 @@ export interface StopOnSignalsOptions {
   onSignal?: (signal: "SIGINT" | "SIGTERM") => void;
 }
 
-/** Where this process stands in a multi-process job, and how it joins the others. */
-export interface ProcessGroupOptions {
+/**
+ * Where this process stands in a multi-process job, and how it joins the
+ * others: over this library's TCP protocol ({@linkcode TcpProcessGroupOptions},
+ * the default), or through the system's MPI library
+ * ({@linkcode MpiProcessGroupOptions}, under `mpirun` or `srun`).
+ */
+export type ProcessGroupOptions = TcpProcessGroupOptions | MpiProcessGroupOptions;
+
+/**
+ * A process group over MPI (Open MPI, loaded through FFI: Deno needs
+ * `--allow-ffi`): rank and size come from `MPI_COMM_WORLD`; averages give
+ * the bits of the TCP group and of one process. A process that fails ends
+ * the job (the MPI launcher stops the others): no restarts, no heartbeats.
+ */
+export interface MpiProcessGroupOptions {
+  /** Selects MPI. */
+  backend: "mpi";
+  /** The MPI library to load (default: `DDP_MPI_LIBRARY`, else `libmpi.so.40`). */
+  library?: string;
+  /** Filled in from MPI when the options are resolved; a value given must match it. */
+  rank?: number;
+  /** Filled in from MPI when the options are resolved; a value given must match it. */
+  size?: number;
+}
+
+/** A process group over this library's TCP protocol (see {@linkcode ProcessGroupOptions}). */
+export interface TcpProcessGroupOptions {
+  /** `"tcp"` (the default). */
+  backend?: "tcp";
   /** This process's rank, from 0. */
   rank: number;
   /** Number of processes. */
@@ -307,6 +335,11 @@ export interface ProcessGroupOptions {
   /** Rank 0: told the port it listens on, once it does (the one chosen for port 0). */
   onListening?: (port: number) => void;
 }
+
+/** {@linkcode ProcessGroupOptions} resolved: rank and size known (MPI's, under MPI). */
+export type ResolvedProcessGroup =
+  | TcpProcessGroupOptions
+  | (MpiProcessGroupOptions & { rank: number; size: number; version: string });
 
 /** The options with every default filled in and every value checked. */
 export interface ResolvedTrainOptions {
@@ -373,7 +406,7 @@ export interface ResolvedDistributed {
   /** How gradients travel (see {@linkcode DistributedOptions.wire}). */
   wire: WireFormat;
   /** The processes of the job, when there are several. */
-  processGroup: ProcessGroupOptions | undefined;
+  processGroup: ResolvedProcessGroup | undefined;
   /** Step timeout in seconds, or undefined for the adaptive default. */
   stepTimeout: number | undefined;
   /** Seconds to start and to finish the first step. */

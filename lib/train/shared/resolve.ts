@@ -8,6 +8,7 @@
 
 import { KERNEL_SETS } from "../../kernels/mod.ts";
 import { ALL_REDUCE_ALGORITHMS } from "../../collective/registry.ts";
+import { mpiWorld } from "../../collective/mpi/libmpi.ts";
 import { type DatasetEntry, type DatasetName, DATASETS } from "../../data/registry.ts";
 import { describeValue, UsageError } from "../../errors.ts";
 import {
@@ -24,11 +25,13 @@ import {
   type DataOptions,
   type DistributedOptions,
   MAX_WORKERS,
+  type MpiProcessGroupOptions,
   PRESETS,
   type ProcessGroupOptions,
   type ResolvedCheckpoint,
   type ResolvedData,
   type ResolvedDistributed,
+  type ResolvedProcessGroup,
   type ResolvedTrainOptions,
   type TrainOptions,
 } from "./options.ts";
@@ -232,7 +235,10 @@ export function resolveDistributed(
   if (workers > MAX_WORKERS) {
     throw new UsageError(`workers must be at most ${MAX_WORKERS}, got ${describeValue(workers)}`);
   }
-  const processGroup = resolveProcessGroup(given.processGroup);
+  // `allReduce: "mpi"` alone means the MPI process group.
+  const processGroup = resolveProcessGroup(
+    given.processGroup ?? (given.allReduce === "mpi" ? { backend: "mpi" } : undefined),
+  );
   const replicas = workers * (processGroup?.size ?? 1);
   if (batchSize < replicas) {
     throw new UsageError(
@@ -256,13 +262,21 @@ export function resolveDistributed(
       );
     }
   }
-  const allReduce = given.allReduce ?? (processGroup ? "tcp" : "shared");
+  const backend = processGroup?.backend ?? "tcp";
+  // A job of one MPI process averages in that process.
+  const mpiAlone = given.allReduce === "mpi" && processGroup === undefined;
+  const allReduce = mpiAlone ? "shared" : given.allReduce ?? (processGroup ? backend : "shared");
   oneOf("all-reduce", allReduce, ALL_REDUCE_ALGORITHMS);
-  if ((allReduce === "tcp") !== (processGroup !== undefined)) {
+  if (processGroup ? allReduce !== backend : allReduce === "tcp") {
     throw new UsageError(
       processGroup
-        ? `with several processes the all-reduce is "tcp", got ${describeValue(allReduce)}`
+        ? `with several processes the all-reduce is "${backend}", got ${describeValue(allReduce)}`
         : `the "tcp" all-reduce joins several processes: give processGroup (--nnodes …)`,
+    );
+  }
+  if (backend === "mpi" && processGroup && (given.maxRestarts ?? 0) > 0) {
+    throw new UsageError(
+      `max restarts ${given.maxRestarts}: under MPI a failed process ends the job; restart it with --resume`,
     );
   }
   if (given.shardOptimizer !== undefined && typeof given.shardOptimizer !== "boolean") {
@@ -336,11 +350,13 @@ function resolveCheckpoint(checkpoint: CheckpointOptions | undefined): ResolvedC
 /** `group` checked; undefined for a job of one process. */
 function resolveProcessGroup(
   group: ProcessGroupOptions | undefined,
-): ProcessGroupOptions | undefined {
+): ResolvedProcessGroup | undefined {
   if (group === undefined) return undefined;
   if (typeof group !== "object" || group === null) {
     throw new UsageError(`processGroup must be an object, got ${describeValue(group)}`);
   }
+  if (group.backend === "mpi") return resolveMpiGroup(group);
+  if (group.backend !== undefined) oneOf("processGroup.backend", group.backend, ["tcp", "mpi"]);
   positiveInteger("processGroup.size", group.size);
   nonNegativeInteger("processGroup.rank", group.rank);
   if (group.rank >= group.size) {
@@ -369,6 +385,21 @@ function resolveProcessGroup(
     if (group[name] !== undefined) positiveSeconds(`processGroup.${name}`, group[name]);
   }
   return group.size === 1 ? undefined : { ...group };
+}
+
+/** An MPI group: MPI initialised (once per process), its rank and size read. */
+function resolveMpiGroup(group: MpiProcessGroupOptions): ResolvedProcessGroup | undefined {
+  optionalType("processGroup.library", group.library, "string");
+  const world = mpiWorld(group.library);
+  for (const name of ["rank", "size"] as const) {
+    if (group[name] !== undefined && group[name] !== world[name]) {
+      throw new UsageError(
+        `processGroup.${name} ${describeValue(group[name])} is not MPI's (${world[name]})`,
+      );
+    }
+  }
+  if (world.size === 1) return undefined;
+  return { ...group, rank: world.rank, size: world.size, version: world.version };
 }
 
 /** A group of options: an object, or undefined for all defaults. */
