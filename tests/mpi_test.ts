@@ -10,7 +10,9 @@ import assert from "node:assert/strict";
 import { ROOT, scriptArgs, scriptEnv, TASK_PERMISSIONS, withTempDir } from "./helpers.ts";
 import {
   assertReferenceWeights,
+  checkpointed,
   epochLines,
+  pidOf,
   runFlags,
   singleProcessRun,
 } from "./process_helpers.ts";
@@ -67,38 +69,6 @@ function mpirun(
     return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
   });
   return { child, output };
-}
-
-/** The pid of rank `rank`'s process among the children of mpirun started with `marker` in their arguments. */
-async function pidOfRank(marker: string, rank: number): Promise<number> {
-  for (let tries = 0; tries < 600; tries++) {
-    for await (const entry of Deno.readDir("/proc")) {
-      if (!/^\d+$/.test(entry.name)) continue;
-      try {
-        const command = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-        const environ = await Deno.readTextFile(`/proc/${entry.name}/environ`);
-        if (
-          command.includes(marker) && command.startsWith(Deno.execPath()) &&
-          environ.split("\0").includes(`OMPI_COMM_WORLD_RANK=${rank}`)
-        ) {
-          return Number(entry.name);
-        }
-      } catch {
-        // it ended, or is not ours
-      }
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`no process of rank ${rank} started with ${marker}`);
-}
-
-/** Resolves once `dir` holds a checkpoint. */
-async function checkpointed(dir: string): Promise<void> {
-  for (let tries = 0; tries < 1200; tries++) {
-    if ((await listCheckpoints(dir).catch(() => [])).length > 0) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`no checkpoint appeared in ${dir}`);
 }
 
 Deno.test({
@@ -195,7 +165,7 @@ Deno.test({
       await singleProcessRun(dir, ["--workers=1", "--epochs=1"]);
       const flags = runFlags(dir, ["--workers=1", "--allreduce=mpi", "--epochs=10000"]);
       const killed = mpirun(2, "scripts/train.ts", [...flags, `--checkpoint-dir=${dir}/a`]);
-      const victim = await pidOfRank(`${dir}/a`, 1);
+      const victim = await pidOf(`${dir}/a`, "OMPI_COMM_WORLD_RANK=1");
       await checkpointed(`${dir}/a`); // training, past the first epoch
       Deno.kill(victim, "SIGKILL");
       const dead = await killed.output;

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { runScript, writeTinyDataset } from "./helpers.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
+import { listCheckpoints } from "../lib/train/shared/checkpoint.ts";
 
 /** Flags of a small run on the tiny data set in `dir`. */
 export function runFlags(dir: string, extra: string[] = []): string[] {
@@ -53,4 +54,39 @@ export async function assertReferenceWeights(dir: string): Promise<void> {
 export function epochLines(stdout: string): string[] {
   return stdout.split("\n").filter((line) => /^epoch \d/.test(line))
     .map((line) => line.replace(/, [\d.]+ examples\/sec.*$/, "")); // timings differ
+}
+
+/**
+ * The pid of the Deno process with `marker` in its arguments and `variable`
+ * (`NAME=value`) in its environment, once there is one (Linux: /proc).
+ */
+export async function pidOf(marker: string, variable: string): Promise<number> {
+  for (let tries = 0; tries < 600; tries++) {
+    for await (const entry of Deno.readDir("/proc")) {
+      if (!/^\d+$/.test(entry.name)) continue;
+      try {
+        const command = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
+        const environ = await Deno.readTextFile(`/proc/${entry.name}/environ`);
+        if (
+          command.includes(marker) && command.startsWith(Deno.execPath()) &&
+          environ.split("\0").includes(variable)
+        ) {
+          return Number(entry.name);
+        }
+      } catch {
+        // it ended, or is not ours
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no process with ${variable} started with ${marker}`);
+}
+
+/** Resolves once `dir` holds a checkpoint. */
+export async function checkpointed(dir: string): Promise<void> {
+  for (let tries = 0; tries < 1200; tries++) {
+    if ((await listCheckpoints(dir).catch(() => [])).length > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no checkpoint appeared in ${dir}`);
 }

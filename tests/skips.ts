@@ -91,6 +91,14 @@ const NEEDS = {
       "bits) through Vulkan (another adapter rounds differently)",
     available: async () => (await adapterOn("vulkan")) === "llvmpipe (LLVM 15.0.6, 256 bits)",
   },
+  "mesa-device-select": {
+    reason: "Mesa's Vulkan device-select layer with llvmpipe (Debian's mesa-vulkan-drivers), " +
+      "whose adapter list the launcher reads",
+    available: async () =>
+      (await Deno.stat("/usr/share/vulkan/implicit_layer.d/VkLayer_MESA_device_select.json")
+        .then(() => true, () => false)) &&
+      ((await adapterOn("vulkan"))?.includes("llvmpipe") ?? false),
+  },
   "open-mpi": {
     reason: "Open MPI (`mpirun` and libmpi.so.40: Debian's openmpi-bin and libopenmpi-dev; " +
       ".ci/setup.sh installs them)",
