@@ -204,11 +204,22 @@ async function main(): Promise<void> {
         "ms per operation, median (min–max) of 5 repetitions;\n" +
         "copy = each worker copies its vector into shared memory and back (the least traffic " +
         "an all-reduce needs); tcp = each worker a process of a TCP process group over " +
-        "loopback (the wire path; tcp-chain: its chain average, to compare); shared-scalar = shared " +
+        "loopback (the wire path; tcp-chain: its chain average, to compare); mpi = each worker " +
+        "a process started by mpirun, averaging through Open MPI; shared-scalar = shared " +
         "with the scalar sum instead of WebAssembly SIMD; busbw = algbw × 2(n−1)/n",
     );
+    const mpi = await hasOpenMpi();
+    if (!mpi) console.log("(no mpi rows: Open MPI's mpirun was not found)");
     allReduce = await benchAllReduce({
-      kinds: ["copy", "shared", "shared-scalar", "star", "tcp", "tcp-chain"],
+      kinds: [
+        "copy",
+        "shared",
+        "shared-scalar",
+        "star",
+        "tcp",
+        "tcp-chain",
+        ...(mpi ? ["mpi" as const] : []),
+      ],
       lengths: config.lengths,
       worldSizes: config.allReduceWorkers,
       repeats: smoke ? 2 : 5,
@@ -382,3 +393,14 @@ function choice<T extends string>(flag: string, value: string, allowed: readonly
 }
 
 if (import.meta.main) await runCli(main);
+
+/** Whether Open MPI's mpirun runs here (the all-reduce table's mpi rows need it). */
+async function hasOpenMpi(): Promise<boolean> {
+  const probe = await new Deno.Command("mpirun", {
+    args: ["--version"],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output().catch(() => undefined);
+  return probe?.success === true && new TextDecoder().decode(probe.stdout).includes("Open MPI");
+}

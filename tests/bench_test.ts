@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
 import { runScript, withTempDir } from "./helpers.ts";
+import { ignoredWithout } from "./skips.ts";
+
+/** Whether the all-reduce table has its mpi rows here (they need Open MPI). */
+const withMpi = !(await ignoredWithout("open-mpi"));
 
 const runBench = (args: string[], env?: Record<string, string>) =>
   runScript("scripts/bench.ts", args, {
@@ -9,7 +13,7 @@ const runBench = (args: string[], env?: Record<string, string>) =>
       "--allow-write",
       "--allow-env",
       "--allow-sys",
-      "--allow-run=lscpu,git",
+      "--allow-run=lscpu,git,mpirun",
       "--allow-net=127.0.0.1",
     ],
   });
@@ -69,7 +73,8 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     assert.deepEqual(
       kinds,
       [4096, 65536].flatMap((bytes) =>
-        ["copy", "shared", "shared-scalar", "star", "tcp", "tcp-chain"].map((k) => `${k} ${bytes}`)
+        ["copy", "shared", "shared-scalar", "star", "tcp", "tcp-chain", ...(withMpi ? ["mpi"] : [])]
+          .map((k) => `${k} ${bytes}`)
       ),
     );
     for (const row of report.allReduce) {

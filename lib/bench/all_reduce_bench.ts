@@ -35,7 +35,8 @@ import { summarize, type Summary } from "./stats.ts";
  * What the all-reduce benchmark measures: an algorithm, the `copy` baseline,
  * `shared-scalar` (the shared all-reduce with the scalar sum instead of the
  * SIMD one, to compare) or `tcp-chain` (the TCP group with its chain average
- * forced, to compare).
+ * forced, to compare). `mpi` starts `mpirun` (Open MPI), one process per
+ * worker.
  */
 export type AllReduceBenchKind = AllReduceAlgorithm | "copy" | "shared-scalar" | "tcp-chain";
 
@@ -159,6 +160,7 @@ async function startGroup(
   config: { kind: AllReduceBenchKind; worldSize: number; length: number; ops: number },
 ): Promise<BenchGroup> {
   const { kind, worldSize, length, ops } = config;
+  if (kind === "mpi") return await startMpiGroup(config);
   const overTcp = kind === "tcp" || kind === "tcp-chain";
   // The copy baseline and `shared-scalar` over a plain SharedArrayBuffer; `shared` over the
   // shared WebAssembly memory the trainer uses (its sums in SIMD).
@@ -208,6 +210,71 @@ async function startGroup(
       }
     },
     close,
+  };
+}
+
+/**
+ * An `mpi` configuration: `mpirun -np worldSize` of `scripts/mpi_member.ts`,
+ * one replica per process, driven through rank 0's stdin and stdout.
+ */
+async function startMpiGroup(
+  config: { worldSize: number; length: number; ops: number },
+): Promise<BenchGroup> {
+  const member = new URL("../../scripts/mpi_member.ts", import.meta.url);
+  const child = new Deno.Command("mpirun", {
+    args: [
+      "--allow-run-as-root",
+      "--oversubscribe",
+      "--bind-to",
+      "none",
+      "-np",
+      `${config.worldSize}`,
+      Deno.execPath(),
+      "run",
+      "--allow-ffi",
+      "--allow-env",
+      "--allow-read",
+      member.href,
+      `--length=${config.length}`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).values();
+  let pending = "";
+  const nextLine = async (): Promise<string> => {
+    while (!pending.includes("\n")) {
+      const { value, done } = await lines.next();
+      if (done) {
+        const { code } = await child.status;
+        throw new Error(`mpirun exited with status ${code}: ${(await stderr).trim()}`);
+      }
+      pending += value;
+    }
+    const at = pending.indexOf("\n");
+    const line = pending.slice(0, at);
+    pending = pending.slice(at + 1);
+    return line;
+  };
+  const stdin = child.stdin.getWriter();
+  const send = (line: string) => stdin.write(new TextEncoder().encode(`${line}\n`));
+  const expect = async (pattern: RegExp) => {
+    const line = await nextLine();
+    const match = line.match(pattern);
+    if (!match) throw new Error(`mpi member: expected ${pattern}, got "${line}"`);
+    return match;
+  };
+  await expect(/^ready$/);
+  return {
+    async repeat() {
+      await send(`go ${config.ops}`);
+      return Number((await expect(/^done ([\d.e+-]+)$/))[1]);
+    },
+    close() {
+      void send("stop").then(() => stdin.close()).catch(() => {});
+    },
   };
 }
 
