@@ -260,7 +260,7 @@ function printStart(info: TrainStart): void {
   console.log(
     `${options.workers} worker(s)${where} on ${info.device.backend}` +
       `${info.device.kernels ? ` (${info.device.kernels} kernels)` : ""}: ` +
-      `${adapterWithPath(info.device)}; ` +
+      `${adapterWithPath(info.device)}${pinnedBy()}; ` +
       `batch ${options.batchSize} (${share}), ${describeOptimizer(options)}` +
       `${
         options.shardOptimizer ? `, optimizer sharded over the ${options.workers} workers` : ""
@@ -287,6 +287,15 @@ function printStart(info: TrainStart): void {
     software: info.device.software,
   });
   if (crowded) console.error(crowded);
+}
+
+/** How the launcher chose this process's GPU (Mesa's device-select layer), if it did. */
+function pinnedBy(): string {
+  for (const name of ["DRI_PRIME", "MESA_VK_DEVICE_SELECT"]) {
+    const value = Deno.env.get(name);
+    if (value) return ` (chosen by ${name}=${value})`;
+  }
+  return "";
 }
 
 /** ETA once three steps after the first (which compiles the shaders) are done, or 60 s passed. */
