@@ -223,6 +223,7 @@ async function main(): Promise<void> {
       lengths: config.lengths,
       worldSizes: config.allReduceWorkers,
       repeats: smoke ? 2 : 5,
+      bytesPerRepeat: smoke ? 2 ** 20 : undefined, // a few operations: the smoke run checks the path
     });
     console.log(allReduceTable(allReduce));
     report.allReduce = allReduce;

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, scriptEnv, withTempDir } from "./helpers.ts";
+import { ROOT, scriptEnv, withTempDir, writeTinyDataset } from "./helpers.ts";
 import {
   assertReferenceWeights,
   checkpointed,
@@ -44,6 +44,12 @@ function startLauncher(args: readonly string[]) {
   return { child, output };
 }
 
+/** What `ps` says with `args`. */
+async function ps(args: string[]): Promise<string> {
+  const { stdout } = await new Deno.Command("ps", { args, stdout: "piped" }).output();
+  return new TextDecoder().decode(stdout).trim();
+}
+
 Deno.test("launch --nproc-per-node 2 --max-restarts 1: a killed process restarts the group, which ends with the bits of 1 process × 2 workers", async () => {
   await withTempDir(async (dir) => {
     await singleProcessRun(dir, ["--workers=2", "--epochs=4"]);
@@ -55,10 +61,11 @@ Deno.test("launch --nproc-per-node 2 --max-restarts 1: a killed process restarts
     ]);
     const launcher = startLauncher(["--nproc-per-node=2", "--max-restarts=1", "--", ...flags]);
     const victim = await pidOf(`${dir}/ckpt`, "RANK=1");
-    const environ = await Deno.readTextFile(`/proc/${victim}/environ`);
-    const token = environ.split("\0").find((v) => v.startsWith("DDP_TOKEN="))!.slice(10);
+    const withEnvironment = await ps(["-ww", "-o", "args=", "e", "-p", `${victim}`]);
+    const token = withEnvironment.match(/ DDP_TOKEN=(\S+)/)![1];
     assert.ok(token.length >= 32);
-    const commandLine = await Deno.readTextFile(`/proc/${victim}/cmdline`);
+    const commandLine = await ps(["-ww", "-o", "args=", "-p", `${victim}`]);
+    assert.match(commandLine, /scripts\/train\.ts/);
     await checkpointed(`${dir}/ckpt`);
     Deno.kill(victim, "SIGKILL");
     const { code, stdout, stderr } = await launcher.output;
@@ -77,7 +84,7 @@ Deno.test("launch --nproc-per-node 2 --max-restarts 1: a killed process restarts
 
 Deno.test("Ctrl-C to the launcher: every process stops at the agreed step, rank 0 checkpoints, the launcher exits 130", async () => {
   await withTempDir(async (dir) => {
-    await singleProcessRun(dir, ["--workers=1", "--epochs=1"]);
+    await writeTinyDataset(dir, { train: 48, test: 16 });
     const flags = runFlags(dir, ["--workers=1", "--epochs=10000", `--checkpoint-dir=${dir}/ckpt`]);
     const launcher = startLauncher(["--nproc-per-node=2", "--", ...flags]);
     await pidOf(`${dir}/ckpt`, "RANK=1");

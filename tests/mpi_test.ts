@@ -7,7 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, scriptArgs, scriptEnv, TASK_PERMISSIONS, withTempDir } from "./helpers.ts";
+import {
+  ROOT,
+  scriptArgs,
+  scriptEnv,
+  TASK_PERMISSIONS,
+  withTempDir,
+  writeTinyDataset,
+} from "./helpers.ts";
 import {
   assertReferenceWeights,
   checkpointed,
@@ -162,7 +169,7 @@ Deno.test({
   ignore,
   fn: async () => {
     await withTempDir(async (dir) => {
-      await singleProcessRun(dir, ["--workers=1", "--epochs=1"]);
+      await writeTinyDataset(dir, { train: 48, test: 16 });
       const flags = runFlags(dir, ["--workers=1", "--allreduce=mpi", "--epochs=10000"]);
       const killed = mpirun(2, "scripts/train.ts", [...flags, `--checkpoint-dir=${dir}/a`]);
       const victim = await pidOf(`${dir}/a`, "OMPI_COMM_WORLD_RANK=1");
@@ -176,7 +183,7 @@ Deno.test({
       // SIGTERM, waits as long, then SIGKILL. Given that time, both processes agree on a step
       // and rank 0 writes its checkpoint.
       const job = mpirun(2, "scripts/train.ts", [...flags, `--checkpoint-dir=${dir}/b`], {
-        sigkillSeconds: 8,
+        sigkillSeconds: 5,
       });
       await checkpointed(`${dir}/b`);
       job.child.kill("SIGINT");
@@ -186,6 +193,48 @@ Deno.test({
       const [saved] = interrupted.flatMap((line) => line.match(/checkpoint (\/\S+)$/)?.[1] ?? []);
       assert.ok(saved, stopped.stdout);
       assert.equal((await listCheckpoints(`${dir}/b`)).at(-1)?.path, saved);
+    });
+  },
+});
+
+Deno.test({
+  name: "mpirun: processes given different flags are refused at the start, naming the rank",
+  ignore,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      await writeTinyDataset(dir, { train: 48, test: 16 });
+      const flags = (epochs: number) =>
+        scriptArgs(
+          "scripts/train.ts",
+          runFlags(dir, ["--allreduce=mpi", `--epochs=${epochs}`]),
+          TRAIN_PERMISSIONS,
+        );
+      const { code, stderr } = await new Deno.Command("mpirun", {
+        args: [
+          "--allow-run-as-root",
+          "--oversubscribe",
+          "-np",
+          "1",
+          Deno.execPath(),
+          ...flags(1),
+          ":",
+          "-np",
+          "1",
+          Deno.execPath(),
+          ...flags(2),
+        ],
+        cwd: ROOT,
+        clearEnv: true,
+        env: scriptEnv(),
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.notEqual(code, 0);
+      const lines = new TextDecoder().decode(stderr).match(/^error: .*$/gm);
+      assert.deepEqual(lines, [
+        "error: rank 1 was given other options than rank 0: give every process the same flags",
+        "error: rank 1 was given other options than rank 0: give every process the same flags",
+      ]);
     });
   },
 });

@@ -58,23 +58,21 @@ export function epochLines(stdout: string): string[] {
 
 /**
  * The pid of the Deno process with `marker` in its arguments and `variable`
- * (`NAME=value`) in its environment, once there is one (Linux: /proc).
+ * (`NAME=value`) in its environment, once there is one. Read through `ps`
+ * (its `e` option appends every process's environment to its command line):
+ * Deno lets only --allow-all read /proc.
  */
 export async function pidOf(marker: string, variable: string): Promise<number> {
   for (let tries = 0; tries < 600; tries++) {
-    for await (const entry of Deno.readDir("/proc")) {
-      if (!/^\d+$/.test(entry.name)) continue;
-      try {
-        const command = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-        const environ = await Deno.readTextFile(`/proc/${entry.name}/environ`);
-        if (
-          command.includes(marker) && command.startsWith(Deno.execPath()) &&
-          environ.split("\0").includes(variable)
-        ) {
-          return Number(entry.name);
-        }
-      } catch {
-        // it ended, or is not ours
+    const { stdout } = await new Deno.Command("ps", {
+      args: ["-e", "-ww", "-o", "pid=,args=", "e"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    for (const line of new TextDecoder().decode(stdout).split("\n")) {
+      const [pid, program, ...rest] = line.trim().split(" ");
+      if (program === Deno.execPath() && line.includes(marker) && rest.includes(variable)) {
+        return Number(pid);
       }
     }
     await new Promise((resolve) => setTimeout(resolve, 100));

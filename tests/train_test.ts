@@ -320,7 +320,7 @@ Deno.test("train() rejects bad options before starting any worker", async () => 
       [{ backend: "cuda" }, /^backend must be one of webgpu, cpu, got "cuda"$/],
       [
         { distributed: { allReduce: 2 } },
-        /^all-reduce must be one of shared, star, tcp, got 2$/,
+        /^all-reduce must be one of shared, star, tcp, mpi, got 2$/,
       ],
       [{ distributed: 2 }, /^distributed must be an object, got 2$/],
       [{ checkpoint: { dir: 123 } }, /^checkpoint\.dir must be a non-empty string, got 123$/],
