@@ -199,13 +199,13 @@ Deno.test("a worker that hangs is named once the step timeout passes; train() re
           distributed: {
             workers: 3,
             allReduce,
-            stepTimeout: 8,
+            stepTimeout: 4,
             workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
           },
         }),
         (e: unknown) =>
           e instanceof WorkerError && e.rank === 1 &&
-          /no progress for \d+ s, over the step timeout of 8 s; worker\(s\) 0, 2 waited for it$/
+          /no progress for \d+ s, over the step timeout of 4 s; worker\(s\) 0, 2 waited for it$/
             .test(e.message),
       );
       assert.ok(performance.now() - started < 60_000);
