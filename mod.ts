@@ -50,6 +50,7 @@ export {
   type ResolvedDistributed,
   type ResolvedProcessGroup,
   type ResolvedTrainOptions,
+  type ServeOptions,
   type StepProgress,
   type StopOnSignalsOptions,
   type TcpProcessGroupOptions,

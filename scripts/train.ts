@@ -90,6 +90,10 @@ async function main(): Promise<void> {
   const flags = trainOptionsFromFlags(values);
   const options: TrainOptions = {
     ...flags,
+    serve: flags.serve && {
+      ...flags.serve,
+      onListening: (url: string) => console.error(`dashboard: ${url}`),
+    },
     distributed: {
       ...flags.distributed,
       processGroup: mpi ? { backend: "mpi" } : launch && {

@@ -72,6 +72,7 @@ export const TRAIN_FLAGS = {
   "no-download": { type: "boolean" },
   trace: { type: "string" },
   "trace-steps": { type: "string" },
+  serve: { type: "string" },
 } as const;
 
 /**
@@ -152,7 +153,10 @@ export const TRAIN_FLAGS_HELP =
   --no-download      fail instead of downloading missing files
   --trace FILE       write a Chrome trace (Perfetto, chrome://tracing) of a few steps: each
                      worker's host phases and GPU kernels, timed with WebGPU timestamps
-  --trace-steps N    steps to trace, after the first (default 5)`;
+  --trace-steps N    steps to trace, after the first (default 5)
+  --serve HOST:PORT  serve a live dashboard of the run at http://HOST:PORT/ (loss and
+                     accuracy curves, speed, members), shown to pages that prove the job's
+                     token (a fresh one, in the printed address, when the run has none)`;
 
 /**
  * The model a `flag` names: a built-in's name, or a module `FILE[#EXPORT]`
@@ -274,6 +278,7 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     throw new UsageError("--trace-steps needs --trace FILE");
   }
   return defined({
+    serve: values.serve === undefined ? undefined : serveFlag(values.serve),
     trace: values.trace === undefined ? undefined : defined({
       file: values.trace,
       steps: int("--trace-steps", values["trace-steps"]),
@@ -320,4 +325,27 @@ function defined<T extends object>(fields: T): T {
   return Object.fromEntries(
     Object.entries(fields).filter(([, value]) => value !== undefined),
   ) as T;
+}
+
+/**
+ * `--serve HOST:PORT` as `train()`'s `serve` option; a usage error names
+ * the value otherwise.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { serveFlag } from "./train_flags.ts";
+ *
+ * assert.deepEqual(serveFlag("127.0.0.1:8080"), { hostname: "127.0.0.1", port: 8080 });
+ * assert.deepEqual(serveFlag("[::1]:0"), { hostname: "::1", port: 0 });
+ * assert.throws(() => serveFlag("8080"), /--serve must be HOST:PORT, got "8080"/);
+ * ```
+ */
+export function serveFlag(value: string): { hostname: string; port: number } {
+  const match = value.match(/^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) {
+    throw new UsageError(`--serve must be HOST:PORT, got ${JSON.stringify(value)}`);
+  }
+  return { hostname: match[1] ?? match[2], port };
 }

@@ -97,7 +97,8 @@ export async function sharePosition(
   return { runId: shared.runId, path: shared.path, state };
 }
 
-function readTokenVariable(): string | undefined {
+/** `DDP_TOKEN`, if set (and readable: without --allow-env a token must be given). */
+export function readTokenVariable(): string | undefined {
   try {
     return Deno.env.get("DDP_TOKEN");
   } catch {

@@ -48,6 +48,7 @@ import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import { runConfig } from "../shared/checkpoint_schema.ts";
 import { checkPermissions } from "./permissions.ts";
 import { joinProcesses, sharePosition } from "./processes.ts";
+import { serveRun } from "./serve.ts";
 import { processJob, soloJob } from "./job.ts";
 import { PeerError } from "../../collective/process_group.ts";
 import { InterruptedRendezvous } from "../../collective/tcp/tcp_process_group.ts";
@@ -118,9 +119,20 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const signal = options.signal && signals
     ? AbortSignal.any([options.signal, signals.signal])
     : options.signal ?? signals?.signal;
+  const served = options.serve ? await serveRun(options, given) : undefined;
+  let ended = "the run stopped";
   try {
-    return await run({ ...options, signal }, given, { leader, trace });
+    const result = await run({ ...(served?.hooked ?? options), signal }, given, {
+      leader,
+      trace,
+    });
+    ended = "the run finished";
+    return result;
+  } catch (error) {
+    ended = `the run stopped: ${error instanceof Error ? error.message : String(error)}`;
+    throw error;
   } finally {
+    await served?.end(ended);
     signals?.dispose();
   }
 }

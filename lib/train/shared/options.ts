@@ -259,6 +259,12 @@ export interface TrainOptions {
    * processes, rank r > 0 writes `FILE` with `.rank<r>` before its extension.
    */
   trace?: string | TraceOptions;
+  /**
+   * Serve a live dashboard of the run: a page with its loss and accuracy
+   * curves, speed and members, at `http://hostname:port/`, shown only to a
+   * page that proves the job's token (see {@linkcode ServeOptions}).
+   */
+  serve?: ServeOptions;
   /** Called once the workers are ready, before the first step. */
   onStart?: (info: TrainStart) => void;
   /** Called after every global step. */
@@ -431,6 +437,22 @@ export interface ResolvedCheckpoint {
 
 /** The form gradients travel in: float32, or bfloat16 (half the bytes). */
 export type WireFormat = "float32" | "bf16";
+
+/** Options of {@linkcode TrainOptions.serve}. */
+export interface ServeOptions {
+  /** Interface to listen on, e.g. `"127.0.0.1"` (browsers answer the token's challenge on localhost and https only). */
+  hostname: string;
+  /** Port; 0 picks a free one (told to `onListening`). */
+  port: number;
+  /**
+   * The token a page must prove, at least 16 characters: default the job's
+   * (`processGroup.token`, `tokenFile` or `DDP_TOKEN`), else a fresh one,
+   * given in `onListening`'s URL.
+   */
+  token?: string;
+  /** Told the page's address once the server listens (with `#token=…` when the token is fresh). */
+  onListening?: (url: string) => void;
+}
 
 /** Options of {@linkcode TrainOptions.trace}. */
 export interface TraceOptions {

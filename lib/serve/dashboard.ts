@@ -1,0 +1,213 @@
+/**
+ * The live dashboard of a run (`--serve HOST:PORT`): an HTTP server in the
+ * coordinator's thread that serves one page and a WebSocket endpoint. The
+ * page draws the run's loss and accuracy, per epoch and as it runs, its
+ * speed, and each member with its device and share of the shards.
+ *
+ * Nothing is told without the job's token: a socket first gets a random
+ * challenge and must answer HMAC-SHA256(token, "ddp-dashboard:" + challenge)
+ * within 10 s — the token itself never travels, and the page keeps it in
+ * its URL's fragment, which browsers do not send. Frames from a page are
+ * bounded (1 KiB), and new sockets are rate-limited (20 a second); what a
+ * page sends is never more than its answer: it cannot read or write files.
+ *
+ * @module
+ */
+
+import { DASHBOARD_PAGE } from "./_dashboard_page.ts";
+
+/** What a dashboard shows: the events of the run, in order. */
+export type DashboardEvent =
+  | {
+    type: "start";
+    /** One line on the model and data. */
+    title: string;
+    /** Steps per epoch. */
+    stepsPerEpoch: number;
+    /** Epochs planned. */
+    epochs: number;
+    /** Every member: where it runs, and which shards of each batch it computes. */
+    members: { name: string; device: string; shards: string }[];
+  }
+  | {
+    type: "step";
+    epoch: number;
+    step: number;
+    steps: number;
+    loss: number;
+    trainAcc: number;
+    examplesPerSec: number;
+  }
+  | {
+    type: "epoch";
+    epoch: number;
+    loss: number;
+    trainAcc: number;
+    testAcc: number;
+    examplesPerSec: number;
+    seconds: number;
+  }
+  | { type: "end"; message: string };
+
+/** Where and how to serve. */
+export interface DashboardOptions {
+  /** Interface to listen on (e.g. `"127.0.0.1"`). */
+  hostname: string;
+  /** Port (0: a free one, told to `onListening`). */
+  port: number;
+  /** The HMAC key of the job's token (see `importToken`). */
+  key: CryptoKey;
+  /** Told the port once the server listens. */
+  onListening?: (address: { hostname: string; port: number }) => void;
+}
+
+/** A running dashboard. */
+export interface Dashboard {
+  /** The port it listens on. */
+  readonly port: number;
+  /** Sends `event` to every page that proved the token, and keeps it for those that come later. */
+  publish(event: DashboardEvent): void;
+  /** Closes every socket and the server. */
+  close(): Promise<void>;
+}
+
+/** Bytes a page may send in one frame (its answer is 64 hex digits). */
+export const MAX_FRAME_BYTES = 1024;
+/** New sockets accepted per second; more are refused with 429. */
+export const SOCKETS_PER_SECOND = 20;
+/** Milliseconds a socket has to answer its challenge. */
+const ANSWER_MS = 10_000;
+/** Step events kept for a page that comes later (epochs are all kept). */
+const STEPS_KEPT = 2000;
+
+/**
+ * Starts the dashboard's server.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { serveDashboard } from "./dashboard.ts";
+ * import { importToken } from "../collective/tcp/auth.ts";
+ *
+ * const key = await importToken({ token: "a token of some length" });
+ * const dashboard = serveDashboard({ hostname: "127.0.0.1", port: 0, key });
+ * const page = await fetch(`http://127.0.0.1:${dashboard.port}/`);
+ * assert.match(await page.text(), /<canvas/);
+ * await dashboard.close();
+ * ```
+ */
+export function serveDashboard(options: DashboardOptions): Dashboard {
+  const history: DashboardEvent[] = [];
+  const sockets = new Set<WebSocket>();
+  let window = { second: 0, count: 0 };
+  const server = Deno.serve({
+    hostname: options.hostname,
+    port: options.port,
+    onListen: ({ hostname, port }) => options.onListening?.({ hostname, port }),
+    onError: () => new Response("error", { status: 500 }),
+  }, (request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/" && request.method === "GET") {
+      return new Response(DASHBOARD_PAGE, {
+        headers: {
+          "content-type": "text/html; charset=utf-8",
+          "content-security-policy":
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+          "cache-control": "no-store",
+        },
+      });
+    }
+    if (url.pathname !== "/ws" || request.headers.get("upgrade") !== "websocket") {
+      return new Response("not found", { status: 404 });
+    }
+    const second = Math.floor(performance.now() / 1000);
+    if (window.second !== second) window = { second, count: 0 };
+    if (++window.count > SOCKETS_PER_SECOND) {
+      return new Response("too many connections", { status: 429 });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    admit(socket);
+    return response;
+  });
+
+  function admit(socket: WebSocket): void {
+    const challenge = crypto.getRandomValues(new Uint8Array(32));
+    const hex = [...challenge].map((b) => b.toString(16).padStart(2, "0")).join("");
+    let admitted = false;
+    const deadline = setTimeout(() => close(socket, 4001, "no answer to the challenge"), ANSWER_MS);
+    socket.onopen = () => socket.send(JSON.stringify({ type: "challenge", challenge: hex }));
+    socket.onclose = () => {
+      clearTimeout(deadline);
+      sockets.delete(socket);
+    };
+    socket.onmessage = async (message) => {
+      const size = typeof message.data === "string"
+        ? new TextEncoder().encode(message.data).length
+        : (message.data as ArrayBuffer).byteLength ?? MAX_FRAME_BYTES + 1;
+      if (size > MAX_FRAME_BYTES) return close(socket, 1009, "frame too large");
+      if (admitted) return; // a page has nothing more to say
+      const answer = typeof message.data === "string" ? parseAnswer(message.data) : undefined;
+      const valid = answer !== undefined && await crypto.subtle.verify(
+        "HMAC",
+        options.key,
+        answer,
+        new TextEncoder().encode(`ddp-dashboard:${hex}`),
+      );
+      clearTimeout(deadline);
+      if (!valid) return close(socket, 4003, "wrong token");
+      admitted = true;
+      sockets.add(socket);
+      socket.send(JSON.stringify({ type: "history", events: history }));
+    };
+  }
+
+  return {
+    get port() {
+      return server.addr.port;
+    },
+    publish(event) {
+      history.push(event);
+      if (event.type === "step") {
+        const steps = history.filter((e) => e.type === "step").length;
+        if (steps > STEPS_KEPT) history.splice(history.findIndex((e) => e.type === "step"), 1);
+      }
+      const text = JSON.stringify(event);
+      for (const socket of sockets) {
+        if (socket.readyState === WebSocket.OPEN) socket.send(text);
+      }
+    },
+    async close() {
+      // Each page is told why before the server goes (at most a second's wait).
+      const gone = [...sockets].map((socket) =>
+        new Promise((resolve) => socket.addEventListener("close", resolve))
+      );
+      for (const socket of sockets) close(socket, 1001, "the run ended");
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(gone),
+        new Promise((resolve) => (timer = setTimeout(resolve, 1000))),
+      ]);
+      clearTimeout(timer);
+      await server.shutdown();
+    },
+  };
+}
+
+/** The answer's MAC: 32 bytes from `{"type":"answer","mac":"<64 hex digits>"}`, else undefined. */
+function parseAnswer(text: string): Uint8Array<ArrayBuffer> | undefined {
+  try {
+    const { type, mac } = JSON.parse(text);
+    if (type !== "answer" || typeof mac !== "string" || !/^[0-9a-f]{64}$/.test(mac)) return;
+    return Uint8Array.from(mac.match(/../g)!, (byte) => parseInt(byte, 16));
+  } catch {
+    return undefined;
+  }
+}
+
+function close(socket: WebSocket, code: number, reason: string): void {
+  try {
+    socket.close(code, reason);
+  } catch {
+    // already closing
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * `train()`'s side of the live dashboard (`options.serve`): starts the
+ * server, and hooks the run's callbacks so that every start, step, epoch and
+ * end reaches it as an event (see `lib/serve/dashboard.ts`).
+ *
+ * @module
+ */
+
+import { importToken } from "../../collective/tcp/auth.ts";
+import { describeValue, UsageError } from "../../errors.ts";
+import { type Dashboard, type DashboardEvent, serveDashboard } from "../../serve/dashboard.ts";
+import type { ResolvedTrainOptions, ServeOptions, TrainOptions } from "../shared/options.ts";
+import { readTokenVariable } from "./processes.ts";
+
+/** A served run: its callbacks, hooked, and how to end it. */
+export interface ServedRun {
+  /** `options` with `onStart`, `onStep` and `onEpoch` also publishing to the dashboard. */
+  hooked: TrainOptions;
+  /** Says how the run ended, then closes the server. */
+  end(message: string): Promise<void>;
+}
+
+/**
+ * Starts the dashboard of a run with `options` (resolved: `given`).
+ *
+ * @example
+ * ```ts ignore
+ * const served = await serveRun(options, resolved);
+ * try { await run(served.hooked); } finally { await served.end("done"); }
+ * ```
+ */
+export async function serveRun(
+  options: TrainOptions,
+  given: ResolvedTrainOptions,
+): Promise<ServedRun> {
+  const serve = checkServe(options.serve);
+  const group = given.distributed.processGroup;
+  // The job's token if it has one; else a fresh one, given in the page's address.
+  const tcp = group?.backend === "mpi" ? undefined : group;
+  const named = serve.token ?? tcp?.token ?? (tcp?.tokenFile ? undefined : readTokenVariable());
+  const fresh = named === undefined && tcp?.tokenFile === undefined
+    ? [...crypto.getRandomValues(new Uint8Array(24))].map((b) => b.toString(16).padStart(2, "0"))
+      .join("")
+    : undefined;
+  const key = await importToken({ token: named ?? fresh, file: tcp?.tokenFile }).catch((error) => {
+    throw new UsageError(`serve: ${error.message}`);
+  });
+  let dashboard: Dashboard;
+  try {
+    dashboard = serveDashboard({
+      hostname: serve.hostname,
+      port: serve.port,
+      key,
+      onListening: ({ port }) => {
+        const host = serve.hostname.includes(":") ? `[${serve.hostname}]` : serve.hostname;
+        serve.onListening?.(
+          `http://${host}:${port}/` + (fresh === undefined ? "" : `#token=${fresh}`),
+        );
+      },
+    });
+  } catch (error) {
+    throw new UsageError(
+      `serve: cannot listen on ${serve.hostname}:${serve.port}: ${(error as Error).message}`,
+    );
+  }
+  const publish = (event: DashboardEvent) => dashboard.publish(event);
+  let batchSize = given.batchSize;
+  const hooked: TrainOptions = {
+    ...options,
+    onStart(info) {
+      const { distributed } = info.options;
+      batchSize = info.options.batchSize;
+      const perReplica = distributed.batchShards / distributed.replicas;
+      const rank = distributed.processGroup?.rank ?? 0;
+      publish({
+        type: "start",
+        title:
+          `${info.options.model.name} on ${info.trainCount} training / ${info.testCount} test examples, ` +
+          `batch ${info.options.batchSize}, ${distributed.replicas} replica(s)`,
+        stepsPerEpoch: info.stepsPerEpoch,
+        epochs: info.options.epochs,
+        members: Array.from({ length: distributed.replicas }, (_, g) => {
+          const process = Math.floor(g / distributed.workers);
+          const shards = Array.from({ length: perReplica }, (_, s) => g * perReplica + s);
+          return {
+            name: distributed.processGroup
+              ? `rank ${process} worker ${g % distributed.workers}`
+              : `worker ${g}`,
+            device: process === rank ? info.device.adapter : `(rank ${process}'s)`,
+            shards: `${shards.join(", ")} of ${distributed.batchShards}`,
+          };
+        }),
+      });
+      options.onStart?.(info);
+    },
+    onStep(progress) {
+      publish({
+        type: "step",
+        epoch: progress.epoch,
+        step: progress.step,
+        steps: progress.steps,
+        loss: progress.loss,
+        trainAcc: progress.trainAcc,
+        examplesPerSec: progress.seconds > 0 ? (progress.step * batchSize) / progress.seconds : 0,
+      });
+      options.onStep?.(progress);
+    },
+    onEpoch(record) {
+      publish({ type: "epoch", ...record });
+      return options.onEpoch?.(record);
+    },
+  };
+  return {
+    hooked,
+    async end(message) {
+      publish({ type: "end", message });
+      await dashboard.close();
+    },
+  };
+}
+
+/** `serve`, checked: a usage error names what is wrong. */
+function checkServe(serve: ServeOptions | undefined): ServeOptions {
+  if (typeof serve !== "object" || serve === null) {
+    throw new UsageError(`serve must be an object, got ${describeValue(serve)}`);
+  }
+  if (typeof serve.hostname !== "string" || serve.hostname === "") {
+    throw new UsageError(
+      `serve.hostname must be a host name, got ${describeValue(serve.hostname)}`,
+    );
+  }
+  if (!Number.isInteger(serve.port) || serve.port < 0 || serve.port > 65535) {
+    throw new UsageError(`serve.port must be a port number, got ${describeValue(serve.port)}`);
+  }
+  if (serve.token !== undefined && typeof serve.token !== "string") {
+    throw new UsageError(`serve.token must be a string, got ${describeValue(serve.token)}`);
+  }
+  return serve;
+}
