@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a clean machine lacks for this project: Deno (from npm), GNU
-# time, Open MPI and, unless WebGPU finds a hardware GPU, Mesa's software
-# Vulkan driver, so that WebGPU runs the workers in parallel (through Vulkan,
-# not GL).
+# time, Open MPI, a headless Chromium and, unless WebGPU finds a hardware GPU,
+# Mesa's software Vulkan driver, so that WebGPU runs the workers in parallel
+# (through Vulkan, not GL).
 # Usage: bash .ci/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,18 @@ if ! command -v mpirun >/dev/null 2>&1 || ! mpirun --version 2>/dev/null | grep 
     echo "setup: could not install Open MPI; the MPI tests will be ignored"
 fi
 
-# 4. A WebGPU adapter that runs workers in parallel. Deno's WebGPU reaches Mesa's
+# 4. A real browser, for the dashboard's test (tests/dashboard_test.ts): chromium-headless-shell.
+if ! command -v chromium-headless-shell >/dev/null 2>&1; then
+  echo "setup: installing chromium-headless-shell (the dashboard is tested in a real browser)"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq chromium-headless-shell >/dev/null ||
+    echo "setup: could not install chromium-headless-shell; the browser test will be ignored"
+fi
+
+# 5. A WebGPU adapter that runs workers in parallel. Deno's WebGPU reaches Mesa's
 #    software rasteriser (llvmpipe) through GL or, with Mesa's Vulkan driver,
 #    through Vulkan; through GL the workers' GPU work is serialised (2 workers:
 #    0.98x one worker's throughput, against 1.95x through Vulkan). So unless a

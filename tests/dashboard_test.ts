@@ -10,6 +10,8 @@ import { importToken } from "../lib/collective/tcp/auth.ts";
 import { type DashboardEvent, serveDashboard } from "../lib/serve/dashboard.ts";
 import { train } from "../lib/train/coordinator/train.ts";
 import { imageLikeDataset } from "./helpers.ts";
+import { withBrowserPage } from "./browser.ts";
+import { ignoredWithout } from "./skips.ts";
 
 const TOKEN = "the dashboard test's token";
 
@@ -132,4 +134,39 @@ Deno.test("the dashboard refuses a wrong token, an oversized frame and a flood o
   } finally {
     await dashboard.close();
   }
+});
+
+Deno.test({
+  name:
+    "in a real browser (headless Chromium): the page proves the token and draws the run as it goes",
+  ignore: await ignoredWithout("chromium"),
+  fn: async () => {
+    const listening = Promise.withResolvers<string>();
+    const shown = Promise.withResolvers<string>();
+    const result = await train({
+      model: { name: "nin", inputSize: 67, width: 0.125 },
+      data: { train: imageLikeDataset(32, 1), test: imageLikeDataset(8, 2) },
+      batchSize: 8,
+      epochs: 3,
+      distributed: { workers: 2 },
+      serve: { hostname: "127.0.0.1", port: 0, onListening: listening.resolve },
+      async onEpoch(record) {
+        if (record.epoch !== 2) return;
+        // No token given: a fresh one, in the address's fragment (which the browser keeps).
+        const url = await listening.promise;
+        assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/#token=[0-9a-f]{48}$/);
+        shown.resolve(
+          await withBrowserPage(url, async (page) => {
+            await page.waitFor(`document.getElementById("status").textContent === "live"`);
+            return await page.evaluate<string>(`document.getElementById("epochs").innerText`);
+          }),
+        );
+      },
+    });
+    const rows = (await shown.promise).trim().split("\n").slice(1).map((row) => row.split("\t"));
+    assert.deepEqual(
+      rows.map(([epoch, loss, , testAcc]) => [Number(epoch), loss, testAcc]),
+      result.history.slice(0, 2).map((e) => [e.epoch, e.loss.toFixed(3), e.testAcc.toFixed(3)]),
+    );
+  },
 });

@@ -99,6 +99,15 @@ const NEEDS = {
         .then(() => true, () => false)) &&
       ((await adapterOn("vulkan"))?.includes("llvmpipe") ?? false),
   },
+  "chromium": {
+    reason: "a real browser, Debian's chromium-headless-shell (.ci/setup.sh installs it)",
+    available: () =>
+      new Deno.Command("chromium-headless-shell", {
+        args: ["--version"],
+        stdout: "null",
+        stderr: "null",
+      }).output().then((r) => r.success, () => false),
+  },
   "open-mpi": {
     reason: "Open MPI (`mpirun` and libmpi.so.40: Debian's openmpi-bin and libopenmpi-dev; " +
       ".ci/setup.sh installs them)",
