@@ -23,6 +23,7 @@ export interface BrowserPage {
 export async function withBrowserPage<T>(
   url: string,
   fn: (page: BrowserPage) => Promise<T>,
+  viewport: { width: number; height: number } = { width: 1000, height: 900 },
 ): Promise<T> {
   const profile = await Deno.makeTempDir();
   const child = new Deno.Command(BROWSER, {
@@ -75,6 +76,11 @@ export async function withBrowserPage<T>(
     };
     const { targetId } = await send("Target.createTarget", { url });
     const { sessionId } = await send("Target.attachToTarget", { targetId, flatten: true });
+    await send(
+      "Emulation.setDeviceMetricsOverride",
+      { ...viewport, deviceScaleFactor: 1, mobile: false },
+      sessionId as string,
+    );
     const page: BrowserPage & { screenshot(): Promise<Uint8Array> } = {
       screenshot: () => Promise.reject(new Error("not yet")),
       async evaluate<V>(expression: string) {
@@ -88,7 +94,8 @@ export async function withBrowserPage<T>(
       async waitFor<V>(expression: string, timeoutMs = 20_000) {
         const until = performance.now() + timeoutMs;
         for (;;) {
-          const value = await page.evaluate<V>(expression);
+          // Before the page has loaded, it has no context to evaluate in: try again.
+          const value = await page.evaluate<V>(expression).catch(() => undefined);
           if (value) return value;
           if (performance.now() > until) throw new Error(`timed out waiting for ${expression}`);
           await new Promise((resolve) => setTimeout(resolve, 100));

@@ -34,9 +34,9 @@ export const DASHBOARD_PAGE = `<!doctype html>
 <button>Show the run</button></form>
 <div id="now"></div>
 <div class="charts">
-  <div><div class="legend"><span style="color:#1f77b4">■ train loss</span></div>
+  <div><div class="legend"><span style="color:#1f77b4">■ train loss (mean over the epoch so far)</span></div>
   <canvas id="loss" width="460" height="260"></canvas></div>
-  <div><div class="legend"><span style="color:#ff7f0e">■ train acc</span>
+  <div><div class="legend"><span style="color:#ff7f0e">■ train acc (the same)</span>
   <span style="color:#2ca02c">■ test acc</span></div>
   <canvas id="acc" width="460" height="260"></canvas></div>
 </div>
