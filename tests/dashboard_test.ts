@@ -15,6 +15,14 @@ import { ignoredWithout } from "./skips.ts";
 
 const TOKEN = "the dashboard test's token";
 
+/** A small run on 2 workers. */
+const RUN = {
+  model: { name: "nin", inputSize: 67, width: 0.125 },
+  data: { train: imageLikeDataset(32, 1), test: imageLikeDataset(8, 2) },
+  batchSize: 8,
+  distributed: { workers: 2 },
+} as const;
+
 /** A socket to the dashboard at `port` that answers its challenge with `token`; collects events. */
 function page(port: number, token: string) {
   const socket = new WebSocket(`ws://127.0.0.1:${port}/ws`);
@@ -56,11 +64,8 @@ Deno.test("a served run: a page with the token sees its start, every step and ep
   const listening = Promise.withResolvers<string>();
   let viewer: ReturnType<typeof page> | undefined;
   const result = await train({
-    model: { name: "nin", inputSize: 67, width: 0.125 },
-    data: { train: imageLikeDataset(32, 1), test: imageLikeDataset(8, 2) },
-    batchSize: 8,
+    ...RUN,
     epochs: 2,
-    distributed: { workers: 2 },
     serve: { hostname: "127.0.0.1", port: 0, token: TOKEN, onListening: listening.resolve },
     async onStart() {
       const url = new URL(await listening.promise);
@@ -144,11 +149,8 @@ Deno.test({
     const listening = Promise.withResolvers<string>();
     const shown = Promise.withResolvers<string>();
     const result = await train({
-      model: { name: "nin", inputSize: 67, width: 0.125 },
-      data: { train: imageLikeDataset(32, 1), test: imageLikeDataset(8, 2) },
-      batchSize: 8,
+      ...RUN,
       epochs: 3,
-      distributed: { workers: 2 },
       serve: { hostname: "127.0.0.1", port: 0, onListening: listening.resolve },
       async onEpoch(record) {
         if (record.epoch !== 2) return;

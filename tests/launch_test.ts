@@ -9,13 +9,14 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, scriptEnv, withTempDir, writeTinyDataset } from "./helpers.ts";
+import { ROOT, withTempDir, writeTinyDataset } from "./helpers.ts";
 import {
   assertReferenceWeights,
   checkpointed,
   pidOf,
   runFlags,
   singleProcessRun,
+  spawnGuarded,
 } from "./process_helpers.ts";
 import { ignoredWithout } from "./skips.ts";
 import { TRAIN_PERMISSIONS } from "../scripts/launch.ts";
@@ -27,21 +28,7 @@ function startLauncher(args: readonly string[]) {
   const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks;
   const [, , ...permissions] = (tasks.launch as string).replace(/ scripts\/launch\.ts$/, "")
     .split(" ");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissions, "scripts/launch.ts", ...args],
-    cwd: ROOT,
-    clearEnv: true,
-    env: { ...scriptEnv(), LP_NUM_THREADS: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const guard = setTimeout(() => child.kill("SIGKILL"), 180_000);
-  const output = child.output().then(({ code, stdout, stderr }) => {
-    clearTimeout(guard);
-    const decoder = new TextDecoder();
-    return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-  });
-  return { child, output };
+  return spawnGuarded(Deno.execPath(), ["run", ...permissions, "scripts/launch.ts", ...args]);
 }
 
 /** What `ps` says with `args`. */

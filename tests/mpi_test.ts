@@ -22,6 +22,7 @@ import {
   pidOf,
   runFlags,
   singleProcessRun,
+  spawnGuarded,
 } from "./process_helpers.ts";
 import { ignoredWithout } from "./skips.ts";
 import { averageInputs, replicasOf, ROUNDS } from "./fixtures/mpi_inputs.ts";
@@ -48,34 +49,19 @@ function mpirun(
   args: readonly string[],
   options: { permissions?: readonly string[]; sigkillSeconds?: number } = {},
 ) {
-  const child = new Deno.Command("mpirun", {
-    args: [
-      "--allow-run-as-root",
-      "--oversubscribe",
-      "--bind-to",
-      "none",
-      ...(options.sigkillSeconds
-        ? ["--mca", "odls_base_sigkill_timeout", `${options.sigkillSeconds}`]
-        : []),
-      "-np",
-      `${size}`,
-      Deno.execPath(),
-      ...scriptArgs(script, args, options.permissions ?? TRAIN_PERMISSIONS),
-    ],
-    cwd: ROOT,
-    clearEnv: true,
-    env: { ...scriptEnv(), LP_NUM_THREADS: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // A guard: a job that never ends fails the test instead of hanging it.
-  const guard = setTimeout(() => child.kill("SIGKILL"), 180_000);
-  const output = child.output().then(({ code, stdout, stderr }) => {
-    clearTimeout(guard);
-    const decoder = new TextDecoder();
-    return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-  });
-  return { child, output };
+  return spawnGuarded("mpirun", [
+    "--allow-run-as-root",
+    "--oversubscribe",
+    "--bind-to",
+    "none",
+    ...(options.sigkillSeconds
+      ? ["--mca", "odls_base_sigkill_timeout", `${options.sigkillSeconds}`]
+      : []),
+    "-np",
+    `${size}`,
+    Deno.execPath(),
+    ...scriptArgs(script, args, options.permissions ?? TRAIN_PERMISSIONS),
+  ]);
 }
 
 Deno.test({

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { runScript, writeTinyDataset } from "./helpers.ts";
+import { ROOT, runScript, scriptEnv, writeTinyDataset } from "./helpers.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
 import { listCheckpoints } from "../lib/train/shared/checkpoint.ts";
 
@@ -87,4 +87,28 @@ export async function checkpointed(dir: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`no checkpoint appeared in ${dir}`);
+}
+
+/**
+ * `program` with `args` started in the root directory with the tests'
+ * environment (one llvmpipe thread per worker); `output` resolves with its
+ * exit code and output. A guard kills it after 180 s: a job that never ends
+ * fails the test instead of hanging it.
+ */
+export function spawnGuarded(program: string, args: readonly string[]) {
+  const child = new Deno.Command(program, {
+    args: [...args],
+    cwd: ROOT,
+    clearEnv: true,
+    env: { ...scriptEnv(), LP_NUM_THREADS: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const guard = setTimeout(() => child.kill("SIGKILL"), 180_000);
+  const output = child.output().then(({ code, stdout, stderr }) => {
+    clearTimeout(guard);
+    const decoder = new TextDecoder();
+    return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+  });
+  return { child, output };
 }
