@@ -120,6 +120,20 @@ export function encodeChunk(
   return bytes;
 }
 
+/** Where a chunk's vectors are decoded: `into[j]` from index `at`, for the chunk `[start, end)`. */
+export interface ChunkTarget {
+  /** The vectors to write. */
+  into: readonly Float32Array[];
+  /** The index of `into[j]` the chunk's first value goes to. */
+  at: number;
+  /** The chunk's first index in the whole vector. */
+  start: number;
+  /** The index after its last. */
+  end: number;
+  /** Values `[0, bf16Length)` of the whole vector travel as bfloat16. */
+  bf16Length: number;
+}
+
 /**
  * Decodes `payload`'s vectors (see {@linkcode encodeChunk}) into `into[j]`
  * from index `at`. Returns false, decoding nothing, if the payload is not
@@ -136,16 +150,7 @@ export function encodeChunk(
  * assert.deepEqual([...out], [1, -2, Math.fround(0.1)]);
  * ```
  */
-export function decodeChunk(
-  payload: Uint8Array,
-  chunk: {
-    into: readonly Float32Array[];
-    at: number;
-    start: number;
-    end: number;
-    bf16Length: number;
-  },
-): boolean {
+export function decodeChunk(payload: Uint8Array, chunk: ChunkTarget): boolean {
   const { into, at, start, end } = chunk;
   const layout = chunkLayout(chunk);
   if (payload.length !== into.length * layout.bytes) return false;

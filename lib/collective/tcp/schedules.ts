@@ -32,7 +32,14 @@ import type { Contribution } from "../all_reduce.ts";
 import { PeerError } from "../process_group.ts";
 import type { Frame, FrameHeader } from "./frame.ts";
 import { roundToBf16 } from "../../util/bf16.ts";
-import { accumulate, blockOf, chunkLayout, decodeChunk, encodeChunk } from "../_rank_order.ts";
+import {
+  accumulate,
+  blockOf,
+  chunkLayout,
+  type ChunkTarget,
+  decodeChunk,
+  encodeChunk,
+} from "../_rank_order.ts";
 
 /** Elements per pipelined chunk (512 KiB of float64 partial sums). */
 export const CHUNK = 1 << 16;
@@ -229,14 +236,7 @@ export async function directAverage<L extends ScheduleLink>(
 function decodeInto(
   wire: Wire<ScheduleLink>,
   frame: Frame,
-  chunk: {
-    into: readonly Float32Array[];
-    at: number;
-    start: number;
-    end: number;
-    bf16Length: number;
-    peer: string;
-  },
+  chunk: ChunkTarget & { peer: string },
 ): void {
   if (decodeChunk(frame.payload, chunk)) return;
   throw wire.fail(
