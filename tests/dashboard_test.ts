@@ -91,6 +91,44 @@ Deno.test("a served run: a page with the token sees its start, every step and ep
   assert.deepEqual(events.at(-1), { type: "end", message: "the run finished" });
 });
 
+Deno.test("in a job of two processes, rank 0 serves the dashboard and shows every replica; rank 1 does not serve", async () => {
+  const listening = Promise.withResolvers<number>();
+  const served: string[] = [];
+  let viewer: ReturnType<typeof page> | undefined;
+  const run = async (rank: number) =>
+    await train({
+      ...RUN,
+      epochs: 1,
+      distributed: {
+        workers: 1,
+        processGroup: {
+          rank,
+          size: 2,
+          masterAddr: "127.0.0.1",
+          masterPort: rank === 0 ? 0 : await listening.promise,
+          onListening: listening.resolve,
+          token: TOKEN,
+        },
+      },
+      // Both are given the same address, as a launcher gives every process the same flags.
+      serve: { hostname: "127.0.0.1", port: 0, onListening: (url) => served.push(url) },
+      async onStart() {
+        if (rank !== 0) return;
+        viewer = page(Number(new URL(served[0]).port), TOKEN);
+        await viewer.admitted;
+      },
+    });
+  await Promise.all([run(0), run(1)]);
+  assert.equal(served.length, 1);
+  const start = viewer!.events.find((e) => e.type === "start");
+  assert.ok(start && start.type === "start");
+  assert.deepEqual(start.members.map((m) => [m.name, m.shards]), [
+    ["rank 0 worker 0", "0 of 2"],
+    ["rank 1 worker 0", "1 of 2"],
+  ]);
+  assert.equal(start.members[1].device, "(rank 1's)");
+});
+
 Deno.test("the dashboard refuses a wrong token, an oversized frame and a flood of sockets; it serves nothing else", async () => {
   const key = await importToken({ token: TOKEN });
   const dashboard = serveDashboard({ hostname: "127.0.0.1", port: 0, key });

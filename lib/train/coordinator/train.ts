@@ -119,7 +119,8 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const signal = options.signal && signals
     ? AbortSignal.any([options.signal, signals.signal])
     : options.signal ?? signals?.signal;
-  const served = options.serve ? await serveRun(options, given) : undefined;
+  // In a job of several processes, rank 0 serves the dashboard (every process is given the flag).
+  const served = options.serve && leader ? await serveRun(options, given) : undefined;
   let ended = "the run stopped";
   try {
     const result = await run({ ...(served?.hooked ?? options), signal }, given, {

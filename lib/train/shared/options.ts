@@ -262,7 +262,8 @@ export interface TrainOptions {
   /**
    * Serve a live dashboard of the run: a page with its loss and accuracy
    * curves, speed and members, at `http://hostname:port/`, shown only to a
-   * page that proves the job's token (see {@linkcode ServeOptions}).
+   * page that proves the job's token (see {@linkcode ServeOptions}). In a
+   * job of several processes, rank 0 serves it; the others ignore it.
    */
   serve?: ServeOptions;
   /** Called once the workers are ready, before the first step. */
