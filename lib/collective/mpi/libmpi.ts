@@ -254,7 +254,7 @@ export class MpiComm {
 
   /** Every rank's `bytes`, in rank order (lengths may differ). */
   async allgather(bytes: Uint8Array, size: number): Promise<Uint8Array[]> {
-    const { byte, int } = this.#types;
+    const { int } = this.#types;
     const lengths = new Int32Array(size);
     await this.#run("MPI_Allgather", () =>
       this.#mpi.symbols.MPI_Allgather(
@@ -266,20 +266,9 @@ export class MpiComm {
         int,
         this.#comm,
       ));
-    const displs = offsetsOf(lengths);
-    const all = new Uint8Array(displs[size - 1] + lengths[size - 1]);
-    await this.#run("MPI_Allgatherv", () =>
-      this.#mpi.symbols.MPI_Allgatherv(
-        bytes,
-        bytes.length,
-        byte,
-        all,
-        lengths,
-        displs,
-        byte,
-        this.#comm,
-      ));
-    return [...lengths].map((length, r) => all.subarray(displs[r], displs[r] + length));
+    const all = new ByteBlocks(lengths);
+    await this.allgatherv(bytes, all);
+    return [...lengths].map((_, r) => all.block(r));
   }
 
   /** Rank `root`'s bytes on every rank (the others' `bytes` are ignored). */
@@ -299,13 +288,10 @@ export class MpiComm {
   }
 
   /**
-   * All-to-all of byte blocks: rank r receives `send[sendAt[r], +sendCounts[r])`
-   * of every rank, into `receive` at `receiveAt[q]` for the block from rank q.
+   * All-to-all of byte blocks: rank r receives block r of every rank's
+   * `send`, rank q's into block q of `receive`.
    */
-  alltoallv(
-    send: { bytes: Uint8Array; counts: Int32Array; at: Int32Array },
-    receive: { bytes: Uint8Array; counts: Int32Array; at: Int32Array },
-  ): Promise<void> {
+  alltoallv(send: ByteBlocks, receive: ByteBlocks): Promise<void> {
     const { byte } = this.#types;
     return this.#run("MPI_Alltoallv", () =>
       this.#mpi.symbols.MPI_Alltoallv(
@@ -321,11 +307,8 @@ export class MpiComm {
       ));
   }
 
-  /** Every rank's block of `receive` (rank q's at `at[q]`, `counts[q]` bytes), on every rank. */
-  allgatherv(
-    send: Uint8Array,
-    receive: { bytes: Uint8Array; counts: Int32Array; at: Int32Array },
-  ): Promise<void> {
+  /** Every rank's `send` into its block of `receive` (rank q's into block q), on every rank. */
+  allgatherv(send: Uint8Array, receive: ByteBlocks): Promise<void> {
     const { byte } = this.#types;
     return this.#run("MPI_Allgatherv", () =>
       this.#mpi.symbols.MPI_Allgatherv(
@@ -348,16 +331,45 @@ export class MpiComm {
   }
 }
 
-/** The byte offsets of blocks of `counts` bytes laid end to end, checked to fit a C `int`. */
-export function offsetsOf(counts: Int32Array): Int32Array {
-  const offsets = new Int32Array(counts.length);
-  let at = 0;
-  counts.forEach((count, i) => {
-    offsets[i] = countOf(at);
-    at += count;
-  });
-  countOf(at);
-  return offsets;
+/**
+ * Blocks of `counts[i]` bytes laid end to end in one buffer, as MPI's
+ * v-collectives take them (counts and offsets checked to fit a C `int`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ByteBlocks } from "./libmpi.ts";
+ *
+ * const blocks = new ByteBlocks([3, 0, 2]);
+ * assert.deepEqual([...blocks.at], [0, 3, 3]);
+ * assert.equal(blocks.bytes.length, 5);
+ * assert.equal(blocks.block(2).byteOffset, 3);
+ * ```
+ */
+export class ByteBlocks {
+  /** Each block's size in bytes. */
+  readonly counts: Int32Array;
+  /** Each block's offset in {@linkcode ByteBlocks.bytes}. */
+  readonly at: Int32Array;
+  /** The buffer. */
+  readonly bytes: Uint8Array<ArrayBuffer>;
+
+  /** Blocks of the sizes `counts`, zeroed. */
+  constructor(counts: ArrayLike<number>) {
+    this.counts = Int32Array.from(counts, countOf);
+    this.at = new Int32Array(this.counts.length);
+    let at = 0;
+    this.counts.forEach((count, i) => {
+      this.at[i] = countOf(at);
+      at += count;
+    });
+    this.bytes = new Uint8Array(countOf(at));
+  }
+
+  /** Block `i`, a view of the buffer. */
+  block(i: number): Uint8Array<ArrayBuffer> {
+    return this.bytes.subarray(this.at[i], this.at[i] + this.counts[i]);
+  }
 }
 
 /** `count`, checked to fit one MPI call. */

@@ -34,7 +34,7 @@ import {
 } from "../_rank_order.ts";
 import { PeerError, type ProcessGroup } from "../process_group.ts";
 import { roundToBf16 } from "../../util/bf16.ts";
-import { type MpiComm, type MpiWorld, mpiWorld, offsetsOf } from "./libmpi.ts";
+import { ByteBlocks, type MpiComm, type MpiWorld, mpiWorld } from "./libmpi.ts";
 
 /** Values per piece of an average (4 MiB of float32 per replica). */
 export const PIECE = 1 << 20;
@@ -58,9 +58,7 @@ export const MPI_TAGS: readonly string[] = [
 /** A piece's blocks, and the terms of this rank's block that every rank sent it. */
 interface Scattered {
   blocks: { start: number; end: number; bf16Length: number }[];
-  receive: Uint8Array;
-  receiveAt: Int32Array;
-  receiveCounts: Int32Array;
+  receive: ByteBlocks;
 }
 
 /** How to join an {@linkcode MpiProcessGroup}. */
@@ -214,25 +212,13 @@ export class MpiProcessGroup implements ProcessGroup {
       const [from, to] = blockOf(b, { n: end - start, size: this.size });
       return { start: start + from, end: start + to, bf16Length };
     });
-    const sendCounts = new Int32Array(blocks.map((b) => parts.length * chunkLayout(b).bytes));
-    const sendAt = offsetsOf(sendCounts);
-    const send = new Uint8Array(sendAt[this.size - 1] + sendCounts[this.size - 1]);
     const vectors = parts.map((p) => p.data);
-    blocks.forEach((block, b) => {
-      encodeChunk(vectors, block, send.subarray(sendAt[b], sendAt[b] + sendCounts[b]));
-    });
-    const own = blocks[this.rank];
-    const receiveCounts = new Int32Array(
-      everyone.map((e) => e.weights.length * chunkLayout(own).bytes),
-    );
-    const receiveAt = offsetsOf(receiveCounts);
-    const receive = new Uint8Array(receiveAt[this.size - 1] + receiveCounts[this.size - 1]);
-    await this.#call("MPI_Alltoallv", (comm) =>
-      comm.alltoallv(
-        { bytes: send, counts: sendCounts, at: sendAt },
-        { bytes: receive, counts: receiveCounts, at: receiveAt },
-      ));
-    return { blocks, receive, receiveAt, receiveCounts };
+    const send = new ByteBlocks(blocks.map((b) => parts.length * chunkLayout(b).bytes));
+    blocks.forEach((block, b) => encodeChunk(vectors, block, send.block(b)));
+    const own = chunkLayout(blocks[this.rank]).bytes;
+    const receive = new ByteBlocks(everyone.map((e) => e.weights.length * own));
+    await this.#call("MPI_Alltoallv", (comm) => comm.alltoallv(send, receive));
+    return { blocks, receive };
   }
 
   /** Adds this rank's block of a piece in rank order, then gathers every block into `out`. */
@@ -241,15 +227,14 @@ export class MpiProcessGroup implements ProcessGroup {
     scattered: Scattered,
   ): Promise<void> {
     const { total, out, bf16Length, everyone } = round;
-    const { blocks, receive, receiveAt, receiveCounts } = scattered;
+    const { blocks, receive } = scattered;
     const own = blocks[this.rank];
     const length = own.end - own.start;
     const sums = new Float64Array(length);
     let started = false;
     everyone.forEach(({ weights }, r) => {
       const data = weights.map(() => new Float32Array(length));
-      const bytes = receive.subarray(receiveAt[r], receiveAt[r] + receiveCounts[r]);
-      decodeChunk(bytes, { ...own, into: data, at: 0 }); // sizes as agreed: it fits
+      decodeChunk(receive.block(r), { ...own, into: data, at: 0 }); // sizes as agreed: it fits
       const terms = data.flatMap((values, j) =>
         weights[j] === 0 ? [] : [{ data: values, weight: weights[j] / total }]
       );
@@ -257,17 +242,15 @@ export class MpiProcessGroup implements ProcessGroup {
     });
     out.set(sums, own.start); // rounded to float32, once
     roundToBf16(out, own.start, Math.min(own.end, Math.max(own.start, bf16Length)));
-    const counts = new Int32Array(blocks.map((b) => chunkLayout(b).bytes));
-    const at = offsetsOf(counts);
-    const gathered = new Uint8Array(at[this.size - 1] + counts[this.size - 1]);
+    const gathered = new ByteBlocks(blocks.map((b) => chunkLayout(b).bytes));
     await this.#call(
       "MPI_Allgatherv",
-      (comm) => comm.allgatherv(encodeChunk([out], own), { bytes: gathered, counts, at }),
+      (comm) => comm.allgatherv(encodeChunk([out], own), gathered),
     );
     blocks.forEach((block, b) => {
-      if (b === this.rank) return;
-      const bytes = gathered.subarray(at[b], at[b] + counts[b]);
-      decodeChunk(bytes, { ...block, into: [out], at: block.start });
+      if (b !== this.rank) {
+        decodeChunk(gathered.block(b), { ...block, into: [out], at: block.start });
+      }
     });
   }
 
