@@ -11,6 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { MpiProcessGroup } from "../lib/collective/mpi/mpi_process_group.ts";
+import { lines } from "../lib/util/lines.ts";
 
 const { values } = parseArgs({ options: { length: { type: "string" } } });
 const length = Number(values.length);
@@ -18,22 +19,9 @@ if (!Number.isInteger(length) || length < 1) throw new Error(`--length ${values.
 const group = await MpiProcessGroup.connect();
 const data = new Float32Array(length).fill(group.rank + 1);
 const weight = group.rank + 1;
-const lines = group.rank === 0
-  ? Deno.stdin.readable.pipeThrough(new TextDecoderStream()).values()
-  : undefined;
-let pending = "";
-/** Rank 0's next command line. */
-async function nextLine(): Promise<string> {
-  while (!pending.includes("\n")) {
-    const { value, done } = await lines!.next();
-    if (done) return "stop";
-    pending += value;
-  }
-  const at = pending.indexOf("\n");
-  const line = pending.slice(0, at);
-  pending = pending.slice(at + 1);
-  return line;
-}
+// Rank 0's commands; the end of its stdin means stop.
+const commands = group.rank === 0 ? lines(Deno.stdin.readable) : undefined;
+const nextLine = async () => (await commands!.next()).value ?? "stop";
 const encoder = new TextEncoder();
 if (group.rank === 0) console.log("ready");
 for (;;) {

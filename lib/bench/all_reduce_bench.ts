@@ -30,6 +30,7 @@ import { importToken } from "../collective/tcp/auth.ts";
 import { TcpProcessGroup } from "../collective/tcp/tcp_process_group.ts";
 import { WorkerError } from "../errors.ts";
 import { summarize, type Summary } from "./stats.ts";
+import { lines } from "../util/lines.ts";
 
 /**
  * What the all-reduce benchmark measures: an algorithm, the `copy` baseline,
@@ -242,21 +243,12 @@ async function startMpiGroup(
     stderr: "piped",
   }).spawn();
   const stderr = new Response(child.stderr).text();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).values();
-  let pending = "";
+  const replies = lines(child.stdout);
   const nextLine = async (): Promise<string> => {
-    while (!pending.includes("\n")) {
-      const { value, done } = await lines.next();
-      if (done) {
-        const { code } = await child.status;
-        throw new Error(`mpirun exited with status ${code}: ${(await stderr).trim()}`);
-      }
-      pending += value;
-    }
-    const at = pending.indexOf("\n");
-    const line = pending.slice(0, at);
-    pending = pending.slice(at + 1);
-    return line;
+    const { value, done } = await replies.next();
+    if (!done) return value;
+    const { code } = await child.status;
+    throw new Error(`mpirun exited with status ${code}: ${(await stderr).trim()}`);
   };
   const stdin = child.stdin.getWriter();
   const send = (line: string) => stdin.write(new TextEncoder().encode(`${line}\n`));

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { lines } from "../util/lines.ts";
+
 /** What the agent starts, and how. */
 export interface LaunchPlan {
   /** Processes on this host. */
@@ -113,8 +115,12 @@ export async function launch(
       }).spawn();
       const prefix = `[rank ${rank}] `;
       const printed = Promise.all([
-        forLines(child.stdout, (line) => output.stdout(prefix + line)),
-        forLines(child.stderr, (line) => output.stderr(prefix + line)),
+        (async () => {
+          for await (const line of lines(child.stdout)) output.stdout(prefix + line);
+        })(),
+        (async () => {
+          for await (const line of lines(child.stderr)) output.stderr(prefix + line);
+        })(),
       ]);
       const status = child.status.then(async (status) => {
         await printed;
@@ -184,18 +190,4 @@ function freePort(host: string): number {
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
   return port;
-}
-
-/** Calls `onLine` with every line of `stream` (the last one even without its newline). */
-async function forLines(
-  stream: ReadableStream<Uint8Array>,
-  onLine: (line: string) => void,
-): Promise<void> {
-  let pending = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const lines = (pending + text).split("\n");
-    pending = lines.pop()!;
-    for (const line of lines) onLine(line.replace(/\r$/, ""));
-  }
-  if (pending !== "") onLine(pending);
 }
