@@ -49,9 +49,6 @@ export interface LaunchOutput {
   stderr(line: string): void;
 }
 
-/** The exit status a shell reports for `signal`: 128 + its number. */
-const SIGNAL_STATUS: Record<string, number> = { SIGINT: 130, SIGKILL: 137, SIGTERM: 143 };
-
 /**
  * Runs the job's processes on this host to the end; resolves with the worst
  * exit status among the last attempt's processes (0 when all succeeded).
@@ -130,7 +127,9 @@ export async function launch(
     });
     let stopping: Deno.Signal | undefined;
     const graceMs = (plan.graceSeconds ?? 30) * 1000;
-    const kill = (signal: Deno.Signal) => {
+    let killer: ReturnType<typeof setTimeout> | undefined;
+    /** Sends `signal` to every process still running; SIGKILL follows after the grace time. */
+    const stopAll = (signal: Deno.Signal) => {
       for (const { child } of children) {
         try {
           child.kill(signal);
@@ -138,23 +137,18 @@ export async function launch(
           // it has ended
         }
       }
-    };
-    let killer: ReturnType<typeof setTimeout> | undefined;
-    const stopAll = (signal: Deno.Signal) => {
-      kill(signal);
-      killer ??= setTimeout(() => kill("SIGKILL"), graceMs);
+      if (signal !== "SIGKILL") killer ??= setTimeout(() => stopAll("SIGKILL"), graceMs);
     };
     const unsubscribe = signals?.subscribe((signal) => {
       stopping = signal;
-      kill(signal); // a second Ctrl-C is forwarded too: the processes then quit at once
-      killer ??= setTimeout(() => kill("SIGKILL"), graceMs);
+      stopAll(signal); // a second Ctrl-C is forwarded too: the processes then quit at once
     });
     // The first process to fail stops the others.
-    let failed: { rank: number; status: Deno.CommandStatus } | undefined;
+    let failed = false;
     const statuses = await Promise.all(children.map(async ({ rank, status }) => {
       const ended = await status;
-      if (!ended.success && failed === undefined && stopping === undefined) {
-        failed = { rank, status: ended };
+      if (!ended.success && !failed && stopping === undefined) {
+        failed = true;
         output.stderr(`launch: rank ${rank} ${describeStatus(ended)}; stopping the others`);
         stopAll("SIGTERM");
       }
@@ -162,8 +156,9 @@ export async function launch(
     }));
     clearTimeout(killer);
     unsubscribe?.();
-    const worst = Math.max(...statuses.map(statusCode));
-    if (failed === undefined || stopping !== undefined || attempt >= maxRestarts) {
+    // Deno reports a process ended by a signal as a shell does: 128 + its number.
+    const worst = Math.max(...statuses.map((status) => status.code));
+    if (!failed || stopping !== undefined || attempt >= maxRestarts) {
       if (failed && stopping === undefined && maxRestarts > 0) {
         output.stderr(`launch: no restarts left (${maxRestarts} used); exiting with ${worst}`);
       }
@@ -171,12 +166,6 @@ export async function launch(
     }
     output.stderr(`launch: restarting every process (restart ${attempt + 1} of ${maxRestarts})`);
   }
-}
-
-/** The exit status of `status` as a shell reports it. */
-function statusCode(status: Deno.CommandStatus): number {
-  if (status.signal) return SIGNAL_STATUS[status.signal] ?? 128;
-  return status.code;
 }
 
 /** "exited with status 1", "was killed by SIGKILL". */
