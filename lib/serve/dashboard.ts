@@ -98,6 +98,7 @@ const STEPS_KEPT = 2000;
  */
 export function serveDashboard(options: DashboardOptions): Dashboard {
   const history: DashboardEvent[] = [];
+  let stepsKept = 0;
   const sockets = new Set<WebSocket>();
   let window = { second: 0, count: 0 };
   const server = Deno.serve({
@@ -126,6 +127,7 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
       return new Response("too many connections", { status: 429 });
     }
     const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.binaryType = "arraybuffer"; // a binary frame's size is its byteLength
     admit(socket);
     return response;
   });
@@ -143,7 +145,7 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
     socket.onmessage = async (message) => {
       const size = typeof message.data === "string"
         ? new TextEncoder().encode(message.data).length
-        : (message.data as ArrayBuffer).byteLength ?? MAX_FRAME_BYTES + 1;
+        : (message.data as ArrayBuffer).byteLength;
       if (size > MAX_FRAME_BYTES) return close(socket, 1009, "frame too large");
       if (admitted) return; // a page has nothing more to say
       const answer = typeof message.data === "string" ? parseAnswer(message.data) : undefined;
@@ -167,9 +169,10 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
     },
     publish(event) {
       history.push(event);
-      if (event.type === "step") {
-        const steps = history.filter((e) => e.type === "step").length;
-        if (steps > STEPS_KEPT) history.splice(history.findIndex((e) => e.type === "step"), 1);
+      // Counted, not filtered from the history: this runs after every step.
+      if (event.type === "step" && ++stepsKept > STEPS_KEPT) {
+        history.splice(history.findIndex((e) => e.type === "step"), 1);
+        stepsKept--;
       }
       const text = JSON.stringify(event);
       for (const socket of sockets) {
