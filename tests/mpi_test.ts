@@ -195,28 +195,21 @@ Deno.test({
           runFlags(dir, ["--allreduce=mpi", `--epochs=${epochs}`]),
           TRAIN_PERMISSIONS,
         );
-      const { code, stderr } = await new Deno.Command("mpirun", {
-        args: [
-          "--allow-run-as-root",
-          "--oversubscribe",
-          "-np",
-          "1",
-          Deno.execPath(),
-          ...flags(1),
-          ":",
-          "-np",
-          "1",
-          Deno.execPath(),
-          ...flags(2),
-        ],
-        cwd: ROOT,
-        clearEnv: true,
-        env: scriptEnv(),
-        stdout: "null",
-        stderr: "piped",
-      }).output();
+      const { code, stderr } = await spawnGuarded("mpirun", [
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        "1",
+        Deno.execPath(),
+        ...flags(1),
+        ":",
+        "-np",
+        "1",
+        Deno.execPath(),
+        ...flags(2),
+      ]).output;
       assert.notEqual(code, 0);
-      const lines = new TextDecoder().decode(stderr).match(/^error: .*$/gm);
+      const lines = stderr.match(/^error: .*$/gm);
       assert.deepEqual(lines, [
         "error: rank 1 was given other options than rank 0: give every process the same flags",
         "error: rank 1 was given other options than rank 0: give every process the same flags",
