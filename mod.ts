@@ -40,6 +40,7 @@ export {
   type CheckpointOptions,
   type DataOptions,
   type DistributedOptions,
+  type ElasticOptions,
   type EpochRecord,
   type MpiProcessGroupOptions,
   type PresetName,
@@ -60,6 +61,7 @@ export {
   type WireFormat,
 } from "./lib/train/shared/options.ts";
 export type { StepTiming } from "./lib/train/shared/protocol.ts";
+export type { MemberEvent } from "./lib/train/shared/member_protocol.ts";
 export {
   DataError,
   DivergedError,

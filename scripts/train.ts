@@ -25,6 +25,8 @@ import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { numberFlag, outputPath, parseFlags, runCli, statOrNull } from "../lib/cli/cli.ts";
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
+import { joinRun } from "../lib/train/coordinator/join.ts";
+import type { MemberEvent } from "../mod.ts";
 
 const DATASET_TITLES = { "fashion-mnist": "Fashion-MNIST", cifar10: "CIFAR-10" } as const;
 
@@ -47,6 +49,9 @@ ${TRAIN_FLAGS_HELP}
   --export DIR       save the trained model in TensorFlow.js LayersModel format
                      (model.json + weights), for tf.loadLayersModel and deno task eval
   --summary          print each layer's output shape and parameter count, then exit
+  --join HOST:PORT   instead of training a run of its own: join the elastic run served
+                     there (--serve HOST:PORT --elastic) as a member, with the job's token
+                     (DDP_TOKEN or --token-file); Ctrl-C leaves it, and it goes on
   -h, --help         show this help
 `;
 
@@ -66,12 +71,14 @@ async function main(): Promise<void> {
       "master-port": { type: "string" },
       "token-file": { type: "string" },
       "peer-timeout": { type: "string" },
+      join: { type: "string" },
     },
   });
   if (values.help) {
     console.log(HELP);
     return;
   }
+  if (values.join !== undefined) return await joinFromCli(values);
   // Under MPI, rank and size are MPI's: a launcher's variables (mpirun's OMPI_*) are not read.
   const mpi = values.allreduce === "mpi";
   const placed = ["nnodes", "node-rank", "master-addr", "master-port", "token-file"] as const;
@@ -92,6 +99,10 @@ async function main(): Promise<void> {
     ...flags,
     serve: flags.serve && {
       ...flags.serve,
+      elastic: flags.serve.elastic && {
+        ...(flags.serve.elastic === true ? {} : flags.serve.elastic),
+        onMember: (event: MemberEvent) => console.error(memberLine(event)),
+      },
       onListening: (url: string) => console.error(`dashboard: ${url}`),
     },
     distributed: {
@@ -383,3 +394,58 @@ function describeOptimizer(options: TrainStart["options"]): string {
 }
 
 if (import.meta.main) await runCli(main);
+
+/**
+ * `--join HOST:PORT`: this process is a member of the elastic run served
+ * there until the run ends, drops it, or Ctrl-C / SIGTERM makes it leave.
+ */
+async function joinFromCli(values: Record<string, unknown>): Promise<void> {
+  const others = Object.keys(values).filter((name) =>
+    values[name] !== undefined && name !== "join" && name !== "token-file"
+  );
+  if (others.length > 0) {
+    throw new UsageError(
+      `--join takes only --token-file (the run it joins decides the rest), got --${others[0]}`,
+    );
+  }
+  const file = values["token-file"] as string | undefined;
+  let token = Deno.env.get("DDP_TOKEN");
+  if (file !== undefined) {
+    try {
+      token = (await Deno.readTextFile(file)).replace(/\r?\n$/, "");
+    } catch (error) {
+      throw new UsageError(`--token-file ${file}: ${(error as Error).message}`);
+    }
+  }
+  if (token === undefined) {
+    throw new UsageError("--join needs the job's token: DDP_TOKEN or --token-file FILE");
+  }
+  const leave = new AbortController();
+  const stop = () => leave.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  const ended = await joinRun({
+    address: values.join as string,
+    token,
+    signal: leave.signal,
+    onLine: (line) => console.error(line),
+  });
+  console.error(
+    `${ended.clean ? "" : "error: "}${ended.reason} (${ended.shards} shard(s) computed)`,
+  );
+  if (!ended.clean) Deno.exit(1);
+}
+
+/** One line for a change of an elastic run's membership. */
+function memberLine(event: MemberEvent): string {
+  switch (event.type) {
+    case "joined":
+      return `${event.name} joined on ${event.device}`;
+    case "left":
+      return `${event.name} left after ${event.shards} shard(s): ${event.reason}; its work goes to the others`;
+    case "paused":
+      return `paused: ${event.members} member(s), ${event.minMembers} needed; waiting for members to join`;
+    case "resumed":
+      return `resumed with ${event.members} member(s)`;
+  }
+}

@@ -73,6 +73,8 @@ export const TRAIN_FLAGS = {
   trace: { type: "string" },
   "trace-steps": { type: "string" },
   serve: { type: "string" },
+  elastic: { type: "boolean" },
+  "min-members": { type: "string" },
 } as const;
 
 /**
@@ -156,7 +158,12 @@ export const TRAIN_FLAGS_HELP =
   --trace-steps N    steps to trace, after the first (default 5)
   --serve HOST:PORT  serve a live dashboard of the run at http://HOST:PORT/ (loss and
                      accuracy curves, speed, members), shown to pages that prove the job's
-                     token (a fresh one, in the printed address, when the run has none)`;
+                     token (a fresh one, in the printed address, when the run has none)
+  --elastic          with --serve: other processes join the run (--join) and leave while it
+                     trains; each batch's --shards go to whoever is free, and the weights
+                     equal a fixed run's with the same shards
+  --min-members N    with --elastic: members needed to compute, this process's workers
+                     included (default 1); below it the run waits for more`;
 
 /**
  * The model a `flag` names: a built-in's name, or a module `FILE[#EXPORT]`
@@ -277,8 +284,18 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   if (values["trace-steps"] !== undefined && values.trace === undefined) {
     throw new UsageError("--trace-steps needs --trace FILE");
   }
+  if (values.elastic && values.serve === undefined) {
+    throw new UsageError("--elastic needs --serve HOST:PORT: members join the run there");
+  }
+  if (values["min-members"] !== undefined && !values.elastic) {
+    throw new UsageError("--min-members needs --elastic");
+  }
+  const minMembers = int("--min-members", values["min-members"]);
   return defined({
-    serve: values.serve === undefined ? undefined : serveFlag(values.serve),
+    serve: values.serve === undefined ? undefined : {
+      ...serveFlag(values.serve),
+      ...(values.elastic ? { elastic: minMembers === undefined ? true : { minMembers } } : {}),
+    },
     trace: values.trace === undefined ? undefined : defined({
       file: values.trace,
       steps: int("--trace-steps", values["trace-steps"]),

@@ -77,11 +77,9 @@ function apply(event) {
     $("title").textContent = event.title;
     state.stepsPerEpoch = event.stepsPerEpoch;
     state.epochs = event.epochs;
-    $("members").tBodies[0].innerHTML = "";
-    for (const m of event.members) {
-      const row = $("members").tBodies[0].insertRow();
-      for (const text of [m.name, m.device, m.shards]) row.insertCell().textContent = text;
-    }
+    listMembers(event.members);
+  } else if (event.type === "members") {
+    listMembers(event.members);
   } else if (event.type === "step") {
     state.steps.push(event);
     $("now").textContent = "epoch " + event.epoch + ", step " + event.step + "/" + event.steps +
@@ -96,6 +94,14 @@ function apply(event) {
     }
   } else if (event.type === "end") {
     $("status").textContent = event.message;
+  }
+}
+
+function listMembers(members) {
+  $("members").tBodies[0].innerHTML = "";
+  for (const m of members) {
+    const row = $("members").tBodies[0].insertRow();
+    for (const text of [m.name, m.device, m.shards]) row.insertCell().textContent = text;
   }
 }
 

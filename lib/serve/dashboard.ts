@@ -47,6 +47,11 @@ export type DashboardEvent =
     examplesPerSec: number;
     seconds: number;
   }
+  | {
+    type: "members";
+    /** The members now (an elastic run's change as they join and leave). */
+    members: { name: string; device: string; shards: string }[];
+  }
   | { type: "end"; message: string };
 
 /** Where and how to serve. */
@@ -59,6 +64,12 @@ export interface DashboardOptions {
   key: CryptoKey;
   /** Told the port once the server listens. */
   onListening?: (address: { hostname: string; port: number }) => void;
+  /**
+   * Members may join (an elastic run): a socket at `/member` that proves the
+   * token is handed to the function given to {@linkcode Dashboard.acceptMembers}
+   * (kept until there is one). Without it, such a socket is told the run takes none.
+   */
+  members?: boolean;
 }
 
 /** A running dashboard. */
@@ -67,6 +78,11 @@ export interface Dashboard {
   readonly port: number;
   /** Sends `event` to every page that proved the token, and keeps it for those that come later. */
   publish(event: DashboardEvent): void;
+  /**
+   * From now on, every socket at `/member` that proves the token goes to
+   * `accept` (those that came before, too), with the peer's address.
+   */
+  acceptMembers(accept: (socket: WebSocket, peer: string) => void): void;
   /** Closes every socket and the server. */
   close(): Promise<void>;
 }
@@ -101,12 +117,15 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
   let stepsKept = 0;
   const sockets = new Set<WebSocket>();
   let window = { second: 0, count: 0 };
+  // Members that proved the token before the run could take them.
+  const waiting: { socket: WebSocket; peer: string }[] = [];
+  let acceptMember: ((socket: WebSocket, peer: string) => void) | undefined;
   const server = Deno.serve({
     hostname: options.hostname,
     port: options.port,
     onListen: ({ hostname, port }) => options.onListening?.({ hostname, port }),
     onError: () => new Response("error", { status: 500 }),
-  }, (request) => {
+  }, (request, info) => {
     const url = new URL(request.url);
     if (url.pathname === "/" && request.method === "GET") {
       return new Response(DASHBOARD_PAGE, {
@@ -118,7 +137,10 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
         },
       });
     }
-    if (url.pathname !== "/ws" || request.headers.get("upgrade") !== "websocket") {
+    const member = url.pathname === "/member";
+    if (
+      (url.pathname !== "/ws" && !member) || request.headers.get("upgrade") !== "websocket"
+    ) {
       return new Response("not found", { status: 404 });
     }
     const second = Math.floor(performance.now() / 1000);
@@ -126,17 +148,21 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
     if (++window.count > SOCKETS_PER_SECOND) {
       return new Response("too many connections", { status: 429 });
     }
+    // Read before the upgrade, which closes the request.
+    const address = info.remoteAddr as Deno.NetAddr;
     const { socket, response } = Deno.upgradeWebSocket(request);
     socket.binaryType = "arraybuffer"; // a binary frame's size is its byteLength
-    admit(socket);
+    admit(socket, member ? `${address.hostname}:${address.port}` : undefined);
     return response;
   });
 
-  function admit(socket: WebSocket): void {
+  /** A socket that proved the token: a page (`peer` undefined) or a member. */
+  function admit(socket: WebSocket, peer: string | undefined): void {
     const challenge = crypto.getRandomValues(new Uint8Array(32));
     const hex = [...challenge].map((b) => b.toString(16).padStart(2, "0")).join("");
     let admitted = false;
     const deadline = setTimeout(() => close(socket, 4001, "no answer to the challenge"), ANSWER_MS);
+    const context = peer === undefined ? "ddp-dashboard:" : "ddp-member:";
     socket.onopen = () => socket.send(JSON.stringify({ type: "challenge", challenge: hex }));
     socket.onclose = () => {
       clearTimeout(deadline);
@@ -153,11 +179,21 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
         "HMAC",
         options.key,
         answer,
-        new TextEncoder().encode(`ddp-dashboard:${hex}`),
+        new TextEncoder().encode(context + hex),
       );
       clearTimeout(deadline);
       if (!valid) return close(socket, 4003, "wrong token");
       admitted = true;
+      if (peer !== undefined) {
+        if (!options.members) {
+          return close(socket, 4004, "this run takes no members (it was not started --elastic)");
+        }
+        socket.onmessage = null;
+        socket.onclose = null;
+        if (acceptMember) acceptMember(socket, peer);
+        else waiting.push({ socket, peer });
+        return;
+      }
       sockets.add(socket);
       socket.send(JSON.stringify({ type: "history", events: history }));
     };
@@ -166,6 +202,12 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
   return {
     get port() {
       return server.addr.port;
+    },
+    acceptMembers(accept) {
+      acceptMember = accept;
+      for (const { socket, peer } of waiting.splice(0)) {
+        if (socket.readyState === WebSocket.OPEN) accept(socket, peer);
+      }
     },
     publish(event) {
       history.push(event);
@@ -185,6 +227,7 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
         new Promise((resolve) => socket.addEventListener("close", resolve))
       );
       for (const socket of sockets) close(socket, 1001, "the run ended");
+      for (const { socket } of waiting.splice(0)) close(socket, 1001, "the run ended");
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         Promise.all(gone),

@@ -10,6 +10,7 @@ import { importToken } from "../../collective/tcp/auth.ts";
 import { describeValue, UsageError } from "../../errors.ts";
 import { type Dashboard, type DashboardEvent, serveDashboard } from "../../serve/dashboard.ts";
 import type { ResolvedTrainOptions, ServeOptions, TrainOptions } from "../shared/options.ts";
+import type { MemberEvent } from "../shared/member_protocol.ts";
 import { readTokenVariable } from "./processes.ts";
 
 /** A served run: its callbacks, hooked, and how to end it. */
@@ -18,6 +19,17 @@ export interface ServedRun {
   hooked: TrainOptions;
   /** Says how the run ended, then closes the server. */
   end(message: string): Promise<void>;
+  /** With `serve.elastic`: where members that join are handed, and how they are shown. */
+  members?: {
+    /** Members needed to compute. */
+    minMembers: number;
+    /** Told each change of membership. */
+    onMember: (event: MemberEvent) => void;
+    /** Every member socket that proved the token goes to `accept`, from now on. */
+    accept(accept: (socket: WebSocket, peer: string) => void): void;
+    /** Shows the members now on the page. */
+    show(members: { name: string; device: string; shards: string }[]): void;
+  };
 }
 
 /**
@@ -51,6 +63,7 @@ export async function serveRun(
       hostname: serve.hostname,
       port: serve.port,
       key,
+      members: serve.elastic !== undefined && serve.elastic !== false,
       onListening: ({ port }) => {
         const host = serve.hostname.includes(":") ? `[${serve.hostname}]` : serve.hostname;
         serve.onListening?.(
@@ -110,11 +123,18 @@ export async function serveRun(
       return options.onEpoch?.(record);
     },
   };
+  const elastic = serve.elastic === true ? {} : serve.elastic || undefined;
   return {
     hooked,
     async end(message) {
       publish({ type: "end", message });
       await dashboard.close();
+    },
+    members: elastic && {
+      minMembers: elastic.minMembers ?? 1,
+      onMember: elastic.onMember ?? (() => {}),
+      accept: (accept) => dashboard.acceptMembers(accept),
+      show: (members) => publish({ type: "members", members }),
     },
   };
 }
@@ -131,6 +151,20 @@ function checkServe(serve: ServeOptions | undefined): ServeOptions {
   }
   if (!Number.isInteger(serve.port) || serve.port < 0 || serve.port > 65535) {
     throw new UsageError(`serve.port must be a port number, got ${describeValue(serve.port)}`);
+  }
+  const elastic = serve.elastic;
+  if (elastic !== undefined && typeof elastic !== "boolean") {
+    if (typeof elastic !== "object" || elastic === null) {
+      throw new UsageError(
+        `serve.elastic must be true, false or an object, got ${describeValue(elastic)}`,
+      );
+    }
+    const min = elastic.minMembers;
+    if (min !== undefined && (!Number.isInteger(min) || min < 1 || min > 10_000)) {
+      throw new UsageError(
+        `serve.elastic.minMembers must be an integer from 1 to 10000, got ${describeValue(min)}`,
+      );
+    }
   }
   if (serve.token !== undefined && typeof serve.token !== "string") {
     throw new UsageError(`serve.token must be a string, got ${describeValue(serve.token)}`);

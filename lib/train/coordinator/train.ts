@@ -48,7 +48,9 @@ import { createOptimizer, type OptimizerConfig } from "../../optim/mod.ts";
 import { runConfig } from "../shared/checkpoint_schema.ts";
 import { checkPermissions } from "./permissions.ts";
 import { joinProcesses, sharePosition } from "./processes.ts";
-import { serveRun } from "./serve.ts";
+import { type ServedRun, serveRun } from "./serve.ts";
+import { ElasticGroup } from "./elastic_group.ts";
+import { WebSocketChannel } from "../../collective/ws_channel.ts";
 import { processJob, soloJob } from "./job.ts";
 import { PeerError } from "../../collective/process_group.ts";
 import { InterruptedRendezvous } from "../../collective/tcp/tcp_process_group.ts";
@@ -119,6 +121,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const signal = options.signal && signals
     ? AbortSignal.any([options.signal, signals.signal])
     : options.signal ?? signals?.signal;
+  checkElastic(options, given);
   // In a job of several processes, rank 0 serves the dashboard (every process is given the flag).
   const served = options.serve && leader ? await serveRun(options, given) : undefined;
   let ended = "the run stopped";
@@ -126,6 +129,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     const result = await run({ ...(served?.hooked ?? options), signal }, given, {
       leader,
       trace,
+      members: served?.members,
     });
     ended = "the run finished";
     return result;
@@ -142,7 +146,12 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
 async function run(
   options: TrainOptions & { signal: AbortSignal | undefined },
   given: ResolvedTrainOptions,
-  where: { leader: boolean; trace: { file: string; steps: number } | undefined },
+  where: {
+    leader: boolean;
+    trace: { file: string; steps: number } | undefined;
+    /** An elastic run: members join through the dashboard's server. */
+    members?: ServedRun["members"];
+  },
 ): Promise<TrainResult> {
   const { leader } = where;
   const started = performance.now();
@@ -273,7 +282,7 @@ async function run(
   const workerUrl = workerUrlOf(options);
   let restarts = 0;
   for (;;) {
-    let group: WorkerGroup | undefined;
+    let group: WorkerGroup | ElasticGroup | undefined;
     try {
       if (distributed.processGroup && processes === undefined) {
         // A restart: every process joins again, and continues from rank 0's last state.
@@ -285,31 +294,41 @@ async function run(
       const plan = groupPlan(resolved, steps);
       // Traced once: not again after a restart.
       if (trace && restarts === 0) plan.replica.trace = { steps: trace.steps };
-      group = await WorkerGroup.start(plan, {
-        train: trainSet,
-        test: testSet,
-        workerUrl,
-        attempt: restarts,
-        startWeights: from?.weights ?? initialWeights,
-        startOptimizer: from?.optimizer.state,
-        job: processes ? processJob(processes) : soloJob(),
-        onTrace: (parts) => {
-          traceWritten = writeTrace(trace!.file, parts).catch((error) =>
-            console.error(
-              `warning: the trace could not be written to ${trace!.file}: ${error.message}`,
-            )
-          );
-        },
-        stop: options.signal && {
-          signal: options.signal,
-          error: () =>
-            new InterruptedError({
-              epochsDone: from?.epochsDone ?? 0,
-              stepsDone: from?.stepsDone ?? 0,
-              signal: signalName(options.signal),
-            }),
-        },
-      });
+      const stop = options.signal && {
+        signal: options.signal,
+        error: () =>
+          new InterruptedError({
+            epochsDone: from?.epochsDone ?? 0,
+            stepsDone: from?.stepsDone ?? 0,
+            signal: signalName(options.signal),
+          }),
+      };
+      group = where.members
+        ? await startElastic(where.members, plan, {
+          train: trainSet,
+          test: testSet,
+          workerUrl: new URL("../../../workers/member_worker.ts", import.meta.url),
+          startWeights: from?.weights ?? initialWeights,
+          startOptimizer: from?.optimizer.state,
+          stop,
+        })
+        : await WorkerGroup.start(plan, {
+          train: trainSet,
+          test: testSet,
+          workerUrl,
+          attempt: restarts,
+          startWeights: from?.weights ?? initialWeights,
+          startOptimizer: from?.optimizer.state,
+          job: processes ? processJob(processes) : soloJob(),
+          onTrace: (parts) => {
+            traceWritten = writeTrace(trace!.file, parts).catch((error) =>
+              console.error(
+                `warning: the trace could not be written to ${trace!.file}: ${error.message}`,
+              )
+            );
+          },
+          stop,
+        });
       if (restarts === 0) {
         options.onStart?.({
           device: group.device,
@@ -382,9 +401,77 @@ async function writeTrace(file: string, parts: readonly TraceMessage[]): Promise
   await writeFileAtomic(file, JSON.stringify(trace) + "\n");
 }
 
+/**
+ * Starts an elastic group (`serve.elastic`) for `plan`, and hands it every
+ * member that joins through the served page's server from now on.
+ */
+async function startElastic(
+  members: NonNullable<ServedRun["members"]>,
+  plan: GroupPlan,
+  setup: Omit<Parameters<typeof ElasticGroup.start>[1], "onMember" | "onChange">,
+): Promise<ElasticGroup> {
+  const { replica } = plan;
+  const group = await ElasticGroup.start({
+    member: {
+      backend: replica.backend,
+      model: replica.model,
+      normalize: replica.normalize,
+      kernels: replica.kernels,
+      wire: replica.wire,
+    },
+    localWorkers: plan.workers,
+    minMembers: members.minMembers,
+    batchShards: replica.batchShards,
+    batchSize: replica.batchSize,
+    stepsPerEpoch: replica.stepsPerEpoch,
+    epochs: replica.epochs,
+    seed: replica.seed,
+    lr: replica.lr,
+    optimizer: replica.optimizer,
+    schedule: replica.schedule,
+    evalBatchSize: replica.evalBatchSize,
+    stepTimeout: plan.stepTimeout,
+    startupTimeout: plan.startupTimeout,
+    checkpointEvery: plan.checkpointEvery,
+  }, {
+    ...setup,
+    onMember: members.onMember,
+    onChange: (now) =>
+      members.show(
+        now.map((m) => ({
+          name: m.name,
+          device: m.device,
+          shards: `${m.shards} done, ${Math.round(m.share * 100)}% of the last step` +
+            (m.msPerShard > 0 ? `, ${m.msPerShard} ms each` : ""),
+        })),
+      ),
+  });
+  members.accept((socket, peer) =>
+    group.join(new WebSocketChannel(socket, { maxBytes: group.maxFrameBytes, label: peer }), peer)
+  );
+  return group;
+}
+
+/** An elastic run's options, checked against the rest: a usage error names the clash. */
+function checkElastic(options: TrainOptions, given: ResolvedTrainOptions): void {
+  if (!options.serve?.elastic) return;
+  if (given.distributed.processGroup) {
+    throw new UsageError(
+      "serve.elastic runs in one process: other processes join it (--join), not as a process group",
+    );
+  }
+  if (options.trace) throw new UsageError("trace does not go with serve.elastic (yet)");
+  if (options.distributed?.workerUrl !== undefined) {
+    throw new UsageError(
+      "distributed.workerUrl does not go with serve.elastic: its members run their own worker",
+    );
+  }
+  if (given.profile) throw new UsageError("profile does not go with serve.elastic (yet)");
+}
+
 /** Runs the epochs from `from` (or from the start) to the end; resolves with the final state. */
 async function runEpochs(
-  group: WorkerGroup,
+  group: Pick<WorkerGroup, "runEpoch" | "stopAgreed">,
   run: {
     from: TrainingState | undefined;
     steps: number;

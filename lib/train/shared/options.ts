@@ -16,6 +16,7 @@ import type { ModelChoice, ModelConfig, NiNModel, ResNetModel } from "../../mode
 import type { LrSchedule, OptimizerConfig, OptimizerName } from "../../optim/mod.ts";
 import type { BackendName, DeviceInfo } from "./backend.ts";
 import type { StepTiming } from "./protocol.ts";
+import type { MemberEvent } from "./member_protocol.ts";
 
 /** The most workers one process starts: each is a thread with its own device and model copy. */
 export const MAX_WORKERS = 256;
@@ -453,6 +454,27 @@ export interface ServeOptions {
   token?: string;
   /** Told the page's address once the server listens (with `#token=…` when the token is fresh). */
   onListening?: (url: string) => void;
+  /**
+   * Elastic membership: other Deno processes (`deno task train --join
+   * HOST:PORT`) join the run at `/member` with the token, and leave, without
+   * a restart. Each step's `distributed.shards` shards are handed out to the
+   * members one at a time; this process averages them in shard order and
+   * applies the optimizer, so the weights equal a fixed run's with the same
+   * shards, whoever computed them (members with the same kind of device: bit
+   * for bit). `true` takes the defaults. One process only (no `processGroup`).
+   */
+  elastic?: boolean | ElasticOptions;
+}
+
+/** Options of {@linkcode ServeOptions.elastic}. */
+export interface ElasticOptions {
+  /**
+   * Members needed to compute, this process's workers included (default
+   * 1); with fewer, the run waits at a step boundary until more join.
+   */
+  minMembers?: number;
+  /** Told each change of membership (a member joined or left, the run paused or resumed). */
+  onMember?: (event: MemberEvent) => void;
 }
 
 /** Options of {@linkcode TrainOptions.trace}. */

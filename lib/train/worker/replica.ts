@@ -156,6 +156,15 @@ export class Replica {
     this.#optimizerRange = { start, end };
   }
 
+  /**
+   * Where each batch-normalisation statistic sits in the weight vector, in
+   * the order {@linkcode LocalGradients.gradients} carries them after the
+   * trainable weights.
+   */
+  get statisticsLayout(): { offset: number; size: number }[] {
+    return this.#statistics.map(({ variable, offset }) => ({ offset, size: variable.size }));
+  }
+
   /** The trainable weights `[start, end)` whose optimizer state this replica holds. */
   get optimizerRange(): { start: number; end: number } {
     return { ...this.#optimizerRange };
