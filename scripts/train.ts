@@ -25,7 +25,7 @@ import { probeWritable, writeFileAtomic } from "../lib/util/atomic_write.ts";
 import { numberFlag, outputPath, parseFlags, runCli, statOrNull } from "../lib/cli/cli.ts";
 import { TRAIN_FLAGS, TRAIN_FLAGS_HELP, trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
 import { ProgressBar } from "../lib/util/progress.ts";
-import { joinRun } from "../lib/train/coordinator/join.ts";
+import { joinRun, memberUrl } from "../lib/train/coordinator/join.ts";
 import type { MemberEvent } from "../mod.ts";
 
 const DATASET_TITLES = { "fashion-mnist": "Fashion-MNIST", cifar10: "CIFAR-10" } as const;
@@ -408,6 +408,7 @@ async function joinFromCli(values: Record<string, unknown>): Promise<void> {
       `--join takes only --token-file (the run it joins decides the rest), got --${others[0]}`,
     );
   }
+  memberUrl(values.join as string); // a usage error first
   const file = values["token-file"] as string | undefined;
   let token = Deno.env.get("DDP_TOKEN");
   if (file !== undefined) {

@@ -291,6 +291,9 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
     throw new UsageError("--min-members needs --elastic");
   }
   const minMembers = int("--min-members", values["min-members"]);
+  if (minMembers !== undefined && minMembers < 1) {
+    throw new UsageError(`--min-members must be at least 1, got ${values["min-members"]}`);
+  }
   return defined({
     serve: values.serve === undefined ? undefined : {
       ...serveFlag(values.serve),

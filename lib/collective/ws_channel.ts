@@ -183,8 +183,7 @@ export class WebSocketChannel implements Channel {
       try {
         message = decodeMessage(new Uint8Array(event.data), options);
       } catch (error) {
-        fail(new Error(`it sent ${(error as Error).message}`));
-        this.close();
+        fail(new Error(`it sent ${(error as Error).message}`)); // onError closes it, saying why
         return;
       }
       this.onMessage?.(message);

@@ -617,8 +617,10 @@ export class ElasticGroup {
 
   /**
    * A task still computed elsewhere that `member` is expected to finish
-   * first (by recent times per shard), the one expected to take longest;
-   * at most two members hold a task.
+   * first (by recent times per shard: the holder's time left is more than
+   * `member`'s time per shard, or the holder has taken twice as long as
+   * either's), the one expected to take longest; at most two members hold a
+   * task.
    */
   #speculate(member: Member, round: Round): Task | undefined {
     const mine = member.msPerShard;
@@ -628,7 +630,10 @@ export class ElasticGroup {
     for (const task of round.tasks) {
       if (task.result !== undefined || task.holders.size !== 1) continue;
       const [holder, since] = [...task.holders][0];
-      const left = (holder.msPerShard ?? Infinity) - (now - since);
+      const expected = holder.msPerShard ?? Infinity;
+      const elapsed = now - since;
+      const late = elapsed > 2 * Math.max(expected === Infinity ? 0 : expected, mine);
+      const left = late ? Infinity : expected - elapsed;
       if (left > mine && (best === undefined || left > best.left)) best = { task, left };
     }
     return best?.task;

@@ -125,8 +125,20 @@ export async function joinRun(options: JoinOptions): Promise<JoinResult> {
   }
 }
 
-/** `HOST:PORT` as the run's member endpoint; a usage error says what is wrong. */
-function memberUrl(address: string): string {
+/**
+ * `HOST:PORT` as the run's member endpoint; a usage error says what is wrong.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { memberUrl } from "./join.ts";
+ *
+ * assert.equal(memberUrl("10.0.0.5:8080"), "ws://10.0.0.5:8080/member");
+ * assert.equal(memberUrl("[::1]:8080"), "ws://[::1]:8080/member");
+ * assert.throws(() => memberUrl("10.0.0.5"), /--join must be HOST:PORT, got "10.0.0.5"/);
+ * ```
+ */
+export function memberUrl(address: string): string {
   const match = /^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/.exec(address);
   if (!match || Number(match[2]) > 65535 || Number(match[2]) === 0) {
     throw new UsageError(`--join must be HOST:PORT, got ${JSON.stringify(address)}`);
