@@ -15,6 +15,7 @@ import { gpusToPin, listVulkanDevices, pinEnvironment, sharedGpus } from "../lib
 
 /** The permissions of `deno task train` (deno.json), which every process runs with. */
 export const TRAIN_PERMISSIONS: readonly string[] = [
+  "--unstable-bundle", // an elastic run bundles the browser member's code (Deno.bundle)
   "--allow-read",
   "--allow-write",
   "--allow-net",

@@ -24,12 +24,14 @@ export async function withBrowserPage<T>(
   url: string,
   fn: (page: BrowserPage) => Promise<T>,
   viewport: { width: number; height: number } = { width: 1000, height: 900 },
+  options: { webgpu?: boolean } = {},
 ): Promise<T> {
   const profile = await Deno.makeTempDir();
   const child = new Deno.Command(BROWSER, {
     args: [
       "--no-sandbox",
-      "--disable-gpu",
+      // WebGPU on SwiftShader, Chromium's software adapter, when asked for.
+      ...(options.webgpu ? ["--enable-unsafe-webgpu"] : ["--disable-gpu"]),
       "--remote-debugging-port=0",
       `--user-data-dir=${profile}`,
       "about:blank",

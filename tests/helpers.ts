@@ -132,6 +132,7 @@ export const ROOT: string = fileURLToPath(new URL("..", import.meta.url));
 
 /** The permissions `deno task train` and `deno task eval` run with. */
 export const TASK_PERMISSIONS: readonly string[] = [
+  "--unstable-bundle",
   "--allow-read",
   "--allow-write",
   "--allow-net",

@@ -11,7 +11,9 @@ import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import { DataError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic_write.ts";
-import { buildModel, type ModelConfig } from "./registry.ts";
+import { buildModel, type ModelConfig, setFlatWeights } from "./registry.ts";
+
+export { setFlatWeights };
 import type { Normalization } from "../data/dataset.ts";
 
 /** Name of the weights file next to `model.json`. */
@@ -164,36 +166,4 @@ async function readBounded(path: string, limit: number): Promise<Uint8Array> {
   } catch (error) {
     throw new DataError(`cannot read ${path}: ${(error as Error).message}`);
   }
-}
-
-/**
- * Sets all weights of `model` from one flat vector in `model.getWeights()` order.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { setFlatWeights } from "./export.ts";
- * import { createNiN } from "./nin.ts";
- * import { initBackend } from "../train/shared/backend.ts";
- *
- * await initBackend("cpu");
- * const model = createNiN({ inputSize: 67, width: 0.125 });
- * setFlatWeights(model, new Float32Array(model.countParams()).fill(0.5));
- * assert.equal((await model.getWeights()[0].data())[0], 0.5);
- * model.dispose();
- * ```
- */
-export function setFlatWeights(model: tfl.LayersModel, weights: Float32Array): void {
-  const total = model.countParams();
-  if (weights.length !== total) {
-    throw new RangeError(`expected ${total} weights, got ${weights.length}`);
-  }
-  let offset = 0;
-  const tensors = model.getWeights().map((w) => {
-    const part = tf.tensor(weights.subarray(offset, offset + w.size), w.shape, "float32");
-    offset += w.size;
-    return part;
-  });
-  model.setWeights(tensors);
-  tf.dispose(tensors);
 }

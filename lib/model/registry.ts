@@ -21,9 +21,8 @@
  * @module
  */
 
+import * as tf from "npm:@tensorflow/tfjs-core@4.22.0";
 import * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
-import { pathToFileURL } from "node:url";
-import { isAbsolute, resolve } from "node:path";
 import { describeValue, UsageError } from "../errors.ts";
 import { createLeNet, lenetLayerSizes } from "./lenet.ts";
 import {
@@ -497,17 +496,35 @@ export async function flatWeightsOf(model: LayersModelLike): Promise<Float32Arra
  * analyser warns about every `import()` of a non-literal all the same, hence
  * the `Function`, whose body it does not read.
  */
-const importModule = new Function("url", "return import(url)") as (
-  url: string,
-) => Promise<Record<string, unknown>>;
+const importModule = (url: string): Promise<Record<string, unknown>> =>
+  // Made when a custom model is built, not with this module: a browser tab's page forbids
+  // evaluating strings (its content security policy), and builds built-in models only.
+  (new Function("url", "return import(url)") as (url: string) => Promise<Record<string, unknown>>)(
+    url,
+  );
 
+/**
+ * A custom model's module as a URL: a path is resolved against the working
+ * directory. (Not through Node's path modules: a browser tab builds
+ * built-in models from this same module, and has none.)
+ */
 function moduleUrl(module: URL | string): string {
   if (module instanceof URL) return module.href;
   if (typeof module !== "string" || module === "") {
     throw new UsageError(`model.module must be a URL or a path, got ${describeValue(module)}`);
   }
   if (/^[a-z][a-z0-9+.-]*:/i.test(module) && !/^[a-z]:[\\/]/i.test(module)) return module;
-  return pathToFileURL(isAbsolute(module) ? module : resolve(module)).href;
+  const windows = /^[a-z]:[\\/]/i.test(module) || Deno.build.os === "windows";
+  const slashed = windows ? module.replaceAll("\\", "/") : module;
+  const absolute = /^([a-z]:)?\//i.test(slashed)
+    ? slashed
+    : `${Deno.cwd().replaceAll("\\", "/")}/${slashed}`;
+  const url = new URL("file:///");
+  // The setter escapes what a path may hold but a URL may not (`#`, `?`, spaces); `%` and
+  // (outside Windows) `\\` are escaped first, as `pathToFileURL` does.
+  url.pathname = (/^[a-z]:/i.test(absolute) ? "/" : "") +
+    absolute.replaceAll("%", "%25").replaceAll("\\", "%5C");
+  return url.href;
 }
 
 /** Whether `value` survives a JSON round trip unchanged (no functions, typed arrays, NaN). */
@@ -527,4 +544,36 @@ function sameJson(value: unknown, json: string): boolean {
 
 function firstLine(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split("\n")[0];
+}
+
+/**
+ * Sets all weights of `model` from one flat vector in `model.getWeights()` order.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { setFlatWeights } from "./registry.ts";
+ * import { createNiN } from "./nin.ts";
+ * import { initBackend } from "../train/shared/backend.ts";
+ *
+ * await initBackend("cpu");
+ * const model = createNiN({ inputSize: 67, width: 0.125 });
+ * setFlatWeights(model, new Float32Array(model.countParams()).fill(0.5));
+ * assert.equal((await model.getWeights()[0].data())[0], 0.5);
+ * model.dispose();
+ * ```
+ */
+export function setFlatWeights(model: tfl.LayersModel, weights: Float32Array): void {
+  const total = model.countParams();
+  if (weights.length !== total) {
+    throw new RangeError(`expected ${total} weights, got ${weights.length}`);
+  }
+  let offset = 0;
+  const tensors = model.getWeights().map((w) => {
+    const part = tf.tensor(weights.subarray(offset, offset + w.size), w.shape, "float32");
+    offset += w.size;
+    return part;
+  });
+  model.setWeights(tensors);
+  tf.dispose(tensors);
 }

@@ -3,7 +3,10 @@
  * scripts, styles or fonts), served by `dashboard.ts`. It takes the token
  * from its URL's fragment (`#token=…`) or a field, answers the server's
  * challenge with WebCrypto's HMAC (browsers offer it on https and on
- * localhost), and draws the run's events as they come.
+ * localhost), and draws the run's events as they come. An elastic run's
+ * page also offers to join it: the Join button loads the member bundle
+ * (`/member.js`, see `workers/browser_member.ts`) and computes shards on
+ * the tab's WebGPU adapter until the run ends or Leave is pressed.
  *
  * @module
  */
@@ -40,7 +43,9 @@ export const DASHBOARD_PAGE = `<!doctype html>
   <span style="color:#2ca02c">■ test acc</span></div>
   <canvas id="acc" width="460" height="260"></canvas></div>
 </div>
-<table id="members"><thead><tr><th>member</th><th>device</th><th>shards of each batch</th></tr></thead>
+<div id="join" hidden><button id="joinButton">Join the run with this tab's GPU</button>
+<button id="leaveButton" hidden>Leave</button> <span id="joinStatus"></span></div>
+<table id="members"><thead><tr><th>member</th><th>device</th><th>shards</th></tr></thead>
 <tbody></tbody></table>
 <table id="epochs"><thead><tr><th>epoch</th><th>loss</th><th>train acc</th><th>test acc</th>
 <th>examples/s</th><th>s</th></tr></thead><tbody></tbody></table>
@@ -50,7 +55,40 @@ const state = { stepsPerEpoch: 1, epochs: 1, steps: [], epochs_: [] };
 const $ = (id) => document.getElementById(id);
 const hex = (bytes) => [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
 
+// This tab as a member of the run (an elastic run's page offers it): what it has done.
+window.member = { device: "", shards: 0, ended: "" };
+function showMember(text) {
+  const m = window.member;
+  $("joinStatus").textContent = text ?? (m.device + ": " + m.shards + " shard(s) computed" +
+    (m.lastShardMs ? ", " + Math.round(m.lastShardMs) + " ms each" : ""));
+}
+async function join() {
+  $("joinButton").disabled = true;
+  showMember("loading the member code…");
+  try {
+    const { joinFromPage } = await import("/member.js");
+    showMember("building the model…");
+    const member = await joinFromPage({
+      token: state.token,
+      onReady: (device) => { window.member.device = device; showMember(); },
+      onActivity: (a) => { window.member.shards = a.shards; window.member.lastShardMs = a.lastShardMs; showMember(); },
+    });
+    $("leaveButton").hidden = false;
+    $("leaveButton").onclick = () => member.leave();
+    window.member.ended = await member.ended;
+    showMember("this tab's membership ended (" + window.member.ended + ") after " +
+      window.member.shards + " shard(s)");
+  } catch (e) {
+    window.member.ended = "failed: " + e.message;
+    showMember("could not join: " + e.message);
+  }
+  $("leaveButton").hidden = true;
+  $("joinButton").disabled = false;
+}
+$("joinButton").onclick = join;
+
 function connect(token) {
+  state.token = token;
   const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
   socket.onmessage = async (message) => {
     const event = JSON.parse(message.data);
@@ -77,6 +115,7 @@ function apply(event) {
     $("title").textContent = event.title;
     state.stepsPerEpoch = event.stepsPerEpoch;
     state.epochs = event.epochs;
+    $("join").hidden = !event.joinable;
     listMembers(event.members);
   } else if (event.type === "members") {
     listMembers(event.members);

@@ -28,6 +28,8 @@ export type DashboardEvent =
     epochs: number;
     /** Every member: where it runs, and which shards of each batch it computes. */
     members: { name: string; device: string; shards: string }[];
+    /** An elastic run: the page offers to join it. */
+    joinable?: boolean;
   }
   | {
     type: "step";
@@ -70,6 +72,11 @@ export interface DashboardOptions {
    * (kept until there is one). Without it, such a socket is told the run takes none.
    */
   members?: boolean;
+  /**
+   * The member code for a browser tab, served at `/member.js` (built on the
+   * first request, see `workers/browser_member.ts`); absent: 404.
+   */
+  memberScript?: () => Promise<string>;
 }
 
 /** A running dashboard. */
@@ -132,10 +139,23 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
         headers: {
           "content-type": "text/html; charset=utf-8",
           "content-security-policy":
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            "default-src 'none'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; style-src 'unsafe-inline'; connect-src 'self'",
           "cache-control": "no-store",
         },
       });
+    }
+    if (url.pathname === "/member.js" && request.method === "GET" && options.memberScript) {
+      return options.memberScript().then(
+        (script) =>
+          new Response(script, {
+            headers: {
+              "content-type": "text/javascript; charset=utf-8",
+              "cache-control": "no-store",
+            },
+          }),
+        (error) =>
+          new Response(`the member code could not be built: ${error.message}`, { status: 500 }),
+      );
     }
     const member = url.pathname === "/member";
     if (

@@ -111,6 +111,8 @@ export interface MemberView {
   device: string;
   /** Shards it computed this run. */
   shards: number;
+  /** Of those, the shards whose result counted (it came before another member's). */
+  counted: number;
   /** Its share of the last step's shards, 0 to 1. */
   share: number;
   /** Its recent milliseconds per shard (0: none yet). */
@@ -149,6 +151,8 @@ class Member {
   task: Task | undefined;
   since = 0;
   shards = 0;
+  /** Shards whose result counted (it came first). */
+  counted = 0;
   stepShards = 0;
   /** Exponential average of its milliseconds per shard; undefined before its first. */
   msPerShard: number | undefined;
@@ -371,6 +375,7 @@ export class ElasticGroup {
       name: m.name,
       device: m.device ? `${m.device.backend}: ${m.device.adapter}` : "",
       shards: m.shards,
+      counted: m.counted,
       share: step > 0 ? m.stepShards / step : 0,
       msPerShard: Math.round(m.msPerShard ?? 0),
     }));
@@ -653,13 +658,16 @@ export class ElasticGroup {
     task.holders.delete(member);
     if (message.type === "result") {
       member.shards++;
-      member.stepShards++;
       member.msPerShard = member.msPerShard === undefined ? ms : 0.7 * member.msPerShard + 0.3 * ms;
     }
     const round = this.#round;
     if (task.result === undefined) {
       task.result = message;
       task.by = member;
+      if (message.type === "result") {
+        member.counted++;
+        member.stepShards++;
+      }
       if (round && --round.remaining === 0) round.done.resolve();
     }
     this.#dispatch();
@@ -682,7 +690,13 @@ export class ElasticGroup {
     }
     const index = this.#members.indexOf(member);
     if (index >= 0) this.#members.splice(index, 1);
-    this.#onMember({ type: "left", name: member.name, reason, shards: member.shards });
+    this.#onMember({
+      type: "left",
+      name: member.name,
+      reason,
+      shards: member.shards,
+      counted: member.counted,
+    });
     this.#onChange(this.members());
     this.#dispatch();
   }

@@ -16,6 +16,7 @@
 import type { Message } from "../../collective/channel.ts";
 import { importToken } from "../../collective/tcp/auth.ts";
 import { WebSocketChannel } from "../../collective/ws_channel.ts";
+import { admitted } from "../../collective/ws_admit.ts";
 import { WorkerThread } from "../../collective/worker_thread.ts";
 import { UsageError } from "../../errors.ts";
 import { ThreadWatch } from "../../util/thread_watch.ts";
@@ -60,12 +61,14 @@ const MAX_FRAME_BYTES = 2 ** 30;
  */
 export async function joinRun(options: JoinOptions): Promise<JoinResult> {
   const url = memberUrl(options.address);
-  const key = await importToken({ token: options.token }).catch((error) => {
-    throw new UsageError(`join: ${error.message}`);
+  await importToken({ token: options.token }).catch((error) => {
+    throw new UsageError(`join: ${error.message}`); // too short
   });
   const socket = new WebSocket(url);
   socket.binaryType = "arraybuffer";
-  const first = await admitted(socket, key, options.address);
+  const first = await admitted(socket, options).catch((error) => {
+    throw new UsageError(`join: ${error.message}`);
+  });
   const channel = new WebSocketChannel(socket, { maxBytes: MAX_FRAME_BYTES, pending: [first] });
   const threads = new ThreadWatch();
   const thread = new WorkerThread(new URL("../../../workers/member_worker.ts", import.meta.url), {
@@ -144,41 +147,6 @@ export function memberUrl(address: string): string {
     throw new UsageError(`--join must be HOST:PORT, got ${JSON.stringify(address)}`);
   }
   return `ws://${match[1]}:${match[2]}/member`;
-}
-
-/**
- * Answers the run's challenge on `socket`; resolves with the run's first
- * frame (its `memberInit`, which says it admitted this member), or rejects
- * with a `UsageError` if it refused.
- */
-function admitted(socket: WebSocket, key: CryptoKey, address: string): Promise<ArrayBuffer> {
-  const done = Promise.withResolvers<ArrayBuffer>();
-  const refused = (why: string) =>
-    done.reject(new UsageError(`join: the run at ${address} refused this member: ${why}`));
-  socket.onerror = () => done.reject(new UsageError(`join: cannot reach a run at ${address}`));
-  socket.onclose = (event) => refused(event.reason || `closed (${event.code})`);
-  socket.onmessage = async (event) => {
-    let challenge: unknown;
-    try {
-      challenge = JSON.parse(String(event.data)).challenge;
-    } catch {
-      return refused("it did not send a challenge");
-    }
-    if (typeof challenge !== "string" || !/^[0-9a-f]{64}$/.test(challenge)) {
-      return refused("it did not send a challenge");
-    }
-    const mac = new Uint8Array(
-      await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`ddp-member:${challenge}`)),
-    );
-    const hex = [...mac].map((b) => b.toString(16).padStart(2, "0")).join("");
-    socket.onmessage = (first) => {
-      socket.onmessage = socket.onclose = socket.onerror = null;
-      if (first.data instanceof ArrayBuffer) done.resolve(first.data);
-      else refused("it sent text where a message was expected");
-    };
-    socket.send(JSON.stringify({ type: "answer", mac: hex }));
-  };
-  return done.promise;
 }
 
 /** The buffers a decoded message holds (fresh copies): moved to the thread, not copied. */

@@ -64,6 +64,7 @@ export async function serveRun(
       port: serve.port,
       key,
       members: serve.elastic !== undefined && serve.elastic !== false,
+      memberScript: serve.elastic ? memberScript : undefined,
       onListening: ({ port }) => {
         const host = serve.hostname.includes(":") ? `[${serve.hostname}]` : serve.hostname;
         serve.onListening?.(
@@ -103,6 +104,7 @@ export async function serveRun(
             shards: `${shards.join(", ")} of ${distributed.batchShards}`,
           };
         }),
+        joinable: Boolean(serve.elastic),
       });
       options.onStart?.(info);
     },
@@ -171,3 +173,46 @@ function checkServe(serve: ServeOptions | undefined): ServeOptions {
   }
   return serve;
 }
+
+let bundled: Promise<string> | undefined;
+
+/**
+ * The member code for a browser tab: `workers/browser_member.ts` and all it
+ * imports (the replica, kernels, models, TensorFlow.js), bundled for the
+ * browser by Deno's own bundler, once per process.
+ */
+function memberScript(): Promise<string> {
+  bundled ??= (async () => {
+    const bundle = (Deno as unknown as { bundle?: DenoBundle }).bundle;
+    if (bundle === undefined) {
+      throw new Error("Deno.bundle is missing: run with --unstable-bundle (deno task train does)");
+    }
+    const result = await bundle({
+      entrypoints: [new URL("../../../workers/browser_member.ts", import.meta.url).href],
+      platform: "browser",
+      format: "esm",
+      minify: true,
+      write: false,
+    });
+    const text = result.outputFiles?.[0]?.text();
+    if (!result.success || text === undefined) {
+      throw new Error(result.errors.map((e) => e.text).join("; ") || "no output");
+    }
+    return text;
+  })();
+  bundled.catch(() => bundled = undefined); // tried again on the next request
+  return bundled;
+}
+
+/** The part of `Deno.bundle` (`--unstable-bundle`) used here. */
+type DenoBundle = (options: {
+  entrypoints: string[];
+  platform: "browser";
+  format: "esm";
+  minify: boolean;
+  write: false;
+}) => Promise<{
+  success: boolean;
+  errors: { text: string }[];
+  outputFiles?: { text(): string }[];
+}>;

@@ -441,7 +441,8 @@ async function startElastic(
         now.map((m) => ({
           name: m.name,
           device: m.device,
-          shards: `${m.shards} done, ${Math.round(m.share * 100)}% of the last step` +
+          shards: `${m.shards} computed (${m.counted} counted), ` +
+            `${Math.round(m.share * 100)}% of the last step` +
             (m.msPerShard > 0 ? `, ${m.msPerShard} ms each` : ""),
         })),
       ),

@@ -25,7 +25,14 @@ import { WorkerThread } from "../../collective/worker_thread.ts";
 import { ThreadWatch } from "../../util/thread_watch.ts";
 
 /** The environment variable through which Deno's WebGPU takes its path. */
-const PATH_VARIABLE = "DENO_WEBGPU_BACKEND";
+import {
+  describeAdapter,
+  pathInEffect,
+  silenceWaylandProbe,
+  WEBGPU_PATH_VARIABLE as PATH_VARIABLE,
+} from "../shared/_adapter.ts";
+
+export { describeAdapter, pathInEffect, silenceWaylandProbe };
 
 /** What the probe worker reports: the adapter it found on its path, or null. */
 export type ProbeResult = { description: string; maxBufferSize?: number } | null;
@@ -61,30 +68,6 @@ export const PREFERRED_PATHS: Readonly<Record<string, readonly string[]>> = Obje
 });
 
 let chosen: Promise<WebGPUPath | undefined> | undefined;
-
-/**
- * The path `DENO_WEBGPU_BACKEND` names now, which is the one a thread asking
- * for its first adapter now gets; undefined when it is unset or unreadable.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { pathInEffect } from "./webgpu_path.ts";
- *
- * const before = Deno.env.get("DENO_WEBGPU_BACKEND");
- * Deno.env.set("DENO_WEBGPU_BACKEND", "gl");
- * assert.equal(pathInEffect(), "gl");
- * if (before === undefined) Deno.env.delete("DENO_WEBGPU_BACKEND");
- * else Deno.env.set("DENO_WEBGPU_BACKEND", before);
- * ```
- */
-export function pathInEffect(): string | undefined {
-  try {
-    return Deno.env.get(PATH_VARIABLE) || undefined;
-  } catch {
-    return undefined; // no --allow-env
-  }
-}
 
 /**
  * Chooses the WebGPU path for this process, once: `DENO_WEBGPU_BACKEND` if
@@ -161,26 +144,6 @@ async function probe(path: string): Promise<ProbeResult> {
   }
 }
 
-/**
- * A readable name for an adapter: its description (e.g. `llvmpipe (LLVM
- * 15.0.6, 256 bits)`), else its vendor, architecture and device.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { describeAdapter } from "./webgpu_path.ts";
- *
- * assert.equal(describeAdapter({ description: "", vendor: "65541", architecture: "", device: "0" }), "65541 0");
- * ```
- */
-export function describeAdapter(
-  info: Pick<GPUAdapterInfo, "description" | "vendor" | "architecture" | "device">,
-): string {
-  return info.description ||
-    [info.vendor, info.architecture, info.device].filter((part) => part).join(" ") ||
-    "unknown WebGPU adapter";
-}
-
 const PATH_NAMES: Readonly<Record<string, string>> = {
   vulkan: "Vulkan",
   gl: "GL",
@@ -247,31 +210,6 @@ export function serialisedWorkersWarning(
     `${workers} workers add little or no speed over 1. Install Mesa's Vulkan driver ` +
     `(Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1, or bash .ci/setup.sh) ` +
     `and run again`;
-}
-
-/**
- * Mesa's Vulkan drivers probe for a Wayland display and, when
- * `XDG_RUNTIME_DIR` is unset (as on servers and in CI), print "error:
- * XDG_RUNTIME_DIR is invalid or not set in the environment." once per device,
- * although compute needs no display. An absolute path that holds no Wayland
- * socket makes the probe fail quietly instead. Call it before the first
- * adapter request of the process.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { silenceWaylandProbe } from "./webgpu_path.ts";
- *
- * silenceWaylandProbe();
- * assert.ok(Deno.env.get("XDG_RUNTIME_DIR"));
- * ```
- */
-export function silenceWaylandProbe(): void {
-  try {
-    if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", "/nonexistent");
-  } catch {
-    // Without --allow-env the message stays; it is harmless.
-  }
 }
 
 /**

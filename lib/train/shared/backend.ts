@@ -9,7 +9,7 @@ import "npm:@tensorflow/tfjs-backend-cpu@4.22.0";
 import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import { describeValue, UsageError } from "../../errors.ts";
 import { type KernelSet, useKernels } from "../../kernels/mod.ts";
-import { describeAdapter, pathInEffect, silenceWaylandProbe } from "../coordinator/webgpu_path.ts";
+import { describeAdapter, pathInEffect, silenceWaylandProbe } from "./_adapter.ts";
 
 /** The TensorFlow.js backends the library trains on. */
 export type BackendName = "webgpu" | "cpu";

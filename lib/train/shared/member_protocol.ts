@@ -148,8 +148,11 @@ export interface MemberErrorMessage extends Message {
 export type MemberEvent =
   /** A member built its replica and takes work from now on. */
   | { type: "joined"; name: string; device: string }
-  /** A member left or was dropped (`reason` says which and why); its work went to others. */
-  | { type: "left"; name: string; reason: string; shards: number }
+  /**
+   * A member left or was dropped (`reason` says which and why); its work went to others.
+   * `shards`: the shards it computed; `counted`: those whose result came first and counted.
+   */
+  | { type: "left"; name: string; reason: string; shards: number; counted: number }
   /** Fewer members than `minMembers`: the run waits at a step boundary. */
   | { type: "paused"; members: number; minMembers: number }
   /** Enough members again: the run goes on. */

@@ -16,6 +16,7 @@ import { UsageError } from "../../errors.ts";
 import { buildModel } from "../../model/registry.ts";
 import { weightsChecksum } from "../../util/sha256.ts";
 import { initBackend } from "../shared/backend.ts";
+import { type KernelSet, useKernels } from "../../kernels/mod.ts";
 import type {
   ChecksumMessage,
   ChecksumRequest,
@@ -57,6 +58,13 @@ export interface MemberActivity {
 export async function serveMember(
   channel: Channel,
   hooks: {
+    /** Refuse a run whose model is a module of its own (a member outside the run's process). */
+    builtInOnly?: boolean;
+    /**
+     * The kernel set to use on this adapter (default: the run's); e.g. a
+     * browser's software adapter that the fast kernels do not run on.
+     */
+    kernelsFor?: (adapter: string, wanted: KernelSet) => KernelSet;
     onReady?: (ready: MemberReadyMessage) => void;
     onActivity?: (activity: MemberActivity) => void;
   } = {},
@@ -66,7 +74,17 @@ export async function serveMember(
   try {
     const init = await mailbox.receive<MemberInitMessage>("memberInit");
     const { config } = init;
+    if (hooks.builtInOnly && config.model.name === "custom") {
+      throw new Error(
+        "the run trains a model of its own (a module); a member that joins builds built-in models only",
+      );
+    }
     const device = await initBackend(config.backend, { kernels: config.kernels });
+    const kernels = device.kernels && hooks.kernelsFor?.(device.adapter, device.kernels);
+    if (kernels !== undefined && kernels !== device.kernels) {
+      useKernels(kernels);
+      device.kernels = kernels;
+    }
     const model = await buildModel(config.model).catch((error) => {
       if (error instanceof UsageError) (error as Error & { model?: boolean }).model = true;
       throw error;

@@ -12,7 +12,7 @@ import type * as tfl from "npm:@tensorflow/tfjs-layers@4.22.0";
 import type { Batch } from "../../data/batches.ts";
 import type { Normalization } from "../../data/dataset.ts";
 import { toModelInput } from "../shared/model_input.ts";
-import { setFlatWeights } from "../../model/export.ts";
+import { setFlatWeights } from "../../model/registry.ts";
 import { setDropoutSeed } from "../../model/nin.ts";
 import { flatWeightsOf } from "../../model/registry.ts";
 import { createOptimizer, type Optimizer, type OptimizerConfig } from "../../optim/mod.ts";
