@@ -27,8 +27,11 @@ export async function withBrowserPage<T>(
   options: { webgpu?: boolean } = {},
 ): Promise<T> {
   const profile = await Deno.makeTempDir();
-  const child = new Deno.Command(BROWSER, {
+  // In a session of its own (setsid), so that its GPU and renderer processes, which outlive a
+  // killed browser process (seen with WebGPU on), are killed with it as one process group.
+  const child = new Deno.Command("setsid", {
     args: [
+      BROWSER,
       "--no-sandbox",
       // WebGPU on SwiftShader, Chromium's software adapter, when asked for.
       ...(options.webgpu ? ["--enable-unsafe-webgpu"] : ["--disable-gpu"]),
@@ -40,7 +43,14 @@ export async function withBrowserPage<T>(
     stderr: "piped",
   }).spawn();
   // A browser that never answers fails the test instead of hanging it.
-  const guard = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  const killAll = () => {
+    try {
+      Deno.kill(-child.pid, "SIGKILL"); // the whole process group
+    } catch {
+      // it has ended
+    }
+  };
+  const guard = setTimeout(killAll, 120_000);
   try {
     // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…" on stderr.
     const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
@@ -111,15 +121,16 @@ export async function withBrowserPage<T>(
     try {
       return await fn(page);
     } finally {
+      // The browser ends its own processes; the group kill below is for one that does not.
+      await Promise.race([
+        send("Browser.close").catch(() => {}),
+        new Promise((resolve) => setTimeout(resolve, 5000)),
+      ]);
       socket.close();
     }
   } finally {
     clearTimeout(guard);
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // it has ended
-    }
+    killAll();
     await child.status;
     await Deno.remove(profile, { recursive: true }).catch(() => {});
   }

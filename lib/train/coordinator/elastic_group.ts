@@ -356,13 +356,8 @@ export class ElasticGroup {
    */
   join(channel: Channel, where: string): void {
     if (this.#failure || this.#closed) return channel.close();
-    const member = new Member(
-      this.#plan.localWorkers + this.#nextId++,
-      "",
-      false,
-      channel,
-    );
-    (member as { name: string }).name = `member ${member.id} (${where})`;
+    const id = this.#plan.localWorkers + this.#nextId++;
+    const member = new Member(id, `member ${id} (${where})`, false, channel);
     this.#members.push(member);
     void this.#build(member);
   }
@@ -745,10 +740,11 @@ export class ElasticGroup {
     }
     if (this.#plan.member.wire === "bf16") roundToBf16(average, 0, n);
     this.#optimizer.step(this.#weights.subarray(0, n), average.subarray(0, n), { lr: at.lr });
-    let at2 = n;
+    // The statistics follow the trainable values; each takes its place in the weights.
+    let from = n;
     for (const { offset, size } of this.#ready.statistics) {
-      this.#weights.set(average.subarray(at2, at2 + size), offset);
-      at2 += size;
+      this.#weights.set(average.subarray(from, from + size), offset);
+      from += size;
     }
     this.#version++;
   }
