@@ -126,8 +126,6 @@ interface Task {
   /** Members computing it, and since when. */
   holders: Map<Member, number>;
   result: ResultMessage | EvalResultMessage | undefined;
-  /** Who computed the result that counts. */
-  by: Member | undefined;
 }
 
 /** The work of one step (or one evaluation) being handed out. */
@@ -570,7 +568,6 @@ export class ElasticGroup {
         message: { ...message, id },
         holders: new Map(),
         result: undefined,
-        by: undefined,
       };
     });
     const round: Round = {
@@ -599,20 +596,24 @@ export class ElasticGroup {
       if (!member.ready || member.gone || member.task !== undefined) continue;
       const task = round.pending.shift() ?? this.#speculate(member, round);
       if (task === undefined) continue;
-      if (member.version !== this.#version) {
-        const weights: MemberWeightsMessage = {
-          type: "weights",
-          version: this.#version,
-          weights: this.#weights.slice(),
-        };
-        member.mailbox.send(weights, [weights.weights.buffer]);
-        member.version = this.#version;
-      }
+      this.#sendWeights(member);
       member.task = task;
       member.since = performance.now();
       task.holders.set(member, member.since);
       member.mailbox.send({ ...task.message, version: this.#version });
     }
+  }
+
+  /** Sends `member` the current weights, unless it holds them already. */
+  #sendWeights(member: Member): void {
+    if (member.version === this.#version) return;
+    const weights: MemberWeightsMessage = {
+      type: "weights",
+      version: this.#version,
+      weights: this.#weights.slice(),
+    };
+    member.mailbox.send(weights, [weights.weights.buffer]);
+    member.version = this.#version;
   }
 
   /**
@@ -658,7 +659,6 @@ export class ElasticGroup {
     const round = this.#round;
     if (task.result === undefined) {
       task.result = message;
-      task.by = member;
       if (message.type === "result") {
         member.counted++;
         member.stepShards++;
@@ -781,15 +781,7 @@ export class ElasticGroup {
     const expected = await weightsChecksum(this.#weights);
     const asked = this.#members.filter((m) => m.ready && !m.gone);
     await Promise.all(asked.map(async (member) => {
-      if (member.version !== this.#version) {
-        const weights: MemberWeightsMessage = {
-          type: "weights",
-          version: this.#version,
-          weights: this.#weights.slice(),
-        };
-        member.mailbox.send(weights, [weights.weights.buffer]);
-        member.version = this.#version;
-      }
+      this.#sendWeights(member);
       member.mailbox.send({ type: "checksum", version: this.#version });
       let timer: ReturnType<typeof setTimeout> | undefined;
       try {
