@@ -121,6 +121,7 @@ const STEPS_KEPT = 2000;
  */
 export function serveDashboard(options: DashboardOptions): Dashboard {
   const history: DashboardEvent[] = [];
+  let latestMembers: DashboardEvent | undefined;
   let stepsKept = 0;
   const sockets = new Set<WebSocket>();
   let window = { second: 0, count: 0 };
@@ -215,7 +216,8 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
         return;
       }
       sockets.add(socket);
-      socket.send(JSON.stringify({ type: "history", events: history }));
+      const events = latestMembers ? [...history, latestMembers] : history;
+      socket.send(JSON.stringify({ type: "history", events }));
     };
   }
 
@@ -230,7 +232,9 @@ export function serveDashboard(options: DashboardOptions): Dashboard {
       }
     },
     publish(event) {
-      history.push(event);
+      // Only the latest member list is kept: an elastic run sends one after every step.
+      if (event.type === "members") latestMembers = event;
+      else history.push(event);
       // Counted, not filtered from the history: this runs after every step.
       if (event.type === "step" && ++stepsKept > STEPS_KEPT) {
         history.splice(history.findIndex((e) => e.type === "step"), 1);
