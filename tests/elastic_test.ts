@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { decodeMessage, encodeMessage, WebSocketChannel } from "../lib/collective/ws_channel.ts";
+import { admitted } from "../lib/collective/ws_admit.ts";
 import { WorkerThread } from "../lib/collective/worker_thread.ts";
 import type { Message } from "../lib/collective/channel.ts";
 import { trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
@@ -250,24 +251,13 @@ async function badMember(port: number, token: string, misdeed: Misdeed) {
   });
   let numReduced = 0;
   let works = 0;
-  const challenge = await new Promise<string>((resolve) =>
-    socket.onmessage = (e) => resolve(JSON.parse(e.data).challenge)
-  );
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(token),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const mac = new Uint8Array(
-    await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`ddp-member:${challenge}`)),
-  );
-  const channel = new WebSocketChannel(socket, { maxBytes: 1 << 30 });
-  socket.send(JSON.stringify({
-    type: "answer",
-    mac: [...mac].map((b) => b.toString(16).padStart(2, "0")).join(""),
-  }));
+  // The library's own answer to the challenge; a refusal shows in how the socket closed.
+  const first = await admitted(socket, { token, address: `127.0.0.1:${port}` }).catch(() => null);
+  if (first === null) {
+    thread.close();
+    return await closed;
+  }
+  const channel = new WebSocketChannel(socket, { maxBytes: 1 << 30, pending: [first] });
   channel.onMessage = (message: Message) => {
     // The stalling member answers its first shard, then keeps the second.
     if (message.type === "work" && misdeed === "stall" && ++works === 2) return;
