@@ -9,6 +9,7 @@
 import { benchAllReduce } from "../lib/bench/all_reduce_bench.ts";
 import { describeMachine } from "../lib/bench/machine.ts";
 import { benchWire, type WireBenchResult, wireTable } from "../lib/bench/wire_bench.ts";
+import { benchElastic, elasticTable } from "../lib/bench/elastic_bench.ts";
 import {
   benchOptimizers,
   type OptimizerBenchResult,
@@ -73,8 +74,9 @@ Usage: deno task bench [options]
   --kernel-shapes NAME    shapes of the kernels section: quick (default: the quick
                           preset's, ${KERNEL_SHAPES.quick.inputSize} px, width ${KERNEL_SHAPES.quick.width}, ${KERNEL_SHAPES.quick.batch} images per worker of 2)
                           or d2l (224 px, width 1, 128 images)
-  --only LIST             scaling, allreduce, overhead, batch, kernels, optimizer and/or
-                          wire (default all seven; wire needs root for network namespaces)
+  --only LIST             scaling, allreduce, overhead, batch, kernels, optimizer, wire
+                          and/or elastic (default all eight; wire needs root for network
+                          namespaces)
   --json FILE             also write every figure, machine and device to FILE
   --smoke                 a seconds-long run with tiny sizes (for CI)
   -h, --help              show this help
@@ -88,6 +90,7 @@ const SECTIONS = [
   "kernels",
   "optimizer",
   "wire",
+  "elastic",
 ] as const;
 
 /** The wire section's vectors: NiN's and ResNet-18's gradients (d2l's configurations). */
@@ -343,6 +346,28 @@ async function main(): Promise<void> {
       console.log(`not measured: ${why} (network namespaces need root)`);
       report.wire = { skipped: why };
     }
+  }
+
+  if (config.only.includes("elastic")) {
+    const repeats = smoke ? 2 : 7;
+    const stepsPerPhase = smoke ? 4 : 12;
+    console.log(
+      `\nElastic: one NiN gradient from a member to the serving process and an answer back on ` +
+        `loopback, ms, median (min–max) of ${repeats}; then one elastic run (NiN ` +
+        `${config.inputSize} px, width ${config.width}, 4 shards of ${config.perWorkerBatch} ` +
+        `images) whose members change between epochs of ${stepsPerPhase} steps, ms per step ` +
+        `after each epoch's first two; the members compute on this machine's device`,
+    );
+    const elastic = await benchElastic({
+      length: smoke ? 65_536 : NIN_GRADIENT_LENGTH,
+      repeats,
+      inputSize: config.inputSize,
+      width: config.width,
+      batchSize: 4 * config.perWorkerBatch,
+      stepsPerPhase,
+    });
+    console.log(elasticTable(elastic));
+    report.elastic = elastic;
   }
 
   const goals = checkGoals({

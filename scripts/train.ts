@@ -101,7 +101,10 @@ async function main(): Promise<void> {
       ...flags.serve,
       elastic: flags.serve.elastic && {
         ...(flags.serve.elastic === true ? {} : flags.serve.elastic),
-        onMember: (event: MemberEvent) => console.error(memberLine(event)),
+        onMember: (event: MemberEvent) => {
+          const line = memberLine(event);
+          if (line) console.error(line);
+        },
       },
       onListening: (url: string) => console.error(`dashboard: ${url}`),
     },
@@ -437,8 +440,8 @@ async function joinFromCli(values: Record<string, unknown>): Promise<void> {
   if (!ended.clean) Deno.exit(1);
 }
 
-/** One line for a change of an elastic run's membership. */
-function memberLine(event: MemberEvent): string {
+/** One line for a change of an elastic run's membership (none for a check that passed). */
+function memberLine(event: MemberEvent): string | undefined {
   switch (event.type) {
     case "joined":
       return `${event.name} joined on ${event.device}`;
@@ -448,5 +451,7 @@ function memberLine(event: MemberEvent): string {
       return `paused: ${event.members} member(s), ${event.minMembers} needed; waiting for members to join`;
     case "resumed":
       return `resumed with ${event.members} member(s)`;
+    case "verified":
+      return undefined; // one that fails is told by the "left" that follows
   }
 }

@@ -40,6 +40,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
         "Batch sweep",
         "Kernels:",
         "Wire:",
+        "Elastic:",
         "Goals:",
       ]
     ) {
@@ -90,6 +91,23 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
       assert.ok(row.gflops > 0 && row.matMulGflops > 0, JSON.stringify(row));
     }
     assert.ok(report.kernels.stepSpeedup > 0);
+    // Elastic: both transports timed; four phases, the joined members' shards counted.
+    for (const path of ["websocket", "tcp"]) {
+      assert.ok(
+        report.elastic.transport[path].median > 0 && report.elastic.transport[path].count === 2,
+      );
+    }
+    assert.deepEqual(
+      report.elastic.phases.map((p: { members: string }) => p.members),
+      [
+        "worker 0 alone",
+        "worker 0 + a member of its speed",
+        "worker 0 + a member 4× slower",
+        "worker 0 alone, again",
+      ],
+    );
+    for (const phase of report.elastic.phases) assert.ok(phase.stepMs.median > 0);
+    assert.ok(report.elastic.phases[1].joined.shards > 0, "the joined member computed shards");
     assert.equal(report.goals.length, 12);
   });
 });

@@ -19,12 +19,16 @@ export interface BrowserPage {
   screenshot(): Promise<Uint8Array>;
 }
 
-/** Opens `url` in a fresh headless browser, runs `fn` with the page, then ends the browser. */
+/**
+ * Opens `url` in a fresh headless browser, runs `fn` with the page, then ends
+ * the browser; a browser still open after `options.killAfterMs` (default
+ * 2 min) is killed.
+ */
 export async function withBrowserPage<T>(
   url: string,
   fn: (page: BrowserPage) => Promise<T>,
   viewport: { width: number; height: number } = { width: 1000, height: 900 },
-  options: { webgpu?: boolean } = {},
+  options: { webgpu?: boolean; killAfterMs?: number } = {},
 ): Promise<T> {
   const profile = await Deno.makeTempDir();
   // In a session of its own (setsid), so that its GPU and renderer processes, which outlive a
@@ -50,7 +54,7 @@ export async function withBrowserPage<T>(
       // it has ended
     }
   };
-  const guard = setTimeout(killAll, 120_000);
+  const guard = setTimeout(killAll, options.killAfterMs ?? 120_000);
   try {
     // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…" on stderr.
     const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();

@@ -75,6 +75,7 @@ export const TRAIN_FLAGS = {
   serve: { type: "string" },
   elastic: { type: "boolean" },
   "min-members": { type: "string" },
+  verify: { type: "string" },
 } as const;
 
 /**
@@ -163,7 +164,9 @@ export const TRAIN_FLAGS_HELP =
                      trains; each batch's --shards go to whoever is free, and the weights
                      equal a fixed run's with the same shards
   --min-members N    with --elastic: members needed to compute, this process's workers
-                     included (default 1); below it the run waits for more`;
+                     included (default 1); below it the run waits for more
+  --verify FRACTION  with --elastic: recompute this share (0 to 1) of the results other
+                     processes and tabs send, here, and drop a member whose result differs`;
 
 /**
  * The model a `flag` names: a built-in's name, or a module `FILE[#EXPORT]`
@@ -294,10 +297,18 @@ export function trainOptionsFromFlags(values: TrainFlagValues): TrainOptions {
   if (minMembers !== undefined && minMembers < 1) {
     throw new UsageError(`--min-members must be at least 1, got ${values["min-members"]}`);
   }
+  if (values.verify !== undefined && !values.elastic) {
+    throw new UsageError("--verify needs --elastic");
+  }
+  const verify = values.verify === undefined ? undefined : Number(values.verify);
+  if (verify !== undefined && !(values.verify!.trim() !== "" && verify >= 0 && verify <= 1)) {
+    throw new UsageError(`--verify must be a fraction from 0 to 1, got "${values.verify}"`);
+  }
+  const elastic = defined({ minMembers, verify });
   return defined({
     serve: values.serve === undefined ? undefined : {
       ...serveFlag(values.serve),
-      ...(values.elastic ? { elastic: minMembers === undefined ? true : { minMembers } } : {}),
+      ...(values.elastic ? { elastic: Object.keys(elastic).length === 0 ? true : elastic } : {}),
     },
     trace: values.trace === undefined ? undefined : defined({
       file: values.trace,

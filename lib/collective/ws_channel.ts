@@ -57,6 +57,18 @@ const align8 = (n: number) => Math.ceil(n / 8) * 8;
  * ```
  */
 export function encodeMessage(message: Message): Uint8Array<ArrayBuffer> {
+  return encodeInto(message, (size) => new Uint8Array(size));
+}
+
+/**
+ * {@linkcode encodeMessage} into bytes from `take(size)`: a fresh array, or
+ * a channel's scratch buffer (a fresh large array costs a page fault per
+ * page as it is first written: 30 ms for NiN's gradient on a measured VM).
+ */
+function encodeInto(
+  message: Message,
+  take: (size: number) => Uint8Array<ArrayBuffer>,
+): Uint8Array<ArrayBuffer> {
   const arrays: Typed[] = [];
   let offset = 0;
   const json = JSON.stringify(message, (_key, value) => {
@@ -70,8 +82,8 @@ export function encodeMessage(message: Message): Uint8Array<ArrayBuffer> {
   });
   const head = new TextEncoder().encode(json);
   const start = align8(4 + head.length);
-  const bytes = new Uint8Array(start + offset);
-  new DataView(bytes.buffer).setUint32(0, head.length, true);
+  const bytes = take(start + offset);
+  new DataView(bytes.buffer, bytes.byteOffset).setUint32(0, head.length, true);
   bytes.set(head, 4);
   let at = start;
   for (const array of arrays) {
@@ -84,6 +96,8 @@ export function encodeMessage(message: Message): Uint8Array<ArrayBuffer> {
 /**
  * The message in `bytes` (from {@linkcode encodeMessage}); a `RangeError`
  * says what is wrong with a frame that is not one, or is over `maxBytes`.
+ * Its arrays are views of `bytes` where aligned (several may share one
+ * buffer), copies where not.
  *
  * @example A frame that points past its end is refused
  * ```ts
@@ -125,6 +139,10 @@ export function decodeMessage(bytes: Uint8Array, limits: { maxBytes: number }): 
       if ((offset as number) < 0 || (count as number) < 0 || from + size > bytes.length) {
         throw new RangeError(`an array reference past the end of its frame`);
       }
+      // A view of the frame where aligned (as encodeMessage lays it out): no copy.
+      if ((bytes.byteOffset + from) % Type.BYTES_PER_ELEMENT === 0) {
+        return new Type(bytes.buffer as ArrayBuffer, bytes.byteOffset + from, count as number);
+      }
       const copy = new Uint8Array(size);
       copy.set(bytes.subarray(from, from + size));
       return new Type(copy.buffer);
@@ -157,6 +175,8 @@ export class WebSocketChannel implements Channel {
   onError: ((error: Error) => void) | null = null;
   readonly #socket: WebSocket;
   #failed = false;
+  /** Where messages are encoded: `send` copies the bytes (WebSocket's `send` does). */
+  #scratch = new Uint8Array(0);
 
   /**
    * Wraps `socket`, which must be open. `options.pending`: frames it received
@@ -204,7 +224,12 @@ export class WebSocketChannel implements Channel {
   /** Sends `message` as one binary frame (`transfer` is ignored: the bytes are copied). */
   send(message: Message, _transfer?: Transferable[]): void {
     if (this.#failed || this.#socket.readyState !== WebSocket.OPEN) return;
-    this.#socket.send(encodeMessage(message));
+    // WebSocket's send takes a copy of the bytes at once (as the standard says), so the
+    // scratch buffer can be written again for the next message.
+    this.#socket.send(encodeInto(message, (size) => {
+      if (this.#scratch.length < size) this.#scratch = new Uint8Array(size);
+      return this.#scratch.subarray(0, size);
+    }));
   }
 
   /** Closes the socket, telling the peer `reason` if given; no `onError` follows. */

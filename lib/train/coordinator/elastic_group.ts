@@ -18,6 +18,10 @@
  *    and the same bits as every replica of a fixed run;
  * 4. send the new weights to each member before its next piece of work.
  *
+ * With `verify`, a share of the results that members from outside this
+ * process send is recomputed by a member of this process before it counts,
+ * and compared (see {@linkcode ElasticPlan.verify}).
+ *
  * So the weights depend on the shards, never on who computed them: with
  * members of one kind of device they equal a fixed `--shards N` run's bit
  * for bit, whoever joined or left when. A member that leaves, fails, sends
@@ -103,6 +107,15 @@ export interface ElasticPlan {
   startupTimeout: number;
   /** Steps between checkpoints within an epoch (0: only after each epoch). */
   checkpointEvery: number;
+  /**
+   * Checks of members from outside this process: `fraction` (0 to 1) of the
+   * results they send first is recomputed by a member of this process, and
+   * a result that comes after one of this process's is compared with it for
+   * free. A member whose result differs is dropped: on the same kind of
+   * device any difference; on another, a relative difference (L2 norm of
+   * the difference over the trusted result's) beyond `tolerance`.
+   */
+  verify: { fraction: number; tolerance: number };
 }
 
 /** A member as the dashboard lists it. */
@@ -117,6 +130,8 @@ export interface MemberView {
   share: number;
   /** Its recent milliseconds per shard (0: none yet). */
   msPerShard: number;
+  /** Its results compared with this process's (`verify`). */
+  verified: number;
 }
 
 /** One piece of work: a shard of the step, or a test batch. */
@@ -126,12 +141,18 @@ interface Task {
   /** Members computing it, and since when. */
   holders: Map<Member, number>;
   result: ResultMessage | EvalResultMessage | undefined;
+  /** Who sent `result`. */
+  by: Member | undefined;
+  /** A member's result held until one of this process's members recomputes it (`verify`). */
+  check: { member: Member; result: ResultMessage | EvalResultMessage } | undefined;
 }
 
 /** The work of one step (or one evaluation) being handed out. */
 interface Round {
   tasks: Task[];
   pending: Task[];
+  /** Tasks whose result waits for a recomputation here (`verify`): for this process's members. */
+  recompute: Task[];
   remaining: number;
   done: PromiseWithResolvers<void>;
 }
@@ -154,6 +175,8 @@ class Member {
   stepShards = 0;
   /** Exponential average of its milliseconds per shard; undefined before its first. */
   msPerShard: number | undefined;
+  /** Results compared with this process's. */
+  verified = 0;
 
   constructor(id: number, name: string, local: boolean, channel: Channel) {
     this.id = id;
@@ -371,6 +394,7 @@ export class ElasticGroup {
       counted: m.counted,
       share: step > 0 ? m.stepShards / step : 0,
       msPerShard: Math.round(m.msPerShard ?? 0),
+      verified: m.verified,
     }));
   }
 
@@ -568,15 +592,20 @@ export class ElasticGroup {
         message: { ...message, id },
         holders: new Map(),
         result: undefined,
+        by: undefined,
+        check: undefined,
       };
     });
     const round: Round = {
       tasks,
       pending: [...tasks],
+      recompute: [],
       remaining: tasks.length,
       done: Promise.withResolvers(),
     };
-    for (const member of this.#members) member.stepShards = 0;
+    if (messages[0]?.type === "work") { // shares are of training steps, not evaluations
+      for (const member of this.#members) member.stepShards = 0;
+    }
     this.#round = round;
     this.#dispatch();
     try {
@@ -594,7 +623,8 @@ export class ElasticGroup {
     if (round === null) return;
     for (const member of this.#members) {
       if (!member.ready || member.gone || member.task !== undefined) continue;
-      const task = round.pending.shift() ?? this.#speculate(member, round);
+      const task = (member.local ? round.recompute.shift() : undefined) ?? round.pending.shift() ??
+        this.#speculate(member, round);
       if (task === undefined) continue;
       this.#sendWeights(member);
       member.task = task;
@@ -629,7 +659,7 @@ export class ElasticGroup {
     const now = performance.now();
     let best: { task: Task; left: number } | undefined;
     for (const task of round.tasks) {
-      if (task.result !== undefined || task.holders.size !== 1) continue;
+      if (task.result !== undefined || task.check || task.holders.size !== 1) continue;
       const [holder, since] = [...task.holders][0];
       const expected = holder.msPerShard ?? Infinity;
       const elapsed = now - since;
@@ -658,14 +688,71 @@ export class ElasticGroup {
     }
     const round = this.#round;
     if (task.result === undefined) {
-      task.result = message;
-      if (message.type === "result") {
-        member.counted++;
-        member.stepShards++;
+      if (task.check) {
+        // Held for a check: only this process's recomputation settles it.
+        if (!member.local) return this.#dispatch();
+        const { member: suspect, result } = task.check;
+        task.check = undefined;
+        if (!this.#verify(suspect, result, message)) return this.#settle(task, member, message);
+        return this.#settle(task, suspect, message);
       }
-      if (round && --round.remaining === 0) round.done.resolve();
+      if (!member.local && this.#plan.verify.fraction > 0 && this.#draw()) {
+        task.check = { member, result: message };
+        const recomputing = [...task.holders.keys()].some((m) => m.local);
+        if (!recomputing) round?.recompute.push(task);
+        return this.#dispatch();
+      }
+      return this.#settle(task, member, message);
+    }
+    // Late: compared with the counted result for free when that one is this process's.
+    if (!member.local && task.by?.local && this.#plan.verify.fraction > 0) {
+      this.#verify(member, message, task.result);
     }
     this.#dispatch();
+  }
+
+  /** `message` is `task`'s result, credited to `member`. */
+  #settle(task: Task, member: Member, message: ResultMessage | EvalResultMessage): void {
+    task.result = message;
+    task.by = member;
+    if (message.type === "result" && !member.gone) {
+      member.counted++;
+      member.stepShards++;
+    }
+    const round = this.#round;
+    if (round && --round.remaining === 0) round.done.resolve();
+    this.#dispatch();
+  }
+
+  /** Whether this result is checked (`verify.fraction`), drawn so no member can predict it. */
+  #draw(): boolean {
+    const fraction = this.#plan.verify.fraction;
+    return fraction >= 1 || crypto.getRandomValues(new Uint32Array(1))[0] / 2 ** 32 < fraction;
+  }
+
+  /**
+   * Compares `suspect`'s result with `trusted` (this process's, for the same
+   * work); drops it when they differ beyond its tolerance. True when it passed.
+   */
+  #verify(
+    suspect: Member,
+    result: ResultMessage | EvalResultMessage,
+    trusted: ResultMessage | EvalResultMessage,
+  ): boolean {
+    if (suspect.gone) return false;
+    const same = sameDevice(suspect.device, this.device);
+    const tolerance = same ? 0 : this.#plan.verify.tolerance;
+    const difference = resultDifference(result, trusted);
+    suspect.verified++;
+    this.#onMember({ type: "verified", name: suspect.name, difference, tolerance });
+    if (difference <= tolerance) return true;
+    this.#drop(
+      suspect,
+      `its result differs from this process's for the same work: relative difference ` +
+        `${difference.toExponential(2)}, ` +
+        (same ? "on the same kind of device (must be 0)" : `over its tolerance of ${tolerance}`),
+    );
+    return false;
   }
 
   /** Drops `member` with one line; its task goes to another. A local member fails the run. */
@@ -681,7 +768,9 @@ export class ElasticGroup {
     member.task = undefined;
     if (task) {
       task.holders.delete(member);
-      if (task.result === undefined && task.holders.size === 0) this.#round?.pending.unshift(task);
+      if (task.result === undefined && task.holders.size === 0 && !task.check) {
+        this.#round?.pending.unshift(task);
+      }
     }
     const index = this.#members.indexOf(member);
     if (index >= 0) this.#members.splice(index, 1);
@@ -822,6 +911,49 @@ export class ElasticGroup {
       optimizer: this.#optimizer.state(),
     };
   }
+}
+
+/** Whether two members compute on the same kind of device (so their results must be equal). */
+function sameDevice(a: DeviceInfo | undefined, b: DeviceInfo): boolean {
+  return a !== undefined && a.backend === b.backend && a.adapter === b.adapter &&
+    a.kernels === b.kernels;
+}
+
+/**
+ * How far `result` is from `trusted`: for a shard, the largest of the
+ * gradients' relative difference (L2 norm of the difference over the
+ * trusted one's), the loss sum's, and the correct count's (over the
+ * examples); for a test batch, the correct count's. 0 when equal; Infinity
+ * when the trusted value is 0 and the other is not.
+ *
+ * @example
+ * ```ts ignore
+ * resultDifference({ ...r, gradients: g.map((v) => v * 1.5) }, r); // 0.5
+ * ```
+ */
+export function resultDifference(
+  result: ResultMessage | EvalResultMessage,
+  trusted: ResultMessage | EvalResultMessage,
+): number {
+  const relative = (d: number, of: number) => d === 0 ? 0 : of === 0 ? Infinity : d / of;
+  let worst = relative(Math.abs(result.correct - trusted.correct), trusted.count);
+  if (result.type === "result" && trusted.type === "result") {
+    const a = result.gradients;
+    const b = trusted.gradients;
+    let diff = 0;
+    let norm = 0;
+    for (let i = 0; i < b.length; i++) {
+      const d = a[i] - b[i];
+      diff += d * d;
+      norm += b[i] * b[i];
+    }
+    worst = Math.max(
+      worst,
+      relative(Math.sqrt(diff), Math.sqrt(norm)),
+      relative(Math.abs(result.lossSum - trusted.lossSum), Math.abs(trusted.lossSum)),
+    );
+  }
+  return worst;
 }
 
 /** What makes a joined member's replica differ from the run's, or undefined. */

@@ -32,6 +32,11 @@ export interface JoinOptions {
   signal?: AbortSignal;
   /** Told, a line each: joined (with the device), and why it ended. */
   onLine?: (line: string) => void;
+  /**
+   * For benchmarks: holds each result until its shard has taken this many
+   * times as long as it did (default 1), as a slower device would.
+   */
+  slowdown?: number;
 }
 
 /** How a membership ended. */
@@ -76,6 +81,8 @@ export async function joinRun(options: JoinOptions): Promise<JoinResult> {
     label: "join↔member",
   });
   let shards = 0;
+  const slowdown = options.slowdown ?? 1;
+  const workSince: number[] = [];
   const ended = Promise.withResolvers<JoinResult>();
   const end = (result: JoinResult) => ended.resolve(result);
   channel.onError = (error) => {
@@ -97,6 +104,7 @@ export async function joinRun(options: JoinOptions): Promise<JoinResult> {
         return;
       }
     }
+    if (message.type === "work") workSince.push(performance.now());
     thread.send(message, buffersOf(message));
   };
   thread.onMessage = (message) => {
@@ -106,7 +114,11 @@ export async function joinRun(options: JoinOptions): Promise<JoinResult> {
         `joined the run at ${options.address} on ${device.backend}: ${device.adapter}`,
       );
     }
-    if (message.type === "result") shards++;
+    if (message.type === "result") {
+      shards++;
+      const held = (slowdown - 1) * (performance.now() - workSince.shift()!);
+      if (held > 0) return void setTimeout(() => channel.send(message), held);
+    }
     channel.send(message);
     if (message.type === "error") end({ clean: false, reason: String(message.message), shards });
   };
@@ -149,13 +161,13 @@ export function memberUrl(address: string): string {
   return `ws://${match[1]}:${match[2]}/member`;
 }
 
-/** The buffers a decoded message holds (fresh copies): moved to the thread, not copied. */
+/** The buffers a decoded message holds (its frame's, or copies): moved to the thread, not copied. */
 function buffersOf(message: Message): ArrayBuffer[] {
-  const found: ArrayBuffer[] = [];
+  const found = new Set<ArrayBuffer>();
   const visit = (value: unknown) => {
-    if (ArrayBuffer.isView(value)) found.push(value.buffer as ArrayBuffer);
+    if (ArrayBuffer.isView(value)) found.add(value.buffer as ArrayBuffer);
     else if (typeof value === "object" && value !== null) Object.values(value).forEach(visit);
   };
   visit(message);
-  return found;
+  return [...found];
 }

@@ -9,7 +9,12 @@
 import { importToken } from "../../collective/tcp/auth.ts";
 import { describeValue, UsageError } from "../../errors.ts";
 import { type Dashboard, type DashboardEvent, serveDashboard } from "../../serve/dashboard.ts";
-import type { ResolvedTrainOptions, ServeOptions, TrainOptions } from "../shared/options.ts";
+import {
+  DEFAULT_VERIFY_TOLERANCE,
+  type ResolvedTrainOptions,
+  type ServeOptions,
+  type TrainOptions,
+} from "../shared/options.ts";
 import type { MemberEvent } from "../shared/member_protocol.ts";
 import { readTokenVariable } from "./processes.ts";
 
@@ -23,6 +28,8 @@ export interface ServedRun {
   members?: {
     /** Members needed to compute. */
     minMembers: number;
+    /** Checks of members outside this process. */
+    verify: { fraction: number; tolerance: number };
     /** Told each change of membership. */
     onMember: (event: MemberEvent) => void;
     /** Every member socket that proved the token goes to `accept`, from now on. */
@@ -134,6 +141,10 @@ export async function serveRun(
     },
     members: elastic && {
       minMembers: elastic.minMembers ?? 1,
+      verify: {
+        fraction: elastic.verify ?? 0,
+        tolerance: elastic.verifyTolerance ?? DEFAULT_VERIFY_TOLERANCE,
+      },
       onMember: elastic.onMember ?? (() => {}),
       accept: (accept) => dashboard.acceptMembers(accept),
       show: (members) => publish({ type: "members", members }),
@@ -159,6 +170,20 @@ function checkServe(serve: ServeOptions | undefined): ServeOptions {
     if (typeof elastic !== "object" || elastic === null) {
       throw new UsageError(
         `serve.elastic must be true, false or an object, got ${describeValue(elastic)}`,
+      );
+    }
+    const fraction = elastic.verify;
+    if (
+      fraction !== undefined && !(typeof fraction === "number" && fraction >= 0 && fraction <= 1)
+    ) {
+      throw new UsageError(
+        `serve.elastic.verify must be a fraction from 0 to 1, got ${describeValue(fraction)}`,
+      );
+    }
+    const tolerance = elastic.verifyTolerance;
+    if (tolerance !== undefined && !(typeof tolerance === "number" && tolerance >= 0)) {
+      throw new UsageError(
+        `serve.elastic.verifyTolerance must be a number ≥ 0, got ${describeValue(tolerance)}`,
       );
     }
     const min = elastic.minMembers;

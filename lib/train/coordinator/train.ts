@@ -421,6 +421,7 @@ async function startElastic(
     },
     localWorkers: plan.workers,
     minMembers: members.minMembers,
+    verify: members.verify,
     batchShards: replica.batchShards,
     batchSize: replica.batchSize,
     stepsPerEpoch: replica.stepsPerEpoch,
@@ -443,7 +444,8 @@ async function startElastic(
           device: m.device,
           shards: `${m.shards} computed (${m.counted} counted), ` +
             `${Math.round(m.share * 100)}% of the last step` +
-            (m.msPerShard > 0 ? `, ${m.msPerShard} ms each` : ""),
+            (m.msPerShard > 0 ? `, ${m.msPerShard} ms each` : "") +
+            (m.verified > 0 ? `, ${m.verified} verified` : ""),
         })),
       ),
   });

@@ -156,4 +156,10 @@ export type MemberEvent =
   /** Fewer members than `minMembers`: the run waits at a step boundary. */
   | { type: "paused"; members: number; minMembers: number }
   /** Enough members again: the run goes on. */
-  | { type: "resumed"; members: number };
+  | { type: "resumed"; members: number }
+  /**
+   * A member's result was compared with this process's for the same work
+   * (`serve.elastic.verify`): `difference` is relative (0: equal), and over
+   * `tolerance` the member is dropped (a `left` event follows).
+   */
+  | { type: "verified"; name: string; difference: number; tolerance: number };

@@ -475,7 +475,32 @@ export interface ElasticOptions {
   minMembers?: number;
   /** Told each change of membership (a member joined or left, the run paused or resumed). */
   onMember?: (event: MemberEvent) => void;
+  /**
+   * The share of results from members outside this process (0 to 1,
+   * default 0) that this process's workers recompute before they count,
+   * drawn at random so that no member can tell which. A member whose
+   * result differs is dropped and named: on the same kind of device as this
+   * process, by any difference; on another, by a relative difference over
+   * `verifyTolerance`. A result that arrives after this process's for the
+   * same shard is compared too, at no cost. A member that cheats on a share
+   * `p` of its shards escapes `k` of them with chance `(1 − fraction·p)^k`;
+   * a change within the tolerance is not caught at all.
+   */
+  verify?: number;
+  /**
+   * With `verify`: the largest relative difference (the L2 norm of the
+   * difference over the trusted gradient's; the loss and correct count
+   * alike) accepted from a member on another kind of device. Default 0.001,
+   * from an error model: float32 sums in another order differ by about
+   * `2⁻²⁴·√K` relative for `K` terms (up to ~4·10⁵ in d2l's NiN's weight
+   * gradients), over ~10 layers: ~3·10⁻⁴. Measured between SwiftShader and
+   * llvmpipe on a small NiN: up to ~5·10⁻⁶ (docs/elastic.md).
+   */
+  verifyTolerance?: number;
 }
+
+/** {@linkcode ElasticOptions.verifyTolerance}'s default. */
+export const DEFAULT_VERIFY_TOLERANCE = 1e-3;
 
 /** Options of {@linkcode TrainOptions.trace}. */
 export interface TraceOptions {
