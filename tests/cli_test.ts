@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import {
-  ROOT,
+  interruptTrain,
   runScript,
-  scriptArgs,
-  scriptEnv,
+  tinyRunFlags,
   withTempDir,
   writeTinyDataset,
 } from "./helpers.ts";
@@ -262,44 +261,8 @@ Deno.test("Ctrl-C (exit 130) and SIGTERM (exit 143) write a checkpoint at a step
 async function interruptAndResume(signal: "SIGINT" | "SIGTERM", exitCode: number): Promise<void> {
   await withTempDir(async (dir) => {
     await writeTinyDataset(dir, { train: 48, test: 8 });
-    const flags = [
-      "--data-dir",
-      dir,
-      "--workers",
-      "2",
-      "--epochs",
-      "3",
-      "--batch-size",
-      "8",
-      "--input-size",
-      "67",
-      "--width",
-      "0.125",
-      "--checkpoint-dir",
-      `${dir}/ckpt`,
-      "--metrics",
-      `${dir}/metrics.jsonl`,
-    ];
-    const child = new Deno.Command(Deno.execPath(), {
-      args: scriptArgs("scripts/train.ts", flags),
-      cwd: ROOT,
-      clearEnv: true,
-      env: scriptEnv(),
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const stderrText = new Response(child.stderr).text();
-    let stdout = "";
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stdout) {
-      stdout += decoder.decode(chunk);
-      if (stdout.includes("epoch 1/3:")) {
-        child.kill(signal);
-        break;
-      }
-    }
-    const { code } = await child.status;
-    const stderr = await stderrText;
+    const flags = [...tinyRunFlags(dir), "--workers", "2", "--metrics", `${dir}/metrics.jsonl`];
+    const { code, stderr } = await interruptTrain(flags, "epoch 1/3:", signal);
     assert.equal(code, exitCode, stderr);
     assert.match(
       stderr,

@@ -6,7 +6,8 @@
  * browser tab that joins and is closed (the issue's timeline), and with
  * members that misbehave (a wrong-size, non-finite or oversized result, a
  * stall, a biased gradient caught by `verify`), each dropped with a line
- * naming it.
+ * naming it; stopped (the API's signal, SIGTERM) with a checkpoint, and
+ * resumed.
  */
 
 import assert from "node:assert/strict";
@@ -20,8 +21,17 @@ import { TRAIN_FLAGS } from "../lib/cli/train_flags.ts";
 import { train } from "../lib/train/coordinator/train.ts";
 import type { MemberEvent, MemberReadyMessage } from "../lib/train/shared/member_protocol.ts";
 import type { TrainOptions } from "../lib/train/shared/options.ts";
-import { UsageError } from "../lib/errors.ts";
-import { imageLikeDataset, scriptArgs } from "./helpers.ts";
+import { InterruptedError, UsageError } from "../lib/errors.ts";
+import {
+  imageLikeDataset,
+  interruptTrain,
+  runScript,
+  scriptArgs,
+  tinyRunFlags,
+  withTempDir,
+  writeTinyDataset,
+} from "./helpers.ts";
+import { listCheckpoints } from "../lib/train/shared/checkpoint.ts";
 import { spawnGuarded } from "./process_helpers.ts";
 import { type BrowserPage, withBrowserPage } from "./browser.ts";
 import { ignoredWithout } from "./skips.ts";
@@ -58,6 +68,7 @@ function elasticRun(options: {
   onPort?: (port: number) => void;
   onStep?: TrainOptions["onStep"];
   distributed?: TrainOptions["distributed"];
+  checkpoint?: TrainOptions["checkpoint"];
   verify?: number;
 }) {
   return train({
@@ -76,6 +87,7 @@ function elasticRun(options: {
       onListening: (url) => options.onPort?.(Number(new URL(url).port)),
     },
     onStep: options.onStep,
+    checkpoint: options.checkpoint,
   });
 }
 
@@ -212,6 +224,58 @@ Deno.test("an elastic run of this process's workers has a fixed run's weights", 
   const result = await elasticRun({ epochs: 3, workers: 2, events });
   assert.equal(result.checksum, await referenceChecksum(3));
   assert.deepEqual(events.map((e) => e.type), ["joined", "joined"]);
+});
+
+Deno.test("an elastic run stopped mid-epoch writes a checkpoint, and resumes to a fixed run's weights", async () => {
+  await withTempDir(async (dir) => {
+    const stop = new AbortController();
+    const events: MemberEvent[] = [];
+    const error = await train({
+      ...RUN,
+      epochs: 3,
+      distributed: { workers: 2, shards: 4 },
+      serve: { hostname: "127.0.0.1", port: 0, token: TOKEN, elastic: true },
+      checkpoint: { dir },
+      signal: stop.signal,
+      onStep: (p) => p.epoch === 2 && p.step === 5 && stop.abort(),
+    }).then(() => undefined, (e) => e);
+    assert.ok(error instanceof InterruptedError, String(error));
+    const saved = (await listCheckpoints(dir)).find((c) => c.path === error.checkpoint)!;
+    assert.equal(saved.epochsDone, 1);
+    assert.ok(saved.stepsDone >= 5 && saved.stepsDone < 16, `stopped at step ${saved.stepsDone}`);
+    // Resumed as an elastic run with one worker of its own: the weights are the fixed run's.
+    const resumed = await elasticRun({
+      epochs: 3,
+      workers: 1,
+      events,
+      distributed: { workers: 1, shards: 4 },
+      checkpoint: { dir, resume: true },
+    });
+    assert.equal(resumed.checksum, await referenceChecksum(3));
+  });
+});
+
+Deno.test("SIGTERM stops an elastic run at a step boundary with a checkpoint (exit 143); --resume finishes it", async () => {
+  await withTempDir(async (dir) => {
+    await writeTinyDataset(dir, { train: 48, test: 8 });
+    const flags = [
+      ...tinyRunFlags(dir),
+      ...["--workers", "1", "--shards", "2", "--serve", "127.0.0.1:0", "--elastic"],
+    ];
+    const { code, stderr } = await interruptTrain(flags, "epoch 1/3:", "SIGTERM");
+    assert.equal(code, 143, stderr);
+    assert.match(stderr, /^SIGTERM: stopping at the next step boundary to write a checkpoint/m);
+    assert.match(
+      stderr,
+      /interrupted after 1 epoch\(s\) and \d step\(s\); checkpoint .*ckpt-0001-/,
+    );
+    const resumed = await runScript("scripts/train.ts", [...flags, "--resume"], {
+      killAfterMs: 300_000,
+    });
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stdout, /^resuming from .*ckpt-0001-00000\d\.msgpack/m);
+    assert.match(resumed.stdout, /^epoch 3\/3: /m);
+  });
 });
 
 Deno.test({

@@ -202,6 +202,49 @@ export async function runScript(
 }
 
 /**
+ * Flags of a small 3-epoch run on the tiny data set in `dir` (see
+ * {@linkcode writeTinyDataset}) that checkpoints into `dir/ckpt`.
+ */
+export function tinyRunFlags(dir: string): string[] {
+  return [
+    ...["--data-dir", dir, "--epochs", "3", "--batch-size", "8"],
+    ...["--input-size", "67", "--width", "0.125", "--checkpoint-dir", `${dir}/ckpt`],
+  ];
+}
+
+/**
+ * Runs `scripts/train.ts` with `flags` in the root directory until its
+ * standard output shows `when`, then sends it `signal`; resolves with its exit
+ * code and its standard error once it has ended.
+ */
+export async function interruptTrain(
+  flags: readonly string[],
+  when: string,
+  signal: Deno.Signal,
+): Promise<{ code: number; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: scriptArgs("scripts/train.ts", flags),
+    cwd: ROOT,
+    clearEnv: true,
+    env: scriptEnv(),
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  let stdout = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    stdout += decoder.decode(chunk);
+    if (stdout.includes(when)) {
+      child.kill(signal);
+      break;
+    }
+  }
+  const { code } = await child.status;
+  return { code, stderr: await stderr };
+}
+
+/**
  * Runs `fn` with the environment variables in `vars` set (a string) or unset
  * (undefined), and restores them afterwards, so that a test does not depend on
  * the caller's environment.

@@ -708,6 +708,7 @@ export class ElasticGroup {
     if (!member.local && task.by?.local && this.#plan.verify.fraction > 0) {
       this.#verify(member, message, task.result);
     }
+    if (!member.local) this.#onChange(this.members()); // its count of shards computed
     this.#dispatch();
   }
 
