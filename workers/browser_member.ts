@@ -1,59 +1,85 @@
 /**
- * Browser entry point: the tab of a served elastic run's page joins the run
- * as a member. The server bundles this module for the browser from the same
- * sources as every other member (`lib/train/worker/member_service.ts`: the
- * replica, the kernels, the models), and the page loads it when its Join
- * button is pressed; the member then runs in the page's thread, on the
- * browser's WebGPU adapter.
+ * Web Worker entry point: a browser tab's member of a served elastic run.
+ * The server bundles this module for the browser from the same sources as
+ * every other member (`lib/train/worker/member_service.ts`: the replica, the
+ * kernels, the models). The page's Join button starts it as a module worker
+ * (`new Worker("/member.js", { type: "module" })`) and posts it the token;
+ * it computes on the browser's WebGPU adapter in its own thread, so the page
+ * stays responsive, and tells the page what it does ({@linkcode MemberToPage}).
  *
  * @module
  */
 
 import { admitted } from "../lib/collective/ws_admit.ts";
 import { WebSocketChannel } from "../lib/collective/ws_channel.ts";
-import { type MemberActivity, serveMember } from "../lib/train/worker/member_service.ts";
+import { serveMember } from "../lib/train/worker/member_service.ts";
 
-/** A tab's membership. */
-export interface PageMember {
-  /** Leaves the run (it hands this tab's shard to another member). */
-  leave(): void;
-  /** Resolves with why the membership ended. */
-  ended: Promise<string>;
-}
+/** What the page posts to the member's worker. */
+export type PageToMember =
+  /** Join the run that served the page, proving `token`. */
+  | { type: "join"; token: string }
+  /** Leave the run (it hands this tab's shard to another member). */
+  | { type: "leave" };
 
-/**
- * Joins the run that served this page, proving `token`; `onReady` is told
- * the device once the replica is built, `onActivity` after each piece of work.
- */
-export async function joinFromPage(options: {
-  token: string;
-  onReady?: (device: string) => void;
-  onActivity?: (activity: MemberActivity) => void;
-}): Promise<PageMember> {
-  const socket = new WebSocket(`ws://${location.host}/member`);
-  socket.binaryType = "arraybuffer";
-  const first = await admitted(socket, { token: options.token, address: location.host });
-  const closed = new Promise<string>((resolve) =>
-    socket.addEventListener("close", (e) => resolve(e.reason || `disconnected (${e.code})`))
+/** What the member's worker posts to the page. */
+export type MemberToPage =
+  /** The replica is built: `device` computes from now on. */
+  | { type: "ready"; device: string }
+  /** After each shard: shards computed, and the last one's milliseconds. */
+  | { type: "activity"; shards: number; lastShardMs: number }
+  /** The membership ended, and why ("left", the run's reason, or "failed: …"). */
+  | { type: "ended"; reason: string };
+
+const scope = globalThis as unknown as {
+  postMessage(message: MemberToPage): void;
+  addEventListener(type: "message", listener: (event: MessageEvent<PageToMember>) => void): void;
+};
+let socket: WebSocket | undefined;
+let left = false;
+
+scope.addEventListener("message", (event) => {
+  const message = event.data;
+  if (message.type === "leave") {
+    left = true;
+    if (socket) socket.close(1000, "left");
+    else scope.postMessage({ type: "ended", reason: "left" });
+    return;
+  }
+  if (socket) return; // one membership per worker
+  membership(message.token).then(
+    (reason) => scope.postMessage({ type: "ended", reason }),
+    (error) => scope.postMessage({ type: "ended", reason: `failed: ${(error as Error).message}` }),
   );
-  const channel = new WebSocketChannel(socket, { maxBytes: 2 ** 30, pending: [first] });
-  let left = false;
+});
+
+/** Joins the run that served the page, computes until it ends; resolves with why. */
+async function membership(token: string): Promise<string> {
+  const joined = new WebSocket(`ws://${location.host}/member`);
+  socket = joined;
+  joined.binaryType = "arraybuffer";
+  const first = await admitted(joined, { token, address: location.host });
+  const closed = new Promise<string>((resolve) =>
+    joined.addEventListener("close", (e) => resolve(e.reason || `disconnected (${e.code})`))
+  );
+  const channel = new WebSocketChannel(joined, { maxBytes: 2 ** 30, pending: [first] });
   const served = serveMember(channel, {
     builtInOnly: true,
     // Measured in headless Chromium: the fast forward convolution stops SwiftShader's device
     // ("A valid external Instance reference no longer exists"); tfjs's kernels run there.
     kernelsFor: (adapter, wanted) => /swiftshader/i.test(adapter) ? "tfjs" : wanted,
     onReady: (ready) =>
-      options.onReady?.(
-        `${ready.device.backend}: ${ready.device.adapter} (${ready.device.kernels} kernels)`,
-      ),
-    onActivity: options.onActivity,
+      scope.postMessage({
+        type: "ready",
+        device:
+          `${ready.device.backend}: ${ready.device.adapter} (${ready.device.kernels} kernels)`,
+      }),
+    onActivity: (activity) =>
+      scope.postMessage({
+        type: "activity",
+        shards: activity.shards,
+        lastShardMs: activity.lastShardMs,
+      }),
   });
-  return {
-    leave() {
-      left = true;
-      socket.close(1000, "left");
-    },
-    ended: Promise.race([closed, served.then(() => "stopped")]).then((why) => left ? "left" : why),
-  };
+  const why = await Promise.race([closed, served.then(() => "stopped")]);
+  return left ? "left" : why;
 }

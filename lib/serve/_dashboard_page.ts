@@ -4,9 +4,10 @@
  * from its URL's fragment (`#token=…`) or a field, answers the server's
  * challenge with WebCrypto's HMAC (browsers offer it on https and on
  * localhost), and draws the run's events as they come. An elastic run's
- * page also offers to join it: the Join button loads the member bundle
- * (`/member.js`, see `workers/browser_member.ts`) and computes shards on
- * the tab's WebGPU adapter until the run ends or Leave is pressed.
+ * page also offers to join it: the Join button starts the member bundle
+ * (`/member.js`, see `workers/browser_member.ts`) as a Web Worker, which
+ * computes shards on the tab's WebGPU adapter until the run ends or Leave is
+ * pressed.
  *
  * @module
  */
@@ -62,26 +63,34 @@ function showMember(text) {
   $("joinStatus").textContent = text ?? (m.device + ": " + m.shards + " shard(s) computed" +
     (m.lastShardMs ? ", " + Math.round(m.lastShardMs) + " ms each" : ""));
 }
+// The member computes in a Web Worker (workers/browser_member.ts): the page stays responsive.
 async function join() {
   $("joinButton").disabled = true;
-  showMember("loading the member code…");
-  try {
-    const { joinFromPage } = await import("/member.js");
-    showMember("building the model…");
-    const member = await joinFromPage({
-      token: state.token,
-      onReady: (device) => { window.member.device = device; showMember(); },
-      onActivity: (a) => { window.member.shards = a.shards; window.member.lastShardMs = a.lastShardMs; showMember(); },
-    });
-    $("leaveButton").hidden = false;
-    $("leaveButton").onclick = () => member.leave();
-    window.member.ended = await member.ended;
-    showMember("this tab's membership ended (" + window.member.ended + ") after " +
-      window.member.shards + " shard(s)");
-  } catch (e) {
-    window.member.ended = "failed: " + e.message;
-    showMember("could not join: " + e.message);
-  }
+  showMember("loading the member code and building the model…");
+  const worker = new Worker("/member.js", { type: "module" });
+  const ended = new Promise((resolve) => {
+    worker.onmessage = (e) => {
+      const m = e.data;
+      if (m.type === "ready") window.member.device = m.device;
+      if (m.type === "activity") {
+        window.member.shards = m.shards;
+        window.member.lastShardMs = m.lastShardMs;
+      }
+      if (m.type === "ended") resolve(m.reason);
+      else showMember();
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      resolve("failed: " + (e.message || "the member code did not load"));
+    };
+  });
+  worker.postMessage({ type: "join", token: state.token });
+  $("leaveButton").hidden = false;
+  $("leaveButton").onclick = () => worker.postMessage({ type: "leave" });
+  window.member.ended = await ended;
+  worker.terminate();
+  showMember("this tab's membership ended (" + window.member.ended + ") after " +
+    window.member.shards + " shard(s)");
   $("leaveButton").hidden = true;
   $("joinButton").disabled = false;
 }
