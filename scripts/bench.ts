@@ -351,15 +351,17 @@ async function main(): Promise<void> {
   if (config.only.includes("elastic")) {
     const repeats = smoke ? 2 : 7;
     const stepsPerPhase = smoke ? 4 : 12;
+    const length = smoke ? 65_536 : NIN_GRADIENT_LENGTH;
     console.log(
-      `\nElastic: one NiN gradient from a member to the serving process and an answer back on ` +
+      `\nElastic: one gradient of ${length} values${smoke ? "" : " (NiN's)"} from a member to ` +
+        `the serving process and an answer back on ` +
         `loopback, ms, median (min–max) of ${repeats}; then one elastic run (NiN ` +
         `${config.inputSize} px, width ${config.width}, 4 shards of ${config.perWorkerBatch} ` +
         `images) whose members change between epochs of ${stepsPerPhase} steps, ms per step ` +
         `after each epoch's first two; the members compute on this machine's device`,
     );
     const elastic = await benchElastic({
-      length: smoke ? 65_536 : NIN_GRADIENT_LENGTH,
+      length,
       repeats,
       inputSize: config.inputSize,
       width: config.width,

@@ -13,6 +13,7 @@
 import assert from "node:assert/strict";
 import { decodeMessage, encodeMessage, WebSocketChannel } from "../lib/collective/ws_channel.ts";
 import { admitted } from "../lib/collective/ws_admit.ts";
+import { loopbackChannels } from "../lib/bench/elastic_bench.ts";
 import { WorkerThread } from "../lib/collective/worker_thread.ts";
 import type { Message } from "../lib/collective/channel.ts";
 import { trainOptionsFromFlags } from "../lib/cli/train_flags.ts";
@@ -129,16 +130,9 @@ Deno.test({
   name: "messages sent back to back over WebSocket channels arrive intact, both ways",
   sanitizeResources: false,
   async fn() {
-    const accepted = Promise.withResolvers<WebSocket>();
-    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (r) => {
-      const { socket, response } = Deno.upgradeWebSocket(r);
-      accepted.resolve(socket);
-      return response;
+    const { serving: served, member: joined, close } = await loopbackChannels({
+      maxBytes: 1 << 24,
     });
-    const client = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
-    await new Promise((resolve) => client.onopen = resolve);
-    const served = new WebSocketChannel(await accepted.promise, { maxBytes: 1 << 24 });
-    const joined = new WebSocketChannel(client, { maxBytes: 1 << 24 });
     // Each channel encodes into one scratch buffer: a send that kept a reference to it
     // instead of a copy would deliver a later message's values.
     const seen: string[] = [];
@@ -154,9 +148,7 @@ Deno.test({
       }
     }
     await all.promise;
-    served.close();
-    joined.close();
-    await server.shutdown();
+    await close();
     const expected = ["down", "up"].flatMap((side) =>
       Array.from({ length: 10 }, (_, k) => `${side} ${k} intact`)
     );

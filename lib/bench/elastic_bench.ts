@@ -88,7 +88,28 @@ function resultOf(length: number): Message {
   return { type: "result", id: 1, gradients, lossSum: 1, correct: 1, count: 1 };
 }
 
-async function timeWebSocket(length: number, repeats: number): Promise<Summary> {
+/**
+ * Two {@linkcode WebSocketChannel}s joined by a WebSocket on loopback: the
+ * serving side (a `Deno.serve` socket, as the dashboard's) and the member's
+ * (a client socket, as `--join`'s); `close` ends both and the server.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loopbackChannels } from "./elastic_bench.ts";
+ *
+ * const { serving, member, close } = await loopbackChannels({ maxBytes: 1024 });
+ * const got = new Promise((resolve) => serving.onMessage = resolve);
+ * member.send({ type: "hello", values: new Float32Array([1, 2]) });
+ * assert.deepEqual(await got, { type: "hello", values: new Float32Array([1, 2]) });
+ * await close();
+ * ```
+ */
+export async function loopbackChannels(options: { maxBytes: number }): Promise<{
+  serving: WebSocketChannel;
+  member: WebSocketChannel;
+  close(): Promise<void>;
+}> {
   const accepted = Promise.withResolvers<WebSocket>();
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
     const { socket, response } = Deno.upgradeWebSocket(request);
@@ -96,15 +117,25 @@ async function timeWebSocket(length: number, repeats: number): Promise<Summary> 
     return response;
   });
   const client = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
-  client.binaryType = "arraybuffer";
   await new Promise((resolve, reject) => {
     client.onopen = resolve;
     client.onerror = reject;
   });
-  const serverSocket = await accepted.promise;
-  serverSocket.binaryType = "arraybuffer";
-  const member = new WebSocketChannel(client, { maxBytes: 1 << 30 });
-  const serving = new WebSocketChannel(serverSocket, { maxBytes: 1 << 30 });
+  const serving = new WebSocketChannel(await accepted.promise, options);
+  const member = new WebSocketChannel(client, options);
+  return {
+    serving,
+    member,
+    async close() {
+      member.close();
+      serving.close();
+      await server.shutdown();
+    },
+  };
+}
+
+async function timeWebSocket(length: number, repeats: number): Promise<Summary> {
+  const { serving, member, close } = await loopbackChannels({ maxBytes: 1 << 30 });
   serving.onMessage = (message) => serving.send({ type: "ack", id: message.id as number });
   const message = resultOf(length);
   const times: number[] = [];
@@ -118,9 +149,7 @@ async function timeWebSocket(length: number, repeats: number): Promise<Summary> 
       if (i > 0) times.push(performance.now() - start); // the first warms up
     }
   } finally {
-    member.close();
-    serving.close();
-    await server.shutdown();
+    await close();
   }
   return summarize(times);
 }
@@ -179,9 +208,14 @@ async function timePhases(options: {
   const address = Promise.withResolvers<string>();
   let joined: { leave: AbortController; ended: ReturnType<typeof joinRun> } | undefined;
   const joinedCounts: (PhaseResult["joined"])[] = [];
-  /** Waits until an event `matches`. */
+  /** Why the bench's member ended before it should have (it failed to join, or was dropped). */
+  let failure: Error | undefined;
+  /** Waits until an event `matches`; throws once the member has failed. */
   const until = async (matches: (e: MemberEvent) => boolean) => {
-    while (!events.some(matches)) await new Promise((resolve) => setTimeout(resolve, 20));
+    while (!events.some(matches)) {
+      if (failure) throw failure;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   };
   let lastSeconds = 0;
   const leave = async (phase: number) => {
@@ -225,15 +259,21 @@ async function timePhases(options: {
       if (next?.slowdown !== undefined) {
         const before = events.length;
         const leaveController = new AbortController();
-        joined = {
-          leave: leaveController,
-          ended: joinRun({
-            address: await address.promise,
-            token: TOKEN,
-            signal: leaveController.signal,
-            slowdown: next.slowdown,
-          }),
-        };
+        const ended = joinRun({
+          address: await address.promise,
+          token: TOKEN,
+          signal: leaveController.signal,
+          slowdown: next.slowdown,
+        });
+        ended.then(
+          (end) => {
+            if (!leaveController.signal.aborted) {
+              failure = new Error(`the bench's member ended: ${end.reason}`);
+            }
+          },
+          (error) => failure = error,
+        );
+        joined = { leave: leaveController, ended };
         await until((e) => e.type === "joined" && events.indexOf(e) >= before);
       }
       lastSeconds = record.seconds;

@@ -927,9 +927,19 @@ function sameDevice(a: DeviceInfo | undefined, b: DeviceInfo): boolean {
  * examples); for a test batch, the correct count's. 0 when equal; Infinity
  * when the trusted value is 0 and the other is not.
  *
- * @example
- * ```ts ignore
- * resultDifference({ ...r, gradients: g.map((v) => v * 1.5) }, r); // 0.5
+ * @example A gradient half as large again differs by 0.5
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resultDifference } from "./elastic_group.ts";
+ *
+ * const trusted = {
+ *   type: "result" as const, id: 1, lossSum: 2, correct: 3, count: 4,
+ *   gradients: new Float32Array([0.5, -1, 2]),
+ * };
+ * const biased = { ...trusted, gradients: trusted.gradients.map((v) => v * 1.5) };
+ * assert.equal(resultDifference(biased, trusted), 0.5);
+ * assert.equal(resultDifference({ ...trusted, correct: 4 }, trusted), 0.25); // of 4 examples
+ * assert.equal(resultDifference(trusted, trusted), 0);
  * ```
  */
 export function resultDifference(
