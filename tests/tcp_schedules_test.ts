@@ -16,6 +16,7 @@ import {
   CHUNK,
   directAverage,
   type ScheduleLink,
+  Scratch,
   type Wire,
 } from "../lib/collective/tcp/schedules.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
@@ -28,27 +29,46 @@ interface MemoryLink extends ScheduleLink {
   to: number;
 }
 
-/** `size` ranks whose links deliver frames in memory, in order, per type. */
-function memoryMesh(size: number, tamper?: (frame: Frame) => Frame) {
+/**
+ * `size` ranks whose links deliver frames in memory, in order, per type. With
+ * `late`, as a socket: a payload is read when its frame is written, in a later
+ * task, and `flushed` waits for that; a released frame's payload is poisoned
+ * (NaN), as a reader's reused memory would be.
+ */
+function memoryMesh(size: number, tamper?: (frame: Frame) => Frame, options = { late: false }) {
   const inbox = new Map<string, Frame[]>();
   const waiting = new Map<string, (frame: Frame) => void>();
   const key = (to: number, from: number, type: string) => `${to}<${from}:${type}`;
-  const link = (from: number, to: number): MemoryLink => ({
-    from,
-    to,
-    peer: `rank ${to}`,
-    send(header: FrameHeader, payload = new Uint8Array()) {
-      // A copy, as a socket gives: the sender may reuse its buffer.
-      let frame: Frame = { header: { ...header }, payload: payload.slice() };
-      if (tamper) frame = tamper(frame);
-      const k = key(to, from, String(header.type));
-      const waiter = waiting.get(k);
-      if (waiter) {
-        waiting.delete(k);
-        waiter(frame);
-      } else inbox.set(k, [...(inbox.get(k) ?? []), frame]);
-    },
-  });
+  const deliver = (from: number, to: number, header: FrameHeader, payload: Uint8Array) => {
+    // A copy, as a socket gives: the sender may reuse its buffer.
+    const copy = payload.slice();
+    let frame: Frame = {
+      header: { ...header },
+      payload: copy,
+      release: options.late ? () => copy.fill(0xff) : undefined,
+    };
+    if (tamper) frame = tamper(frame);
+    const k = key(to, from, String(header.type));
+    const waiter = waiting.get(k);
+    if (waiter) {
+      waiting.delete(k);
+      waiter(frame);
+    } else inbox.set(k, [...(inbox.get(k) ?? []), frame]);
+  };
+  const link = (from: number, to: number): MemoryLink => {
+    let written = Promise.resolve();
+    return {
+      from,
+      to,
+      peer: `rank ${to}`,
+      send(header: FrameHeader, payload = new Uint8Array()) {
+        if (!options.late) return deliver(from, to, header, payload);
+        written = written.then(() => new Promise((resolve) => setTimeout(resolve, 0)))
+          .then(() => deliver(from, to, header, payload));
+      },
+      flushed: () => written,
+    };
+  };
   const failures: PeerError[] = [];
   const wire: Wire<MemoryLink> = {
     receive(l, type, expected) {
@@ -126,6 +146,49 @@ Deno.test("in memory, the chain and the direct reduce-scatter are weightedAverag
       const results = await runSplit(split, schedule);
       const sums = await Promise.all(results.map(checksum));
       assert.deepEqual(sums, new Array(split.length).fill(expected), `${schedule}, split ${split}`);
+    }
+  }
+});
+
+Deno.test("in memory, with payloads read late and memory reused, averages in a row on every split give weightedAverage's bits", async () => {
+  // Each rank's gradient and result change as soon as its average returns, and frames are poisoned once
+  // released: a schedule that returned before its frames were written, or read a frame after
+  // releasing it, would give other bits.
+  for (const schedule of ["chain", "direct"] as const) {
+    for (const split of [[2, 4], [1, 1, 4], [1, 2, 1, 2]]) {
+      const size = split.length;
+      const { wire, links } = memoryMesh(size, undefined, { late: true });
+      const scratches = split.map(() => new Scratch());
+      const starts = split.map((_, r) => split.slice(0, r).reduce((a, b) => a + b, 0));
+      const replicas = DEFAULT_REPLICAS.map(({ data, weight }) => ({ data: data.slice(), weight }));
+      const total = replicas.reduce((sum, p) => sum + p.weight, 0);
+      const everyone = split.map((k, r) => ({
+        weights: replicas.slice(starts[r], starts[r] + k).map((p) => p.weight),
+      }));
+      for (let round = 0; round < 3; round++) {
+        const expected = await checksum(weightedAverage(replicas));
+        const results = await Promise.all(split.map(async (k, rank) => {
+          const parts = replicas.slice(starts[rank], starts[rank] + k);
+          const out = new Float32Array(LENGTH);
+          const r = { seq: round, n: LENGTH, total, out, scratch: scratches[rank] };
+          if (schedule === "direct") {
+            await directAverage(wire, { rank, size, peers: links[rank] }, parts, {
+              ...r,
+              everyone,
+            });
+          } else {
+            const next = links[rank][(rank + 1) % size]!;
+            const prev = links[rank][(rank - 1 + size) % size];
+            await chainAverage(wire, { rank, size, prev, next }, parts, r);
+          }
+          const sum = checksum(out.slice());
+          for (const part of parts) part.data.reverse(); // the next step's gradient, at once
+          out.fill(NaN); // and the result used up
+          return sum;
+        }));
+        const sums = await Promise.all(results);
+        assert.deepEqual(sums, new Array(size).fill(expected), `${schedule}, ${split}, ${round}`);
+      }
     }
   }
 });

@@ -20,6 +20,7 @@ import {
   encodeFrame,
   float32Bytes,
   FrameError,
+  type FrameHeader,
   FrameReader,
   PROTOCOL_VERSION,
 } from "../lib/collective/tcp/frame.ts";
@@ -55,7 +56,7 @@ async function readAfterWriting(bytes: Uint8Array, options: { maxFrameBytes?: nu
   try {
     await writeAll(pair.client, bytes);
     pair.client.close();
-    const reader = new FrameReader(pair.server.readable, { peer: "peer 1", ...options });
+    const reader = new FrameReader(pair.server, { peer: "peer 1", ...options });
     const frames = [];
     for (let frame = await reader.read(); frame; frame = await reader.read()) frames.push(frame);
     return frames;
@@ -77,6 +78,56 @@ Deno.test("frames round-trip over TCP: header fields and a float32 payload, bit 
   assert.deepEqual(back, gradient);
   assert.deepEqual(frames[1].header, { type: "done" });
   assert.equal(frames[1].payload.length, 0);
+});
+
+Deno.test("frames cut anywhere read whole; every payload starts 8-byte aligned", async () => {
+  const sent: [FrameHeader, Uint8Array][] = [];
+  for (const size of [0, 3, 4096, 70_001, 300_003]) {
+    for (let pad = 0; pad < 8; pad++) {
+      const payload = Uint8Array.from({ length: size }, (_, i) => (i * 7 + pad) & 0xff);
+      sent.push([{ type: "chunk", seq: 123_456, tag: "x".repeat(pad) }, payload]);
+    }
+  }
+  const bytes = new Uint8Array(
+    sent.flatMap(([header, payload]) => [...encodeFrame(header, payload)]),
+  );
+  // Cut into pieces of 1 to 5,000 bytes (a fixed sequence), as a socket may deliver them.
+  const pieces: Uint8Array[] = [];
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const size = i % 3 === 0 ? 1 + (i % 7) : 1 + ((i * 7919) % 5000);
+    pieces.push(bytes.slice(at, at + size));
+    at += size;
+  }
+  const reader = new FrameReader(ReadableStream.from(pieces), { peer: "peer" });
+  for (const [header, payload] of sent) {
+    const frame = await reader.read();
+    assert.deepEqual(frame?.header, header);
+    assert.deepEqual(frame.payload, payload);
+    assert.equal(frame.payload.byteOffset % 8, 0, `${frame.payload.byteOffset}`);
+  }
+  assert.equal(await reader.read(), undefined);
+});
+
+Deno.test("a released frame's memory takes the next frame of its size; one not released keeps its payload", async () => {
+  const pair = await connectedPair();
+  try {
+    const values = (seed: number) => Float32Array.from({ length: 65_536 }, (_, i) => i + seed);
+    for (let seed = 0; seed < 3; seed++) {
+      await writeAll(pair.client, encodeFrame({ type: "scatter" }, float32Bytes(values(seed))));
+    }
+    const reader = new FrameReader(pair.server, { peer: "peer" });
+    const first = (await reader.read())!;
+    const kept = new Float32Array(first.payload.buffer, first.payload.byteOffset, 65_536);
+    const second = (await reader.read())!;
+    assert.notEqual(second.payload.buffer, first.payload.buffer);
+    second.release!();
+    const third = (await reader.read())!;
+    assert.equal(third.payload.buffer, second.payload.buffer); // reused, not fresh
+    assert.deepEqual(new Float32Array(third.payload.slice().buffer), values(2));
+    assert.deepEqual(kept, values(0));
+  } finally {
+    pair.close();
+  }
 });
 
 Deno.test("bad frames: one clear error each, naming the peer", async (t) => {
@@ -290,7 +341,7 @@ Deno.test("a link presumes a silent peer dead after the silence limit, not befor
   const pair = await connectedPair();
   const clock = new FakeClock();
   const failures: string[] = [];
-  const link = new Link(pair.server, new FrameReader(pair.server.readable, { peer: "peer" }), {
+  const link = new Link(pair.server, new FrameReader(pair.server, { peer: "peer" }), {
     peer: "rank 1",
     silenceMs: 60_000,
     clock,

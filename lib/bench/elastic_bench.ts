@@ -159,8 +159,8 @@ async function timeTcp(length: number, repeats: number): Promise<Summary> {
   const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
   const serverConn = await listener.accept();
   for (const conn of [client, serverConn]) conn.setNoDelay(true);
-  const serverReader = new FrameReader(serverConn.readable, { peer: "member" });
-  const clientReader = new FrameReader(client.readable, { peer: "serving process" });
+  const serverReader = new FrameReader(serverConn, { peer: "member" });
+  const clientReader = new FrameReader(client, { peer: "serving process" });
   const served = (async () => {
     for (;;) {
       const frame = await serverReader.read().catch(() => undefined);

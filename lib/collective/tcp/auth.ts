@@ -167,7 +167,7 @@ const LABEL_CONNECTOR = new TextEncoder().encode("ddp-connector");
 const LABEL_ACCEPTOR = new TextEncoder().encode("ddp-acceptor");
 
 function handshakeReader(conn: Deno.Conn, peer: string): FrameReader {
-  return new FrameReader(conn.readable, { peer, maxFrameBytes: HANDSHAKE_MAX_FRAME_BYTES });
+  return new FrameReader(conn, { peer, maxFrameBytes: HANDSHAKE_MAX_FRAME_BYTES });
 }
 
 /** Runs `step`; past the timeout, cancels `reader` (so a pending read ends) and throws. */

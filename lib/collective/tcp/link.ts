@@ -13,7 +13,7 @@ import { PeerError } from "../process_group.ts";
 import { type Clock, realClock } from "../../util/clock.ts";
 import { writeAll } from "./auth.ts";
 import {
-  encodeFrame,
+  encodeFrameHead,
   type Frame,
   FrameError,
   type FrameHeader,
@@ -31,6 +31,9 @@ export interface LinkOptions {
   /** Where time comes from. Default the real clock. */
   clock?: Clock;
 }
+
+/** A payload up to this size is copied behind its frame's head, to go in one write. */
+const SMALL_PAYLOAD_BYTES = 4096;
 
 /** How often an idle link says it is alive, as a share of the silence limit. */
 const HEARTBEAT_SHARE = 0.2;
@@ -88,17 +91,34 @@ export class Link {
     return (this.#queues.get(type)?.length ?? 0) > 0;
   }
 
-  /** Queues a frame; it is written after every frame queued before it. */
+  /**
+   * Queues a frame; it is written after every frame queued before it. A
+   * large payload is written from where it lies: it must not change until
+   * {@linkcode Link.flushed} resolves.
+   */
   send(header: FrameHeader, payload?: Uint8Array): void {
     if (this.#error || this.#closed) return; // the failure is reported where it was seen
-    const bytes = encodeFrame(header, payload);
+    const size = payload?.length ?? 0;
+    const head = encodeFrameHead(header, size);
+    let bytes = head;
+    let rest: Uint8Array | undefined;
+    if (size <= SMALL_PAYLOAD_BYTES) {
+      if (size > 0) {
+        bytes = new Uint8Array(head.length + size);
+        bytes.set(head);
+        bytes.set(payload!, head.length);
+      }
+    } else rest = payload;
     this.#lastSent = this.#clock.now();
-    this.#writes = this.#writes.then(() => writeAll(this.#conn, bytes)).catch((error) => {
+    this.#writes = this.#writes.then(async () => {
+      await writeAll(this.#conn, bytes);
+      if (rest) await writeAll(this.#conn, rest);
+    }).catch((error) => {
       this.#fail(new PeerError(`${this.peer}: cannot send (${(error as Error).message})`));
     });
   }
 
-  /** Resolves when every queued frame has been written. */
+  /** Resolves when every queued frame has been written (or the link failed). */
   async flushed(): Promise<void> {
     await this.#writes;
   }

@@ -19,7 +19,7 @@ import { PeerError, type ProcessGroup } from "../process_group.ts";
 import type { Frame } from "./frame.ts";
 import type { Link } from "./link.ts";
 import { type GroupLinks, rendezvous, type RendezvousOptions } from "./rendezvous.ts";
-import { chainAverage, directAverage, type Wire } from "./schedules.ts";
+import { chainAverage, directAverage, Scratch, type Wire } from "./schedules.ts";
 import { roundToBf16 } from "../../util/bf16.ts";
 import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 
@@ -85,6 +85,8 @@ export class TcpProcessGroup implements ProcessGroup {
   readonly #averaging: "auto" | "direct" | "chain";
   /** Per tag: the number of collectives of that sequence so far. */
   readonly #seqs = new Map<string, number>();
+  /** Memory the averages reuse (they never overlap: each waits for the last to be written). */
+  readonly #scratch = new Scratch();
   #error: PeerError | null = null;
 
   private constructor(
@@ -158,7 +160,7 @@ export class TcpProcessGroup implements ProcessGroup {
     const { n, total } = agreed;
     this.raised = agreed.raised;
     const out = options.out ?? new Float32Array(n);
-    const round = { seq, n, total, out, bf16Length };
+    const round = { seq, n, total, out, bf16Length, scratch: this.#scratch };
     // Few replicas per process: the bandwidth-optimal direct reduce-scatter; many: the chain.
     const most = Math.max(...everyone.map((e) => e.weights.length));
     const direct = this.#averaging === "direct" ||
