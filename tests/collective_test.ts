@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { averagedTerms, weightedAverage } from "../lib/collective/all_reduce.ts";
 import { SimdSum } from "../lib/collective/_simd_sum.ts";
+import { Bf16Simd } from "../lib/collective/_simd_bf16.ts";
+import { packBf16, roundToBf16 } from "../lib/util/bf16.ts";
 import { PostMessageChannel } from "../lib/collective/channel.ts";
 import { WorkerThread } from "../lib/collective/worker_thread.ts";
 import { Mailbox } from "../lib/collective/mailbox.ts";
@@ -326,6 +328,36 @@ Deno.test("the SIMD sum over shared WebAssembly memory gives weightedAverage's b
         `${count} vectors, [${start}, ${end})`,
       );
     }
+  }
+});
+
+Deno.test("bfloat16 rounding, packing and unpacking in SIMD give the scalar loops' bits on every kind of float32", () => {
+  const memory = new WebAssembly.Memory({ initial: 2, maximum: 2, shared: true });
+  const buffer = memory.buffer as SharedArrayBuffer;
+  const bf16 = Bf16Simd.over(memory);
+  assert.ok(bf16, "WebAssembly SIMD over shared memory is available");
+  for (const length of [1, 3, 4, 7, 8, 9, 16, 1_001]) {
+    const values = awkwardVector(length, 70 + length);
+    const bits = new Uint32Array(values.buffer);
+    // Ties both ways (low half 0x8000 after an even and an odd high half), and NaNs with payloads.
+    for (let i = 0; i < length; i += 5) bits[i] = (bits[i] & 0xffff0000) | 0x8000;
+    for (let i = 2; i < length; i += 11) bits[i] = 0x7f800000 | (i * 0x9e37) & 0x7fffff | 1;
+    // At awkward offsets of the memory: 4-byte but not 16-byte aligned.
+    const at = new Float32Array(buffer, 4 + 4 * 3, length);
+    at.set(values);
+    const expected = values.slice();
+    roundToBf16(expected);
+    bf16.round(at);
+    assertSameBits(at, expected, `round, length ${length}`);
+    at.set(values);
+    const packed = new Uint16Array(buffer, 40_000 + 2, length);
+    const reference = new Uint16Array(length);
+    packBf16(values, 0, reference);
+    bf16.pack(at, packed);
+    assert.deepEqual([...packed], [...reference], `pack, length ${length}`);
+    const back = new Float32Array(buffer, 80_000 + 4, length);
+    bf16.unpack(packed, back);
+    assertSameBits(back, expected, `unpack, length ${length}`);
   }
 });
 

@@ -16,9 +16,9 @@ import {
   CHUNK,
   directAverage,
   type ScheduleLink,
-  Scratch,
   type Wire,
 } from "../lib/collective/tcp/schedules.ts";
+import { Scratch } from "../lib/collective/tcp/_scratch.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
 import { roundToBf16 } from "../lib/util/bf16.ts";
 import { randomVector } from "./helpers.ts";
@@ -111,7 +111,13 @@ const SPLITS = [[6], [2, 4], [1, 1, 4], [3, 3], [1, 2, 1, 2], [2, 2, 2], [1, 1, 
 function runSplit(
   split: number[],
   schedule: "chain" | "direct",
-  options: { replicas?: Contribution[]; bf16Length?: number; sent?: { bytes: number } } = {},
+  options: {
+    replicas?: Contribution[];
+    bf16Length?: number;
+    sent?: { bytes: number };
+    /** Each rank's scratch memory has the SIMD kernels (where available). Default true. */
+    simd?: boolean;
+  } = {},
 ): Promise<Float32Array[]> {
   const size = split.length;
   const REPLICAS = options.replicas ?? DEFAULT_REPLICAS;
@@ -127,7 +133,8 @@ function runSplit(
   return Promise.all(split.map(async (k, rank) => {
     const parts = REPLICAS.slice(starts[rank], starts[rank] + k);
     const out = new Float32Array(LENGTH);
-    const round = { seq: 0, n: LENGTH, total, out, bf16Length: options.bf16Length };
+    const scratch = new Scratch({ simd: options.simd ?? true });
+    const round = { seq: 0, n: LENGTH, total, out, bf16Length: options.bf16Length, scratch };
     if (schedule === "direct") {
       await directAverage(wire, { rank, size, peers: links[rank] }, parts, { ...round, everyone });
     } else {
@@ -139,13 +146,17 @@ function runSplit(
   }));
 }
 
-Deno.test("in memory, the chain and the direct reduce-scatter are weightedAverage, bit for bit, for every split", async () => {
+Deno.test("in memory, the chain and the direct reduce-scatter are weightedAverage, bit for bit, for every split, with SIMD sums and without", async () => {
+  assert.ok(new Scratch().kernels, "WebAssembly SIMD is available");
   const expected = await checksum(weightedAverage(DEFAULT_REPLICAS));
-  for (const schedule of ["chain", "direct"] as const) {
-    for (const split of SPLITS) {
-      const results = await runSplit(split, schedule);
-      const sums = await Promise.all(results.map(checksum));
-      assert.deepEqual(sums, new Array(split.length).fill(expected), `${schedule}, split ${split}`);
+  for (const simd of [true, false]) {
+    for (const schedule of ["chain", "direct"] as const) {
+      for (const split of SPLITS) {
+        const results = await runSplit(split, schedule, { simd });
+        const sums = await Promise.all(results.map(checksum));
+        const what = `${schedule}, split ${split}, simd ${simd}`;
+        assert.deepEqual(sums, new Array(split.length).fill(expected), what);
+      }
     }
   }
 });
@@ -154,7 +165,9 @@ Deno.test("in memory, with payloads read late and memory reused, averages in a r
   // Each rank's gradient and result change as soon as its average returns, and frames are poisoned once
   // released: a schedule that returned before its frames were written, or read a frame after
   // releasing it, would give other bits.
-  for (const schedule of ["chain", "direct"] as const) {
+  // The direct schedule also with a bfloat16 head, whose packed chunks are sent from the scratch.
+  const runs = [["chain", 0], ["direct", 0], ["direct", CHUNK + 5]] as const;
+  for (const [schedule, bf16Length] of runs) {
     for (const split of [[2, 4], [1, 1, 4], [1, 2, 1, 2]]) {
       const size = split.length;
       const { wire, links } = memoryMesh(size, undefined, { late: true });
@@ -166,11 +179,18 @@ Deno.test("in memory, with payloads read late and memory reused, averages in a r
         weights: replicas.slice(starts[r], starts[r] + k).map((p) => p.weight),
       }));
       for (let round = 0; round < 3; round++) {
-        const expected = await checksum(weightedAverage(replicas));
+        const rounded = replicas.map(({ data, weight }) => {
+          const copy = data.slice();
+          roundToBf16(copy, 0, bf16Length);
+          return { data: copy, weight };
+        });
+        const average = weightedAverage(rounded);
+        roundToBf16(average, 0, bf16Length);
+        const expected = await checksum(average);
         const results = await Promise.all(split.map(async (k, rank) => {
           const parts = replicas.slice(starts[rank], starts[rank] + k);
           const out = new Float32Array(LENGTH);
-          const r = { seq: round, n: LENGTH, total, out, scratch: scratches[rank] };
+          const r = { seq: round, n: LENGTH, total, out, bf16Length, scratch: scratches[rank] };
           if (schedule === "direct") {
             await directAverage(wire, { rank, size, peers: links[rank] }, parts, {
               ...r,
@@ -187,7 +207,8 @@ Deno.test("in memory, with payloads read late and memory reused, averages in a r
           return sum;
         }));
         const sums = await Promise.all(results);
-        assert.deepEqual(sums, new Array(size).fill(expected), `${schedule}, ${split}, ${round}`);
+        const what = `${schedule}, bf16 ${bf16Length}, ${split}, round ${round}`;
+        assert.deepEqual(sums, new Array(size).fill(expected), what);
       }
     }
   }
@@ -235,6 +256,9 @@ Deno.test("in memory, with a bfloat16 head the direct schedule gives the rounded
     const results = await runSplit(split, "direct", { replicas, bf16Length, sent: half });
     const sums = await Promise.all(results.map(checksum));
     assert.deepEqual(sums, new Array(split.length).fill(expected), `split ${split}`);
+    const scalar = await runSplit(split, "direct", { replicas, bf16Length, simd: false });
+    const scalarSums = await Promise.all(scalar.map(checksum));
+    assert.deepEqual(scalarSums, sums, `split ${split}, scalar conversions`);
     // Of 2·CHUNK + 17 values, CHUNK + 5 travel in 2 bytes instead of 4 (and a 2-byte pad).
     const ratio = half.bytes / full.bytes;
     assert.ok(Math.abs(ratio - (1 - (CHUNK + 5) / LENGTH / 2)) < 0.01, `split ${split}: ${ratio}`);

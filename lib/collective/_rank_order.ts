@@ -87,7 +87,8 @@ export function blockOf(b: number, vector: { n: number; size: number }): [number
  * The wire form of `vectors[j][start, end)`, one after the other: elements
  * below `bf16Length` rounded to bfloat16 and sent as their high 16 bits, the
  * rest as float32; each vector's bytes padded to a multiple of 4. Written to
- * `into` (at least that long, 4-byte aligned) if given, else to new bytes.
+ * `into` (at least that long, 4-byte aligned) if given, else to new bytes;
+ * `pack` (default `packBf16`) rounds and packs the bfloat16 ones.
  *
  * @example Two bfloat16 values and one float32: 2 + 2 + 4 bytes
  * ```ts
@@ -98,18 +99,19 @@ export function blockOf(b: number, vector: { n: number; size: number }): [number
  * assert.equal(bytes.length, 8);
  * ```
  */
-export function encodeChunk(
+export function encodeChunk<B extends ArrayBufferLike = ArrayBuffer>(
   vectors: readonly Float32Array[],
   chunk: { start: number; end: number; bf16Length: number },
-  into?: Uint8Array<ArrayBuffer>,
-): Uint8Array<ArrayBuffer> {
+  into?: Uint8Array<B>,
+  pack: (values: Float32Array, start: number, into: Uint16Array) => void = packBf16,
+): Uint8Array<B> {
   const { start, end } = chunk;
   const layout = chunkLayout(chunk);
-  const bytes = into ?? new Uint8Array(vectors.length * layout.bytes);
+  const bytes = into ?? new Uint8Array(vectors.length * layout.bytes) as Uint8Array<B>;
   vectors.forEach((values, j) => {
     const at = j * layout.bytes;
     if (layout.halves > 0) {
-      packBf16(values, start, new Uint16Array(bytes.buffer, bytes.byteOffset + at, layout.halves));
+      pack(values, start, new Uint16Array(bytes.buffer, bytes.byteOffset + at, layout.halves));
     }
     const floats = values.subarray(start + layout.halves, end);
     bytes.set(
@@ -136,8 +138,9 @@ export interface ChunkTarget {
 
 /**
  * Decodes `payload`'s vectors (see {@linkcode encodeChunk}) into `into[j]`
- * from index `at`. Returns false, decoding nothing, if the payload is not
- * the size those vectors take.
+ * from index `at` (`unpack`, default `fromBf16Bits`, widens the bfloat16
+ * ones). Returns false, decoding nothing, if the payload is not the size
+ * those vectors take.
  *
  * @example
  * ```ts
@@ -150,7 +153,11 @@ export interface ChunkTarget {
  * assert.deepEqual([...out], [1, -2, Math.fround(0.1)]);
  * ```
  */
-export function decodeChunk(payload: Uint8Array, chunk: ChunkTarget): boolean {
+export function decodeChunk(
+  payload: Uint8Array,
+  chunk: ChunkTarget,
+  unpack: (bits: Uint16Array, out: Float32Array, start: number) => void = fromBf16Bits,
+): boolean {
   const { into, at, start, end } = chunk;
   const layout = chunkLayout(chunk);
   if (payload.length !== into.length * layout.bytes) return false;
@@ -159,7 +166,7 @@ export function decodeChunk(payload: Uint8Array, chunk: ChunkTarget): boolean {
   into.forEach((target, j) => {
     const offset = aligned.byteOffset + j * layout.bytes;
     if (layout.halves > 0) {
-      fromBf16Bits(new Uint16Array(aligned.buffer, offset, layout.halves), target, at);
+      unpack(new Uint16Array(aligned.buffer, offset, layout.halves), target, at);
     }
     const floats = end - start - layout.halves;
     target.set(

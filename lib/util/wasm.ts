@@ -110,7 +110,20 @@ export const op = {
   v128_store: (): number[] => [...simd(0x0b), ...V128_MEMARG],
   /** Lanes of two vectors by byte index (0–15 the first, 16–31 the second). */
   i8x16_shuffle: (lanes: readonly number[]): number[] => [...simd(0x0d), ...lanes],
+  /** Four u16 at the address, each zero-extended to 32 bits. */
+  v128_load16x4_u: (): number[] => [...simd(0x04), 3, 0],
+  i32x4_splat: (): number[] => simd(0x11),
   f32x4_splat: (): number[] => simd(0x13),
+  i32x4_gt_u: (): number[] => simd(0x3c),
+  v128_and: (): number[] => simd(0x4e),
+  v128_or: (): number[] => simd(0x50),
+  /** `(a & mask) | (b & ~mask)` for `a b mask` on the stack. */
+  v128_bitselect: (): number[] => simd(0x52),
+  /** Two i32x4 to one i16x8, each lane saturated to [0, 65535]. */
+  i16x8_narrow_i32x4_u: (): number[] => simd(0x86),
+  i32x4_shl: (): number[] => simd(0xab),
+  i32x4_shr_u: (): number[] => simd(0xad),
+  i32x4_add: (): number[] => simd(0xae),
   f64x2_splat: (): number[] => simd(0x14),
   f32x4_demote_f64x2_zero: (): number[] => simd(0x5e),
   f64x2_promote_low_f32x4: (): number[] => simd(0x5f),

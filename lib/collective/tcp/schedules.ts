@@ -31,7 +31,8 @@
 import type { Contribution } from "../all_reduce.ts";
 import { PeerError } from "../process_group.ts";
 import type { Frame, FrameHeader } from "./frame.ts";
-import { roundToBf16 } from "../../util/bf16.ts";
+import { fromBf16Bits, packBf16, roundToBf16 } from "../../util/bf16.ts";
+import { Scratch, SIMD_TERMS } from "./_scratch.ts";
 import {
   accumulate,
   blockOf,
@@ -57,55 +58,7 @@ export interface ScheduleLink {
   flushed?(): Promise<void>;
 }
 
-/**
- * Memory for what the averages send and sum, reused average after average.
- * A schedule waits until everything it sent is written before it returns,
- * so the next average may take the same memory: no fresh memory per chunk,
- * which costs more than the copies where page faults are slow.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { Scratch } from "./schedules.ts";
- *
- * const scratch = new Scratch();
- * const a = scratch.take(12);
- * assert.equal(a.byteOffset % 8, 0);
- * scratch.reset();
- * assert.equal(scratch.take(12).buffer, a.buffer); // the same memory, once reset
- * ```
- */
-export class Scratch {
-  #memory = new ArrayBuffer(0);
-  #used = 0;
-
-  /** Frees everything taken so far (the average that took it has returned). */
-  reset(): void {
-    this.#used = 0;
-  }
-
-  /** `bytes` of memory, 8-byte aligned, not taken since the last reset. */
-  take(bytes: number): Uint8Array<ArrayBuffer> {
-    if (this.#used + bytes > this.#memory.byteLength) {
-      // What was taken keeps the old memory; the next average starts in the larger one.
-      this.#memory = new ArrayBuffer(Math.max(2 * this.#memory.byteLength, this.#used + bytes));
-    }
-    const view = new Uint8Array(this.#memory, this.#used, bytes);
-    this.#used += 8 * Math.ceil(bytes / 8);
-    return view;
-  }
-}
-
-/** `bytes` of memory from `scratch`, or fresh without one. */
-function take(scratch: Scratch | undefined, bytes: number): Uint8Array<ArrayBuffer> {
-  return scratch?.take(bytes) ?? new Uint8Array(bytes);
-}
-
-function float32s(bytes: Uint8Array<ArrayBuffer>): Float32Array<ArrayBuffer> {
-  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-}
-
-function float64s(bytes: Uint8Array<ArrayBuffer>): Float64Array<ArrayBuffer> {
+function float64s(bytes: Uint8Array): Float64Array {
   return new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
 }
 
@@ -137,7 +90,10 @@ export interface Round {
    * rounded to it): the direct schedule sends them as 16 bits. Default 0.
    */
   bf16Length?: number;
-  /** Memory to reuse (reset by the schedule); default fresh memory every average. */
+  /**
+   * Memory to reuse, and its SIMD kernels (the schedule resets it); default
+   * fresh memory every average, and the scalar loops.
+   */
   scratch?: Scratch;
 }
 
@@ -167,15 +123,16 @@ export async function chainAverage<L extends ScheduleLink>(
   parts: readonly Contribution[],
   round: Round,
 ): Promise<void> {
-  const { seq, n, total, out, scratch } = round;
-  scratch?.reset();
+  const { seq, n, total, out } = round;
+  const scratch = round.scratch ?? new Scratch({ simd: false });
+  scratch.reset();
   const terms = parts.filter((p) => p.weight !== 0)
     .map(({ data, weight }) => ({ data, weight: weight / total }));
   const last = ring.rank === ring.size - 1;
   for (let start = 0; start < n; start += CHUNK) {
     const end = Math.min(n, start + CHUNK);
     // Sent as they lie: each chunk's sums in memory of their own until the chain returns.
-    const sums = float64s(take(scratch, 8 * (end - start)));
+    const sums = float64s(scratch.take(8 * (end - start)));
     let started = false;
     if (ring.rank > 0) {
       const frame = await wire.receive(ring.prev!, "partial", { seq, start });
@@ -237,12 +194,14 @@ export async function directAverage<L extends ScheduleLink>(
   parts: readonly Contribution[],
   round: Round & { everyone: readonly { weights: readonly number[] }[] },
 ): Promise<void> {
-  const { seq, n, total, out, everyone, scratch } = round;
-  scratch?.reset();
+  const { seq, n, total, out, everyone } = round;
+  const scratch = round.scratch ?? new Scratch({ simd: false });
+  scratch.reset();
   const bf16Length = round.bf16Length ?? 0;
   const { rank, size, peers } = mesh;
   const block = (b: number) => blockOf(b, { n, size });
   const vectors = parts.map((p) => p.data);
+  const codec = bf16Codec(scratch);
   // Send every other block's chunks to their owners, all queued at once: float32 values of one
   // replica as they lie (they do not change before this returns), others packed.
   for (let b = 0; b < size; b++) {
@@ -253,55 +212,73 @@ export async function directAverage<L extends ScheduleLink>(
       const chunk = { start, end, bf16Length };
       const payload = vectors.length === 1 && start >= bf16Length
         ? float32Range(vectors[0], start, end)
-        : encodeChunk(vectors, chunk, take(scratch, vectors.length * chunkLayout(chunk).bytes));
+        : encodeChunk(
+          vectors,
+          chunk,
+          scratch.take(vectors.length * chunkLayout(chunk).bytes),
+          codec.pack,
+        );
       peers[b]!.send({ type: "scatter", seq, start }, payload);
     }
   }
-  // Reduce this rank's block, chunk by chunk, every process's terms in rank order. Received
-  // chunks (and this rank's own, rounded) are decoded into buffers reused chunk after chunk.
+  // Reduce this rank's block, chunk by chunk, every process's terms in rank order: with the SIMD
+  // sum, all of them at once in the scratch memory; else added up as they arrive.
+  const terms = everyone.reduce((count, e) => count + e.weights.length, 0);
+  const simd = terms <= SIMD_TERMS ? scratch.kernels : undefined;
   const decoded = everyone.map((e, r) =>
-    e.weights.map(() => float32s(take(scratch, r === rank && bf16Length === 0 ? 0 : 4 * CHUNK)))
+    e.weights.map(() => scratch.floats(r === rank && bf16Length === 0 && !simd ? 0 : CHUNK))
   );
   const [from, to] = block(rank);
-  const allSums = float64s(take(scratch, 8 * Math.min(CHUNK, to - from)));
+  const sums = simd ? scratch.floats(CHUNK) : float64s(scratch.take(8 * CHUNK));
   for (let start = from; start < to; start += CHUNK) {
     const end = Math.min(to, start + CHUNK);
-    const sums = allSums.subarray(0, end - start);
+    const length = end - start;
+    const halves = Math.max(0, Math.min(end, bf16Length) - start);
+    const added: Contribution[] = [];
     let started = false;
     for (let r = 0; r < size; r++) {
       const weights = everyone[r].weights;
       let data: Float32Array[];
       if (r === rank) {
         data = parts.map((p, j) => {
-          if (start >= bf16Length) return p.data.subarray(start, end);
-          const own = decoded[r][j].subarray(0, end - start);
+          if (halves === 0 && !simd) return p.data.subarray(start, end);
+          const own = decoded[r][j].subarray(0, length);
           own.set(p.data.subarray(start, end));
-          roundToBf16(own, 0, Math.min(end, bf16Length) - start);
+          codec.round(own.subarray(0, halves));
           return own;
         });
       } else {
         const link = peers[r]!;
         const frame = await wire.receive(link, "scatter", { seq, start });
-        data = decoded[r].map((buffer) => buffer.subarray(0, end - start));
-        decodeInto(wire, frame, { into: data, at: 0, start, end, bf16Length, peer: link.peer });
+        data = decoded[r].map((buffer) => buffer.subarray(0, length));
+        const into = { into: data, at: 0, start, end, bf16Length, peer: link.peer };
+        decodeInto(wire, frame, into, codec.unpack);
         frame.release?.();
       }
-      const terms = data.flatMap((values, j) =>
+      const some = data.flatMap((values, j) =>
         weights[j] === 0 ? [] : [{ data: values, weight: weights[j] / total }]
       );
-      started = accumulate(sums, { terms, start: 0, started });
+      if (simd) added.push(...some);
+      else {started = accumulate(sums.subarray(0, length) as Float64Array, {
+          terms: some,
+          start: 0,
+          started,
+        });}
     }
-    if (!started) sums.fill(0); // no terms at all (the memory is reused)
-    out.set(sums, start); // rounded to float32, once
-    roundToBf16(out, start, Math.min(end, Math.max(start, bf16Length)));
+    if (simd && added.length > 0) {
+      simd.sum.average(added, { out: sums as Float32Array, start: 0, end: length });
+    } else if (!started) sums.fill(0); // no terms at all (the memory is reused)
+    out.set(sums.subarray(0, length), start); // float64 sums rounded to float32, once
+    codec.round(out.subarray(start, start + halves));
     // This block of `out` does not change before this returns: float32 values go as they lie.
     const chunk = { start, end, bf16Length };
-    const result = start >= bf16Length
+    const result = halves === 0
       ? float32Range(out, start, end)
-      : encodeChunk([out], chunk, take(scratch, chunkLayout(chunk).bytes));
+      : encodeChunk([out], chunk, scratch.take(chunkLayout(chunk).bytes), codec.pack);
     for (const link of peers) link?.send({ type: "gathered-block", seq, start }, result);
   }
-  // Every other block, from its owner, straight into `out`.
+  // Every other block, from its owner, into `out` (bfloat16 through the scratch memory).
+  const landing = codec.simd && bf16Length > 0 ? scratch.floats(CHUNK) : undefined;
   for (let b = 0; b < size; b++) {
     if (b === rank) continue;
     const [from, to] = block(b);
@@ -309,11 +286,59 @@ export async function directAverage<L extends ScheduleLink>(
     for (let start = from; start < to; start += CHUNK) {
       const end = Math.min(to, start + CHUNK);
       const frame = await wire.receive(link, "gathered-block", { seq, start });
-      decodeInto(wire, frame, { into: [out], at: start, start, end, bf16Length, peer: link.peer });
+      const chunk = { start, end, bf16Length, peer: link.peer };
+      if (landing && start < bf16Length) {
+        decodeInto(wire, frame, { ...chunk, into: [landing], at: 0 }, codec.unpack);
+        out.set(landing.subarray(0, end - start), start);
+      } else decodeInto(wire, frame, { ...chunk, into: [out], at: start }, fromBf16Bits);
       frame.release?.();
     }
   }
   await flushed(peers); // what was sent from `parts`, `out` and the scratch memory is written
+}
+
+/**
+ * bfloat16 conversions for one average: with the SIMD kernels, through
+ * staging vectors in the scratch memory (`unpack` writes into that memory
+ * only); else the scalar loops.
+ */
+function bf16Codec(scratch: Scratch): {
+  simd: boolean;
+  round: (values: Float32Array) => void;
+  pack: (values: Float32Array, start: number, into: Uint16Array) => void;
+  unpack: (bits: Uint16Array, out: Float32Array, start: number) => void;
+} {
+  const kernels = scratch.kernels;
+  if (kernels === undefined) {
+    return {
+      simd: false,
+      round: (values) => roundToBf16(values),
+      pack: packBf16,
+      unpack: fromBf16Bits,
+    };
+  }
+  const [stage, stageBits] = [scratch.floats(CHUNK), scratch.take(2 * CHUNK)];
+  const staged = new Uint16Array(stageBits.buffer, stageBits.byteOffset, CHUNK);
+  return {
+    simd: true,
+    round: (values) => {
+      if (values.length === 0) return;
+      const at = stage.subarray(0, values.length);
+      at.set(values);
+      kernels.bf16.round(at);
+      values.set(at);
+    },
+    pack: (values, start, into) => {
+      const at = stage.subarray(0, into.length);
+      at.set(values.subarray(start, start + into.length));
+      kernels.bf16.pack(at, into);
+    },
+    unpack: (bits, out, start) => {
+      const at = staged.subarray(0, bits.length);
+      at.set(bits);
+      kernels.bf16.unpack(at, out.subarray(start, start + bits.length));
+    },
+  };
 }
 
 /**
@@ -324,8 +349,9 @@ function decodeInto(
   wire: Wire<ScheduleLink>,
   frame: Frame,
   chunk: ChunkTarget & { peer: string },
+  unpack: (bits: Uint16Array, out: Float32Array, start: number) => void = fromBf16Bits,
 ): void {
-  if (decodeChunk(frame.payload, chunk)) return;
+  if (decodeChunk(frame.payload, chunk, unpack)) return;
   throw wire.fail(
     new PeerError(
       `${chunk.peer}: a ${frame.header.type} chunk of ${frame.payload.length} bytes, not ${
@@ -347,7 +373,7 @@ function float32Range(values: Float32Array, start: number, end: number): Uint8Ar
 function copyPayload(
   wire: Wire<ScheduleLink>,
   frame: Frame,
-  to: { into: Float64Array<ArrayBuffer>; peer: string },
+  to: { into: Float64Array; peer: string },
 ): void {
   const { into, peer } = to;
   if (frame.payload.length !== into.byteLength) {

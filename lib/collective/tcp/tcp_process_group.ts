@@ -19,7 +19,8 @@ import { PeerError, type ProcessGroup } from "../process_group.ts";
 import type { Frame } from "./frame.ts";
 import type { Link } from "./link.ts";
 import { type GroupLinks, rendezvous, type RendezvousOptions } from "./rendezvous.ts";
-import { chainAverage, directAverage, Scratch, type Wire } from "./schedules.ts";
+import { chainAverage, directAverage, type Wire } from "./schedules.ts";
+import { Scratch } from "./_scratch.ts";
 import { roundToBf16 } from "../../util/bf16.ts";
 import { decode, encode } from "npm:@msgpack/msgpack@3.1.3";
 
