@@ -108,6 +108,14 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     );
     for (const phase of report.elastic.phases) assert.ok(phase.stepMs.median > 0);
     assert.ok(report.elastic.phases[1].joined.shards > 0, "the joined member computed shards");
+    // Wire (root only: it makes network namespaces): float32, bf16 and plain sockets.
+    if (Deno.uid() === 0) {
+      assert.deepEqual(
+        report.wire.map((r: { wire: string }) => r.wire),
+        ["float32", "bf16", "sockets"],
+      );
+      for (const row of report.wire) assert.ok(row.ms.median > 0 && row.ofBound > 0);
+    } else assert.equal(typeof report.wire.skipped, "string");
     assert.equal(report.goals.length, 12);
   });
 });

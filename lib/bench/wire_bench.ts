@@ -30,8 +30,12 @@ export interface WireBenchResult {
   hosts: number;
   /** What the vector is, e.g. `"NiN"`. */
   model: string;
-  /** How it travels: float32, or bfloat16 (`--wire bf16`). */
-  wire: "float32" | "bf16";
+  /**
+   * How it travels: float32, or bfloat16 (`--wire bf16`); `sockets`: the
+   * float32 average's bytes over plain connections, no group (see
+   * `scripts/wire_member.ts`), to compare.
+   */
+  wire: "float32" | "bf16" | "sockets";
   /** Float32 elements. */
   length: number;
   /** Bytes the busiest cable carries one way per average, as float32 (bfloat16: half). */
@@ -216,7 +220,13 @@ interface MemberReport {
  */
 async function measure(
   lab: WireLab,
-  options: { length: number; ops: number; repeats: number; port: number; bf16: boolean },
+  options: {
+    length: number;
+    ops: number;
+    repeats: number;
+    port: number;
+    wire: "float32" | "bf16" | "sockets";
+  },
 ): Promise<number[]> {
   const hosts = lab.namespaces.length;
   const member = new URL("../../scripts/wire_member.ts", import.meta.url);
@@ -238,7 +248,8 @@ async function measure(
         `--length=${options.length}`,
         `--ops=${options.ops}`,
         `--repeats=${options.repeats}`,
-        ...(options.bf16 ? ["--bf16"] : []),
+        ...(options.wire === "bf16" ? ["--bf16"] : []),
+        ...(options.wire === "sockets" ? ["--sockets", `--addrs=${lab.addresses.join(",")}`] : []),
       ],
       env: { DDP_TOKEN: token, NO_COLOR: "1" },
       stdout: "piped",
@@ -264,7 +275,7 @@ export async function benchWire(options: {
   links: readonly { gbps: number; hosts: readonly number[] }[];
   models: readonly { model: string; length: number }[];
   /** Wire formats to measure each configuration with. Default float32 only. */
-  wires?: readonly ("float32" | "bf16")[];
+  wires?: readonly ("float32" | "bf16" | "sockets")[];
   repeats: number;
   onResult?: (result: WireBenchResult) => void;
 }): Promise<WireBenchResult[]> {
@@ -283,7 +294,7 @@ export async function benchWire(options: {
               ops,
               repeats: options.repeats,
               port: 29_600,
-              bf16: wire === "bf16",
+              wire,
             });
             const ms = summarize(times);
             const result = {

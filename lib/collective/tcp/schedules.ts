@@ -248,7 +248,7 @@ export async function directAverage<L extends ScheduleLink>(
           if (halves === 0 && !simd) return p.data.subarray(start, end);
           const own = decoded[r][j].subarray(0, length);
           own.set(p.data.subarray(start, end));
-          codec.round(own.subarray(0, halves));
+          codec.roundHere(own.subarray(0, halves));
           return own;
         });
       } else {
@@ -272,13 +272,21 @@ export async function directAverage<L extends ScheduleLink>(
     if (simd && added.length > 0) {
       simd.sum.average(added, { out: sums as Float32Array, start: 0, end: length });
     } else if (!started) sums.fill(0); // no terms at all (the memory is reused)
+    // The average's bfloat16 head is rounded and packed where the sums are (the SIMD sums are in
+    // the scratch memory, as the kernels need).
+    const result32 = simd ? sums as Float32Array : undefined;
+    if (result32) codec.roundHere(result32.subarray(0, halves));
     out.set(sums.subarray(0, length), start); // float64 sums rounded to float32, once
-    codec.round(out.subarray(start, start + halves));
+    if (!result32) codec.round(out.subarray(start, start + halves));
     // This block of `out` does not change before this returns: float32 values go as they lie.
     const chunk = { start, end, bf16Length };
+    const pack = result32
+      ? (_: Float32Array, at: number, into: Uint16Array) =>
+        codec.packHere(result32.subarray(at - start, at - start + into.length), into)
+      : codec.pack;
     const result = halves === 0
       ? float32Range(out, start, end)
-      : encodeChunk([out], chunk, scratch.take(chunkLayout(chunk).bytes), codec.pack);
+      : encodeChunk([out], chunk, scratch.take(chunkLayout(chunk).bytes), pack);
     for (const link of peers) link?.send({ type: "gathered-block", seq, start }, result);
   }
   // Every other block, from its owner, into `out` (bfloat16 through the scratch memory).
@@ -302,27 +310,30 @@ export async function directAverage<L extends ScheduleLink>(
 }
 
 /**
- * bfloat16 conversions for one average: with the SIMD kernels, through
- * staging vectors in the scratch memory (`unpack` writes into that memory
- * only); else the scalar loops.
+ * bfloat16 conversions for one average: with the SIMD kernels, directly on
+ * vectors in the scratch memory (`roundHere`, `packHere`) or through staging
+ * vectors there (`round`, `pack`; `unpack` writes into that memory only);
+ * else the scalar loops.
  */
 function bf16Codec(scratch: Scratch): {
   simd: boolean;
   round: (values: Float32Array) => void;
+  roundHere: (values: Float32Array) => void;
   pack: (values: Float32Array, start: number, into: Uint16Array) => void;
+  packHere: (values: Float32Array, into: Uint16Array) => void;
   unpack: (bits: Uint16Array, out: Float32Array, start: number) => void;
 } {
   const kernels = scratch.kernels;
   if (kernels === undefined) {
-    return {
-      simd: false,
-      round: (values) => roundToBf16(values),
-      pack: packBf16,
-      unpack: fromBf16Bits,
-    };
+    const round = (values: Float32Array) => roundToBf16(values);
+    const packHere = (values: Float32Array, into: Uint16Array) => packBf16(values, 0, into);
+    return { simd: false, round, roundHere: round, pack: packBf16, packHere, unpack: fromBf16Bits };
   }
   const [stage, stageBits] = [scratch.floats(CHUNK), scratch.take(2 * CHUNK)];
   const staged = new Uint16Array(stageBits.buffer, stageBits.byteOffset, CHUNK);
+  const roundHere = (values: Float32Array) => {
+    if (values.length > 0) kernels.bf16.round(values);
+  };
   return {
     simd: true,
     round: (values) => {
@@ -332,11 +343,13 @@ function bf16Codec(scratch: Scratch): {
       kernels.bf16.round(at);
       values.set(at);
     },
+    roundHere,
     pack: (values, start, into) => {
       const at = stage.subarray(0, into.length);
       at.set(values.subarray(start, start + into.length));
       kernels.bf16.pack(at, into);
     },
+    packHere: (values, into) => kernels.bf16.pack(values, into),
     unpack: (bits, out, start) => {
       const at = staged.subarray(0, bits.length);
       at.set(bits);
