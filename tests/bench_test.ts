@@ -13,7 +13,7 @@ const runBench = (args: string[], env?: Record<string, string>) =>
       "--allow-write",
       "--allow-env",
       "--allow-sys",
-      "--allow-run=lscpu,git,mpirun",
+      "--allow-run=lscpu,git,ip,mpirun", // as deno task bench: ip for the wire section
       "--allow-net=127.0.0.1",
     ],
   });

@@ -97,8 +97,18 @@ Deno.test("broadcast, barrier and exchange reach every rank, in order, many time
   const groups = await Promise.all(joinAll(3));
   const payload = randomVector(100_000, 9);
   for (let round = 0; round < 3; round++) {
+    // Rank 0 reuses its buffer as soon as its broadcast resolves: the others still get the bytes.
+    const sent = payload.slice();
     const got = await Promise.all(
-      groups.map((g) => g.broadcast(g.rank === 0 ? new Uint8Array(payload.buffer) : undefined)),
+      groups.map((g) =>
+        g.rank === 0
+          ? g.broadcast(new Uint8Array(sent.buffer)).then((bytes) => {
+            const copy = bytes.slice();
+            sent.fill(0);
+            return copy;
+          })
+          : g.broadcast(undefined)
+      ),
     );
     for (const bytes of got) assert.equal(bytes.length, payload.byteLength);
     const bytes = got[2];

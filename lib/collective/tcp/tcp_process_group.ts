@@ -186,6 +186,8 @@ export class TcpProcessGroup implements ProcessGroup {
     if (this.rank === 0) {
       if (bytes === undefined) throw new RangeError("rank 0 must give the bytes to broadcast");
       for (const link of this.#control) link?.send({ type: "broadcast", seq }, bytes);
+      // Sent from where they lie: the caller may change them once this resolves.
+      await Promise.all(this.#control.map((link) => link?.flushed()));
       return bytes;
     }
     const frame = await this.#receive(this.#control[0]!, "broadcast", { seq });
