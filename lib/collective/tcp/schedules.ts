@@ -44,8 +44,10 @@ import {
 
 /**
  * Elements per pipelined chunk: 512 KiB of float32 (1 MiB of the chain's float64
- * partial sums). Between two processes on loopback, NiN's average took 11-14 ms
- * with these chunks, 15-17 ms with chunks of half the size.
+ * partial sums). Half as many frames as chunks of 2¹⁶, at the same speed:
+ * between two processes on loopback NiN's average took 8.2–9.0 ms with these,
+ * 7.5–8.9 ms with those (idle 2-core machine, three runs each). The wire
+ * figures in docs/performance.md were taken with these.
  */
 export const CHUNK = 1 << 17;
 
