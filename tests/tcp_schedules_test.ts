@@ -99,6 +99,21 @@ function memoryMesh(size: number, tamper?: (frame: Frame) => Frame, options = { 
 
 const checksum = (values: Float32Array) => sha256Hex(values);
 
+/**
+ * `replicas` with their first `bf16Length` values rounded to bfloat16 (copies),
+ * and their weighted average rounded alike: what a bfloat16 head averages to.
+ */
+function roundedHead(replicas: readonly Contribution[], bf16Length: number) {
+  const rounded = replicas.map(({ data, weight }) => {
+    const copy = data.slice();
+    roundToBf16(copy, 0, bf16Length);
+    return { data: copy, weight };
+  });
+  const average = weightedAverage(rounded);
+  roundToBf16(average, 0, bf16Length);
+  return { rounded, average };
+}
+
 // 6 replicas with uneven weights (one zero) and a length of several chunks plus a remainder.
 const LENGTH = 2 * CHUNK + 17;
 const DEFAULT_REPLICAS: Contribution[] = [3, 0, 5, 1, 2, 4].map((weight, r) => ({
@@ -179,14 +194,7 @@ Deno.test("in memory, with payloads read late and memory reused, averages in a r
         weights: replicas.slice(starts[r], starts[r] + k).map((p) => p.weight),
       }));
       for (let round = 0; round < 3; round++) {
-        const rounded = replicas.map(({ data, weight }) => {
-          const copy = data.slice();
-          roundToBf16(copy, 0, bf16Length);
-          return { data: copy, weight };
-        });
-        const average = weightedAverage(rounded);
-        roundToBf16(average, 0, bf16Length);
-        const expected = await checksum(average);
+        const expected = await checksum(roundedHead(replicas, bf16Length).average);
         const results = await Promise.all(split.map(async (k, rank) => {
           const parts = replicas.slice(starts[rank], starts[rank] + k);
           const out = new Float32Array(LENGTH);
@@ -242,13 +250,7 @@ Deno.test("in memory, with a bfloat16 head the direct schedule gives the rounded
   // before the schedule sees them); the rest stay float32. The head ends inside a chunk, after
   // an odd number of its values.
   const bf16Length = CHUNK + 5;
-  const replicas = DEFAULT_REPLICAS.map(({ data, weight }) => {
-    const rounded = data.slice();
-    roundToBf16(rounded, 0, bf16Length);
-    return { data: rounded, weight };
-  });
-  const average = weightedAverage(replicas);
-  roundToBf16(average, 0, bf16Length);
+  const { rounded: replicas, average } = roundedHead(DEFAULT_REPLICAS, bf16Length);
   const expected = await checksum(average);
   for (const split of SPLITS.filter((s) => s.length > 1 && Math.max(...s) <= 2)) {
     const [full, half] = [{ bytes: 0 }, { bytes: 0 }];

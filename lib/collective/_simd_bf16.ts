@@ -9,7 +9,7 @@
  */
 
 import { fromBf16Bits, packBf16, roundToBf16 } from "../util/bf16.ts";
-import { op, type WasmFunction, wasmModule } from "../util/wasm.ts";
+import { compiledOnce, loop16, loopBy, op, type WasmFunction, wasmModule } from "../util/wasm.ts";
 
 /**
  * Pushes the bfloat16 high halves of the four float32 bit patterns in local
@@ -46,51 +46,16 @@ function bf16High(x: number, high: number): number[][] {
   ];
 }
 
-/**
- * A loop while local `i` is below local `end`, advancing `i` by `step` and
- * local `j` by `stepJ` after each `body`.
- */
-function loop(
-  at: { i: number; end: number; step: number; j: number; stepJ: number },
-  body: number[][],
-): number[][] {
-  const { i, end, step, j, stepJ } = at;
-  return [
-    op.block(),
-    op.loop(),
-    op.local_get(i),
-    op.local_get(end),
-    op.i32_ge_u(),
-    op.br_if(1),
-    ...body,
-    op.local_get(i),
-    op.i32_const(step),
-    op.i32_add(),
-    op.local_set(i),
-    op.local_get(j),
-    op.i32_const(stepJ),
-    op.i32_add(),
-    op.local_set(j),
-    op.br(0),
-    op.end(),
-    op.end(),
-  ];
-}
-
 function bf16Module(): Uint8Array<ArrayBuffer> {
   // round(p, end): p[0, end) bytes of float32 rounded in place.
-  const [P, END, I, J, X, H] = [0, 1, 2, 3, 4, 5];
+  const [P, END, I, X, H] = [0, 1, 2, 3, 4];
   const round: WasmFunction = {
     name: "round",
     params: ["i32", "i32"],
-    locals: ["i32", "i32", "v128", "v128"],
-    body: loop({ i: I, end: END, step: 16, j: J, stepJ: 0 }, [
-      op.local_get(P),
-      op.local_get(I),
-      op.i32_add(),
-      op.local_get(P),
-      op.local_get(I),
-      op.i32_add(),
+    locals: ["i32", "v128", "v128"],
+    body: loop16({ i: I, end: END }, (at) => [
+      ...at(P),
+      ...at(P),
       op.v128_load(),
       op.local_set(X),
       ...bf16High(X, H),
@@ -111,7 +76,7 @@ function bf16Module(): Uint8Array<ArrayBuffer> {
     name: "pack",
     params: ["i32", "i32", "i32"],
     locals: ["i32", "i32", "v128", "v128", "v128"],
-    body: loop({ i: I3, end: END3, step: 32, j: J3, stepJ: 16 }, [
+    body: loopBy({ i: I3, end: END3, step: 32, alongside: [{ local: J3, step: 16 }] }, [
       ...at(DST, J3),
       ...at(SRC, I3),
       op.v128_load(),
@@ -130,7 +95,7 @@ function bf16Module(): Uint8Array<ArrayBuffer> {
     name: "unpack",
     params: ["i32", "i32", "i32"],
     locals: ["i32", "i32"],
-    body: loop({ i: I3, end: END3, step: 16, j: J3, stepJ: 8 }, [
+    body: loopBy({ i: I3, end: END3, step: 16, alongside: [{ local: J3, step: 8 }] }, [
       ...at(DST, I3),
       ...at(SRC, J3),
       op.v128_load16x4_u(),
@@ -142,18 +107,7 @@ function bf16Module(): Uint8Array<ArrayBuffer> {
   return wasmModule({ initial: 1, maximum: 65536, shared: true }, [round, pack, unpack]);
 }
 
-let compiled: WebAssembly.Module | null | undefined;
-
-function bf16Kernel(): WebAssembly.Module | null {
-  if (compiled === undefined) {
-    try {
-      compiled = new WebAssembly.Module(bf16Module());
-    } catch {
-      compiled = null;
-    }
-  }
-  return compiled;
-}
+const bf16Kernel = compiledOnce(bf16Module);
 
 /**
  * bfloat16 rounding, packing and unpacking of vectors that live in one shared

@@ -8,7 +8,14 @@
  */
 
 import { type Contribution, sumTerms } from "./all_reduce.ts";
-import { loop16, op, type ValueType, type WasmFunction, wasmModule } from "../util/wasm.ts";
+import {
+  compiledOnce,
+  loop16,
+  op,
+  type ValueType,
+  type WasmFunction,
+  wasmModule,
+} from "../util/wasm.ts";
 
 /** Bytes of one term in the table: its weight (float64), its vector's address (int32), padding. */
 export const TERM_BYTES = 16;
@@ -186,19 +193,8 @@ function sumModule(): Uint8Array<ArrayBuffer> {
 
 type SumFunction = (table: number, count: number, out: number, first: number, end: number) => void;
 
-let compiled: WebAssembly.Module | null | undefined;
-
 /** The compiled module, or null where this runtime lacks WebAssembly SIMD or shared memory. */
-function sumKernel(): WebAssembly.Module | null {
-  if (compiled === undefined) {
-    try {
-      compiled = new WebAssembly.Module(sumModule());
-    } catch {
-      compiled = null;
-    }
-  }
-  return compiled;
-}
+const sumKernel = compiledOnce(sumModule);
 
 /**
  * The weighted average of vectors that live in one shared

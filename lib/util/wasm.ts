@@ -163,26 +163,96 @@ export function loop16(
   locals: { i: number; end: number },
   body: (at: (base: number) => number[][]) => number[][],
 ): number[][] {
-  const { i, end } = locals;
+  const { i } = locals;
   const at = (base: number) => [op.local_get(base), op.local_get(i), op.i32_add()];
+  return loopBy({ ...locals, step: 16 }, body(at));
+}
+
+/**
+ * A loop over `0, step, 2·step, …` below local `end`, in local `i`; each
+ * local of `alongside` starts at 0 too and advances by its own step (e.g. a
+ * 16-bit output's offset beside a 32-bit input's).
+ *
+ * @example Widens u16 at byte `j` to u32 at byte `64 + i`, four at a time
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loopBy, op, wasmModule } from "./wasm.ts";
+ *
+ * const [END, I, J] = [0, 1, 2];
+ * const body = loopBy({ i: I, end: END, step: 16, alongside: [{ local: J, step: 8 }] }, [
+ *   op.local_get(I), op.i32_const(64), op.i32_add(),
+ *   op.local_get(J), op.v128_load16x4_u(), op.v128_store(),
+ * ]);
+ * const bytes = wasmModule({ initial: 1 }, [
+ *   { name: "widen", params: ["i32"], locals: ["i32", "i32"], body },
+ * ]);
+ * const memory = new WebAssembly.Memory({ initial: 1 });
+ * const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
+ * new Uint16Array(memory.buffer, 0, 8).set([1, 2, 3, 4, 5, 6, 7, 8]);
+ * (exports.widen as (end: number) => void)(32);
+ * assert.deepEqual([...new Uint32Array(memory.buffer, 64, 8)], [1, 2, 3, 4, 5, 6, 7, 8]);
+ * ```
+ */
+export function loopBy(
+  locals: {
+    i: number;
+    end: number;
+    step: number;
+    alongside?: readonly { local: number; step: number }[];
+  },
+  body: number[][],
+): number[][] {
+  const { i, end, step, alongside = [] } = locals;
+  const counters = [{ local: i, step }, ...alongside];
   return [
-    op.i32_const(0),
-    op.local_set(i),
+    ...counters.flatMap(({ local }) => [op.i32_const(0), op.local_set(local)]),
     op.block(),
     op.loop(),
     op.local_get(i),
     op.local_get(end),
     op.i32_ge_u(),
     op.br_if(1),
-    ...body(at),
-    op.local_get(i),
-    op.i32_const(16),
-    op.i32_add(),
-    op.local_set(i),
+    ...body,
+    ...counters.flatMap(({ local, step }) => [
+      op.local_get(local),
+      op.i32_const(step),
+      op.i32_add(),
+      op.local_set(local),
+    ]),
     op.br(0),
     op.end(),
     op.end(),
   ];
+}
+
+/**
+ * `build()`'s module, compiled on the first call and kept; null (kept too)
+ * where this runtime refuses it, e.g. one without WebAssembly SIMD or shared
+ * memory.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { compiledOnce } from "./wasm.ts";
+ *
+ * const broken = compiledOnce(() => new Uint8Array([0, 1, 2]));
+ * assert.equal(broken(), null);
+ * ```
+ */
+export function compiledOnce(
+  build: () => Uint8Array<ArrayBuffer>,
+): () => WebAssembly.Module | null {
+  let compiled: WebAssembly.Module | null | undefined;
+  return () => {
+    if (compiled === undefined) {
+      try {
+        compiled = new WebAssembly.Module(build());
+      } catch {
+        compiled = null;
+      }
+    }
+    return compiled;
+  };
 }
 
 function section(id: number, content: readonly number[]): number[] {
