@@ -24,6 +24,7 @@ import {
   singleProcessRun,
 } from "./process_helpers.ts";
 import { train } from "../lib/train/coordinator/train.ts";
+import { InterruptedError } from "../lib/errors.ts";
 
 const TOKEN = "multi-process test token";
 
@@ -335,4 +336,48 @@ Deno.test("a process whose worker hangs: the other process names it once the ste
     /^(no progress for \d+ s, over the step timeout of 8 s: the all-reduce waits for rank 1 \(127\.0\.0\.1:\d+\)|rank 1 \(127\.0\.0\.1:\d+\) stopped: worker 0 failed: no progress .*)$/,
   );
   assert.match((one as PromiseRejectedResult).reason.message, /no progress/);
+});
+
+Deno.test("a stop asked for between epochs on one process: both stop at the same step of the next epoch, rank 0 checkpoints", async () => {
+  await withTempDir(async (dir) => {
+    const data = { train: imageLikeDataset(48, 1), test: imageLikeDataset(12, 2) };
+    const listening = Promise.withResolvers<number>();
+    const stop = new AbortController();
+    // Rank 0 is asked to stop in its onEpoch: after the processes exchanged their stop flags at
+    // epoch 1's end, before epoch 2 begins. Rank 1 is never asked; it must learn of it.
+    const run = async (rank: number) =>
+      await train({
+        model: { name: "nin", inputSize: 67, width: 0.125 },
+        batchSize: 8,
+        epochs: 3,
+        data,
+        signal: rank === 0 ? stop.signal : undefined,
+        onEpoch: () => {
+          if (rank === 0) stop.abort("SIGINT");
+        },
+        checkpoint: { dir: `${dir}/ckpt` },
+        distributed: {
+          workers: 1,
+          processGroup: {
+            rank,
+            size: 2,
+            masterAddr: "127.0.0.1",
+            masterPort: rank === 0 ? 0 : await listening.promise,
+            onListening: listening.resolve,
+            token: TOKEN,
+          },
+        },
+      });
+    const [zero, one] = await Promise.allSettled([run(0), run(1)]);
+    const reason = (settled: PromiseSettledResult<unknown>) =>
+      settled.status === "rejected" ? settled.reason : new Error("resolved");
+    assert.ok(reason(zero) instanceof InterruptedError, String(reason(zero)));
+    assert.ok(reason(one) instanceof InterruptedError, String(reason(one)));
+    const position = (error: Error) =>
+      error.message.match(/after (\d+) epoch\(s\) and (\d+) step/)?.slice(1);
+    // Epoch 2's first average carries the flag; the stop takes effect two steps past it.
+    assert.deepEqual(position(reason(zero)), ["1", "2"]);
+    assert.deepEqual(position(reason(one)), ["1", "2"]);
+    assert.match(reason(zero).message, /checkpoint .*ckpt-0001-000002/);
+  });
 });

@@ -357,6 +357,7 @@ async function run(
         resolved,
         runId,
         save,
+        severalProcesses: processes !== undefined,
       });
       await processes?.close();
       await traceWritten;
@@ -483,6 +484,11 @@ async function runEpochs(
     resolved: ResolvedTrainOptions;
     runId: string;
     save: (state: TrainingState) => Promise<string | undefined>;
+    /**
+     * Several processes stop only where they agreed to: a stop asked for here
+     * between epochs is carried by the next epoch's first average.
+     */
+    severalProcesses: boolean;
   },
 ): Promise<TrainingState> {
   const { from, steps, history, options, resolved, runId } = run;
@@ -494,7 +500,7 @@ async function runEpochs(
   let totals = from?.totals ?? { examples: 0, trainSeconds: 0 };
   const firstEpoch = (from?.epochsDone ?? 0) + 1;
   for (let epoch = firstEpoch; epoch <= resolved.epochs; epoch++) {
-    if (signal?.aborted || group.stopAgreed) {
+    if (group.stopAgreed || (signal?.aborted && !run.severalProcesses)) {
       throw new InterruptedError({
         epochsDone: state?.epochsDone ?? 0,
         stepsDone: state?.stepsDone ?? 0,
