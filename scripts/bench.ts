@@ -206,7 +206,8 @@ async function main(): Promise<void> {
       "\nAll-reduce: weighted average of a float32 vector among workers of this process; " +
         "ms per operation, median (min–max) of 5 repetitions;\n" +
         "copy = each worker copies its vector into shared memory and back (the least traffic " +
-        "an all-reduce needs); tcp = each worker a process of a TCP process group over " +
+        "an all-reduce needs); move = the shared all-reduce's copies between the workers " +
+        "without its arithmetic (what moving its data between cores costs here); tcp = each worker a process of a TCP process group over " +
         "loopback (the wire path; tcp-chain: its chain average, to compare); mpi = each worker " +
         "a process started by mpirun, averaging through Open MPI; shared-scalar = shared " +
         "with the scalar sum instead of WebAssembly SIMD; busbw = algbw × 2(n−1)/n",
@@ -216,6 +217,7 @@ async function main(): Promise<void> {
     allReduce = await benchAllReduce({
       kinds: [
         "copy",
+        "move",
         "shared",
         "shared-scalar",
         "star",

@@ -74,7 +74,16 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     assert.deepEqual(
       kinds,
       [4096, 65536].flatMap((bytes) =>
-        ["copy", "shared", "shared-scalar", "star", "tcp", "tcp-chain", ...(withMpi ? ["mpi"] : [])]
+        [
+          "copy",
+          "move",
+          "shared",
+          "shared-scalar",
+          "star",
+          "tcp",
+          "tcp-chain",
+          ...(withMpi ? ["mpi"] : []),
+        ]
           .map((k) => `${k} ${bytes}`)
       ),
     );

@@ -28,18 +28,25 @@ import {
 import { StarAllReduce, StarAllReduceHub } from "../collective/star_all_reduce.ts";
 import { importToken } from "../collective/tcp/auth.ts";
 import { TcpProcessGroup } from "../collective/tcp/tcp_process_group.ts";
+import { BARRIER_BYTES, SharedBarrier } from "../collective/_barrier.ts";
 import { WorkerError } from "../errors.ts";
 import { summarize, type Summary } from "./stats.ts";
 import { lines } from "../util/lines.ts";
 
 /**
  * What the all-reduce benchmark measures: an algorithm, the `copy` baseline,
- * `shared-scalar` (the shared all-reduce with the scalar sum instead of the
+ * `move` (the shared all-reduce's data movement between the workers, without
+ * its arithmetic), `shared-scalar` (the shared all-reduce with the scalar sum instead of the
  * SIMD one, to compare) or `tcp-chain` (the TCP group with its chain average
  * forced, to compare). `mpi` starts `mpirun` (Open MPI), one process per
  * worker.
  */
-export type AllReduceBenchKind = AllReduceAlgorithm | "copy" | "shared-scalar" | "tcp-chain";
+export type AllReduceBenchKind =
+  | AllReduceAlgorithm
+  | "copy"
+  | "move"
+  | "shared-scalar"
+  | "tcp-chain";
 
 /** Options for {@linkcode benchAllReduce}. */
 export interface AllReduceBenchOptions {
@@ -89,7 +96,7 @@ const WORKER_URL = new URL("../../workers/all_reduce_bench_worker.ts", import.me
  * own fresh workers. For one size and worker count, the kinds' repetitions
  * take turns (copy, shared, star, copy, …), so that a machine that speeds up
  * or slows down during the run moves every kind's figures alike and their
- * ratios stay fair.
+ * ratios stay fair; `mpi` comes after them, alone (its idle ranks poll).
  *
  * @example
  * ```ts
@@ -113,18 +120,12 @@ export async function benchAllReduce(
     for (const worldSize of worldSizes) {
       const bytes = 4 * length;
       const ops = Math.max(1, Math.min(500, Math.round(bytesPerRepeat / bytes)));
-      const groups: BenchGroup[] = [];
-      try {
-        for (const kind of kinds) {
-          const group = await startGroup({ kind, worldSize, length, ops });
-          groups.push(group);
-          await group.repeat(); // warm-up, untimed
-        }
-        const times = kinds.map(() => [] as number[]);
-        for (let repeat = 0; repeat < repeats; repeat++) {
-          for (const [k, group] of groups.entries()) times[k].push(await group.repeat());
-        }
-        for (const [k, kind] of kinds.entries()) {
+      // Open MPI's ranks poll while they wait for the next command, taking a core: `mpi` is
+      // measured on its own, after the others, which take turns.
+      const rounds = [kinds.filter((k) => k !== "mpi"), kinds.filter((k) => k === "mpi")];
+      for (const round of rounds.filter((r) => r.length > 0)) {
+        const times = await timeInTurns(round, { worldSize, length, ops, repeats });
+        for (const [k, kind] of round.entries()) {
           const ms = summarize(times[k].map((t) => t / ops));
           const algbwGBps = bytes / (ms.median * 1e6);
           const result: AllReduceBenchResult = {
@@ -140,12 +141,36 @@ export async function benchAllReduce(
           results.push(result);
           options.onResult?.(result);
         }
-      } finally {
-        groups.forEach((group) => group.close());
       }
     }
   }
   return results;
+}
+
+/**
+ * Starts a group for each of `kinds`, warms each up once, then times
+ * `repeats` repetitions of `ops` operations, the kinds taking turns; the
+ * milliseconds of each repetition, by kind.
+ */
+async function timeInTurns(
+  kinds: readonly AllReduceBenchKind[],
+  config: { worldSize: number; length: number; ops: number; repeats: number },
+): Promise<number[][]> {
+  const groups: BenchGroup[] = [];
+  try {
+    for (const kind of kinds) {
+      const group = await startGroup({ kind, ...config });
+      groups.push(group);
+      await group.repeat(); // warm-up, untimed
+    }
+    const times = kinds.map(() => [] as number[]);
+    for (let repeat = 0; repeat < config.repeats; repeat++) {
+      for (const [k, group] of groups.entries()) times[k].push(await group.repeat());
+    }
+    return times;
+  } finally {
+    groups.forEach((group) => group.close());
+  }
 }
 
 /** One configuration's workers, set up and waiting to be told to go. */
@@ -169,6 +194,8 @@ async function startGroup(
     ? undefined
     : kind === "shared"
     ? createSharedAllReduceMemory({ worldSize, length })
+    : kind === "move"
+    ? new SharedArrayBuffer(BARRIER_BYTES + 4 * length * (worldSize + 1)) // vectors, result
     : createSharedAllReduceBuffer({ worldSize, length });
   const tcp = overTcp
     ? { port: freeLoopbackPort(), token: crypto.randomUUID() } // a token for this run only
@@ -281,6 +308,35 @@ interface BenchSetup extends Message {
   tcp?: { port: number; token: string };
 }
 
+/**
+ * The `move` operation: what the shared all-reduce moves, with plain copies
+ * and no arithmetic. The worker writes its vector into shared memory; after a
+ * barrier it copies chunk `rank` of every other worker's vector into chunk
+ * `rank` of the result (the shared all-reduce reads those to sum them); after
+ * a second barrier it copies the whole result back. Between cores, it moves
+ * what every shared-memory all-reduce of this shape must move.
+ */
+function moveLikeSharedAllReduce(data: Float32Array, setup: BenchSetup): () => Promise<void> {
+  const { rank, worldSize, length } = setup;
+  const buffer = setup.buffer as SharedArrayBuffer;
+  const barrier = new SharedBarrier(buffer, worldSize);
+  const vector = (r: number) => new Float32Array(buffer, BARRIER_BYTES + 4 * r * length, length);
+  const [mine, result] = [vector(rank), vector(worldSize)];
+  const start = Math.floor((rank * length) / worldSize);
+  const end = Math.floor(((rank + 1) * length) / worldSize);
+  const others = Array.from({ length: worldSize }, (_, r) => r)
+    .filter((r) => r !== rank)
+    .map((r) => vector(r).subarray(start, end));
+  return () => {
+    mine.set(data);
+    barrier.wait();
+    for (const other of others) result.set(other, start);
+    barrier.wait();
+    data.set(result);
+    return Promise.resolve();
+  };
+}
+
 /** A loopback port free now (the kernel's choice). */
 function freeLoopbackPort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -326,6 +382,8 @@ export async function serveAllReduceBench(channel: Channel): Promise<void> {
         data.set(slot);
         return Promise.resolve();
       };
+    } else if (setup.kind === "move") {
+      op = moveLikeSharedAllReduce(data, setup);
     } else if (setup.kind === "tcp" || setup.kind === "tcp-chain") {
       const group = await TcpProcessGroup.connect({
         averaging: setup.kind === "tcp" ? "auto" : "chain",

@@ -28,6 +28,7 @@ import {
   weightedAverage,
 } from "./all_reduce.ts";
 import { SimdSum, TERM_BYTES } from "./_simd_sum.ts";
+import { abortBarrier, BARRIER_BYTES, SharedBarrier } from "./_barrier.ts";
 
 /** Shared memory of a {@linkcode SharedAllReduce}. */
 export type SharedAllReduceBuffer = SharedArrayBuffer | WebAssembly.Memory;
@@ -41,16 +42,6 @@ const PAGE = 65536;
 /** Pages a shared WebAssembly memory may have (4 GiB). */
 const MAX_PAGES = 65536;
 
-/** Int32 control words: barrier arrivals, barrier generation, abort flag. */
-const CONTROL_WORDS = 4;
-const ARRIVED = 0;
-const GENERATION = 1;
-const ABORTED = 2;
-const CONTROL_BYTES = CONTROL_WORDS * 4;
-
-/** How long one `Atomics.wait` sleeps before checking the abort flag again. */
-const WAIT_SLICE_MS = 1000;
-
 /**
  * Byte offsets in the buffer: control words; per replica, the number of
  * all-reduces it has entered (for diagnosing a stall) and whether it declined
@@ -61,7 +52,7 @@ const WAIT_SLICE_MS = 1000;
 function layout(shape: SharedAllReduceShape) {
   const { worldSize, length } = shape;
   const slotCount = worldSize * (shape.parts ?? 1);
-  const entered = CONTROL_BYTES;
+  const entered = BARRIER_BYTES;
   const declined = entered + 4 * worldSize;
   const weights = 8 * Math.ceil((declined + 4 * worldSize) / 8); // the float64s aligned
   const tables = weights + 8 * slotCount;
@@ -152,7 +143,7 @@ export function sharedAllReduceRounds(
   buffer: SharedAllReduceBuffer,
   shape: { worldSize: number },
 ): number[] {
-  const entered = new Int32Array(bytesOf(buffer), CONTROL_BYTES, shape.worldSize);
+  const entered = new Int32Array(bytesOf(buffer), BARRIER_BYTES, shape.worldSize);
   return Array.from(entered, (_, rank) => Atomics.load(entered, rank));
 }
 
@@ -176,9 +167,7 @@ export function sharedAllReduceRounds(
  * ```
  */
 export function abortSharedAllReduce(buffer: SharedAllReduceBuffer): void {
-  const control = new Int32Array(bytesOf(buffer), 0, CONTROL_WORDS);
-  Atomics.store(control, ABORTED, 1);
-  Atomics.notify(control, GENERATION);
+  abortBarrier(bytesOf(buffer));
 }
 
 /**
@@ -202,7 +191,7 @@ export class SharedAllReduce implements ShardedAllReduce {
   readonly #worldSize: number;
   readonly #length: number;
   readonly #parts: number;
-  readonly #control: Int32Array;
+  readonly #barrier: SharedBarrier;
   readonly #entered: Int32Array;
   readonly #declined: Int32Array;
   readonly #weights: Float64Array;
@@ -230,7 +219,7 @@ export class SharedAllReduce implements ShardedAllReduce {
     this.#length = length;
     this.#parts = parts;
     const at = layout(options);
-    this.#control = new Int32Array(buffer, 0, CONTROL_WORDS);
+    this.#barrier = new SharedBarrier(buffer, worldSize);
     this.#entered = new Int32Array(buffer, at.entered, worldSize);
     this.#declined = new Int32Array(buffer, at.declined, worldSize);
     this.#weights = new Float64Array(buffer, at.weights, at.slotCount);
@@ -302,9 +291,9 @@ export class SharedAllReduce implements ShardedAllReduce {
         );
       }
       if (this.#worldSize === 1) return Promise.resolve(slice.slice(0, length));
-      this.#barrier(); // nobody still reads the last round's result
+      this.#barrier.wait(); // nobody still reads the last round's result
       this.#result.set(slice, start);
-      this.#barrier(); // every slice written
+      this.#barrier.wait(); // every slice written
       return Promise.resolve(this.#rank === 0 ? this.#result.slice(0, length) : undefined);
     } catch (error) {
       return Promise.reject(error);
@@ -338,7 +327,7 @@ export class SharedAllReduce implements ShardedAllReduce {
       this.#slots[slot].set(part.data);
       this.#weights[slot] = part.weight;
     });
-    let waitMs = this.#barrier(); // every slot written
+    let waitMs = this.#barrier.wait(); // every slot written
     const { start, end } = this.chunk;
     const contributions = this.#slots.map((slot, s) => ({ data: slot, weight: this.#weights[s] }));
     if (this.#simd) {
@@ -347,44 +336,22 @@ export class SharedAllReduce implements ShardedAllReduce {
     if (update !== undefined) {
       const applied = update(this.#result.subarray(start, end));
       Atomics.store(this.#declined, this.#rank, applied ? 0 : 1);
+    } else {
+      // This chunk is final: copied out while it is still in this core's cache, and while the
+      // others finish theirs.
+      out.set(this.#result.subarray(start, end), start);
     }
-    waitMs += this.#barrier(); // every chunk reduced (and updated)
+    waitMs += this.#barrier.wait(); // every chunk reduced (and updated)
     // With an update the caller reads the shared result itself, before its next call (until
     // then no rank writes it): one copy of the vector less per step.
-    if (update === undefined) out.set(this.#result);
+    if (update === undefined) {
+      out.set(this.#result.subarray(0, start));
+      out.set(this.#result.subarray(end), end);
+    }
     const declined = update === undefined
       ? []
       : [...this.#declined].flatMap((flag, rank) => (flag === 0 ? [] : [this.#chunkOf(rank)]));
     this.lastTiming = { waitMs, reduceMs: performance.now() - started - waitMs };
     return { vector: update === undefined ? out : this.#result, declined };
-  }
-
-  /**
-   * Blocks until all replicas arrive; returns the milliseconds spent waiting.
-   * The last to arrive resets the count and advances the generation, which
-   * releases the others.
-   */
-  #barrier(): number {
-    const control = this.#control;
-    this.#throwIfAborted();
-    const arrived = performance.now();
-    const generation = Atomics.load(control, GENERATION);
-    if (Atomics.add(control, ARRIVED, 1) === this.#worldSize - 1) {
-      Atomics.store(control, ARRIVED, 0);
-      Atomics.add(control, GENERATION, 1);
-      Atomics.notify(control, GENERATION);
-      return 0;
-    }
-    while (Atomics.load(control, GENERATION) === generation) {
-      this.#throwIfAborted();
-      Atomics.wait(control, GENERATION, generation, WAIT_SLICE_MS);
-    }
-    return performance.now() - arrived;
-  }
-
-  #throwIfAborted(): void {
-    if (Atomics.load(this.#control, ABORTED) !== 0) {
-      throw new Error("shared all-reduce aborted: another replica failed");
-    }
   }
 }
