@@ -331,7 +331,8 @@ async function main(): Promise<void> {
       `\nWire: the TCP process group between hosts that are network namespaces on veth cables ` +
         `shaped with tc tbf, one process (one replica) per host; ms per average, median ` +
         `(min–max) of ${repeats}; bound = bytes on the busiest cable one way ÷ its rate; ` +
-        `sockets = a float32 average's bytes over plain connections (no frames, sums or copies)`,
+        `sockets = a float32 average's bytes over plain connections (no frames, sums or copies); ` +
+        `mpi = the float32 average through Open MPI (mpirun in the first host, its TCP transport)`,
     );
     try {
       const wire = await benchWire({
@@ -339,7 +340,7 @@ async function main(): Promise<void> {
           ? [{ gbps: 1, hosts: [2] }]
           : [{ gbps: 1, hosts: [2, 4] }, { gbps: 10, hosts: [2, 4] }],
         models: smoke ? [{ model: "tiny", length: 65_536 }] : WIRE_MODELS,
-        wires: ["float32", "bf16", "sockets"],
+        wires: ["float32", "bf16", "sockets", ...(await hasOpenMpi() ? ["mpi" as const] : [])],
         repeats,
       });
       console.log(wireTable(wire));

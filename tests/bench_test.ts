@@ -121,7 +121,7 @@ Deno.test("deno task bench --smoke prints the three tables and writes every figu
     if (Deno.uid() === 0) {
       assert.deepEqual(
         report.wire.map((r: { wire: string }) => r.wire),
-        ["float32", "bf16", "sockets"],
+        ["float32", "bf16", "sockets", ...(withMpi ? ["mpi"] : [])],
       );
       for (const row of report.wire) assert.ok(row.ms.median > 0 && row.ofBound > 0);
     } else assert.equal(typeof report.wire.skipped, "string");

@@ -169,16 +169,16 @@ async function timeInTurns(
     }
     return times;
   } finally {
-    groups.forEach((group) => group.close());
+    await Promise.all(groups.map((group) => group.close()));
   }
 }
 
 /** One configuration's workers, set up and waiting to be told to go. */
-interface BenchGroup {
+export interface BenchGroup {
   /** Runs one repetition of `ops` operations; resolves with its duration in ms (the slowest worker's). */
   repeat(): Promise<number>;
-  /** Terminates the workers. */
-  close(): void;
+  /** Terminates the workers (resolves once they are gone). */
+  close(): void | Promise<void>;
 }
 
 /** Starts one configuration's workers and waits until they are ready. */
@@ -244,17 +244,27 @@ async function startGroup(
 /**
  * An `mpi` configuration: `mpirun -np worldSize` of `scripts/mpi_member.ts`,
  * one replica per process, driven through rank 0's stdin and stdout.
+ * `launch.prefix` runs `mpirun` under another command (e.g. `ip netns exec
+ * NS`), with `launch.args` added to its own.
  */
-async function startMpiGroup(
-  config: { worldSize: number; length: number; ops: number },
+export async function startMpiGroup(
+  config: {
+    worldSize: number;
+    length: number;
+    ops: number;
+    launch?: { prefix: readonly string[]; args: readonly string[] };
+  },
 ): Promise<BenchGroup> {
   const member = new URL("../../scripts/mpi_member.ts", import.meta.url);
-  const child = new Deno.Command("mpirun", {
+  const [command, ...prefixArgs] = [...(config.launch?.prefix ?? []), "mpirun"];
+  const child = new Deno.Command(command, {
     args: [
+      ...prefixArgs,
       "--allow-run-as-root",
       "--oversubscribe",
       "--bind-to",
       "none",
+      ...(config.launch?.args ?? []),
       "-np",
       `${config.worldSize}`,
       Deno.execPath(),
@@ -291,8 +301,9 @@ async function startMpiGroup(
       await send(`go ${config.ops}`);
       return Number((await expect(/^done ([\d.e+-]+)$/))[1]);
     },
-    close() {
-      void send("stop").then(() => stdin.close()).catch(() => {});
+    async close() {
+      await send("stop").then(() => stdin.close()).catch(() => {});
+      await child.status;
     },
   };
 }

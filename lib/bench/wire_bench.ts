@@ -19,8 +19,16 @@
  */
 
 import { summarize, type Summary } from "./stats.ts";
+import { startMpiGroup } from "./all_reduce_bench.ts";
 import { table } from "./report.ts";
 import { spread } from "./report.ts";
+
+/**
+ * How an average travels: the TCP group with float32 or bfloat16 values,
+ * plain sockets moving the float32 average's bytes, or Open MPI's group
+ * (float32, over its TCP transport).
+ */
+export type WireKind = "float32" | "bf16" | "sockets" | "mpi";
 
 /** One configuration: link rate, hosts, vector. */
 export interface WireBenchResult {
@@ -33,9 +41,9 @@ export interface WireBenchResult {
   /**
    * How it travels: float32, or bfloat16 (`--wire bf16`); `sockets`: the
    * float32 average's bytes over plain connections, no group (see
-   * `scripts/wire_member.ts`), to compare.
+   * `scripts/wire_member.ts`), to compare; `mpi`: Open MPI's group.
    */
-  wire: "float32" | "bf16" | "sockets";
+  wire: WireKind;
   /** Float32 elements. */
   length: number;
   /** Bytes the busiest cable carries one way per average, as float32 (bfloat16: half). */
@@ -207,6 +215,47 @@ export class WireLab {
   async close(): Promise<void> {
     await WireLab.removeAll(this.namespaces.length);
   }
+
+  /**
+   * How to start `mpirun` with one process per host: in the first host's
+   * namespace, reaching the others through a launch agent written into
+   * `dir` (in place of `ssh`: it runs Open MPI's daemon in the namespace of
+   * the host it is given, under that host's own name), and only over the
+   * lab's cables (its TCP transport, no shared memory).
+   */
+  async mpiLaunch(dir: string): Promise<{ prefix: string[]; args: string[] }> {
+    const agent = `${dir}/netns_agent.sh`;
+    const cases = this.addresses.map((address, h) => `  ${address}) ns=${this.namespaces[h]} ;;`);
+    await Deno.writeTextFile(
+      agent,
+      [
+        "#!/bin/sh",
+        "# mpirun's launch agent for the wire lab: ssh's arguments, a namespace for a host.",
+        'while [ "${1#-}" != "$1" ]; do shift; done',
+        "host=$1; shift",
+        'case "$host" in',
+        ...cases,
+        '  *) echo "no namespace for host $host" >&2; exit 1 ;;',
+        "esac",
+        'exec ip netns exec "$ns" unshare --uts sh -c "hostname $ns; $*"',
+        "",
+      ].join("\n"),
+      { mode: 0o755 },
+    );
+    const subnet = `${this.addresses[0].split(".").slice(0, 3).join(".")}.0/24`;
+    return {
+      prefix: ["ip", "netns", "exec", this.namespaces[0]],
+      args: [
+        "--host",
+        this.addresses.map((address) => `${address}:1`).join(","),
+        ...["--mca", "plm_rsh_agent", agent],
+        ...["--mca", "pml", "ob1"],
+        ...["--mca", "btl", "self,tcp"],
+        ...["--mca", "btl_tcp_if_include", subnet],
+        ...["--mca", "oob_tcp_if_include", subnet],
+      ],
+    };
+  }
 }
 
 /** What one member prints on its last line (rank 0): ms per average, per repetition. */
@@ -225,9 +274,10 @@ async function measure(
     ops: number;
     repeats: number;
     port: number;
-    wire: "float32" | "bf16" | "sockets";
+    wire: WireKind;
   },
 ): Promise<number[]> {
+  if (options.wire === "mpi") return await measureMpi(lab, options);
   const hosts = lab.namespaces.length;
   const member = new URL("../../scripts/wire_member.ts", import.meta.url);
   const token = crypto.randomUUID();
@@ -267,6 +317,35 @@ async function measure(
 }
 
 /**
+ * As {@linkcode measure}, through Open MPI's group: `mpirun` with one process
+ * per host (`scripts/mpi_member.ts`), each averaging one replica's vector.
+ */
+async function measureMpi(
+  lab: WireLab,
+  options: { length: number; ops: number; repeats: number },
+): Promise<number[]> {
+  const dir = await Deno.makeTempDir({ prefix: "ddp-wire-mpi-" });
+  try {
+    const group = await startMpiGroup({
+      worldSize: lab.namespaces.length,
+      length: options.length,
+      ops: options.ops,
+      launch: await lab.mpiLaunch(dir),
+    });
+    try {
+      await group.repeat(); // warm-up, untimed
+      const times: number[] = [];
+      for (let r = 0; r < options.repeats; r++) times.push((await group.repeat()) / options.ops);
+      return times;
+    } finally {
+      await group.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
  * Measures the TCP group's average of each of `models` among each of
  * `hosts` on links of each of `links`; each configuration on a lab of its
  * own. Rejects with the reason when namespaces cannot be made (not root).
@@ -275,7 +354,7 @@ export async function benchWire(options: {
   links: readonly { gbps: number; hosts: readonly number[] }[];
   models: readonly { model: string; length: number }[];
   /** Wire formats to measure each configuration with. Default float32 only. */
-  wires?: readonly ("float32" | "bf16" | "sockets")[];
+  wires?: readonly WireKind[];
   repeats: number;
   onResult?: (result: WireBenchResult) => void;
 }): Promise<WireBenchResult[]> {
