@@ -285,7 +285,10 @@ export async function startMpiGroup(
     const { value, done } = await replies.next();
     if (!done) return value;
     const { code } = await child.status;
-    throw new Error(`mpirun exited with status ${code}: ${(await stderr).trim()}`);
+    // The first line that says something (Open MPI frames its messages in rows of dashes).
+    const why = (await stderr).split("\n").map((line) => line.trim())
+      .find((line) => line !== "" && !/^-+$/.test(line));
+    throw new Error(`mpirun exited with status ${code}: ${why ?? "no message"}`);
   };
   const stdin = child.stdin.getWriter();
   const send = (line: string) => stdin.write(new TextEncoder().encode(`${line}\n`));

@@ -357,24 +357,34 @@ export async function benchWire(options: {
   wires?: readonly WireKind[];
   repeats: number;
   onResult?: (result: WireBenchResult) => void;
+  /**
+   * Called once if Open MPI's group fails on the lab (the `mpi` rows are
+   * then left out, the others measured); without it the failure rejects.
+   */
+  onMpiFailure?: (reason: string) => void;
 }): Promise<WireBenchResult[]> {
   const results: WireBenchResult[] = [];
+  let mpiFailed = false;
   for (const { gbps, hosts: hostCounts } of options.links) {
     for (const hosts of hostCounts) {
       const lab = await WireLab.create({ hosts, gbps });
       try {
         for (const { model, length } of options.models) {
           for (const wire of options.wires ?? ["float32"]) {
+            if (wire === "mpi" && mpiFailed) continue;
             const { busiestBytes, boundMs } = wireBound({ hosts, length, gbps });
             // Enough averages for about 1 s of wire time per repetition, at least 2.
             const ops = Math.max(2, Math.min(50, Math.round(1000 / boundMs)));
-            const times = await measure(lab, {
-              length,
-              ops,
-              repeats: options.repeats,
-              port: 29_600,
-              wire,
-            });
+            const config = { length, ops, repeats: options.repeats, port: 29_600, wire };
+            let times: number[];
+            try {
+              times = await measure(lab, config);
+            } catch (error) {
+              if (wire !== "mpi" || options.onMpiFailure === undefined) throw error;
+              mpiFailed = true;
+              options.onMpiFailure(error instanceof Error ? error.message : String(error));
+              continue;
+            }
             const ms = summarize(times);
             const result = {
               gbps,
