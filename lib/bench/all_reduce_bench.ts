@@ -306,7 +306,10 @@ export async function startMpiGroup(
     },
     async close() {
       await send("stop").then(() => stdin.close()).catch(() => {});
+      // Every rank ends on "stop"; one that does not is killed, with mpirun.
+      const guard = setTimeout(() => child.kill("SIGKILL"), 30_000);
       await child.status;
+      clearTimeout(guard);
     },
   };
 }
