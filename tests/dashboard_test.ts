@@ -12,6 +12,7 @@ import { train } from "../lib/train/coordinator/train.ts";
 import { imageLikeDataset } from "./helpers.ts";
 import { withBrowserPage } from "./browser.ts";
 import { ignoredWithout } from "./skips.ts";
+import { loopbackGroup } from "./process_helpers.ts";
 
 const TOKEN = "the dashboard test's token";
 
@@ -92,7 +93,7 @@ Deno.test("a served run: a page with the token sees its start, every step and ep
 });
 
 Deno.test("in a job of two processes, rank 0 serves the dashboard and shows every replica; rank 1 does not serve", async () => {
-  const listening = Promise.withResolvers<number>();
+  const group = loopbackGroup(2, TOKEN);
   const served: string[] = [];
   let viewer: ReturnType<typeof page> | undefined;
   const run = async (rank: number) =>
@@ -101,14 +102,7 @@ Deno.test("in a job of two processes, rank 0 serves the dashboard and shows ever
       epochs: 1,
       distributed: {
         workers: 1,
-        processGroup: {
-          rank,
-          size: 2,
-          masterAddr: "127.0.0.1",
-          masterPort: rank === 0 ? 0 : await listening.promise,
-          onListening: listening.resolve,
-          token: TOKEN,
-        },
+        processGroup: await group(rank),
       },
       // Both are given the same address, as a launcher gives every process the same flags.
       serve: { hostname: "127.0.0.1", port: 0, onListening: (url) => served.push(url) },

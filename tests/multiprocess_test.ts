@@ -20,6 +20,7 @@ import {
   assertReferenceWeights,
   epochLines,
   fileSha,
+  loopbackGroup,
   runFlags,
   singleProcessRun,
 } from "./process_helpers.ts";
@@ -304,7 +305,7 @@ Deno.test("with --max-restarts, a killed process relaunched by its scheduler rej
 
 Deno.test("a process whose worker hangs: the other process names it once the step timeout passes", async () => {
   const data = { train: imageLikeDataset(48, 1), test: imageLikeDataset(12, 2) };
-  const listening = Promise.withResolvers<number>();
+  const group = loopbackGroup(2, TOKEN);
   // Two processes' coordinators in this one (each with its own worker thread); the faulty worker
   // hangs on global rank 1, which is process 1's only worker.
   const run = async (rank: number) =>
@@ -317,14 +318,7 @@ Deno.test("a process whose worker hangs: the other process names it once the ste
         workers: 1,
         stepTimeout: 8,
         workerUrl: new URL("./fixtures/faulty_worker.ts?fault=hang", import.meta.url),
-        processGroup: {
-          rank,
-          size: 2,
-          masterAddr: "127.0.0.1",
-          masterPort: rank === 0 ? 0 : await listening.promise, // rank 0 picks a free port
-          onListening: listening.resolve,
-          token: TOKEN,
-        },
+        processGroup: await group(rank),
       },
     });
   const [zero, one] = await Promise.allSettled([run(0), run(1)]);
@@ -341,7 +335,7 @@ Deno.test("a process whose worker hangs: the other process names it once the ste
 Deno.test("a stop asked for between epochs on one process: both stop at the same step of the next epoch, rank 0 checkpoints", async () => {
   await withTempDir(async (dir) => {
     const data = { train: imageLikeDataset(48, 1), test: imageLikeDataset(12, 2) };
-    const listening = Promise.withResolvers<number>();
+    const group = loopbackGroup(2, TOKEN);
     const stop = new AbortController();
     // Rank 0 is asked to stop in its onEpoch: after the processes exchanged their stop flags at
     // epoch 1's end, before epoch 2 begins. Rank 1 is never asked; it must learn of it.
@@ -358,14 +352,7 @@ Deno.test("a stop asked for between epochs on one process: both stop at the same
         checkpoint: { dir: `${dir}/ckpt` },
         distributed: {
           workers: 1,
-          processGroup: {
-            rank,
-            size: 2,
-            masterAddr: "127.0.0.1",
-            masterPort: rank === 0 ? 0 : await listening.promise,
-            onListening: listening.resolve,
-            token: TOKEN,
-          },
+          processGroup: await group(rank),
         },
       });
     const [zero, one] = await Promise.allSettled([run(0), run(1)]);

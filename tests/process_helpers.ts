@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { ROOT, runScript, scriptEnv, writeTinyDataset } from "./helpers.ts";
 import { sha256Hex } from "../lib/util/sha256.ts";
 import { listCheckpoints } from "../lib/train/shared/checkpoint.ts";
+import type { TcpProcessGroupOptions } from "../lib/train/shared/options.ts";
 
 /** Flags of a small run on the tiny data set in `dir`. */
 export function runFlags(dir: string, extra: string[] = []): string[] {
@@ -111,4 +112,24 @@ export function spawnGuarded(program: string, args: readonly string[]) {
     return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
   });
   return { child, output };
+}
+
+/**
+ * The process-group options of each rank of a TCP job of `size` processes
+ * run in this one on 127.0.0.1: rank 0 listens on a port of its own choice,
+ * and the others' options resolve once it does.
+ */
+export function loopbackGroup(
+  size: number,
+  token: string,
+): (rank: number) => Promise<TcpProcessGroupOptions> {
+  const listening = Promise.withResolvers<number>();
+  return async (rank) => ({
+    rank,
+    size,
+    masterAddr: "127.0.0.1",
+    masterPort: rank === 0 ? 0 : await listening.promise, // rank 0 picks a free port
+    onListening: listening.resolve,
+    token,
+  });
 }
