@@ -68,7 +68,7 @@ export class SharedBarrier {
    */
   wait(): number {
     const control = this.#control;
-    this.throwIfAborted();
+    this.#throwIfAborted();
     const arrived = performance.now();
     const generation = Atomics.load(control, GENERATION);
     if (Atomics.add(control, ARRIVED, 1) === this.#parties - 1) {
@@ -78,14 +78,13 @@ export class SharedBarrier {
       return 0;
     }
     while (Atomics.load(control, GENERATION) === generation) {
-      this.throwIfAborted();
+      this.#throwIfAborted();
       Atomics.wait(control, GENERATION, generation, WAIT_SLICE_MS);
     }
     return performance.now() - arrived;
   }
 
-  /** Throws if the barrier was aborted. */
-  throwIfAborted(): void {
+  #throwIfAborted(): void {
     if (Atomics.load(this.#control, ABORTED) !== 0) {
       throw new Error("shared all-reduce aborted: another replica failed");
     }
