@@ -15,6 +15,7 @@ const runBench = (args: string[], env?: Record<string, string>) =>
       "--allow-sys",
       "--allow-run=lscpu,git,ip,mpirun", // as deno task bench: ip for the wire section
       "--allow-net=127.0.0.1",
+      "--allow-ffi", // ThreadWatch: the worker threads seen to end before the bench exits
     ],
   });
 

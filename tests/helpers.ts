@@ -130,7 +130,10 @@ export function randomVector(length: number, seed: number): Float32Array {
 /** The project's root directory. */
 export const ROOT: string = fileURLToPath(new URL("..", import.meta.url));
 
-/** The permissions `deno task train` and `deno task eval` run with. */
+/**
+ * The permissions `deno task eval` runs with: `deno task train`'s
+ * ({@linkcode TRAIN_PERMISSIONS}) less FFI.
+ */
 export const TASK_PERMISSIONS: readonly string[] = [
   "--unstable-bundle",
   "--allow-read",
@@ -140,11 +143,20 @@ export const TASK_PERMISSIONS: readonly string[] = [
   "--allow-sys=systemMemoryInfo",
 ];
 
-/** `deno run` arguments for `script` (relative to the root) with `args`. */
+/** The permissions `deno task train` runs with (deno.json; `tests/launch_test.ts` holds them equal). */
+export const TRAIN_PERMISSIONS: readonly string[] = [...TASK_PERMISSIONS, "--allow-ffi"];
+
+/**
+ * `deno run` arguments for `script` (relative to the root) with `args`: by
+ * default with the permissions of its task, `deno task train`'s for
+ * `scripts/train.ts`.
+ */
 export function scriptArgs(
   script: string,
   args: readonly string[],
-  permissions: readonly string[] = TASK_PERMISSIONS,
+  permissions: readonly string[] = script === "scripts/train.ts"
+    ? TRAIN_PERMISSIONS
+    : TASK_PERMISSIONS,
 ): string[] {
   return ["run", ...permissions, script, ...args];
 }

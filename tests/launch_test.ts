@@ -9,7 +9,12 @@
  */
 
 import assert from "node:assert/strict";
-import { ROOT, withTempDir, writeTinyDataset } from "./helpers.ts";
+import {
+  ROOT,
+  TRAIN_PERMISSIONS as TESTS_TRAIN_PERMISSIONS,
+  withTempDir,
+  writeTinyDataset,
+} from "./helpers.ts";
 import {
   assertReferenceWeights,
   checkpointed,
@@ -113,6 +118,7 @@ Deno.test("launch mistakes are one-line usage errors; the processes run with den
   }
   const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)).tasks;
   assert.equal(tasks.train, `deno run ${TRAIN_PERMISSIONS.join(" ")} scripts/train.ts`);
+  assert.deepEqual(TESTS_TRAIN_PERMISSIONS, TRAIN_PERMISSIONS); // the tests run train.ts so too
 });
 
 Deno.test({

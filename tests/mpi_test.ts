@@ -12,6 +12,7 @@ import {
   scriptArgs,
   scriptEnv,
   TASK_PERMISSIONS,
+  TRAIN_PERMISSIONS,
   withTempDir,
   writeTinyDataset,
 } from "./helpers.ts";
@@ -34,8 +35,6 @@ import { sha256Hex } from "../lib/util/sha256.ts";
 import { listCheckpoints } from "../lib/train/shared/checkpoint.ts";
 
 const ignore = await ignoredWithout("open-mpi");
-/** `deno task train`'s permissions: FFI for the MPI library. */
-const TRAIN_PERMISSIONS = [...TASK_PERMISSIONS, "--allow-ffi"];
 
 /**
  * `mpirun -np size` of `script` with `args`. Each process may use every core

@@ -19,7 +19,23 @@ Deno.test(
   },
 );
 
-Deno.test("ThreadWatch falls back to a grace period where /proc cannot be read", async () => {
+Deno.test(
+  "ThreadWatch sees the threads through libc with --allow-ffi, as deno task train has (Linux)",
+  {
+    ignore: await ignoredWithout("linux"),
+  },
+  async () => {
+    const permissions = ["--allow-read", "--allow-ffi"]; // /proc/self needs --allow-all in Deno
+    const { code, stdout, stderr } = await runScript(PROBE, [], { permissions });
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /^observable true$/m);
+    assert.match(stdout, /^exited while running false$/m);
+    const ms = Number(stdout.match(/^exited after terminate true in (\d+) ms$/m)?.[1]);
+    assert.ok(ms < 10_000, stdout);
+  },
+);
+
+Deno.test("ThreadWatch falls back to a grace period with neither --allow-all nor --allow-ffi", async () => {
   const { code, stdout, stderr } = await runScript(PROBE, [], { permissions: ["--allow-read"] });
   assert.equal(code, 0, stderr);
   assert.match(stdout, /^observable false$/m);

@@ -11,10 +11,15 @@
  * three trainings at once on 2 cores, each after training had finished.
  * Waiting for the threads first made it 0 of 40 and 0 of 60 (both ways below).
  *
- * On Linux, under `--allow-all`, the threads are watched in `/proc/self/task`
- * (Deno names a worker's threads `worker-N`; it reads `/proc/self` only with
- * `--allow-all`). Otherwise a fixed grace period of 500 ms stands in; the
- * teardown itself took about 16 ms on an idle machine.
+ * On Linux the threads are watched in `/proc/self/task` (Deno names a
+ * worker's threads `worker-N`). Deno reads `/proc/self` only under
+ * `--allow-all`; with `--allow-ffi` (which `deno task train` has) the
+ * directory is read through libc instead, as Deno's permissions do not
+ * reach foreign calls. Otherwise a fixed grace period of 500 ms stands in;
+ * the teardown itself took about 16 ms on an idle machine. That grace is not
+ * always enough: one `scripts/train.ts` run without either permission
+ * crashed at exit (SIGSEGV) while the test suite ran two files at a time on
+ * 2 cores (2026-12-06).
  *
  * @module
  */
@@ -43,15 +48,19 @@ const GRACE_MS = 500;
  * ```
  */
 export class ThreadWatch {
+  readonly #list: ThreadLister | null = threadLister();
   readonly #before: Set<string> | null;
   readonly #marked = new Set<string>();
 
   /** Takes note of the threads running now. */
   constructor() {
-    this.#before = readable() ? new Set(listThreads().keys()) : null;
+    this.#before = this.#list === null ? null : new Set(this.#list().keys());
   }
 
-  /** Whether threads can be observed here (Linux with read access to `/proc/self/task`). */
+  /**
+   * Whether threads can be observed here: on Linux, with `--allow-all` or
+   * `--allow-ffi`.
+   */
   get observable(): boolean {
     return this.#before !== null;
   }
@@ -61,8 +70,8 @@ export class ThreadWatch {
    * {@linkcode ThreadWatch.exited} waits for. Call it before terminating.
    */
   mark(): void {
-    if (this.#before === null) return;
-    for (const [id, name] of listThreads()) {
+    if (this.#list === null || this.#before === null) return;
+    for (const [id, name] of this.#list()) {
       if (!this.#before.has(id) && WORKER_THREAD.test(name)) this.#marked.add(id);
     }
   }
@@ -73,13 +82,13 @@ export class ThreadWatch {
    * cannot be observed it waits a short fixed time and resolves `true`.
    */
   async exited(options: { timeoutMs?: number } = {}): Promise<boolean> {
-    if (this.#before === null) {
+    if (this.#list === null) {
       await sleep(GRACE_MS);
       return true;
     }
     const deadline = performance.now() + (options.timeoutMs ?? 10_000);
     for (;;) {
-      const running = listThreads();
+      const running = this.#list();
       for (const id of this.#marked) if (!running.has(id)) this.#marked.delete(id);
       if (this.#marked.size === 0) return true;
       if (performance.now() > deadline) return false;
@@ -88,8 +97,21 @@ export class ThreadWatch {
   }
 }
 
-function readable(): boolean {
-  if (Deno.build.os !== "linux") return false;
+/** Thread id → thread name; a thread that ends while being read is left out. */
+type ThreadLister = () => Map<string, string>;
+
+/** How this process's threads can be listed here, if at all. */
+function threadLister(): ThreadLister | null {
+  if (Deno.build.os !== "linux") return null;
+  if (readableByDeno()) return listWithDeno;
+  libcLister ??= listWithLibc();
+  return libcLister;
+}
+
+/** The libc listing, once made (`null`: not possible here). */
+let libcLister: ThreadLister | null | undefined;
+
+function readableByDeno(): boolean {
   try {
     return Deno.permissions.querySync({ name: "read", path: TASKS }).state === "granted" &&
       Deno.statSync(TASKS).isDirectory;
@@ -98,8 +120,7 @@ function readable(): boolean {
   }
 }
 
-/** Thread id → thread name. A thread that ends while being read is left out. */
-function listThreads(): Map<string, string> {
+function listWithDeno(): Map<string, string> {
   const threads = new Map<string, string>();
   for (const entry of Deno.readDirSync(TASKS)) {
     try {
@@ -109,6 +130,66 @@ function listThreads(): Map<string, string> {
     }
   }
   return threads;
+}
+
+const LIBC_SYMBOLS = {
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  closedir: { parameters: ["pointer"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+} as const;
+
+/** Where `d_name` starts in glibc's and musl's `struct dirent` on 64-bit Linux. */
+const D_NAME_OFFSET = 19;
+
+/** The same listing through libc, where `--allow-ffi` is granted (64-bit Linux). */
+function listWithLibc(): ThreadLister | null {
+  let libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
+    if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") return null;
+    libc = Deno.dlopen("libc.so.6", LIBC_SYMBOLS); // opened once, for the process
+  } catch {
+    return null;
+  }
+  const { opendir, readdir, closedir, open, read, close } = libc.symbols;
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  const cString = (text: string) => encoder.encode(`${text}\0`);
+  const buffer = new Uint8Array(64);
+  const readComm = (id: string): string | undefined => {
+    const fd = open(cString(`${TASKS}/${id}/comm`), 0); // O_RDONLY
+    if (fd < 0) return undefined; // the thread exited between listing and reading
+    try {
+      const n = Number(read(fd, buffer, BigInt(buffer.length)));
+      return n < 0 ? undefined : decoder.decode(buffer.subarray(0, n)).trim();
+    } finally {
+      close(fd);
+    }
+  };
+  const list = (): Map<string, string> => {
+    const threads = new Map<string, string>();
+    const dir = opendir(cString(TASKS));
+    if (dir === null) return threads;
+    try {
+      for (let entry = readdir(dir); entry !== null; entry = readdir(dir)) {
+        const id = new Deno.UnsafePointerView(entry).getCString(D_NAME_OFFSET);
+        if (!/^\d+$/.test(id)) continue; // "." and ".."
+        const name = readComm(id);
+        if (name !== undefined) threads.set(id, name);
+      }
+    } finally {
+      closedir(dir);
+    }
+    return threads;
+  };
+  try {
+    return list().has(`${Deno.pid}`) ? list : null; // the main thread's id is the process's
+  } catch {
+    return null;
+  }
 }
 
 function sleep(ms: number): Promise<void> {
