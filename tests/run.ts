@@ -3,7 +3,8 @@
  * (`deno test --parallel`, as many as the machine has cores); then the files
  * of {@linkcode ALONE} run one after another on an otherwise idle machine.
  * Arguments (`--filter NAME`, `--fail-fast`, …) go to both lanes; the exit
- * code is the first non-zero one.
+ * code is the first non-zero one (with `--fail-fast`, a failing first lane
+ * ends the run).
  *
  * On this project's 2-core machine the whole suite took 14m47s in one lane
  * and 10m40s in these two (7m46s, then 2m49s), 2026-12-06; with
@@ -56,9 +57,12 @@ async function denoTest(args: string[]): Promise<number> {
   return (await child.status).code;
 }
 
-/** The test files but those of {@linkcode ALONE}, listed: `--ignore` is not applied beside a second root (Deno 2.9.6). */
+/**
+ * The test files but those of {@linkcode ALONE}, listed one by one: `--ignore` is not applied
+ * beside a second root (Deno 2.9.6).
+ */
 function sharedTestFiles(): string[] {
-  const files = [...Deno.readDirSync("tests")]
+  const files = [...Deno.readDirSync(new URL(".", import.meta.url))]
     .filter((entry) => entry.isFile && entry.name.endsWith("_test.ts"))
     .map((entry) => `tests/${entry.name}`);
   return files.filter((file) => !ALONE.includes(file)).sort();
@@ -73,6 +77,7 @@ if (import.meta.main) {
     ...DOC_ROOTS,
     ...sharedTestFiles(),
   ]);
+  if (shared !== 0 && Deno.args.some((arg) => arg.startsWith("--fail-fast"))) Deno.exit(shared);
   const alone = await denoTest([...PERMISSIONS, ...Deno.args, ...ALONE]);
   Deno.exit(shared !== 0 ? shared : alone);
 }
