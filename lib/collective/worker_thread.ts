@@ -81,6 +81,11 @@ export class WorkerThread implements Channel {
     });
   }
 
+  /** The worker's `threadId`, unique in the process (see `ThreadWatch.add`). */
+  get threadId(): number {
+    return this.#worker.threadId;
+  }
+
   /** Posts `message` to the thread, moving the buffers in `transfer`. */
   send(message: Message, transfer: Transferable[] = []): void {
     trace(this.#label, `sent ${message.type}`);

@@ -32,15 +32,18 @@ const GRACE_MS = 500;
 
 /**
  * Remembers the threads that exist when it is made; {@linkcode ThreadWatch.mark}
- * then picks out the worker threads started since, and
+ * then picks out the worker threads started since (or those of the workers
+ * given to {@linkcode ThreadWatch.add}), and
  * {@linkcode ThreadWatch.exited} waits for those to end.
  *
  * @example
  * ```ts ignore
+ * import { Worker } from "node:worker_threads";
  * import { ThreadWatch } from "./thread_watch.ts";
  *
  * const threads = new ThreadWatch();
- * const worker = new Worker(new URL("./some_worker.ts", import.meta.url), { type: "module" });
+ * const worker = new Worker(new URL("./some_worker.ts", import.meta.url));
+ * threads.add(worker); // this worker's thread only
  * // ... use the worker ...
  * threads.mark();
  * worker.terminate();
@@ -51,6 +54,8 @@ export class ThreadWatch {
   readonly #list: ThreadLister | null = threadLister();
   readonly #before: Set<string> | null;
   readonly #marked = new Set<string>();
+  /** The `threadId`s of the workers this watch is for, when given. */
+  readonly #workers = new Set<number>();
 
   /** Takes note of the threads running now. */
   constructor() {
@@ -66,14 +71,32 @@ export class ThreadWatch {
   }
 
   /**
-   * Adds the worker threads started since construction to those
+   * Names a worker this watch is for, by its `threadId` (Deno names the
+   * worker's thread `worker-<threadId>`): {@linkcode ThreadWatch.mark} then
+   * picks out these workers' threads only, and not those that other code in
+   * the process started meanwhile (another run, or another test file under
+   * `deno test --parallel`, whose threads may outlive this one's).
+   */
+  add(worker: { threadId: number }): void {
+    this.#workers.add(worker.threadId);
+  }
+
+  /**
+   * Adds the threads of the workers given to {@linkcode ThreadWatch.add} —
+   * or, if none were given or one of them is not found under its name, every
+   * worker thread started since construction — to those
    * {@linkcode ThreadWatch.exited} waits for. Call it before terminating.
    */
   mark(): void {
     if (this.#list === null || this.#before === null) return;
-    for (const [id, name] of this.#list()) {
-      if (!this.#before.has(id) && WORKER_THREAD.test(name)) this.#marked.add(id);
-    }
+    const before = this.#before;
+    const started = [...this.#list()].filter(([id, name]) =>
+      !before.has(id) && WORKER_THREAD.test(name)
+    );
+    const names = new Set([...this.#workers].map((threadId) => `worker-${threadId}`));
+    const named = started.filter(([, name]) => names.has(name));
+    const chosen = names.size > 0 && named.length === names.size ? named : started;
+    for (const [id] of chosen) this.#marked.add(id);
   }
 
   /**

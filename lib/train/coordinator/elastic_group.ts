@@ -285,6 +285,7 @@ export class ElasticGroup {
         name: `member-${rank}`,
         label: `coordinator↔worker ${rank}`,
       });
+      threads.add(thread);
       locals.push(new Member(rank, `worker ${rank}`, true, thread));
     }
     const stopped = Promise.withResolvers<never>();
@@ -503,7 +504,7 @@ export class ElasticGroup {
     this.#threads.mark();
     const reason = this.#failure ? `the run stopped: ${this.#failure.message}` : "the run ended";
     for (const member of this.#members) member.close(reason);
-    this.#closed = this.#threads.exited({ timeoutMs: 3000 }).then(() => {});
+    this.#closed = this.#threads.exited().then(() => {});
     return this.#closed;
   }
 

@@ -80,6 +80,7 @@ export async function joinRun(options: JoinOptions): Promise<JoinResult> {
     name: "member",
     label: "join↔member",
   });
+  threads.add(thread);
   let shards = 0;
   const slowdown = options.slowdown ?? 1;
   const workSince: number[] = [];
@@ -136,7 +137,7 @@ export async function joinRun(options: JoinOptions): Promise<JoinResult> {
     channel.close();
     threads.mark();
     thread.close();
-    await threads.exited({ timeoutMs: 3000 });
+    await threads.exited();
   }
 }
 

@@ -132,6 +132,7 @@ async function probe(path: string): Promise<ProbeResult> {
       name: `webgpu-probe-${path}`,
     },
   );
+  threads.add(thread);
   try {
     return await new Promise<ProbeResult>((resolve) => {
       thread.onMessage = (message) => resolve(message.result as ProbeResult);

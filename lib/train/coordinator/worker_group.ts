@@ -225,6 +225,7 @@ export class WorkerGroup {
         name: `replica-${rank}`,
         label: `coordinator↔worker ${rank}`,
       });
+      threads.add(thread);
       const mailbox = new Mailbox(thread, {
         onError: (error) => fail(new WorkerError(rank, error.message)),
       });
@@ -440,14 +441,15 @@ export class WorkerGroup {
     this.#watchdog.stop();
     this.#threads.mark();
     for (const mailbox of this.#mailboxes) mailbox.close();
-    // A thread waiting (for its device, a message) ends within milliseconds; one spinning in a
-    // synchronous loop is not stopped by Deno (2.9) at all, so waiting longer would not help.
-    // It no longer holds the process (see worker_thread.ts): it ends when the process does.
-    this.#closed = this.#threads.exited({ timeoutMs: 3000 }).then((allExited) => {
+    // A thread waiting (for its device, a message) ends within milliseconds on an idle machine,
+    // but took over 3 s with two test files and two training workers on 2 cores; one spinning in
+    // a synchronous loop is not stopped by Deno (2.9) at all. It no longer holds the process (see
+    // worker_thread.ts): it ends when the process does.
+    this.#closed = this.#threads.exited().then((allExited) => {
       if (allExited) return;
       console.error(
-        "warning: a worker thread did not stop when terminated (it runs a synchronous loop, " +
-          "which Deno 2.9 cannot interrupt); it runs on until this process exits",
+        "warning: a worker thread did not stop when terminated (in 10 s: it runs a synchronous " +
+          "loop, which Deno 2.9 cannot interrupt); it runs on until this process exits",
       );
     });
     return this.#closed;
