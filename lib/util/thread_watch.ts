@@ -94,8 +94,10 @@ export class ThreadWatch {
       !before.has(id) && WORKER_THREAD.test(name)
     );
     const names = new Set([...this.#workers].map((threadId) => `worker-${threadId}`));
+    // A worker's own threads (llvmpipe's, for one) carry its name too: a name, many threads.
     const named = started.filter(([, name]) => names.has(name));
-    const chosen = names.size > 0 && named.length === names.size ? named : started;
+    const found = new Set(named.map(([, name]) => name));
+    const chosen = names.size > 0 && found.size === names.size ? named : started;
     for (const [id] of chosen) this.#marked.add(id);
   }
 
