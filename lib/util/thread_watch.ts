@@ -51,15 +51,16 @@ const GRACE_MS = 500;
  * ```
  */
 export class ThreadWatch {
-  readonly #list: ThreadLister | null = threadLister();
-  readonly #before: Set<string> | null;
+  /** How to list the threads, and those there were at construction; null where they cannot be seen. */
+  readonly #seen: { list: ThreadLister; before: Set<string> } | null;
   readonly #marked = new Set<string>();
   /** The `threadId`s of the workers this watch is for, when given. */
   readonly #workers = new Set<number>();
 
   /** Takes note of the threads running now. */
   constructor() {
-    this.#before = this.#list === null ? null : new Set(this.#list().keys());
+    const list = threadLister();
+    this.#seen = list === null ? null : { list, before: new Set(list().keys()) };
   }
 
   /**
@@ -67,7 +68,7 @@ export class ThreadWatch {
    * `--allow-ffi`.
    */
   get observable(): boolean {
-    return this.#before !== null;
+    return this.#seen !== null;
   }
 
   /**
@@ -88,11 +89,9 @@ export class ThreadWatch {
    * {@linkcode ThreadWatch.exited} waits for. Call it before terminating.
    */
   mark(): void {
-    if (this.#list === null || this.#before === null) return;
-    const before = this.#before;
-    const started = [...this.#list()].filter(([id, name]) =>
-      !before.has(id) && WORKER_THREAD.test(name)
-    );
+    if (this.#seen === null) return;
+    const { list, before } = this.#seen;
+    const started = [...list()].filter(([id, name]) => !before.has(id) && WORKER_THREAD.test(name));
     const names = new Set([...this.#workers].map((threadId) => `worker-${threadId}`));
     // A worker's own threads (llvmpipe's, for one) carry its name too: a name, many threads.
     const named = started.filter(([, name]) => names.has(name));
@@ -107,13 +106,13 @@ export class ThreadWatch {
    * cannot be observed it waits a short fixed time and resolves `true`.
    */
   async exited(options: { timeoutMs?: number } = {}): Promise<boolean> {
-    if (this.#list === null) {
+    if (this.#seen === null) {
       await sleep(GRACE_MS);
       return true;
     }
     const deadline = performance.now() + (options.timeoutMs ?? 10_000);
     for (;;) {
-      const running = this.#list();
+      const running = this.#seen.list();
       for (const id of this.#marked) if (!running.has(id)) this.#marked.delete(id);
       if (this.#marked.size === 0) return true;
       if (performance.now() > deadline) return false;

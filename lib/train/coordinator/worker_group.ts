@@ -443,8 +443,8 @@ export class WorkerGroup {
     for (const mailbox of this.#mailboxes) mailbox.close();
     // A thread waiting (for its device, a message) ends within milliseconds on an idle machine,
     // longer on a loaded one (this warning came up with 3 s, two test files and two training
-    // workers on 2 cores); one spinning in a synchronous loop is not stopped by Deno (2.9) at all. It no longer holds the process (see
-    // worker_thread.ts): it ends when the process does.
+    // workers on 2 cores); one spinning in a synchronous loop is not stopped by Deno (2.9) at
+    // all. It no longer holds the process (see worker_thread.ts): it ends when the process does.
     this.#closed = this.#threads.exited().then((allExited) => {
       if (allExited) return;
       console.error(
